@@ -1,0 +1,273 @@
+//! Annotations (`/api/tasks/{id}/annotations/`, `/api/annotations/{id}/`), contract §7.4.
+
+use super::auth::Auth;
+use super::error::{ApiError, ApiResult, OrNotFound};
+use super::extract::{Body, Id, Query};
+use super::fields::{python_type_name, Form};
+use super::users::{created_username, UserCache};
+use super::AppState;
+use crate::db::{Annotation, NewAnnotation, User};
+use crate::time::{iso, iso_opt, now_micros, parse_any, timesince};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+/// The `last_action` values Label Studio knows.
+const LAST_ACTIONS: [&str; 10] = [
+    "prediction",
+    "propagated_annotation",
+    "imported",
+    "submitted",
+    "updated",
+    "skipped",
+    "accepted",
+    "rejected",
+    "fixed_and_accepted",
+    "deleted_review",
+];
+
+/// Renders an annotation in the API shape; `completed_by` is the id, or the given
+/// expanded object (task detail).
+pub fn annotation_json(
+    a: &Annotation,
+    author: Option<&User>,
+    completed_by: Option<Value>,
+) -> Value {
+    json!({
+        "id": a.id,
+        "result": a.result,
+        "created_username": created_username(author),
+        "created_ago": timesince(a.created_at, now_micros()),
+        "completed_by": completed_by.unwrap_or_else(|| a.completed_by.into()),
+        "was_cancelled": a.was_cancelled,
+        "ground_truth": a.ground_truth,
+        "created_at": iso(a.created_at),
+        "updated_at": iso(a.updated_at),
+        "draft_created_at": iso_opt(a.draft_created_at),
+        "lead_time": a.lead_time,
+        "import_id": a.import_id,
+        "last_action": a.last_action,
+        "bulk_created": a.bulk_created,
+        "task": a.task_id,
+        "project": a.project_id,
+        "updated_by": a.updated_by,
+        "parent_prediction": a.parent_prediction,
+        "parent_annotation": a.parent_annotation,
+        "last_created_by": a.last_created_by,
+    })
+}
+
+/// Parses `result`: a list, or a string holding a JSON list. Always 400 on bad input
+/// (Label Studio answers 500 for an unparsable string).
+pub fn parse_result(value: &Value) -> ApiResult<Value> {
+    let value = match value {
+        Value::String(s) => serde_json::from_str(s).map_err(|_| {
+            ApiError::bad_request("annotation \"result\" can't be parse from str to JSON")
+        })?,
+        other => other.clone(),
+    };
+    match value {
+        Value::Array(_) => Ok(value),
+        Value::Null => Ok(json!([])),
+        _ => Err(ApiError::bad_request(
+            "annotation \"result\" field in annotation must be list",
+        )),
+    }
+}
+
+/// Validates an annotation body onto `base`, checking referenced users.
+pub async fn apply_annotation(
+    state: &AppState,
+    organization_id: i64,
+    body: Value,
+    query: Option<&Query>,
+    mut a: NewAnnotation,
+) -> ApiResult<NewAnnotation> {
+    let mut form = Form::new(body)?;
+    if let Some(Some(v)) = form.boolean("was_cancelled", false) {
+        a.was_cancelled = v;
+    } else if query.is_some_and(|q| q.flag("was_cancelled")) {
+        a.was_cancelled = true;
+    }
+    if let Some(Some(v)) = form.boolean("ground_truth", false) {
+        a.ground_truth = v;
+    }
+    if let Some(Some(v)) = form.boolean("bulk_created", true) {
+        a.bulk_created = v;
+    }
+    if let Some(v) = form.number("lead_time", true) {
+        a.lead_time = v;
+    }
+    if let Some(v) = form.pk("completed_by", true) {
+        a.completed_by = v;
+    }
+    for (name, slot) in [
+        ("import_id", &mut a.import_id),
+        ("parent_prediction", &mut a.parent_prediction),
+        ("parent_annotation", &mut a.parent_annotation),
+    ] {
+        if let Some(v) = form.integer(name, true) {
+            *slot = v;
+        }
+    }
+    if let Some(v) = form.string("last_action", None, true) {
+        match v {
+            Some(action) if !LAST_ACTIONS.contains(&action.as_str()) => form.error(
+                "last_action",
+                format!("\"{action}\" is not a valid choice."),
+            ),
+            v => a.last_action = v,
+        }
+    }
+    if let Some(v) = form.string("draft_created_at", None, true) {
+        match v.map(|s| parse_any(&s)) {
+            Some(None) => form.error(
+                "draft_created_at",
+                "Datetime has wrong format. Use one of these formats instead: YYYY-MM-DDThh:mm[:ss[.uuuuuu]][+HH:MM|-HH:MM|Z].",
+            ),
+            Some(Some(t)) => a.draft_created_at = Some(t),
+            None => a.draft_created_at = None,
+        }
+    }
+    let result = form.raw("result").cloned();
+    form.finish()?;
+    if let Some(result) = result {
+        a.result = parse_result(&result)?;
+    }
+    if let Some(user_id) = a.completed_by {
+        if !state
+            .db
+            .user_in_organization(user_id, organization_id)
+            .await?
+        {
+            return Err(ApiError::field(
+                "completed_by",
+                format!("Invalid pk \"{user_id}\" - object does not exist."),
+            ));
+        }
+    }
+    Ok(a)
+}
+
+async fn render(state: &AppState, a: &Annotation) -> ApiResult<Value> {
+    let mut users = UserCache::default();
+    let author = users.get(&state.db, a.completed_by).await?;
+    Ok(annotation_json(a, author, None))
+}
+
+/// `POST /api/tasks/{id}/annotations/`.
+pub async fn create(
+    State(state): State<AppState>,
+    Auth(user): Auth,
+    Id(task_id): Id,
+    query: Query,
+    Body(body): Body,
+) -> ApiResult<Response> {
+    state
+        .db
+        .task(user.organization_id, task_id)
+        .await
+        .or_not_found("Task")?;
+    if !body.is_object() {
+        return Err(ApiError::non_field(format!(
+            "Invalid data. Expected a dictionary, but got {}.",
+            python_type_name(&body)
+        )));
+    }
+    let new = apply_annotation(
+        &state,
+        user.organization_id,
+        body,
+        Some(&query),
+        NewAnnotation {
+            result: json!([]),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let annotation = state
+        .db
+        .create_annotation(user.organization_id, task_id, user.id, &new)
+        .await
+        .or_not_found("Task")?;
+    state.changes_committed();
+    Ok((
+        StatusCode::CREATED,
+        Json(render(&state, &annotation).await?),
+    )
+        .into_response())
+}
+
+/// `GET /api/tasks/{id}/annotations/`: the task's non-cancelled annotations by id.
+pub async fn list_for_task(
+    State(state): State<AppState>,
+    Auth(user): Auth,
+    Id(task_id): Id,
+) -> ApiResult<Json<Value>> {
+    let task = state
+        .db
+        .task(user.organization_id, task_id)
+        .await
+        .or_not_found("Task")?;
+    let annotations = state.db.annotations_for_tasks(&[task.id], false).await?;
+    let mut users = UserCache::default();
+    let mut out = Vec::with_capacity(annotations.len());
+    for a in &annotations {
+        let author = users.get(&state.db, a.completed_by).await?;
+        out.push(annotation_json(a, author, None));
+    }
+    Ok(Json(Value::Array(out)))
+}
+
+/// `GET /api/annotations/{id}/`.
+pub async fn get(
+    State(state): State<AppState>,
+    Auth(user): Auth,
+    Id(id): Id,
+) -> ApiResult<Json<Value>> {
+    let annotation = state
+        .db
+        .annotation(user.organization_id, id)
+        .await
+        .or_not_found("Annotation")?;
+    Ok(Json(render(&state, &annotation).await?))
+}
+
+/// `PATCH|PUT /api/annotations/{id}/`.
+pub async fn update(
+    State(state): State<AppState>,
+    Auth(user): Auth,
+    Id(id): Id,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
+    let current = state
+        .db
+        .annotation(user.organization_id, id)
+        .await
+        .or_not_found("Annotation")?;
+    let new = apply_annotation(&state, user.organization_id, body, None, current.to_new()).await?;
+    let annotation = state
+        .db
+        .update_annotation(user.organization_id, id, user.id, &new)
+        .await
+        .or_not_found("Annotation")?;
+    state.changes_committed();
+    Ok(Json(render(&state, &annotation).await?))
+}
+
+/// `DELETE /api/annotations/{id}/`.
+pub async fn delete(
+    State(state): State<AppState>,
+    Auth(user): Auth,
+    Id(id): Id,
+) -> ApiResult<StatusCode> {
+    state
+        .db
+        .delete_annotation(user.organization_id, id)
+        .await
+        .or_not_found("Annotation")?;
+    state.changes_committed();
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,239 @@
+//! Authentication: legacy tokens (`Authorization: Token <key>`, `X-Api-Key`) and
+//! personal access tokens (JWT refresh tokens exchanged at `/api/token/refresh/`
+//! for 5-minute access tokens sent as `Authorization: Bearer <jwt>`), contract §1.
+
+use super::error::{ApiError, ApiResult};
+use super::extract::Body;
+use super::fields::Form;
+use super::AppState;
+use crate::db::{DbError, User};
+use crate::time::now_micros;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// Lifetime of an access token, in seconds (as Label Studio).
+pub const ACCESS_TOKEN_SECONDS: i64 = 300;
+/// Lifetime of a personal access token, in seconds (~200 years, as Label Studio).
+pub const PERSONAL_TOKEN_SECONDS: i64 = 200 * 365 * 24 * 3600;
+
+/// Keys for signing and checking JWTs (HS256, secret shared through the database).
+#[derive(Clone)]
+pub struct JwtKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl JwtKeys {
+    /// Keys from a shared secret.
+    pub fn new(secret: &str) -> JwtKeys {
+        JwtKeys {
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+        }
+    }
+}
+
+/// Claims of both token kinds; `user_id` is a string, as Label Studio issues it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    /// `refresh` (personal access token) or `access`.
+    pub token_type: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: i64,
+    /// Issued at.
+    pub iat: i64,
+    /// Token id (32 hex characters).
+    pub jti: String,
+    /// The user's id, as a string.
+    pub user_id: String,
+}
+
+fn new_jti() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+impl JwtKeys {
+    fn sign(&self, claims: &Claims) -> ApiResult<String> {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .map_err(ApiError::internal)
+    }
+
+    /// Decodes and verifies a token of the given type (signature and expiry).
+    pub fn verify(&self, token: &str, token_type: &str) -> Option<Claims> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
+            .ok()?
+            .claims;
+        (claims.token_type == token_type).then_some(claims)
+    }
+}
+
+/// The authenticated caller.
+pub struct Auth(pub User);
+
+const NO_CREDENTIALS: &str = "Authentication credentials were not provided.";
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        if let Some(key) = parts.headers.get("x-api-key") {
+            let key = String::from_utf8_lossy(key.as_bytes()).trim().to_owned();
+            return legacy(state, &key).await.map(Auth);
+        }
+        let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
+            return Err(ApiError::unauthorized(NO_CREDENTIALS));
+        };
+        let header = String::from_utf8_lossy(header.as_bytes()).to_string();
+        let words: Vec<&str> = header.split_whitespace().collect();
+        match words.as_slice() {
+            [keyword, rest @ ..] if keyword.eq_ignore_ascii_case("token") => match rest {
+                [] => Err(ApiError::unauthorized(
+                    "Invalid token header. No credentials provided.",
+                )),
+                [key] => legacy(state, key).await.map(Auth),
+                _ => Err(ApiError::unauthorized(
+                    "Invalid token header. Token string should not contain spaces.",
+                )),
+            },
+            ["Bearer", token] => {
+                let claims = state
+                    .jwt
+                    .verify(token, "access")
+                    .ok_or_else(|| ApiError::unauthorized(NO_CREDENTIALS))?;
+                if state.db.personal_token_revoked(&claims.jti).await? != Some(false) {
+                    return Err(ApiError::unauthorized(NO_CREDENTIALS));
+                }
+                let id: i64 = claims
+                    .user_id
+                    .parse()
+                    .map_err(|_| ApiError::unauthorized(NO_CREDENTIALS))?;
+                match state.db.user_by_id(id).await {
+                    Ok(user) => Ok(Auth(user)),
+                    Err(DbError::NotFound) => Err(ApiError::unauthorized(NO_CREDENTIALS)),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            _ => Err(ApiError::unauthorized(NO_CREDENTIALS)),
+        }
+    }
+}
+
+async fn legacy(state: &AppState, key: &str) -> ApiResult<User> {
+    if key.is_empty() || key.len() > 256 {
+        return Err(ApiError::unauthorized("Invalid token."));
+    }
+    match state.db.user_by_legacy_token(key).await {
+        Ok(user) => Ok(user),
+        Err(DbError::NotFound) => Err(ApiError::unauthorized("Invalid token.")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Hashes a password with argon2id.
+pub fn hash_password(password: &str) -> anyhow::Result<String> {
+    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+    let salt = SaltString::generate(&mut OsRng);
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("Failed to hash the password: {e}"))
+}
+
+/// Creates a personal access token for a user (at most one live token per user).
+pub async fn create_personal_token(state: &AppState, user: &User) -> ApiResult<String> {
+    let now = now_micros() / 1_000_000;
+    let claims = Claims {
+        token_type: "refresh".into(),
+        exp: now + PERSONAL_TOKEN_SECONDS,
+        iat: now,
+        jti: new_jti(),
+        user_id: user.id.to_string(),
+    };
+    let token = state.jwt.sign(&claims)?;
+    match state
+        .db
+        .create_personal_token(user.id, &claims.jti, &token, claims.exp * 1_000_000)
+        .await
+    {
+        Ok(()) => Ok(token),
+        Err(DbError::Conflict) => Err(ApiError::conflict(
+            "You already have a valid token. Please revoke it before creating a new one.",
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `POST /api/token/`: create a personal access token.
+pub async fn create_token(State(state): State<AppState>, Auth(user): Auth) -> ApiResult<Response> {
+    let token = create_personal_token(&state, &user).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "token": token }))).into_response())
+}
+
+/// `GET /api/token/`: the caller's live personal access tokens, signatures stripped.
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    Auth(user): Auth,
+) -> ApiResult<Json<Value>> {
+    let tokens = state.db.personal_tokens(user.id).await?;
+    let list: Vec<Value> = tokens
+        .iter()
+        .map(|t| json!({ "token": t.rsplit_once('.').map_or(t.as_str(), |(head, _)| head) }))
+        .collect();
+    Ok(Json(Value::Array(list)))
+}
+
+fn refresh_field(body: Value) -> ApiResult<String> {
+    let mut form = Form::new(body)?;
+    form.require("refresh");
+    let token = form.string("refresh", None, false);
+    form.finish()?;
+    Ok(token.flatten().unwrap_or_default())
+}
+
+/// `POST /api/token/refresh/`: exchange a personal access token for an access token.
+pub async fn refresh_token(
+    State(state): State<AppState>,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
+    let token = refresh_field(body)?;
+    let claims = state
+        .jwt
+        .verify(&token, "refresh")
+        .ok_or_else(|| ApiError::unauthorized("Token is invalid"))?;
+    match state.db.personal_token_revoked(&claims.jti).await? {
+        None => return Err(ApiError::unauthorized("Token is invalid")),
+        Some(true) => return Err(ApiError::unauthorized("Token is blacklisted")),
+        Some(false) => {}
+    }
+    let now = now_micros() / 1_000_000;
+    let access = Claims {
+        token_type: "access".into(),
+        exp: now + ACCESS_TOKEN_SECONDS,
+        iat: now,
+        jti: claims.jti,
+        user_id: claims.user_id,
+    };
+    Ok(Json(json!({ "access": state.jwt.sign(&access)? })))
+}
+
+/// `POST /api/token/blacklist/`: revoke a personal access token.
+pub async fn blacklist_token(
+    State(state): State<AppState>,
+    Body(body): Body,
+) -> ApiResult<StatusCode> {
+    let token = refresh_field(body)?;
+    let claims = state
+        .jwt
+        .verify(&token, "refresh")
+        .ok_or_else(|| ApiError::unauthorized("Token is invalid"))?;
+    state.db.revoke_personal_token(&claims.jti).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

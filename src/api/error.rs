@@ -1,0 +1,201 @@
+//! One error type for the HTTP layer, rendered in Label Studio's error shape
+//! (contract §2): `{"id", "status_code", "version", "detail", "exc_info"[, "validation_errors"]}`.
+
+use crate::db::DbError;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+
+/// Our version string, reported in every error body.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// An HTTP error. Internal causes are attached to the response for the logging
+/// middleware and never sent to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: ErrorBody,
+    internal: Option<anyhow::Error>,
+}
+
+#[derive(Debug)]
+enum ErrorBody {
+    Standard {
+        detail: String,
+        validation_errors: Option<Map<String, Value>>,
+    },
+    /// A body Label Studio sends outside its standard shape (contract §2.3).
+    Raw(Value),
+}
+
+/// The internal cause of a 5xx, carried as a response extension.
+#[derive(Clone, Debug)]
+pub struct InternalError(pub Arc<anyhow::Error>);
+
+/// Result alias of the HTTP layer.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    /// An error with a plain `detail`.
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            body: ErrorBody::Standard {
+                detail: detail.into(),
+                validation_errors: None,
+            },
+            internal: None,
+        }
+    }
+
+    /// 400 with `detail` only (parse errors and the like).
+    pub fn bad_request(detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, detail)
+    }
+
+    /// 400 `Validation error` with per-field messages.
+    pub fn validation(errors: Map<String, Value>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            body: ErrorBody::Standard {
+                detail: "Validation error".into(),
+                validation_errors: Some(errors),
+            },
+            internal: None,
+        }
+    }
+
+    /// 400 with one message for one field.
+    pub fn field(field: &str, message: impl Into<String>) -> ApiError {
+        let mut errors = Map::new();
+        errors.insert(field.into(), json!([message.into()]));
+        ApiError::validation(errors)
+    }
+
+    /// 400 with a message not tied to a field (`non_field_errors`).
+    pub fn non_field(message: impl Into<String>) -> ApiError {
+        ApiError::field("non_field_errors", message)
+    }
+
+    /// 401 with Label Studio's wording.
+    pub fn unauthorized(detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, detail)
+    }
+
+    /// 404 `No <Model> matches the given query.`
+    pub fn not_found(model: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("No {model} matches the given query."),
+        )
+    }
+
+    /// 404 `Not found.` (no route, or an id that is not a number).
+    pub fn no_route() -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "Not found.")
+    }
+
+    /// 409.
+    pub fn conflict(detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, detail)
+    }
+
+    /// A non-standard body with the given status.
+    pub fn raw(status: StatusCode, body: Value) -> ApiError {
+        ApiError {
+            status,
+            body: ErrorBody::Raw(body),
+            internal: None,
+        }
+    }
+
+    /// 500; the cause is logged, not shown.
+    pub fn internal(e: impl Into<anyhow::Error>) -> ApiError {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            body: ErrorBody::Standard {
+                detail: "Internal server error. The error was logged with this response's id."
+                    .into(),
+                validation_errors: None,
+            },
+            internal: Some(e.into()),
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::NotFound => ApiError::no_route(),
+            DbError::Conflict => ApiError::conflict("The object already exists."),
+            DbError::Other(e) => ApiError::internal(e),
+        }
+    }
+}
+
+/// Maps [`DbError::NotFound`] to the 404 of a named model.
+pub trait OrNotFound<T> {
+    /// `No <model> matches the given query.` when the row is missing.
+    fn or_not_found(self, model: &str) -> ApiResult<T>;
+}
+
+impl<T> OrNotFound<T> for Result<T, DbError> {
+    fn or_not_found(self, model: &str) -> ApiResult<T> {
+        self.map_err(|e| match e {
+            DbError::NotFound => ApiError::not_found(model),
+            e => e.into(),
+        })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let id = uuid::Uuid::new_v4().to_string();
+        let body = match self.body {
+            ErrorBody::Raw(v) => v,
+            ErrorBody::Standard {
+                detail,
+                validation_errors,
+            } => {
+                let mut body = json!({
+                    "id": id,
+                    "status_code": self.status.as_u16(),
+                    "version": VERSION,
+                    "detail": detail,
+                    "exc_info": null,
+                });
+                if let Some(errors) = validation_errors {
+                    body["validation_errors"] = Value::Object(errors);
+                }
+                body
+            }
+        };
+        let mut response = (self.status, json_bytes(&body)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Token"));
+        }
+        if let Some(e) = self.internal {
+            response
+                .extensions_mut()
+                .insert(InternalError(Arc::new(e.context(format!("error id {id}")))));
+        }
+        response
+    }
+}
+
+/// Serialises a JSON value (infallible for `Value`).
+pub fn json_bytes(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}

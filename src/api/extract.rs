@@ -1,0 +1,125 @@
+//! Extractors that fail with our JSON errors instead of axum's plain-text rejections.
+
+use super::error::{ApiError, ApiResult};
+use super::AppState;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use serde_json::{Map, Value};
+
+/// A request body as JSON. Accepts `application/json` (also when no content type is
+/// sent) and `application/x-www-form-urlencoded`; an empty body reads as `{}`.
+/// Bodies over the configured limit are refused with 413, other media types with 415,
+/// malformed JSON with 400 `JSON parse error - …`.
+pub struct Body(pub Value);
+
+impl FromRequest<AppState> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> ApiResult<Self> {
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).to_string())
+            .unwrap_or_default();
+        let media = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let limit = state.settings.max_body_bytes;
+        let bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("Request body exceeds the limit of {limit} bytes."),
+                )
+            })?;
+        let is_json = media.is_empty() || media == "application/json" || media.ends_with("+json");
+        if is_json {
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Ok(Body(Value::Object(Map::new())));
+            }
+            return serde_json::from_slice(&bytes)
+                .map(Body)
+                .map_err(|e| ApiError::bad_request(format!("JSON parse error - {e}")));
+        }
+        if media == "application/x-www-form-urlencoded" {
+            let map = url::form_urlencoded::parse(&bytes)
+                .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+                .collect();
+            return Ok(Body(Value::Object(map)));
+        }
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Unsupported media type \"{content_type}\" in request."),
+        ))
+    }
+}
+
+/// A numeric id from the path; anything else is a 404, as in Label Studio's URL patterns.
+pub struct Id(pub i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::no_route())?;
+        parse_id(&raw).map(Id).ok_or_else(ApiError::no_route)
+    }
+}
+
+/// Parses a positive id as Django's `<int:pk>` does.
+pub fn parse_id(raw: &str) -> Option<i64> {
+    if raw.is_empty() || raw.len() > 18 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    raw.parse().ok()
+}
+
+/// The query string as ordered pairs; never fails.
+pub struct Query(pub Vec<(String, String)>);
+
+impl Query {
+    /// The last value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `name` as a positive integer: `Ok(None)` when absent or empty, `Err(())` when
+    /// present but not a number.
+    pub fn int(&self, name: &str) -> Result<Option<i64>, ()> {
+        match self.get(name).map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(v) => parse_id(v).map(Some).ok_or(()),
+        }
+    }
+
+    /// Django-style boolean flag.
+    pub fn flag(&self, name: &str) -> bool {
+        matches!(
+            self.get(name).map(|v| v.to_ascii_lowercase()).as_deref(),
+            Some("1" | "true" | "yes" | "on")
+        )
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Query {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> ApiResult<Self> {
+        let pairs = url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        Ok(Query(pairs))
+    }
+}

@@ -1,0 +1,32 @@
+//! Liveness and version.
+
+use super::error::VERSION;
+use super::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+
+/// `GET /health`: `{"status":"UP"}` while the database answers.
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    match state.db.ping().await {
+        Ok(()) => (StatusCode::OK, Json(json!({ "status": "UP" }))),
+        Err(e) => {
+            tracing::warn!(error.message = %e, "health check failed: database does not answer");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "DOWN" })),
+            )
+        }
+    }
+}
+
+/// `GET /api/version`.
+pub async fn version() -> Json<Value> {
+    Json(json!({
+        "release": VERSION,
+        "label-studio-os-package": { "version": "1.23.2", "short_version": "1.23", "latest_version_from_pypi": null },
+        "labelport": { "version": VERSION },
+        "edition": "Community",
+    }))
+}

@@ -1,0 +1,156 @@
+//! The HTTP API: state, the route table, and cross-cutting layers.
+//!
+//! Every path is served with and without its trailing slash by the same handler
+//! (Label Studio re-dispatches 404s with a slash appended; we route both forms once).
+//! Every error, including unknown routes, wrong methods and panics, is JSON in
+//! Label Studio's error shape.
+
+pub mod annotations;
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod fields;
+pub mod health;
+pub mod import;
+pub mod openapi;
+pub mod pagination;
+pub mod projects;
+pub mod tasks;
+pub mod users;
+
+use crate::config::Settings;
+use crate::db::Db;
+use axum::extract::Request;
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, MethodRouter};
+use axum::Router;
+use error::{ApiError, InternalError};
+use std::sync::Arc;
+use tokio::sync::Notify;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+/// Shared state of all handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub db: Db,
+    /// Settings resolved at start.
+    pub settings: Arc<Settings>,
+    /// JWT keys for personal access tokens.
+    pub jwt: auth::JwtKeys,
+    /// Woken whenever annotation changes were committed (the sync engine listens).
+    pub changes: Arc<Notify>,
+}
+
+impl AppState {
+    /// Tells the sync engine that new change-feed entries are committed.
+    pub fn changes_committed(&self) {
+        self.changes.notify_one();
+    }
+}
+
+/// Registers `path` and its other slash form on the same handler.
+fn both(router: Router<AppState>, path: &str, handler: MethodRouter<AppState>) -> Router<AppState> {
+    let other = match path.strip_suffix('/') {
+        Some(bare) => bare.to_owned(),
+        None => format!("{path}/"),
+    };
+    router.route(path, handler.clone()).route(&other, handler)
+}
+
+/// The complete route table.
+pub fn router(state: AppState) -> Router {
+    let routes: [(&str, MethodRouter<AppState>); 18] = [
+        ("/health", get(health::health)),
+        ("/api/version", get(health::version)),
+        ("/api/schema", get(openapi::schema)),
+        ("/api/current-user/whoami", get(users::whoami)),
+        ("/api/current-user", get(users::whoami)),
+        ("/api/current-user/token", get(users::legacy_token)),
+        (
+            "/api/current-user/reset-token/",
+            post(users::reset_legacy_token),
+        ),
+        (
+            "/api/token/",
+            get(auth::list_tokens).post(auth::create_token),
+        ),
+        ("/api/token/refresh/", post(auth::refresh_token)),
+        ("/api/token/blacklist/", post(auth::blacklist_token)),
+        ("/api/projects/", get(projects::list).post(projects::create)),
+        (
+            "/api/projects/{id}/",
+            get(projects::get)
+                .patch(projects::update)
+                .put(projects::update)
+                .delete(projects::delete),
+        ),
+        ("/api/projects/{id}/import", post(import::import)),
+        ("/api/tasks/", get(tasks::list).post(tasks::create)),
+        (
+            "/api/tasks/{id}/",
+            get(tasks::get)
+                .patch(tasks::update)
+                .put(tasks::update)
+                .delete(tasks::delete),
+        ),
+        (
+            "/api/tasks/{id}/annotations/",
+            get(annotations::list_for_task).post(annotations::create),
+        ),
+        (
+            "/api/annotations/{id}/",
+            get(annotations::get)
+                .patch(annotations::update)
+                .put(annotations::update)
+                .delete(annotations::delete),
+        ),
+        ("/api/storages/export/types", get(storage_types)),
+    ];
+    let mut router = Router::new();
+    for (path, handler) in routes {
+        router = both(router, path, handler);
+    }
+    router
+        .fallback(|| async { ApiError::no_route() })
+        .method_not_allowed_fallback(|method: Method| async move {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("Method \"{method}\" not allowed."),
+            )
+        })
+        .layer(axum::middleware::from_fn(log_server_errors))
+        .layer(CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                tracing::error!("a request handler panicked");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error.")
+                    .into_response()
+            },
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// `GET /api/storages/export/types`, in Label Studio's order.
+async fn storage_types() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!([
+        {"name": "s3", "title": "AWS S3"},
+        {"name": "gcs", "title": "Google Cloud Storage"},
+        {"name": "azure", "title": "Microsoft Azure"},
+        {"name": "redis", "title": "Redis"},
+        {"name": "localfiles", "title": "Local files"},
+    ]))
+}
+
+/// Logs the internal cause of every 5xx (kept out of the response body).
+async fn log_server_errors(req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let response = next.run(req).await;
+    if let Some(InternalError(e)) = response.extensions().get::<InternalError>() {
+        tracing::error!(%method, %path, error.cause_chain = ?e, error.message = %e, "request failed");
+    }
+    response
+}

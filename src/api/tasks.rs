@@ -1,0 +1,325 @@
+//! Tasks (`/api/tasks/`), contract §7.3.
+
+use super::annotations::annotation_json;
+use super::auth::Auth;
+use super::error::{ApiError, ApiResult, OrNotFound};
+use super::extract::{Body, Id, Query};
+use super::fields::Form;
+use super::pagination::Page;
+use super::users::{user_with_initials, UserCache};
+use super::AppState;
+use crate::db::{Annotation, Db, Prediction, Task};
+use crate::time::{iso, now_micros, timesince};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+/// The task object of create and update responses (without annotations).
+pub fn task_json(t: &Task) -> Value {
+    json!({
+        "id": t.id,
+        "data": t.data,
+        "meta": t.meta,
+        "created_at": iso(t.created_at),
+        "updated_at": iso(t.updated_at),
+        "is_labeled": t.is_labeled,
+        "overlap": t.overlap,
+        "inner_id": t.inner_id,
+        "total_annotations": t.total_annotations,
+        "cancelled_annotations": t.cancelled_annotations,
+        "total_predictions": t.total_predictions,
+        "comment_count": 0,
+        "unresolved_comment_count": 0,
+        "last_comment_updated_at": null,
+        "project": t.project_id,
+        "updated_by": t.updated_by,
+        "file_upload": null,
+        "comment_authors": [],
+    })
+}
+
+/// A prediction object.
+pub fn prediction_json(p: &Prediction) -> Value {
+    json!({
+        "id": p.id,
+        "result": p.result,
+        "model_version": p.model_version,
+        "created_ago": timesince(p.created_at, now_micros()),
+        "score": p.score,
+        "cluster": null,
+        "neighbors": null,
+        "mislabeling": 0.0,
+        "created_at": iso(p.created_at),
+        "updated_at": iso(p.updated_at),
+        "model": null,
+        "model_run": null,
+        "task": p.task_id,
+        "project": p.project_id,
+    })
+}
+
+/// Renders tasks as the list (`detailed == false`) or detail endpoint does, with
+/// their annotations and predictions loaded in two queries.
+async fn render_tasks(db: &Db, tasks: &[Task], detailed: bool) -> ApiResult<Vec<Value>> {
+    let ids: Vec<i64> = tasks.iter().map(|t| t.id).collect();
+    let annotations = db.annotations_for_tasks(&ids, true).await?;
+    let predictions = if detailed {
+        db.predictions_for_tasks(&ids).await?
+    } else {
+        Vec::new()
+    };
+    let mut users = UserCache::default();
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        let mine: Vec<&Annotation> = annotations.iter().filter(|a| a.task_id == t.id).collect();
+        let mut obj = Map::new();
+        obj.insert("id".into(), t.id.into());
+        if detailed {
+            let preds: Vec<Value> = predictions
+                .iter()
+                .filter(|p| p.task_id == t.id)
+                .map(prediction_json)
+                .collect();
+            obj.insert("predictions".into(), preds.into());
+            let mut list = Vec::with_capacity(mine.len());
+            for a in &mine {
+                let author = users.get(db, a.completed_by).await?;
+                let expanded = author.map(user_with_initials);
+                list.push(annotation_json(
+                    a,
+                    author,
+                    Some(expanded.unwrap_or(Value::Null)),
+                ));
+            }
+            obj.insert("annotations".into(), list.into());
+        }
+        obj.insert("drafts".into(), json!([]));
+        let mut annotators: Vec<i64> = mine.iter().filter_map(|a| a.completed_by).collect();
+        annotators.dedup();
+        obj.insert("annotators".into(), annotators.into());
+        obj.insert("inner_id".into(), t.inner_id.into());
+        obj.insert(
+            "cancelled_annotations".into(),
+            t.cancelled_annotations.into(),
+        );
+        obj.insert("total_annotations".into(), t.total_annotations.into());
+        obj.insert("total_predictions".into(), t.total_predictions.into());
+        if detailed {
+            let completed_at = mine
+                .iter()
+                .filter(|a| !a.was_cancelled)
+                .map(|a| a.created_at)
+                .max();
+            obj.insert("completed_at".into(), completed_at.map(iso).into());
+        }
+        obj.insert("annotations_results".into(), "".into());
+        obj.insert("predictions_results".into(), "".into());
+        if detailed {
+            obj.insert("predictions_score".into(), Value::Null);
+        }
+        obj.insert("file_upload".into(), Value::Null);
+        obj.insert("storage_filename".into(), Value::Null);
+        let ids: Vec<String> = mine.iter().map(|a| a.id.to_string()).collect();
+        obj.insert("annotations_ids".into(), ids.join(",").into());
+        obj.insert("predictions_model_versions".into(), json!([]));
+        if detailed {
+            let times: Vec<f64> = mine.iter().filter_map(|a| a.lead_time).collect();
+            let avg = (!times.is_empty()).then(|| times.iter().sum::<f64>() / times.len() as f64);
+            obj.insert("avg_lead_time".into(), avg.into());
+            obj.insert("draft_exists".into(), false.into());
+        }
+        let updated_by: Vec<Value> = t
+            .updated_by
+            .map(|id| json!({ "user_id": id }))
+            .into_iter()
+            .collect();
+        obj.insert("updated_by".into(), updated_by.into());
+        let base = task_json(t);
+        for key in [
+            "data",
+            "meta",
+            "created_at",
+            "updated_at",
+            "is_labeled",
+            "overlap",
+            "comment_count",
+            "unresolved_comment_count",
+            "last_comment_updated_at",
+            "project",
+            "comment_authors",
+        ] {
+            obj.insert(key.into(), base[key].clone());
+        }
+        out.push(Value::Object(obj));
+    }
+    Ok(out)
+}
+
+/// Reads a project reference: pk syntax, then existence in the caller's organization.
+pub async fn project_field(
+    state: &AppState,
+    form: &mut Form,
+    organization_id: i64,
+) -> ApiResult<Option<i64>> {
+    let Some(Some(id)) = form.pk("project", false) else {
+        return Ok(None);
+    };
+    if state.db.project_exists(organization_id, id).await? {
+        Ok(Some(id))
+    } else {
+        form.error(
+            "project",
+            format!("Invalid pk \"{id}\" - object does not exist."),
+        );
+        Ok(None)
+    }
+}
+
+/// `POST /api/tasks/`.
+pub async fn create(
+    State(state): State<AppState>,
+    Auth(user): Auth,
+    Body(body): Body,
+) -> ApiResult<Response> {
+    let mut form = Form::new(body)?;
+    form.require("project");
+    form.require("data");
+    let project = project_field(&state, &mut form, user.organization_id).await?;
+    let data = form.object("data", false).flatten();
+    let meta = form
+        .object("meta", true)
+        .flatten()
+        .unwrap_or_else(|| json!({}));
+    form.finish()?;
+    let (Some(project), Some(data)) = (project, data) else {
+        return Err(ApiError::bad_request("Invalid task."));
+    };
+    let task = state
+        .db
+        .create_task(user.organization_id, project, &data, &meta)
+        .await
+        .or_not_found("Project")?;
+    Ok((StatusCode::CREATED, Json(task_json(&task))).into_response())
+}
+
+/// `GET /api/tasks/?project=<id>`: paginated tasks of a project.
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(user): Auth,
+    query: Query,
+) -> ApiResult<Json<Value>> {
+    let project = match query.int("project") {
+        Ok(Some(id)) => id,
+        Ok(None) => {
+            return Err(ApiError::raw(
+                StatusCode::NOT_FOUND,
+                json!({ "detail": "Neither project nor view id specified" }),
+            ))
+        }
+        Err(()) => return Err(ApiError::not_found("Project")),
+    };
+    if !state
+        .db
+        .project_exists(user.organization_id, project)
+        .await?
+    {
+        return Err(ApiError::not_found("Project"));
+    }
+    let page = Page::from_query(&query, 100, 100_000)?;
+    let (total, total_annotations, total_predictions) = state.db.task_totals(project).await?;
+    let page = page.check(total)?;
+    let tasks = state
+        .db
+        .list_tasks(project, page.offset(), page.size)
+        .await?;
+    let detailed = query.get("fields") == Some("all");
+    let tasks = render_tasks(&state.db, &tasks, detailed).await?;
+    Ok(Json(json!({
+        "total_annotations": total_annotations,
+        "total_predictions": total_predictions,
+        "total": total,
+        "tasks": tasks,
+    })))
+}
+
+/// `GET /api/tasks/{id}/`.
+pub async fn get(
+    State(state): State<AppState>,
+    Auth(user): Auth,
+    Id(id): Id,
+) -> ApiResult<Json<Value>> {
+    let task = state
+        .db
+        .task(user.organization_id, id)
+        .await
+        .or_not_found("Task")?;
+    let mut rendered = render_tasks(&state.db, std::slice::from_ref(&task), true).await?;
+    Ok(Json(rendered.remove(0)))
+}
+
+/// `PATCH|PUT /api/tasks/{id}/`.
+pub async fn update(
+    State(state): State<AppState>,
+    Auth(user): Auth,
+    Id(id): Id,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
+    let task = state
+        .db
+        .task(user.organization_id, id)
+        .await
+        .or_not_found("Task")?;
+    let mut form = Form::new(body)?;
+    let data = form.object("data", false).flatten().unwrap_or(task.data);
+    let meta = form.object("meta", true).flatten().unwrap_or(task.meta);
+    let mut overlap = task.overlap;
+    if let Some(Some(n)) = form.integer("overlap", false) {
+        if n >= 1 {
+            overlap = n;
+        } else {
+            form.error(
+                "overlap",
+                "Ensure this value is greater than or equal to 1.",
+            );
+        }
+    }
+    form.finish()?;
+    let task = state
+        .db
+        .update_task(user.organization_id, id, &data, &meta, overlap, user.id)
+        .await
+        .or_not_found("Task")?;
+    let mut body = task_json(&task);
+    let annotations = state.db.annotations_for_tasks(&[task.id], true).await?;
+    let predictions = state.db.predictions_for_tasks(&[task.id]).await?;
+    let mut users = UserCache::default();
+    let mut list = Vec::new();
+    for a in &annotations {
+        let author = users.get(&state.db, a.completed_by).await?;
+        list.push(annotation_json(a, author, None));
+    }
+    body["annotations"] = list.into();
+    body["predictions"] = predictions
+        .iter()
+        .map(prediction_json)
+        .collect::<Vec<_>>()
+        .into();
+    Ok(Json(body))
+}
+
+/// `DELETE /api/tasks/{id}/`: also deletes its annotations (recorded in the change feed).
+pub async fn delete(
+    State(state): State<AppState>,
+    Auth(user): Auth,
+    Id(id): Id,
+) -> ApiResult<StatusCode> {
+    state
+        .db
+        .delete_task(user.organization_id, id)
+        .await
+        .or_not_found("Task")?;
+    state.changes_committed();
+    Ok(StatusCode::NO_CONTENT)
+}

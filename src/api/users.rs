@@ -1,0 +1,154 @@
+//! The current user (`/api/current-user/...`).
+
+use super::auth::Auth;
+use super::error::ApiResult;
+use super::AppState;
+use crate::db::{generate_legacy_token, User};
+use crate::time::iso;
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Value};
+
+/// Permission codes of an organization member, in Label Studio's order (contract §7.5).
+const PERMISSIONS: [&str; 44] = [
+    "organizations.create",
+    "organizations.view",
+    "organizations.change",
+    "organizations.delete",
+    "organizations.invite",
+    "projects.create",
+    "projects.view",
+    "projects.change",
+    "projects.delete",
+    "projects.reset_cache",
+    "tasks.create",
+    "tasks.view",
+    "tasks.change",
+    "tasks.delete",
+    "views.reset",
+    "annotations.create",
+    "annotations.view",
+    "annotations.change",
+    "annotations.delete",
+    "actions.perform",
+    "predictions.any",
+    "avatar.any",
+    "labels.create",
+    "labels.view",
+    "labels.change",
+    "labels.delete",
+    "models.create",
+    "models.view",
+    "models.change",
+    "models.delete",
+    "model_provider_connection.create",
+    "model_provider_connection.view",
+    "model_provider_connection.change",
+    "model_provider_connection.delete",
+    "webhooks.view",
+    "webhooks.change",
+    "users.token.any",
+    "storages.view",
+    "storages.change",
+    "storages.sync",
+    "views.view",
+    "views.create",
+    "views.change",
+    "views.delete",
+];
+
+/// A user as embedded in other objects (`created_by`, expanded `completed_by`).
+pub fn user_brief(user: &User) -> Value {
+    json!({
+        "id": user.id,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "email": user.email,
+        "avatar": null,
+    })
+}
+
+/// `GET /api/current-user/whoami` (and `GET /api/current-user`).
+pub async fn whoami(State(state): State<AppState>, Auth(user): Auth) -> ApiResult<Json<Value>> {
+    let org = state.db.organization(user.organization_id).await?;
+    Ok(Json(json!({
+        "id": user.id,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "username": user.username,
+        "email": user.email,
+        "last_activity": iso(user.last_activity),
+        "custom_hotkeys": {},
+        "avatar": null,
+        "initials": user.initials(),
+        "phone": "",
+        "active_organization": org.id,
+        "active_organization_meta": { "title": org.title, "email": org.owner_email },
+        "allow_newsletters": null,
+        "date_joined": iso(user.date_joined),
+        "permissions": &PERMISSIONS[..],
+    })))
+}
+
+/// `GET /api/current-user/token`: the caller's legacy token.
+pub async fn legacy_token(Auth(user): Auth) -> Json<Value> {
+    Json(json!({ "token": user.legacy_token }))
+}
+
+/// `POST /api/current-user/reset-token/`: rotate the caller's legacy token.
+pub async fn reset_legacy_token(
+    State(state): State<AppState>,
+    Auth(user): Auth,
+) -> ApiResult<Json<Value>> {
+    let token = generate_legacy_token();
+    state.db.set_legacy_token(user.id, &token).await?;
+    Ok(Json(json!({ "token": token })))
+}
+
+/// Users looked up once per request.
+#[derive(Default)]
+pub struct UserCache(std::collections::HashMap<i64, Option<User>>);
+
+impl UserCache {
+    /// The user with this id, if it exists.
+    pub async fn get(
+        &mut self,
+        db: &crate::db::Db,
+        id: Option<i64>,
+    ) -> super::error::ApiResult<Option<&User>> {
+        let Some(id) = id else { return Ok(None) };
+        if !self.0.contains_key(&id) {
+            let user = match db.user_by_id(id).await {
+                Ok(u) => Some(u),
+                Err(crate::db::DbError::NotFound) => None,
+                Err(e) => return Err(e.into()),
+            };
+            self.0.insert(id, user);
+        }
+        Ok(self.0.get(&id).and_then(Option::as_ref))
+    }
+}
+
+/// A user with initials, as embedded in a task's annotations.
+pub fn user_with_initials(user: &User) -> Value {
+    json!({
+        "id": user.id,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "avatar": null,
+        "email": user.email,
+        "initials": user.initials(),
+    })
+}
+
+/// `created_username`: `<first>[ <last>] <email>, <id>`.
+pub fn created_username(user: Option<&User>) -> String {
+    user.map_or_else(String::new, |u| {
+        let mut name = u.first_name.clone();
+        if !u.last_name.is_empty() {
+            name.push(' ');
+            name.push_str(&u.last_name);
+        }
+        format!("{name} {}, {}", u.email, u.id)
+    })
+}

@@ -1,0 +1,168 @@
+//! The command line: `serve`, and admin commands for users and tokens.
+
+use crate::config::{default_database_url, Settings};
+use crate::db::{Db, NewUser};
+use crate::startup::{shutdown_signal, Application};
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// labelport: a Label Studio-compatible export-storage server.
+#[derive(Debug, Parser)]
+#[command(name = "labelport", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by every command.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// Directory for the embedded database and other state.
+    #[arg(
+        long,
+        global = true,
+        env = "LABELPORT_DATA_DIR",
+        default_value = "./labelport-data"
+    )]
+    pub data_dir: PathBuf,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server.
+    Serve {
+        /// Interface to listen on.
+        #[arg(long, env = "LABELPORT_HOST", default_value = "127.0.0.1")]
+        host: String,
+        /// Port to listen on (0 picks a free one).
+        #[arg(long, env = "LABELPORT_PORT", default_value_t = 8080)]
+        port: u16,
+        /// Largest accepted request body in bytes (larger ones get 413).
+        #[arg(long, env = "LABELPORT_MAX_BODY_BYTES", default_value_t = 100 * 1024 * 1024)]
+        max_body_bytes: usize,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+/// `labelport user …`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user (in the first organization unless --new-organization).
+    Create {
+        /// Login email.
+        #[arg(long)]
+        email: String,
+        /// Password (stored as an argon2 hash).
+        #[arg(long)]
+        password: Option<String>,
+        /// Put the user in a new organization of its own.
+        #[arg(long)]
+        new_organization: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// `labelport token …`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a user's legacy API token (for `Authorization: Token <key>`).
+    Create {
+        /// The user's email.
+        #[arg(long)]
+        email: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+async fn open_db(common: &Common) -> anyhow::Result<Db> {
+    std::fs::create_dir_all(&common.data_dir).with_context(|| {
+        format!(
+            "Failed to create the data directory {}",
+            common.data_dir.display()
+        )
+    })?;
+    let url = std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| default_database_url(&common.data_dir));
+    Db::connect(&url).await
+}
+
+/// Runs the parsed command line. Admin commands print their result to stdout.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve {
+            host,
+            port,
+            max_body_bytes,
+            common,
+        } => {
+            let settings = Settings::from_env(host, port, common.data_dir, max_body_bytes);
+            tracing::info!(settings = ?settings, "starting");
+            let app = Application::build(settings).await?;
+            app.run_until_stopped(shutdown_signal()).await
+        }
+        Command::User {
+            command:
+                UserCommand::Create {
+                    email,
+                    password,
+                    new_organization,
+                    common,
+                },
+        } => {
+            let db = open_db(&common).await?;
+            let password_hash = password
+                .as_deref()
+                .map(crate::api::auth::hash_password)
+                .transpose()?;
+            let user = db
+                .create_user(NewUser {
+                    email: &email,
+                    password_hash,
+                    legacy_token: None,
+                    organization_id: None,
+                    new_organization,
+                })
+                .await
+                .map_err(|e| match e {
+                    crate::db::DbError::Conflict => {
+                        anyhow::anyhow!("a user with email {email} already exists")
+                    }
+                    e => anyhow::anyhow!(e),
+                })?;
+            println!(
+                "created user {} (id {}, organization {})",
+                user.email, user.id, user.organization_id
+            );
+            Ok(())
+        }
+        Command::Token {
+            command: TokenCommand::Create { email, common },
+        } => {
+            let db = open_db(&common).await?;
+            let user = db
+                .user_by_email(&email)
+                .await
+                .map_err(|_| anyhow::anyhow!("no user with email {email}"))?;
+            println!("{}", user.legacy_token);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Settings: CLI flags and environment variables, resolved once at start.
+//!
+//! Label Studio's own variables are honoured so deployments move over unchanged;
+//! like Label Studio, each may carry a `LABEL_STUDIO_` or `HEARTEX_` prefix.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Everything the server needs to start.
+#[derive(Clone)]
+pub struct Settings {
+    /// Interface to listen on.
+    pub host: String,
+    /// Port to listen on (0 = any free port).
+    pub port: u16,
+    /// Directory for the SQLite database and other state.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`.
+    pub database_url: String,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// User created (if missing) at start, from `LABEL_STUDIO_USERNAME` etc.
+    pub bootstrap_user: Option<BootstrapUser>,
+    /// Local-files storage settings.
+    pub local_files: LocalFilesSettings,
+}
+
+/// The user named by `LABEL_STUDIO_USERNAME`, `LABEL_STUDIO_PASSWORD`, `LABEL_STUDIO_USER_TOKEN`.
+#[derive(Clone)]
+pub struct BootstrapUser {
+    /// Email / username.
+    pub email: String,
+    /// Password, if given.
+    pub password: Option<String>,
+    /// Legacy token to set, if given.
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for BootstrapUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BootstrapUser")
+            .field("email", &self.email)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// `LOCAL_FILES_SERVING_ENABLED` and `LOCAL_FILES_DOCUMENT_ROOT`.
+#[derive(Debug, Clone)]
+pub struct LocalFilesSettings {
+    /// Whether local-files storages may be used at all.
+    pub serving_enabled: bool,
+    /// Root under which every local-files storage path must lie.
+    pub document_root: String,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("bootstrap_user", &self.bootstrap_user)
+            .field("local_files", &self.local_files)
+            .finish()
+    }
+}
+
+/// Hides the password of a database URL.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Reads a Label Studio setting with its optional prefixes.
+pub fn ls_env(name: &str) -> Option<String> {
+    [
+        format!("LABEL_STUDIO_{name}"),
+        format!("HEARTEX_{name}"),
+        name.to_owned(),
+    ]
+    .iter()
+    .find_map(|key| std::env::var(key).ok())
+}
+
+/// Django-style truthiness of an environment value.
+pub fn env_flag(value: Option<String>, default: bool) -> bool {
+    match value.as_deref().map(|v| v.trim().to_ascii_lowercase()) {
+        Some(v) if ["1", "true", "yes", "y", "on"].contains(&v.as_str()) => true,
+        Some(v) if ["0", "false", "no", "n", "off", ""].contains(&v.as_str()) => false,
+        _ => default,
+    }
+}
+
+/// The default database: a SQLite file in the data directory.
+pub fn default_database_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("labelport.db").display())
+}
+
+impl Settings {
+    /// Settings for `data_dir` with everything else from the environment.
+    pub fn from_env(host: String, port: u16, data_dir: PathBuf, max_body_bytes: usize) -> Settings {
+        let database_url = std::env::var("DATABASE_URL")
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+            .unwrap_or_else(|| default_database_url(&data_dir));
+        let bootstrap_user = std::env::var("LABEL_STUDIO_USERNAME")
+            .ok()
+            .filter(|e| !e.trim().is_empty())
+            .map(|email| BootstrapUser {
+                email,
+                password: std::env::var("LABEL_STUDIO_PASSWORD")
+                    .ok()
+                    .filter(|p| !p.is_empty()),
+                token: std::env::var("LABEL_STUDIO_USER_TOKEN")
+                    .ok()
+                    .filter(|t| !t.is_empty()),
+            });
+        Settings {
+            host,
+            port,
+            data_dir,
+            database_url,
+            max_body_bytes,
+            bootstrap_user,
+            local_files: LocalFilesSettings {
+                serving_enabled: env_flag(ls_env("LOCAL_FILES_SERVING_ENABLED"), false),
+                document_root: ls_env("LOCAL_FILES_DOCUMENT_ROOT").unwrap_or_else(|| "/".into()),
+            },
+        }
+    }
+}

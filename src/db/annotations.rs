@@ -1,0 +1,296 @@
+//! Annotations. Every create, update and delete writes a change-feed entry in the
+//! same transaction (see [`super::changes`]).
+
+use super::tasks::refresh_task_counters;
+use super::{flag, json_col, record_change, Backend, ChangeOp, Db, DbError, DbResult, WriteTx};
+use crate::time::{now_micros, Micros};
+use serde_json::Value;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+/// An annotation row.
+#[derive(Debug, Clone)]
+pub struct Annotation {
+    /// Annotation id.
+    pub id: i64,
+    /// Task id.
+    pub task_id: i64,
+    /// Project id.
+    pub project_id: i64,
+    /// Regions (a JSON list).
+    pub result: Value,
+    /// Skipped.
+    pub was_cancelled: bool,
+    /// Marked as ground truth.
+    pub ground_truth: bool,
+    /// Seconds spent.
+    pub lead_time: Option<f64>,
+    /// Author.
+    pub completed_by: Option<i64>,
+    /// Last editor.
+    pub updated_by: Option<i64>,
+    /// Import batch.
+    pub import_id: Option<i64>,
+    /// Last action (LS enum).
+    pub last_action: Option<String>,
+    /// Created by an import.
+    pub bulk_created: bool,
+    /// Prediction it started from.
+    pub parent_prediction: Option<i64>,
+    /// Annotation it started from.
+    pub parent_annotation: Option<i64>,
+    /// Last creator.
+    pub last_created_by: Option<i64>,
+    /// When its draft was created.
+    pub draft_created_at: Option<Micros>,
+    /// Creation time.
+    pub created_at: Micros,
+    /// Last change.
+    pub updated_at: Micros,
+}
+
+/// The writable fields of an annotation.
+#[derive(Debug, Clone, Default)]
+pub struct NewAnnotation {
+    /// Regions (a JSON list).
+    pub result: Value,
+    /// Skipped.
+    pub was_cancelled: bool,
+    /// Ground truth.
+    pub ground_truth: bool,
+    /// Seconds spent.
+    pub lead_time: Option<f64>,
+    /// Author; the caller when `None`.
+    pub completed_by: Option<i64>,
+    /// Import batch.
+    pub import_id: Option<i64>,
+    /// Last action.
+    pub last_action: Option<String>,
+    /// Created by an import.
+    pub bulk_created: bool,
+    /// Prediction it started from.
+    pub parent_prediction: Option<i64>,
+    /// Annotation it started from.
+    pub parent_annotation: Option<i64>,
+    /// When its draft was created.
+    pub draft_created_at: Option<Micros>,
+}
+
+pub(crate) const ANNOTATION_COLUMNS: &str = "a.id, a.task_id, a.project_id, a.result, a.was_cancelled, \
+     a.ground_truth, a.lead_time, a.completed_by, a.updated_by, a.import_id, a.last_action, a.bulk_created, \
+     a.parent_prediction, a.parent_annotation, a.last_created_by, a.draft_created_at, a.created_at, a.updated_at";
+
+impl Annotation {
+    pub(crate) fn from_row(row: &AnyRow) -> Annotation {
+        Annotation {
+            id: row.get("id"),
+            task_id: row.get("task_id"),
+            project_id: row.get("project_id"),
+            result: json_col(row, "result"),
+            was_cancelled: flag(row, "was_cancelled"),
+            ground_truth: flag(row, "ground_truth"),
+            lead_time: row.get("lead_time"),
+            completed_by: row.get("completed_by"),
+            updated_by: row.get("updated_by"),
+            import_id: row.get("import_id"),
+            last_action: row.get("last_action"),
+            bulk_created: flag(row, "bulk_created"),
+            parent_prediction: row.get("parent_prediction"),
+            parent_annotation: row.get("parent_annotation"),
+            last_created_by: row.get("last_created_by"),
+            draft_created_at: row.get("draft_created_at"),
+            created_at: row.get("created_at"),
+            updated_at: row.get("updated_at"),
+        }
+    }
+
+    /// The writable part, for read-modify-write updates.
+    pub fn to_new(&self) -> NewAnnotation {
+        NewAnnotation {
+            result: self.result.clone(),
+            was_cancelled: self.was_cancelled,
+            ground_truth: self.ground_truth,
+            lead_time: self.lead_time,
+            completed_by: self.completed_by,
+            import_id: self.import_id,
+            last_action: self.last_action.clone(),
+            bulk_created: self.bulk_created,
+            parent_prediction: self.parent_prediction,
+            parent_annotation: self.parent_annotation,
+            draft_created_at: self.draft_created_at,
+        }
+    }
+}
+
+pub(crate) async fn insert_annotation(
+    backend: Backend,
+    tx: &mut WriteTx,
+    project_id: i64,
+    task_id: i64,
+    user_id: i64,
+    a: &NewAnnotation,
+    now: Micros,
+) -> DbResult<i64> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO annotations (task_id, project_id, result, was_cancelled, ground_truth, lead_time, completed_by, \
+         updated_by, import_id, last_action, bulk_created, parent_prediction, parent_annotation, draft_created_at, \
+         created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15) RETURNING id",
+    )
+    .bind(task_id)
+    .bind(project_id)
+    .bind(a.result.to_string())
+    .bind(a.was_cancelled as i64)
+    .bind(a.ground_truth as i64)
+    .bind(a.lead_time)
+    .bind(a.completed_by.unwrap_or(user_id))
+    .bind(user_id)
+    .bind(a.import_id)
+    .bind(a.last_action.as_deref())
+    .bind(a.bulk_created as i64)
+    .bind(a.parent_prediction)
+    .bind(a.parent_annotation)
+    .bind(a.draft_created_at)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?;
+    record_change(backend, tx, project_id, task_id, id, ChangeOp::Upsert).await?;
+    Ok(id)
+}
+
+impl Db {
+    /// Creates an annotation on a task of the organization.
+    pub async fn create_annotation(
+        &self,
+        organization_id: i64,
+        task_id: i64,
+        user_id: i64,
+        a: &NewAnnotation,
+    ) -> DbResult<Annotation> {
+        let task = self.task(organization_id, task_id).await?;
+        let mut tx = self.write_tx().await?;
+        let id = insert_annotation(
+            self.backend,
+            &mut tx,
+            task.project_id,
+            task.id,
+            user_id,
+            a,
+            now_micros(),
+        )
+        .await?;
+        refresh_task_counters(&mut tx, task.id, Some(user_id)).await?;
+        tx.commit().await?;
+        self.annotation(organization_id, id).await
+    }
+
+    /// An annotation of the organization.
+    pub async fn annotation(&self, organization_id: i64, id: i64) -> DbResult<Annotation> {
+        let row = sqlx::query(&format!(
+            "SELECT {ANNOTATION_COLUMNS} FROM annotations a JOIN projects p ON p.id = a.project_id \
+             WHERE a.id = $1 AND p.organization_id = $2"
+        ))
+        .bind(id)
+        .bind(organization_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Annotation::from_row(&row))
+    }
+
+    /// Annotations of the given tasks, by task then id; cancelled ones only if asked.
+    pub async fn annotations_for_tasks(
+        &self,
+        task_ids: &[i64],
+        include_cancelled: bool,
+    ) -> DbResult<Vec<Annotation>> {
+        if task_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = task_ids.iter().map(i64::to_string).collect();
+        let cancelled = if include_cancelled {
+            ""
+        } else {
+            " AND a.was_cancelled = 0"
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT {ANNOTATION_COLUMNS} FROM annotations a WHERE a.task_id IN ({}){cancelled} ORDER BY a.task_id, a.id",
+            list.join(",")
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(Annotation::from_row).collect())
+    }
+
+    /// Replaces the writable fields of an annotation.
+    pub async fn update_annotation(
+        &self,
+        organization_id: i64,
+        id: i64,
+        user_id: i64,
+        a: &NewAnnotation,
+    ) -> DbResult<Annotation> {
+        let current = self.annotation(organization_id, id).await?;
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE annotations SET result = $1, was_cancelled = $2, ground_truth = $3, lead_time = $4, \
+             completed_by = $5, updated_by = $6, import_id = $7, last_action = $8, bulk_created = $9, \
+             parent_prediction = $10, parent_annotation = $11, draft_created_at = $12, updated_at = $13 WHERE id = $14",
+        )
+        .bind(a.result.to_string())
+        .bind(a.was_cancelled as i64)
+        .bind(a.ground_truth as i64)
+        .bind(a.lead_time)
+        .bind(a.completed_by)
+        .bind(user_id)
+        .bind(a.import_id)
+        .bind(a.last_action.as_deref())
+        .bind(a.bulk_created as i64)
+        .bind(a.parent_prediction)
+        .bind(a.parent_annotation)
+        .bind(a.draft_created_at)
+        .bind(now_micros())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(DbError::NotFound);
+        }
+        record_change(
+            self.backend,
+            &mut tx,
+            current.project_id,
+            current.task_id,
+            id,
+            ChangeOp::Upsert,
+        )
+        .await?;
+        refresh_task_counters(&mut tx, current.task_id, Some(user_id)).await?;
+        tx.commit().await?;
+        self.annotation(organization_id, id).await
+    }
+
+    /// Deletes an annotation.
+    pub async fn delete_annotation(&self, organization_id: i64, id: i64) -> DbResult<()> {
+        let current = self.annotation(organization_id, id).await?;
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query("DELETE FROM annotations WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(DbError::NotFound);
+        }
+        record_change(
+            self.backend,
+            &mut tx,
+            current.project_id,
+            current.task_id,
+            id,
+            ChangeOp::Delete,
+        )
+        .await?;
+        refresh_task_counters(&mut tx, current.task_id, None).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,136 @@
+//! The annotation change feed.
+//!
+//! Every create, update or delete of an annotation appends one row to
+//! `annotation_changes` inside the transaction that makes the change. Rows carry a
+//! sequence number that is monotonic per database, and **commit order equals
+//! sequence order**: SQLite serialises all writers anyway, and on PostgreSQL the
+//! writer takes a transaction-scoped advisory lock before taking its number. A
+//! consumer that remembers the last `seq` it processed can therefore read
+//! `WHERE seq > cursor` and never miss an entry that commits later with a smaller
+//! number. Consumers prune what every reader has passed with [`Db::prune_changes`].
+
+use super::{Backend, Db, DbResult, WriteTx};
+use crate::time::{now_micros, Micros};
+use sqlx::Row;
+
+/// Advisory lock key that serialises change-feed writers on PostgreSQL.
+const CHANGE_FEED_LOCK: i64 = 0x6c61_6265_6c70; // "labelp"
+
+/// What happened to an annotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeOp {
+    /// Created or updated.
+    Upsert,
+    /// Deleted.
+    Delete,
+}
+
+impl ChangeOp {
+    fn as_str(self) -> &'static str {
+        match self {
+            ChangeOp::Upsert => "upsert",
+            ChangeOp::Delete => "delete",
+        }
+    }
+}
+
+/// One entry of the change feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// Position in the feed.
+    pub seq: i64,
+    /// Project of the annotation.
+    pub project_id: i64,
+    /// Task of the annotation.
+    pub task_id: i64,
+    /// The annotation.
+    pub annotation_id: i64,
+    /// What happened.
+    pub op: ChangeOp,
+    /// When.
+    pub created_at: Micros,
+}
+
+pub(crate) async fn record_change(
+    backend: Backend,
+    tx: &mut WriteTx,
+    project_id: i64,
+    task_id: i64,
+    annotation_id: i64,
+    op: ChangeOp,
+) -> DbResult<()> {
+    if backend == Backend::Postgres {
+        // Held until commit; re-taking it in the same transaction is free.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(CHANGE_FEED_LOCK)
+            .execute(&mut **tx)
+            .await?;
+    }
+    sqlx::query(
+        "INSERT INTO annotation_changes (project_id, task_id, annotation_id, op, created_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(project_id)
+    .bind(task_id)
+    .bind(annotation_id)
+    .bind(op.as_str())
+    .bind(now_micros())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl Db {
+    /// Up to `limit` changes of a project after `after_seq`, in feed order.
+    pub async fn changes_since(
+        &self,
+        project_id: i64,
+        after_seq: i64,
+        limit: i64,
+    ) -> DbResult<Vec<Change>> {
+        let rows = sqlx::query(
+            "SELECT seq, project_id, task_id, annotation_id, op, created_at FROM annotation_changes \
+             WHERE project_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(project_id)
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|row| Change {
+                seq: row.get("seq"),
+                project_id: row.get("project_id"),
+                task_id: row.get("task_id"),
+                annotation_id: row.get("annotation_id"),
+                op: if row.get::<String, _>("op") == "delete" {
+                    ChangeOp::Delete
+                } else {
+                    ChangeOp::Upsert
+                },
+                created_at: row.get("created_at"),
+            })
+            .collect())
+    }
+
+    /// The newest sequence number of the whole feed (0 when empty).
+    pub async fn latest_change_seq(&self) -> DbResult<i64> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM annotation_changes")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(seq.unwrap_or(0))
+    }
+
+    /// Deletes a project's entries up to and including `through_seq`; returns how many.
+    pub async fn prune_changes(&self, project_id: i64, through_seq: i64) -> DbResult<u64> {
+        let mut tx = self.write_tx().await?;
+        let done =
+            sqlx::query("DELETE FROM annotation_changes WHERE project_id = $1 AND seq <= $2")
+                .bind(project_id)
+                .bind(through_seq)
+                .execute(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,182 @@
+//! The data layer: one API over SQLite (embedded default) and PostgreSQL (scale-out).
+//!
+//! Both backends run the *same* SQL through sqlx's `Any` driver, so the two cannot
+//! drift apart: only the migrations (`migrations/sqlite`, `migrations/postgres`) and a
+//! handful of statements that must differ (transaction start, change-feed locking)
+//! are backend specific, and those are chosen by [`Backend`]. Queries use `$N`
+//! placeholders, which both engines understand. Values are limited to the portable
+//! types: `i64` (ids, counters, booleans as 0/1, timestamps as micros), `f64`,
+//! `String` (JSON documents as text).
+#![warn(missing_docs)]
+
+mod annotations;
+mod changes;
+mod projects;
+mod tasks;
+mod users;
+
+pub use annotations::*;
+pub use changes::*;
+pub use projects::*;
+pub use tasks::*;
+pub use users::*;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use std::time::Duration;
+
+/// Errors of the data layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The row asked for does not exist (or belongs to another organization).
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness constraint refused the write.
+    #[error("already exists")]
+    Conflict,
+    /// Anything else: connection loss, a bug, a full disk.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::RowNotFound => DbError::NotFound,
+            sqlx::Error::Database(ref d) if d.is_unique_violation() => DbError::Conflict,
+            e => DbError::Other(e.into()),
+        }
+    }
+}
+
+/// Result alias of the data layer.
+pub type DbResult<T> = Result<T, DbError>;
+
+/// Which database engine sits behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file (one process, WAL mode).
+    Sqlite,
+    /// PostgreSQL, shareable by several labelport processes.
+    Postgres,
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// A write transaction. On SQLite it is started with `BEGIN IMMEDIATE` so that two
+/// writers never deadlock on a read-to-write lock upgrade.
+pub type WriteTx = Transaction<'static, Any>;
+
+impl Db {
+    /// Connects to `url` (`sqlite://…` or `postgres://…`), creating a SQLite file if
+    /// missing, and runs the migrations of that backend.
+    pub async fn connect(url: &str) -> anyhow::Result<Db> {
+        use anyhow::Context;
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            anyhow::bail!("DATABASE_URL must start with sqlite:// or postgres://");
+        };
+        let (url, max) = match backend {
+            Backend::Sqlite => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                let url = if url.contains("mode=") {
+                    url.to_owned()
+                } else {
+                    format!("{url}{sep}mode=rwc")
+                };
+                (url, 8)
+            }
+            Backend::Postgres => (url.to_owned(), 16),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .context("Failed to connect to the database")?;
+        let db = Db { pool, backend };
+        db.migrate()
+            .await
+            .context("Failed to run database migrations")?;
+        Ok(db)
+    }
+
+    async fn migrate(&self) -> anyhow::Result<()> {
+        match self.backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
+            Backend::Postgres => {
+                sqlx::migrate!("migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    /// The engine behind this handle.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The underlying pool, for reads that need no transaction.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Starts a write transaction.
+    pub async fn write_tx(&self) -> DbResult<WriteTx> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// A pooled connection, for a series of reads.
+    pub async fn conn(&self) -> DbResult<PoolConnection<Any>> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> DbResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Reads a 0/1 integer column as a bool.
+pub(crate) fn flag(row: &AnyRow, col: &str) -> bool {
+    row.get::<i64, _>(col) != 0
+}
+
+/// Reads a JSON text column, falling back to `null` for anything unparsable.
+pub(crate) fn json_col(row: &AnyRow, col: &str) -> serde_json::Value {
+    let text: String = row.get(col);
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+}

@@ -1,0 +1,327 @@
+//! Projects, always scoped to an organization.
+
+use super::{flag, Db, DbResult};
+use crate::time::{now_micros, Micros};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+/// A project row plus its counters.
+#[derive(Debug, Clone)]
+pub struct Project {
+    /// Project id.
+    pub id: i64,
+    /// Owning organization.
+    pub organization_id: i64,
+    /// Writable settings.
+    pub settings: ProjectSettings,
+    /// Creator.
+    pub created_by: Option<i64>,
+    /// Creation time.
+    pub created_at: Micros,
+    /// Counters computed from tasks and annotations.
+    pub stats: ProjectStats,
+}
+
+/// The writable fields of a project.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectSettings {
+    /// Title (3..50 characters, or empty).
+    pub title: String,
+    /// Description.
+    pub description: String,
+    /// Labeling config XML.
+    pub label_config: String,
+    /// Instructions shown to annotators.
+    pub expert_instruction: String,
+    /// Show the instructions before labeling.
+    pub show_instruction: bool,
+    /// Allow skipping tasks.
+    pub show_skip_button: bool,
+    /// Allow empty annotations.
+    pub enable_empty_annotation: bool,
+    /// Annotations per task needed for a task to count as labeled.
+    pub maximum_annotations: i64,
+    /// UI colour.
+    pub color: String,
+    /// Published to annotators.
+    pub is_published: bool,
+    /// Model version of predictions to show.
+    pub model_version: String,
+    /// Task sampling mode.
+    pub sampling: String,
+}
+
+impl Default for ProjectSettings {
+    fn default() -> Self {
+        ProjectSettings {
+            title: String::new(),
+            description: String::new(),
+            label_config: "<View></View>".into(),
+            expert_instruction: String::new(),
+            show_instruction: false,
+            show_skip_button: true,
+            enable_empty_annotation: true,
+            maximum_annotations: 1,
+            color: "#FFFFFF".into(),
+            is_published: false,
+            model_version: String::new(),
+            sampling: "Sequential sampling".into(),
+        }
+    }
+}
+
+/// Counters shown on a project.
+#[derive(Debug, Clone, Default)]
+pub struct ProjectStats {
+    /// Number of tasks.
+    pub task_number: i64,
+    /// Tasks with at least one non-cancelled annotation.
+    pub num_tasks_with_annotations: i64,
+    /// Tasks counted as labeled.
+    pub finished_task_number: i64,
+    /// Non-cancelled annotations.
+    pub total_annotations_number: i64,
+    /// Cancelled (skipped) annotations.
+    pub skipped_annotations_number: i64,
+    /// Ground-truth annotations.
+    pub ground_truth_number: i64,
+    /// Predictions.
+    pub total_predictions_number: i64,
+}
+
+/// Filters and paging for the project list.
+#[derive(Debug, Default)]
+pub struct ProjectFilter {
+    /// Only these ids.
+    pub ids: Option<Vec<i64>>,
+    /// Case-insensitive substring of the title.
+    pub title: Option<String>,
+}
+
+const PROJECT_COLUMNS: &str = "p.id, p.organization_id, p.title, p.description, p.label_config, \
+     p.expert_instruction, p.show_instruction, p.show_skip_button, p.enable_empty_annotation, \
+     p.maximum_annotations, p.color, p.is_published, p.model_version, p.sampling, p.created_by, p.created_at, \
+     (SELECT COUNT(*) FROM tasks t WHERE t.project_id = p.id) AS task_number, \
+     (SELECT COUNT(*) FROM tasks t WHERE t.project_id = p.id AND t.total_annotations > 0) AS with_annotations, \
+     (SELECT COUNT(*) FROM tasks t WHERE t.project_id = p.id AND t.is_labeled = 1) AS finished, \
+     (SELECT COUNT(*) FROM annotations a WHERE a.project_id = p.id AND a.was_cancelled = 0) AS total_annotations, \
+     (SELECT COUNT(*) FROM annotations a WHERE a.project_id = p.id AND a.was_cancelled = 1) AS skipped, \
+     (SELECT COUNT(*) FROM annotations a WHERE a.project_id = p.id AND a.ground_truth = 1) AS ground_truth, \
+     (SELECT COUNT(*) FROM predictions r WHERE r.project_id = p.id) AS predictions";
+
+impl Project {
+    fn from_row(row: &AnyRow) -> Project {
+        Project {
+            id: row.get("id"),
+            organization_id: row.get("organization_id"),
+            settings: ProjectSettings {
+                title: row.get("title"),
+                description: row.get("description"),
+                label_config: row.get("label_config"),
+                expert_instruction: row.get("expert_instruction"),
+                show_instruction: flag(row, "show_instruction"),
+                show_skip_button: flag(row, "show_skip_button"),
+                enable_empty_annotation: flag(row, "enable_empty_annotation"),
+                maximum_annotations: row.get("maximum_annotations"),
+                color: row.get("color"),
+                is_published: flag(row, "is_published"),
+                model_version: row.get("model_version"),
+                sampling: row.get("sampling"),
+            },
+            created_by: row.get("created_by"),
+            created_at: row.get("created_at"),
+            stats: ProjectStats {
+                task_number: row.get("task_number"),
+                num_tasks_with_annotations: row.get("with_annotations"),
+                finished_task_number: row.get("finished"),
+                total_annotations_number: row.get("total_annotations"),
+                skipped_annotations_number: row.get("skipped"),
+                ground_truth_number: row.get("ground_truth"),
+                total_predictions_number: row.get("predictions"),
+            },
+        }
+    }
+}
+
+fn filter_sql(filter: &ProjectFilter, first_param: usize) -> (String, Vec<String>) {
+    let mut sql = String::new();
+    let mut params = Vec::new();
+    if let Some(ids) = &filter.ids {
+        let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+        sql.push_str(&format!(
+            " AND p.id IN ({})",
+            if list.is_empty() {
+                "NULL".into()
+            } else {
+                list.join(",")
+            }
+        ));
+    }
+    if let Some(title) = &filter.title {
+        sql.push_str(&format!(" AND LOWER(p.title) LIKE ${first_param}"));
+        params.push(format!("%{}%", title.to_lowercase()));
+    }
+    (sql, params)
+}
+
+impl Db {
+    /// Creates a project in `organization_id`.
+    pub async fn create_project(
+        &self,
+        organization_id: i64,
+        created_by: i64,
+        s: &ProjectSettings,
+    ) -> DbResult<Project> {
+        let now = now_micros();
+        let mut tx = self.write_tx().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO projects (organization_id, title, description, label_config, expert_instruction, \
+             show_instruction, show_skip_button, enable_empty_annotation, maximum_annotations, color, is_published, \
+             model_version, sampling, created_by, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15) RETURNING id",
+        )
+        .bind(organization_id)
+        .bind(&s.title)
+        .bind(&s.description)
+        .bind(&s.label_config)
+        .bind(&s.expert_instruction)
+        .bind(s.show_instruction as i64)
+        .bind(s.show_skip_button as i64)
+        .bind(s.enable_empty_annotation as i64)
+        .bind(s.maximum_annotations)
+        .bind(&s.color)
+        .bind(s.is_published as i64)
+        .bind(&s.model_version)
+        .bind(&s.sampling)
+        .bind(created_by)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.project(organization_id, id).await
+    }
+
+    /// A project of `organization_id`; [`super::DbError::NotFound`] for other organizations' projects.
+    pub async fn project(&self, organization_id: i64, id: i64) -> DbResult<Project> {
+        let row = sqlx::query(&format!(
+            "SELECT {PROJECT_COLUMNS} FROM projects p WHERE p.id = $1 AND p.organization_id = $2"
+        ))
+        .bind(id)
+        .bind(organization_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Project::from_row(&row))
+    }
+
+    /// Whether the project exists in the organization (cheap; no counters).
+    pub async fn project_exists(&self, organization_id: i64, id: i64) -> DbResult<bool> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM projects WHERE id = $1 AND organization_id = $2",
+        )
+        .bind(id)
+        .bind(organization_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
+    }
+
+    /// Counts the organization's projects matching `filter`.
+    pub async fn count_projects(
+        &self,
+        organization_id: i64,
+        filter: &ProjectFilter,
+    ) -> DbResult<i64> {
+        let (extra, params) = filter_sql(filter, 2);
+        let sql = format!("SELECT COUNT(*) FROM projects p WHERE p.organization_id = $1{extra}");
+        let mut q = sqlx::query_scalar(&sql).bind(organization_id);
+        for p in params {
+            q = q.bind(p);
+        }
+        Ok(q.fetch_one(&self.pool).await?)
+    }
+
+    /// One page of the organization's projects, newest first.
+    pub async fn list_projects(
+        &self,
+        organization_id: i64,
+        filter: &ProjectFilter,
+        offset: i64,
+        limit: i64,
+    ) -> DbResult<Vec<Project>> {
+        let (extra, params) = filter_sql(filter, 4);
+        let sql = format!(
+            "SELECT {PROJECT_COLUMNS} FROM projects p WHERE p.organization_id = $1{extra} \
+             ORDER BY p.created_at DESC, p.id DESC LIMIT $2 OFFSET $3"
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(organization_id)
+            .bind(limit)
+            .bind(offset);
+        for p in params {
+            q = q.bind(p);
+        }
+        Ok(q.fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(Project::from_row)
+            .collect())
+    }
+
+    /// Replaces the writable settings of a project.
+    pub async fn update_project(
+        &self,
+        organization_id: i64,
+        id: i64,
+        s: &ProjectSettings,
+    ) -> DbResult<Project> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE projects SET title = $1, description = $2, label_config = $3, expert_instruction = $4, \
+             show_instruction = $5, show_skip_button = $6, enable_empty_annotation = $7, maximum_annotations = $8, \
+             color = $9, is_published = $10, model_version = $11, sampling = $12, updated_at = $13 \
+             WHERE id = $14 AND organization_id = $15",
+        )
+        .bind(&s.title)
+        .bind(&s.description)
+        .bind(&s.label_config)
+        .bind(&s.expert_instruction)
+        .bind(s.show_instruction as i64)
+        .bind(s.show_skip_button as i64)
+        .bind(s.enable_empty_annotation as i64)
+        .bind(s.maximum_annotations)
+        .bind(&s.color)
+        .bind(s.is_published as i64)
+        .bind(&s.model_version)
+        .bind(&s.sampling)
+        .bind(now_micros())
+        .bind(id)
+        .bind(organization_id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(super::DbError::NotFound);
+        }
+        tx.commit().await?;
+        self.project(organization_id, id).await
+    }
+
+    /// Deletes a project with its tasks, annotations and predictions (by cascade).
+    /// Exported files are left alone, as in Label Studio, so no change entries are written.
+    pub async fn delete_project(&self, organization_id: i64, id: i64) -> DbResult<()> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query("DELETE FROM projects WHERE id = $1 AND organization_id = $2")
+            .bind(id)
+            .bind(organization_id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(super::DbError::NotFound);
+        }
+        sqlx::query("DELETE FROM annotation_changes WHERE project_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,386 @@
+//! Tasks and predictions, scoped to an organization through their project.
+
+use super::{
+    flag, json_col, record_change, ChangeOp, Db, DbError, DbResult, NewAnnotation, WriteTx,
+};
+use crate::time::{now_micros, Micros};
+use serde_json::Value;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+/// A task row.
+#[derive(Debug, Clone)]
+pub struct Task {
+    /// Task id.
+    pub id: i64,
+    /// Project id.
+    pub project_id: i64,
+    /// The task's data object.
+    pub data: Value,
+    /// Free-form metadata.
+    pub meta: Value,
+    /// 1-based counter within the project.
+    pub inner_id: i64,
+    /// Annotations wanted for this task.
+    pub overlap: i64,
+    /// Whether enough annotations exist.
+    pub is_labeled: bool,
+    /// Non-cancelled annotations.
+    pub total_annotations: i64,
+    /// Cancelled annotations.
+    pub cancelled_annotations: i64,
+    /// Predictions.
+    pub total_predictions: i64,
+    /// Last user who changed the task or its annotations.
+    pub updated_by: Option<i64>,
+    /// Creation time.
+    pub created_at: Micros,
+    /// Last change.
+    pub updated_at: Micros,
+}
+
+/// A prediction row.
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    /// Prediction id.
+    pub id: i64,
+    /// Task id.
+    pub task_id: i64,
+    /// Project id.
+    pub project_id: i64,
+    /// Regions.
+    pub result: Value,
+    /// Model score.
+    pub score: Option<f64>,
+    /// Model version.
+    pub model_version: String,
+    /// Creation time.
+    pub created_at: Micros,
+    /// Last change.
+    pub updated_at: Micros,
+}
+
+/// A prediction to insert.
+#[derive(Debug, Clone)]
+pub struct NewPrediction {
+    /// Regions (a JSON list).
+    pub result: Value,
+    /// Model score.
+    pub score: Option<f64>,
+    /// Model version.
+    pub model_version: String,
+}
+
+/// A task to import, with its annotations and predictions.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    /// Data object.
+    pub data: Value,
+    /// Metadata object.
+    pub meta: Value,
+    /// Annotations to create with it.
+    pub annotations: Vec<NewAnnotation>,
+    /// Predictions to create with it.
+    pub predictions: Vec<NewPrediction>,
+}
+
+/// Counts of an import.
+#[derive(Debug, Default)]
+pub struct ImportSummary {
+    /// Ids of created tasks, in input order.
+    pub task_ids: Vec<i64>,
+    /// Annotations created.
+    pub annotation_count: i64,
+    /// Predictions created.
+    pub prediction_count: i64,
+}
+
+pub(crate) const TASK_COLUMNS: &str = "t.id, t.project_id, t.data, t.meta, t.inner_id, t.overlap, t.is_labeled, \
+     t.total_annotations, t.cancelled_annotations, t.total_predictions, t.updated_by, t.created_at, t.updated_at";
+
+impl Task {
+    pub(crate) fn from_row(row: &AnyRow) -> Task {
+        Task {
+            id: row.get("id"),
+            project_id: row.get("project_id"),
+            data: json_col(row, "data"),
+            meta: json_col(row, "meta"),
+            inner_id: row.get("inner_id"),
+            overlap: row.get("overlap"),
+            is_labeled: flag(row, "is_labeled"),
+            total_annotations: row.get("total_annotations"),
+            cancelled_annotations: row.get("cancelled_annotations"),
+            total_predictions: row.get("total_predictions"),
+            updated_by: row.get("updated_by"),
+            created_at: row.get("created_at"),
+            updated_at: row.get("updated_at"),
+        }
+    }
+}
+
+impl Prediction {
+    fn from_row(row: &AnyRow) -> Prediction {
+        Prediction {
+            id: row.get("id"),
+            task_id: row.get("task_id"),
+            project_id: row.get("project_id"),
+            result: json_col(row, "result"),
+            score: row.get("score"),
+            model_version: row.get("model_version"),
+            created_at: row.get("created_at"),
+            updated_at: row.get("updated_at"),
+        }
+    }
+}
+
+/// Recomputes a task's annotation counters after its annotations changed.
+pub(crate) async fn refresh_task_counters(
+    tx: &mut WriteTx,
+    task_id: i64,
+    updated_by: Option<i64>,
+) -> DbResult<()> {
+    sqlx::query(
+        "UPDATE tasks SET \
+         total_annotations = (SELECT COUNT(*) FROM annotations a WHERE a.task_id = tasks.id AND a.was_cancelled = 0), \
+         cancelled_annotations = (SELECT COUNT(*) FROM annotations a WHERE a.task_id = tasks.id AND a.was_cancelled = 1), \
+         total_predictions = (SELECT COUNT(*) FROM predictions r WHERE r.task_id = tasks.id), \
+         updated_by = COALESCE($2, updated_by), updated_at = $3 WHERE id = $1",
+    )
+    .bind(task_id)
+    .bind(updated_by)
+    .bind(now_micros())
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE tasks SET is_labeled = CASE WHEN total_annotations >= overlap THEN 1 ELSE 0 END WHERE id = $1")
+        .bind(task_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn next_inner_ids(tx: &mut WriteTx, project_id: i64, n: i64) -> DbResult<i64> {
+    let first: i64 = sqlx::query_scalar(
+        "UPDATE projects SET next_inner_id = next_inner_id + $2 WHERE id = $1 RETURNING next_inner_id - $2",
+    )
+    .bind(project_id)
+    .bind(n)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(first)
+}
+
+impl Db {
+    /// Creates one task in a project of the organization.
+    pub async fn create_task(
+        &self,
+        organization_id: i64,
+        project_id: i64,
+        data: &Value,
+        meta: &Value,
+    ) -> DbResult<Task> {
+        if !self.project_exists(organization_id, project_id).await? {
+            return Err(DbError::NotFound);
+        }
+        let now = now_micros();
+        let mut tx = self.write_tx().await?;
+        let inner_id = next_inner_ids(&mut tx, project_id, 1).await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO tasks (project_id, data, meta, inner_id, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
+        )
+        .bind(project_id)
+        .bind(data.to_string())
+        .bind(meta.to_string())
+        .bind(inner_id)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.task(organization_id, id).await
+    }
+
+    /// A task of the organization.
+    pub async fn task(&self, organization_id: i64, id: i64) -> DbResult<Task> {
+        let row = sqlx::query(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks t JOIN projects p ON p.id = t.project_id \
+             WHERE t.id = $1 AND p.organization_id = $2"
+        ))
+        .bind(id)
+        .bind(organization_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Task::from_row(&row))
+    }
+
+    /// Task count, non-cancelled annotation count and prediction count of a project.
+    pub async fn task_totals(&self, project_id: i64) -> DbResult<(i64, i64, i64)> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM tasks WHERE project_id = $1) AS tasks, \
+             (SELECT COUNT(*) FROM annotations WHERE project_id = $1 AND was_cancelled = 0) AS annotations, \
+             (SELECT COUNT(*) FROM predictions WHERE project_id = $1) AS predictions",
+        )
+        .bind(project_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((
+            row.get("tasks"),
+            row.get("annotations"),
+            row.get("predictions"),
+        ))
+    }
+
+    /// One page of a project's tasks, by id.
+    pub async fn list_tasks(
+        &self,
+        project_id: i64,
+        offset: i64,
+        limit: i64,
+    ) -> DbResult<Vec<Task>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks t WHERE t.project_id = $1 ORDER BY t.id LIMIT $2 OFFSET $3"
+        ))
+        .bind(project_id)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(Task::from_row).collect())
+    }
+
+    /// Updates a task's data, meta and overlap.
+    pub async fn update_task(
+        &self,
+        organization_id: i64,
+        id: i64,
+        data: &Value,
+        meta: &Value,
+        overlap: i64,
+        updated_by: i64,
+    ) -> DbResult<Task> {
+        let task = self.task(organization_id, id).await?;
+        let mut tx = self.write_tx().await?;
+        sqlx::query("UPDATE tasks SET data = $1, meta = $2, overlap = $3, updated_by = $4, updated_at = $5 WHERE id = $6")
+            .bind(data.to_string())
+            .bind(meta.to_string())
+            .bind(overlap)
+            .bind(updated_by)
+            .bind(now_micros())
+            .bind(task.id)
+            .execute(&mut *tx)
+            .await?;
+        refresh_task_counters(&mut tx, task.id, None).await?;
+        tx.commit().await?;
+        self.task(organization_id, id).await
+    }
+
+    /// Deletes a task and its annotations, recording a `delete` change for each
+    /// annotation so that export storages can remove their files.
+    pub async fn delete_task(&self, organization_id: i64, id: i64) -> DbResult<()> {
+        let task = self.task(organization_id, id).await?;
+        let mut tx = self.write_tx().await?;
+        let annotation_ids: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM annotations WHERE task_id = $1 ORDER BY id")
+                .bind(task.id)
+                .fetch_all(&mut *tx)
+                .await?;
+        for annotation_id in annotation_ids {
+            record_change(
+                self.backend,
+                &mut tx,
+                task.project_id,
+                task.id,
+                annotation_id,
+                ChangeOp::Delete,
+            )
+            .await?;
+        }
+        sqlx::query("DELETE FROM tasks WHERE id = $1")
+            .bind(task.id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Predictions of the given tasks, by task then id.
+    pub async fn predictions_for_tasks(&self, task_ids: &[i64]) -> DbResult<Vec<Prediction>> {
+        if task_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = task_ids.iter().map(i64::to_string).collect();
+        let rows = sqlx::query(&format!(
+            "SELECT id, task_id, project_id, result, score, model_version, created_at, updated_at \
+             FROM predictions WHERE task_id IN ({}) ORDER BY task_id, id",
+            list.join(",")
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(Prediction::from_row).collect())
+    }
+
+    /// Imports tasks with their annotations and predictions in one transaction.
+    /// Every annotation is recorded in the change feed.
+    pub async fn import_tasks(
+        &self,
+        project_id: i64,
+        user_id: i64,
+        tasks: &[NewTask],
+    ) -> DbResult<ImportSummary> {
+        let now = now_micros();
+        let mut summary = ImportSummary::default();
+        let mut tx = self.write_tx().await?;
+        let mut inner_id = next_inner_ids(&mut tx, project_id, tasks.len() as i64).await?;
+        for task in tasks {
+            let task_id: i64 = sqlx::query_scalar(
+                "INSERT INTO tasks (project_id, data, meta, inner_id, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
+            )
+            .bind(project_id)
+            .bind(task.data.to_string())
+            .bind(task.meta.to_string())
+            .bind(inner_id)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            inner_id += 1;
+            summary.task_ids.push(task_id);
+            for prediction in &task.predictions {
+                sqlx::query(
+                    "INSERT INTO predictions (task_id, project_id, result, score, model_version, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                )
+                .bind(task_id)
+                .bind(project_id)
+                .bind(prediction.result.to_string())
+                .bind(prediction.score)
+                .bind(&prediction.model_version)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                summary.prediction_count += 1;
+            }
+            for annotation in &task.annotations {
+                let annotation = NewAnnotation {
+                    bulk_created: true,
+                    ..annotation.clone()
+                };
+                super::insert_annotation(
+                    self.backend,
+                    &mut tx,
+                    project_id,
+                    task_id,
+                    user_id,
+                    &annotation,
+                    now,
+                )
+                .await?;
+                summary.annotation_count += 1;
+            }
+            if !task.annotations.is_empty() || !task.predictions.is_empty() {
+                refresh_task_counters(&mut tx, task_id, None).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(summary)
+    }
+}

@@ -1,0 +1,315 @@
+//! Organizations, users, legacy tokens, personal access tokens and server secrets.
+
+use super::{Db, DbError, DbResult};
+use crate::time::{now_micros, Micros};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+/// A user and the organization they act in.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// User id.
+    pub id: i64,
+    /// The user's (only) organization.
+    pub organization_id: i64,
+    /// Login email.
+    pub email: String,
+    /// Username (often empty).
+    pub username: String,
+    /// First name.
+    pub first_name: String,
+    /// Last name.
+    pub last_name: String,
+    /// Legacy API token (`Authorization: Token <key>`).
+    pub legacy_token: String,
+    /// When the user was created.
+    pub date_joined: Micros,
+    /// Last activity.
+    pub last_activity: Micros,
+}
+
+const USER_COLUMNS: &str = "id, organization_id, email, username, first_name, last_name, \
+                            legacy_token, date_joined, last_activity";
+
+impl User {
+    fn from_row(row: &AnyRow) -> User {
+        User {
+            id: row.get("id"),
+            organization_id: row.get("organization_id"),
+            email: row.get("email"),
+            username: row.get("username"),
+            first_name: row.get("first_name"),
+            last_name: row.get("last_name"),
+            legacy_token: row.get("legacy_token"),
+            date_joined: row.get("date_joined"),
+            last_activity: row.get("last_activity"),
+        }
+    }
+
+    /// Label Studio's initials: first letters of both names, the one name's first
+    /// letter, or the first two characters of the email.
+    pub fn initials(&self) -> String {
+        let first = |s: &str| s.chars().next().map(String::from).unwrap_or_default();
+        match (self.first_name.is_empty(), self.last_name.is_empty()) {
+            (false, false) => first(&self.first_name) + &first(&self.last_name),
+            (false, true) => first(&self.first_name),
+            (true, false) => first(&self.last_name),
+            (true, true) => self.email.chars().take(2).collect(),
+        }
+    }
+}
+
+/// An organization.
+#[derive(Debug, Clone)]
+pub struct Organization {
+    /// Organization id.
+    pub id: i64,
+    /// Display title.
+    pub title: String,
+    /// Email of its first user (LS's `active_organization_meta.email`).
+    pub owner_email: String,
+}
+
+/// What is needed to create a user.
+pub struct NewUser<'a> {
+    /// Login email (unique).
+    pub email: &'a str,
+    /// argon2 hash of the password, if the user has one.
+    pub password_hash: Option<String>,
+    /// Legacy token; generated when `None`.
+    pub legacy_token: Option<&'a str>,
+    /// Organization to join; `None` joins the first organization (created if none exists).
+    pub organization_id: Option<i64>,
+    /// Create a new organization for this user instead of joining one.
+    pub new_organization: bool,
+}
+
+/// A new random legacy token: 40 hex characters, like Label Studio's.
+pub fn generate_legacy_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 20];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+impl Db {
+    /// Creates a user (and, if needed, its organization).
+    pub async fn create_user(&self, new: NewUser<'_>) -> DbResult<User> {
+        let now = now_micros();
+        let mut tx = self.write_tx().await?;
+        let existing_org: Option<i64> = if new.new_organization {
+            None
+        } else if let Some(id) = new.organization_id {
+            Some(
+                sqlx::query_scalar("SELECT id FROM organizations WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?,
+            )
+        } else {
+            sqlx::query_scalar("SELECT MIN(id) FROM organizations")
+                .fetch_one(&mut *tx)
+                .await?
+        };
+        let org =
+            match existing_org {
+                Some(id) => id,
+                None => sqlx::query_scalar(
+                    "INSERT INTO organizations (title, created_at) VALUES ($1, $2) RETURNING id",
+                )
+                .bind("Label Studio")
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?,
+            };
+        let token = new
+            .legacy_token
+            .map(str::to_owned)
+            .unwrap_or_else(generate_legacy_token);
+        let row = sqlx::query(&format!(
+            "INSERT INTO users (organization_id, email, password_hash, legacy_token, date_joined, last_activity) \
+             VALUES ($1, $2, $3, $4, $5, $5) RETURNING {USER_COLUMNS}"
+        ))
+        .bind(org)
+        .bind(new.email)
+        .bind(new.password_hash)
+        .bind(token)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(User::from_row(&row))
+    }
+
+    /// Looks a user up by email.
+    pub async fn user_by_email(&self, email: &str) -> DbResult<User> {
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE email = $1"
+        ))
+        .bind(email)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(User::from_row(&row))
+    }
+
+    /// Looks a user up by id.
+    pub async fn user_by_id(&self, id: i64) -> DbResult<User> {
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(User::from_row(&row))
+    }
+
+    /// Looks a user up by legacy token.
+    pub async fn user_by_legacy_token(&self, token: &str) -> DbResult<User> {
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE legacy_token = $1"
+        ))
+        .bind(token)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(User::from_row(&row))
+    }
+
+    /// Replaces a user's legacy token.
+    pub async fn set_legacy_token(&self, user_id: i64, token: &str) -> DbResult<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("UPDATE users SET legacy_token = $1 WHERE id = $2")
+            .bind(token)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Replaces a user's password hash.
+    pub async fn set_password_hash(&self, user_id: i64, hash: &str) -> DbResult<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(hash)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The organization with its owner's email.
+    pub async fn organization(&self, id: i64) -> DbResult<Organization> {
+        let row = sqlx::query(
+            "SELECT o.id, o.title, COALESCE((SELECT u.email FROM users u WHERE u.organization_id = o.id \
+             ORDER BY u.id LIMIT 1), '') AS owner_email FROM organizations o WHERE o.id = $1",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Organization {
+            id: row.get("id"),
+            title: row.get("title"),
+            owner_email: row.get("owner_email"),
+        })
+    }
+
+    /// Whether `user_id` is a member of `organization_id`.
+    pub async fn user_in_organization(&self, user_id: i64, organization_id: i64) -> DbResult<bool> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE id = $1 AND organization_id = $2")
+                .bind(user_id)
+                .bind(organization_id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(n > 0)
+    }
+
+    /// Reads a server-wide secret, creating it with `make` on first use. All processes
+    /// sharing the database agree on the value.
+    pub async fn server_secret(
+        &self,
+        name: &str,
+        make: impl FnOnce() -> String,
+    ) -> DbResult<String> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(make())
+            .execute(&mut *tx)
+            .await?;
+        let value = sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = $1")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(value)
+    }
+
+    /// Stores a new personal access token; fails with [`DbError::Conflict`] if the user
+    /// already has a live one.
+    pub async fn create_personal_token(
+        &self,
+        user_id: i64,
+        jti: &str,
+        token: &str,
+        expires_at: Micros,
+    ) -> DbResult<()> {
+        let now = now_micros();
+        let mut tx = self.write_tx().await?;
+        let live: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM personal_access_tokens WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2",
+        )
+        .bind(user_id)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        if live > 0 {
+            return Err(DbError::Conflict);
+        }
+        sqlx::query(
+            "INSERT INTO personal_access_tokens (jti, user_id, token, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(jti)
+        .bind(user_id)
+        .bind(token)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The user's live personal access tokens, oldest first.
+    pub async fn personal_tokens(&self, user_id: i64) -> DbResult<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT token FROM personal_access_tokens WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
+             ORDER BY created_at",
+        )
+        .bind(user_id)
+        .bind(now_micros())
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Whether a personal access token exists and is not revoked: `None` if unknown.
+    pub async fn personal_token_revoked(&self, jti: &str) -> DbResult<Option<bool>> {
+        let revoked: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT revoked_at FROM personal_access_tokens WHERE jti = $1")
+                .bind(jti)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(revoked.map(|r| r.is_some()))
+    }
+
+    /// Revokes a personal access token.
+    pub async fn revoke_personal_token(&self, jti: &str) -> DbResult<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("UPDATE personal_access_tokens SET revoked_at = $1 WHERE jti = $2 AND revoked_at IS NULL")
+            .bind(now_micros())
+            .bind(jti)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,11 @@
+//! labelport: a Label Studio-compatible server for export storages.
+#![forbid(unsafe_code)]
+#![recursion_limit = "256"]
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod startup;
+pub mod telemetry;
+pub mod time;

@@ -1,0 +1,130 @@
+//! Building and running the server: database, bootstrap user, listener, shutdown.
+
+use crate::api::{self, auth, AppState};
+use crate::config::{BootstrapUser, Settings};
+use crate::db::{Db, DbError, NewUser};
+use anyhow::Context;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// A server that is bound and ready to run.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects to the database (running migrations), creates the bootstrap user and
+    /// binds the listener. Port 0 picks a free port; see [`Application::port`].
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+            format!(
+                "Failed to create the data directory {}",
+                settings.data_dir.display()
+            )
+        })?;
+        let db = Db::connect(&settings.database_url).await?;
+        if let Some(user) = &settings.bootstrap_user {
+            ensure_user(&db, user)
+                .await
+                .context("Failed to create the LABEL_STUDIO_USERNAME user")?;
+        }
+        let secret = db
+            .server_secret("jwt_secret", crate::db::generate_legacy_token)
+            .await?;
+        let listener = TcpListener::bind((settings.host.as_str(), settings.port))
+            .await
+            .with_context(|| format!("Failed to listen on {}:{}", settings.host, settings.port))?;
+        let state = AppState {
+            db,
+            settings: Arc::new(settings),
+            jwt: auth::JwtKeys::new(&secret),
+            changes: Arc::new(tokio::sync::Notify::new()),
+        };
+        Ok(Application { listener, state })
+    }
+
+    /// The port actually bound.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The shared state (database handle etc.), e.g. for tests.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Application { listener, state } = self;
+        let db = state.db.clone();
+        tracing::info!(address = %listener.local_addr()?, "labelport is listening");
+        axum::serve(listener, api::router(state))
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        db.close().await;
+        Ok(())
+    }
+}
+
+/// Creates the user named by `LABEL_STUDIO_USERNAME` if missing, and gives it
+/// exactly the `LABEL_STUDIO_USER_TOKEN` legacy token when one is set.
+pub async fn ensure_user(db: &Db, user: &BootstrapUser) -> anyhow::Result<()> {
+    match db.user_by_email(&user.email).await {
+        Ok(existing) => {
+            if let Some(token) = user
+                .token
+                .as_deref()
+                .filter(|t| *t != existing.legacy_token)
+            {
+                db.set_legacy_token(existing.id, token).await?;
+                tracing::info!(email = %user.email, "legacy token of the bootstrap user set from LABEL_STUDIO_USER_TOKEN");
+            }
+        }
+        Err(DbError::NotFound) => {
+            let password_hash = user
+                .password
+                .as_deref()
+                .map(auth::hash_password)
+                .transpose()?;
+            db.create_user(NewUser {
+                email: &user.email,
+                password_hash,
+                legacy_token: user.token.as_deref(),
+                organization_id: None,
+                new_organization: false,
+            })
+            .await?;
+            tracing::info!(email = %user.email, "bootstrap user created");
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown signal received, finishing in-flight requests");
+}
