@@ -1,0 +1,5 @@
+//! API tests: the real server over HTTP, on SQLite and on PostgreSQL.
+
+mod helpers;
+
+mod core;
