@@ -20,12 +20,7 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Common {
     /// Directory for the embedded database and other state.
-    #[arg(
-        long,
-        global = true,
-        env = "LABELPORT_DATA_DIR",
-        default_value = "./labelport-data"
-    )]
+    #[arg(long, global = true, env = "LABELPORT_DATA_DIR", default_value = "./labelport-data")]
     pub data_dir: PathBuf,
 }
 
@@ -43,6 +38,11 @@ pub enum Command {
         /// Largest accepted request body in bytes (larger ones get 413).
         #[arg(long, env = "LABELPORT_MAX_BODY_BYTES", default_value_t = 100 * 1024 * 1024)]
         max_body_bytes: usize,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run only the sync worker (several may share one PostgreSQL database).
+    Worker {
         #[command(flatten)]
         common: Common,
     },
@@ -91,12 +91,8 @@ pub enum TokenCommand {
 }
 
 async fn open_db(common: &Common) -> anyhow::Result<Db> {
-    std::fs::create_dir_all(&common.data_dir).with_context(|| {
-        format!(
-            "Failed to create the data directory {}",
-            common.data_dir.display()
-        )
-    })?;
+    std::fs::create_dir_all(&common.data_dir)
+        .with_context(|| format!("Failed to create the data directory {}", common.data_dir.display()))?;
     let url = std::env::var("DATABASE_URL")
         .ok()
         .filter(|u| !u.trim().is_empty())
@@ -107,31 +103,20 @@ async fn open_db(common: &Common) -> anyhow::Result<Db> {
 /// Runs the parsed command line. Admin commands print their result to stdout.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve {
-            host,
-            port,
-            max_body_bytes,
-            common,
-        } => {
+        Command::Serve { host, port, max_body_bytes, common } => {
             let settings = Settings::from_env(host, port, common.data_dir, max_body_bytes);
             tracing::info!(settings = ?settings, "starting");
             let app = Application::build(settings).await?;
             app.run_until_stopped(shutdown_signal()).await
         }
-        Command::User {
-            command:
-                UserCommand::Create {
-                    email,
-                    password,
-                    new_organization,
-                    common,
-                },
-        } => {
+        Command::Worker { common } => {
+            let settings = Settings::from_env(String::new(), 0, common.data_dir, 0);
+            tracing::info!(settings = ?settings, "starting a sync worker");
+            crate::startup::run_worker_until_stopped(settings, shutdown_signal()).await
+        }
+        Command::User { command: UserCommand::Create { email, password, new_organization, common } } => {
             let db = open_db(&common).await?;
-            let password_hash = password
-                .as_deref()
-                .map(crate::api::auth::hash_password)
-                .transpose()?;
+            let password_hash = password.as_deref().map(crate::api::auth::hash_password).transpose()?;
             let user = db
                 .create_user(NewUser {
                     email: &email,
@@ -147,20 +132,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                     e => anyhow::anyhow!(e),
                 })?;
-            println!(
-                "created user {} (id {}, organization {})",
-                user.email, user.id, user.organization_id
-            );
+            println!("created user {} (id {}, organization {})", user.email, user.id, user.organization_id);
             Ok(())
         }
-        Command::Token {
-            command: TokenCommand::Create { email, common },
-        } => {
+        Command::Token { command: TokenCommand::Create { email, common } } => {
             let db = open_db(&common).await?;
-            let user = db
-                .user_by_email(&email)
-                .await
-                .map_err(|_| anyhow::anyhow!("no user with email {email}"))?;
+            let user = db.user_by_email(&email).await.map_err(|_| anyhow::anyhow!("no user with email {email}"))?;
             println!("{}", user.legacy_token);
             Ok(())
         }

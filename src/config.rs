@@ -23,6 +23,54 @@ pub struct Settings {
     pub bootstrap_user: Option<BootstrapUser>,
     /// Local-files storage settings.
     pub local_files: LocalFilesSettings,
+    /// Sync engine settings.
+    pub sync: SyncSettings,
+}
+
+/// How the sync engine works.
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    /// Run the sync worker in this process (`labelport serve`); off for API-only nodes.
+    pub run_worker: bool,
+    /// Sync a new storage right away (`SYNC_ON_TARGET_STORAGE_CREATION`, default true).
+    pub sync_on_create: bool,
+    /// fsync each file and its directory before reporting a write done
+    /// (`LABELPORT_FSYNC`, default false: survives process crashes, not power cuts).
+    pub fsync: bool,
+    /// How long a worker's claim on a storage lasts without renewal.
+    pub lease: std::time::Duration,
+    /// How often idle workers look for work written by other processes.
+    pub poll_interval: std::time::Duration,
+    /// Annotations read per page (and per checkpoint) of a full sync.
+    pub batch_size: i64,
+    /// Write batches in flight at once.
+    pub writers: usize,
+    /// New storages export one file per task (`FUTURE_SAVE_TASK_TO_STORAGE`).
+    pub task_mode_default: bool,
+    /// Task files end in `.json` (`FUTURE_SAVE_TASK_TO_STORAGE_JSON_EXT`, default true).
+    pub task_json_extension: bool,
+    /// Debug/test knob: sleep this long before each written batch (`LABELPORT_WRITE_DELAY_MS`).
+    pub write_delay: std::time::Duration,
+}
+
+impl SyncSettings {
+    /// From the environment, with defaults.
+    pub fn from_env() -> SyncSettings {
+        let num =
+            |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default);
+        SyncSettings {
+            run_worker: true,
+            sync_on_create: env_flag(ls_env("SYNC_ON_TARGET_STORAGE_CREATION"), true),
+            fsync: env_flag(std::env::var("LABELPORT_FSYNC").ok(), false),
+            lease: std::time::Duration::from_secs(num("LABELPORT_LEASE_SECONDS", 15).max(1)),
+            poll_interval: std::time::Duration::from_millis(num("LABELPORT_POLL_MS", 200).max(10)),
+            batch_size: num("LABELPORT_SYNC_BATCH", 1000).clamp(1, 10_000) as i64,
+            writers: num("LABELPORT_SYNC_WRITERS", 4).clamp(1, 64) as usize,
+            task_mode_default: env_flag(ls_env("FUTURE_SAVE_TASK_TO_STORAGE"), false),
+            task_json_extension: env_flag(ls_env("FUTURE_SAVE_TASK_TO_STORAGE_JSON_EXT"), true),
+            write_delay: std::time::Duration::from_millis(num("LABELPORT_WRITE_DELAY_MS", 0)),
+        }
+    }
 }
 
 /// The user named by `LABEL_STUDIO_USERNAME`, `LABEL_STUDIO_PASSWORD`, `LABEL_STUDIO_USER_TOKEN`.
@@ -65,6 +113,7 @@ impl fmt::Debug for Settings {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("bootstrap_user", &self.bootstrap_user)
             .field("local_files", &self.local_files)
+            .field("sync", &self.sync)
             .finish()
     }
 }
@@ -82,13 +131,9 @@ pub fn redact_url(url: &str) -> String {
 
 /// Reads a Label Studio setting with its optional prefixes.
 pub fn ls_env(name: &str) -> Option<String> {
-    [
-        format!("LABEL_STUDIO_{name}"),
-        format!("HEARTEX_{name}"),
-        name.to_owned(),
-    ]
-    .iter()
-    .find_map(|key| std::env::var(key).ok())
+    [format!("LABEL_STUDIO_{name}"), format!("HEARTEX_{name}"), name.to_owned()]
+        .iter()
+        .find_map(|key| std::env::var(key).ok())
 }
 
 /// Django-style truthiness of an environment value.
@@ -112,17 +157,11 @@ impl Settings {
             .ok()
             .filter(|u| !u.trim().is_empty())
             .unwrap_or_else(|| default_database_url(&data_dir));
-        let bootstrap_user = std::env::var("LABEL_STUDIO_USERNAME")
-            .ok()
-            .filter(|e| !e.trim().is_empty())
-            .map(|email| BootstrapUser {
+        let bootstrap_user =
+            std::env::var("LABEL_STUDIO_USERNAME").ok().filter(|e| !e.trim().is_empty()).map(|email| BootstrapUser {
                 email,
-                password: std::env::var("LABEL_STUDIO_PASSWORD")
-                    .ok()
-                    .filter(|p| !p.is_empty()),
-                token: std::env::var("LABEL_STUDIO_USER_TOKEN")
-                    .ok()
-                    .filter(|t| !t.is_empty()),
+                password: std::env::var("LABEL_STUDIO_PASSWORD").ok().filter(|p| !p.is_empty()),
+                token: std::env::var("LABEL_STUDIO_USER_TOKEN").ok().filter(|t| !t.is_empty()),
             });
         Settings {
             host,
@@ -135,6 +174,7 @@ impl Settings {
                 serving_enabled: env_flag(ls_env("LOCAL_FILES_SERVING_ENABLED"), false),
                 document_root: ls_env("LOCAL_FILES_DOCUMENT_ROOT").unwrap_or_else(|| "/".into()),
             },
+            sync: SyncSettings::from_env(),
         }
     }
 }

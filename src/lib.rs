@@ -7,5 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod startup;
+pub mod storage;
+pub mod sync;
 pub mod telemetry;
 pub mod time;

@@ -3,46 +3,38 @@
 use crate::api::{self, auth, AppState};
 use crate::config::{BootstrapUser, Settings};
 use crate::db::{Db, DbError, NewUser};
+use crate::sync::{default_targets, SyncEngine};
 use anyhow::Context;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 /// A server that is bound and ready to run.
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    engine: Option<SyncEngine>,
 }
 
 impl Application {
     /// Connects to the database (running migrations), creates the bootstrap user and
     /// binds the listener. Port 0 picks a free port; see [`Application::port`].
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        std::fs::create_dir_all(&settings.data_dir).with_context(|| {
-            format!(
-                "Failed to create the data directory {}",
-                settings.data_dir.display()
-            )
-        })?;
+        std::fs::create_dir_all(&settings.data_dir)
+            .with_context(|| format!("Failed to create the data directory {}", settings.data_dir.display()))?;
         let db = Db::connect(&settings.database_url).await?;
         if let Some(user) = &settings.bootstrap_user {
-            ensure_user(&db, user)
-                .await
-                .context("Failed to create the LABEL_STUDIO_USERNAME user")?;
+            ensure_user(&db, user).await.context("Failed to create the LABEL_STUDIO_USERNAME user")?;
         }
-        let secret = db
-            .server_secret("jwt_secret", crate::db::generate_legacy_token)
-            .await?;
+        let secret = db.server_secret("jwt_secret", crate::db::generate_legacy_token).await?;
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .await
             .with_context(|| format!("Failed to listen on {}:{}", settings.host, settings.port))?;
-        let state = AppState {
-            db,
-            settings: Arc::new(settings),
-            jwt: auth::JwtKeys::new(&secret),
-            changes: Arc::new(tokio::sync::Notify::new()),
-        };
-        Ok(Application { listener, state })
+        let changes = Arc::new(tokio::sync::Notify::new());
+        let engine = settings.sync.run_worker.then(|| engine(&db, &settings, changes.clone()));
+        let state = AppState { db, settings: Arc::new(settings), jwt: auth::JwtKeys::new(&secret), changes };
+        Ok(Application { listener, state, engine })
     }
 
     /// The port actually bound.
@@ -55,20 +47,55 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, then finishes in-flight requests.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let Application { listener, state } = self;
+    /// Serves (and runs the sync worker) until `shutdown` resolves, then finishes
+    /// in-flight requests; a running sync job stops at its next checkpoint and
+    /// resumes from there on the next start.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Application { listener, state, engine } = self;
         let db = state.db.clone();
+        let stop = CancellationToken::new();
+        let worker = engine.map(|e| tokio::spawn(e.run_until_stopped(stop.clone())));
         tracing::info!(address = %listener.local_addr()?, "labelport is listening");
-        axum::serve(listener, api::router(state))
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        let stop_server = stop.clone();
+        let served = axum::serve(listener, api::router(state))
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    _ = shutdown => {},
+                    _ = stop_server.cancelled() => {},
+                }
+            })
+            .await;
+        stop.cancel();
+        if let Some(worker) = worker {
+            if let Err(e) = worker.await {
+                tracing::error!(error.message = %e, "the sync worker ended abnormally");
+            }
+        }
         db.close().await;
-        Ok(())
+        served.map_err(Into::into)
     }
+}
+
+/// The sync engine for these settings.
+pub fn engine(db: &Db, settings: &Settings, wake: Arc<tokio::sync::Notify>) -> SyncEngine {
+    let targets = default_targets(settings.local_files.clone(), settings.sync.fsync);
+    SyncEngine::new(db.clone(), settings.sync.clone(), targets, wake)
+}
+
+/// Runs only the sync worker (no HTTP), for scale-out on a shared PostgreSQL database.
+pub async fn run_worker_until_stopped(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let db = Db::connect(&settings.database_url).await?;
+    let stop = CancellationToken::new();
+    let worker =
+        tokio::spawn(engine(&db, &settings, Arc::new(tokio::sync::Notify::new())).run_until_stopped(stop.clone()));
+    shutdown.await;
+    stop.cancel();
+    worker.await?;
+    db.close().await;
+    Ok(())
 }
 
 /// Creates the user named by `LABEL_STUDIO_USERNAME` if missing, and gives it
@@ -76,21 +103,13 @@ impl Application {
 pub async fn ensure_user(db: &Db, user: &BootstrapUser) -> anyhow::Result<()> {
     match db.user_by_email(&user.email).await {
         Ok(existing) => {
-            if let Some(token) = user
-                .token
-                .as_deref()
-                .filter(|t| *t != existing.legacy_token)
-            {
+            if let Some(token) = user.token.as_deref().filter(|t| *t != existing.legacy_token) {
                 db.set_legacy_token(existing.id, token).await?;
                 tracing::info!(email = %user.email, "legacy token of the bootstrap user set from LABEL_STUDIO_USER_TOKEN");
             }
         }
         Err(DbError::NotFound) => {
-            let password_hash = user
-                .password
-                .as_deref()
-                .map(auth::hash_password)
-                .transpose()?;
+            let password_hash = user.password.as_deref().map(auth::hash_password).transpose()?;
             db.create_user(NewUser {
                 email: &user.email,
                 password_hash,

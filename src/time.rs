@@ -28,17 +28,13 @@ pub fn iso_opt(us: Option<Micros>) -> serde_json::Value {
 
 /// `2026-11-28 18:58:17.408272+00:00`, the format of timestamps inside storage `meta`.
 pub fn meta(us: Micros) -> String {
-    datetime(us)
-        .format("%Y-%m-%d %H:%M:%S%.6f+00:00")
-        .to_string()
+    datetime(us).format("%Y-%m-%d %H:%M:%S%.6f+00:00").to_string()
 }
 
 /// Parses either format above (with or without fractional seconds) back to micros.
 pub fn parse_any(s: &str) -> Option<Micros> {
     let normalized = s.trim().replacen(' ', "T", 1).replace("+00:00", "Z");
-    DateTime::parse_from_rfc3339(&normalized)
-        .ok()
-        .map(|d| d.with_timezone(&Utc).timestamp_micros())
+    DateTime::parse_from_rfc3339(&normalized).ok().map(|d| d.with_timezone(&Utc).timestamp_micros())
 }
 
 /// Django's `timesince` for `created_ago`: the two largest non-zero units, numbers and
@@ -53,8 +49,7 @@ pub fn timesince(from: Micros, now: Micros) -> String {
         (60, "minute", "minutes"),
     ];
     let mut secs = ((now - from) / 1_000_000).max(0);
-    let plural =
-        |n: i64, one: &str, many: &str| format!("{n}\u{a0}{}", if n == 1 { one } else { many });
+    let plural = |n: i64, one: &str, many: &str| format!("{n}\u{a0}{}", if n == 1 { one } else { many });
     let Some(first) = UNITS.iter().position(|(size, ..)| secs >= *size) else {
         return plural(0, "minute", "minutes");
     };

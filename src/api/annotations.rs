@@ -30,11 +30,7 @@ const LAST_ACTIONS: [&str; 10] = [
 
 /// Renders an annotation in the API shape; `completed_by` is the id, or the given
 /// expanded object (task detail).
-pub fn annotation_json(
-    a: &Annotation,
-    author: Option<&User>,
-    completed_by: Option<Value>,
-) -> Value {
+pub fn annotation_json(a: &Annotation, author: Option<&User>, completed_by: Option<Value>) -> Value {
     json!({
         "id": a.id,
         "result": a.result,
@@ -63,17 +59,14 @@ pub fn annotation_json(
 /// (Label Studio answers 500 for an unparsable string).
 pub fn parse_result(value: &Value) -> ApiResult<Value> {
     let value = match value {
-        Value::String(s) => serde_json::from_str(s).map_err(|_| {
-            ApiError::bad_request("annotation \"result\" can't be parse from str to JSON")
-        })?,
+        Value::String(s) => serde_json::from_str(s)
+            .map_err(|_| ApiError::bad_request("annotation \"result\" can't be parse from str to JSON"))?,
         other => other.clone(),
     };
     match value {
         Value::Array(_) => Ok(value),
         Value::Null => Ok(json!([])),
-        _ => Err(ApiError::bad_request(
-            "annotation \"result\" field in annotation must be list",
-        )),
+        _ => Err(ApiError::bad_request("annotation \"result\" field in annotation must be list")),
     }
 }
 
@@ -114,10 +107,9 @@ pub async fn apply_annotation(
     }
     if let Some(v) = form.string("last_action", None, true) {
         match v {
-            Some(action) if !LAST_ACTIONS.contains(&action.as_str()) => form.error(
-                "last_action",
-                format!("\"{action}\" is not a valid choice."),
-            ),
+            Some(action) if !LAST_ACTIONS.contains(&action.as_str()) => {
+                form.error("last_action", format!("\"{action}\" is not a valid choice."))
+            }
             v => a.last_action = v,
         }
     }
@@ -137,15 +129,8 @@ pub async fn apply_annotation(
         a.result = parse_result(&result)?;
     }
     if let Some(user_id) = a.completed_by {
-        if !state
-            .db
-            .user_in_organization(user_id, organization_id)
-            .await?
-        {
-            return Err(ApiError::field(
-                "completed_by",
-                format!("Invalid pk \"{user_id}\" - object does not exist."),
-            ));
+        if !state.db.user_in_organization(user_id, organization_id).await? {
+            return Err(ApiError::field("completed_by", format!("Invalid pk \"{user_id}\" - object does not exist.")));
         }
     }
     Ok(a)
@@ -165,11 +150,7 @@ pub async fn create(
     query: Query,
     Body(body): Body,
 ) -> ApiResult<Response> {
-    state
-        .db
-        .task(user.organization_id, task_id)
-        .await
-        .or_not_found("Task")?;
+    state.db.task(user.organization_id, task_id).await.or_not_found("Task")?;
     if !body.is_object() {
         return Err(ApiError::non_field(format!(
             "Invalid data. Expected a dictionary, but got {}.",
@@ -181,36 +162,18 @@ pub async fn create(
         user.organization_id,
         body,
         Some(&query),
-        NewAnnotation {
-            result: json!([]),
-            ..Default::default()
-        },
+        NewAnnotation { result: json!([]), ..Default::default() },
     )
     .await?;
-    let annotation = state
-        .db
-        .create_annotation(user.organization_id, task_id, user.id, &new)
-        .await
-        .or_not_found("Task")?;
+    let annotation =
+        state.db.create_annotation(user.organization_id, task_id, user.id, &new).await.or_not_found("Task")?;
     state.changes_committed();
-    Ok((
-        StatusCode::CREATED,
-        Json(render(&state, &annotation).await?),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(render(&state, &annotation).await?)).into_response())
 }
 
 /// `GET /api/tasks/{id}/annotations/`: the task's non-cancelled annotations by id.
-pub async fn list_for_task(
-    State(state): State<AppState>,
-    Auth(user): Auth,
-    Id(task_id): Id,
-) -> ApiResult<Json<Value>> {
-    let task = state
-        .db
-        .task(user.organization_id, task_id)
-        .await
-        .or_not_found("Task")?;
+pub async fn list_for_task(State(state): State<AppState>, Auth(user): Auth, Id(task_id): Id) -> ApiResult<Json<Value>> {
+    let task = state.db.task(user.organization_id, task_id).await.or_not_found("Task")?;
     let annotations = state.db.annotations_for_tasks(&[task.id], false).await?;
     let mut users = UserCache::default();
     let mut out = Vec::with_capacity(annotations.len());
@@ -222,16 +185,8 @@ pub async fn list_for_task(
 }
 
 /// `GET /api/annotations/{id}/`.
-pub async fn get(
-    State(state): State<AppState>,
-    Auth(user): Auth,
-    Id(id): Id,
-) -> ApiResult<Json<Value>> {
-    let annotation = state
-        .db
-        .annotation(user.organization_id, id)
-        .await
-        .or_not_found("Annotation")?;
+pub async fn get(State(state): State<AppState>, Auth(user): Auth, Id(id): Id) -> ApiResult<Json<Value>> {
+    let annotation = state.db.annotation(user.organization_id, id).await.or_not_found("Annotation")?;
     Ok(Json(render(&state, &annotation).await?))
 }
 
@@ -242,32 +197,17 @@ pub async fn update(
     Id(id): Id,
     Body(body): Body,
 ) -> ApiResult<Json<Value>> {
-    let current = state
-        .db
-        .annotation(user.organization_id, id)
-        .await
-        .or_not_found("Annotation")?;
+    let current = state.db.annotation(user.organization_id, id).await.or_not_found("Annotation")?;
     let new = apply_annotation(&state, user.organization_id, body, None, current.to_new()).await?;
-    let annotation = state
-        .db
-        .update_annotation(user.organization_id, id, user.id, &new)
-        .await
-        .or_not_found("Annotation")?;
+    let annotation =
+        state.db.update_annotation(user.organization_id, id, user.id, &new).await.or_not_found("Annotation")?;
     state.changes_committed();
     Ok(Json(render(&state, &annotation).await?))
 }
 
 /// `DELETE /api/annotations/{id}/`.
-pub async fn delete(
-    State(state): State<AppState>,
-    Auth(user): Auth,
-    Id(id): Id,
-) -> ApiResult<StatusCode> {
-    state
-        .db
-        .delete_annotation(user.organization_id, id)
-        .await
-        .or_not_found("Annotation")?;
+pub async fn delete(State(state): State<AppState>, Auth(user): Auth, Id(id): Id) -> ApiResult<StatusCode> {
+    state.db.delete_annotation(user.organization_id, id).await.or_not_found("Annotation")?;
     state.changes_committed();
     Ok(StatusCode::NO_CONTENT)
 }

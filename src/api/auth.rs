@@ -60,17 +60,14 @@ fn new_jti() -> String {
 
 impl JwtKeys {
     fn sign(&self, claims: &Claims) -> ApiResult<String> {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
-            .map_err(ApiError::internal)
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding).map_err(ApiError::internal)
     }
 
     /// Decodes and verifies a token of the given type (signature and expiry).
     pub fn verify(&self, token: &str, token_type: &str) -> Option<Claims> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
-            .ok()?
-            .claims;
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).ok()?.claims;
         (claims.token_type == token_type).then_some(claims)
     }
 }
@@ -95,26 +92,16 @@ impl FromRequestParts<AppState> for Auth {
         let words: Vec<&str> = header.split_whitespace().collect();
         match words.as_slice() {
             [keyword, rest @ ..] if keyword.eq_ignore_ascii_case("token") => match rest {
-                [] => Err(ApiError::unauthorized(
-                    "Invalid token header. No credentials provided.",
-                )),
+                [] => Err(ApiError::unauthorized("Invalid token header. No credentials provided.")),
                 [key] => legacy(state, key).await.map(Auth),
-                _ => Err(ApiError::unauthorized(
-                    "Invalid token header. Token string should not contain spaces.",
-                )),
+                _ => Err(ApiError::unauthorized("Invalid token header. Token string should not contain spaces.")),
             },
             ["Bearer", token] => {
-                let claims = state
-                    .jwt
-                    .verify(token, "access")
-                    .ok_or_else(|| ApiError::unauthorized(NO_CREDENTIALS))?;
+                let claims = state.jwt.verify(token, "access").ok_or_else(|| ApiError::unauthorized(NO_CREDENTIALS))?;
                 if state.db.personal_token_revoked(&claims.jti).await? != Some(false) {
                     return Err(ApiError::unauthorized(NO_CREDENTIALS));
                 }
-                let id: i64 = claims
-                    .user_id
-                    .parse()
-                    .map_err(|_| ApiError::unauthorized(NO_CREDENTIALS))?;
+                let id: i64 = claims.user_id.parse().map_err(|_| ApiError::unauthorized(NO_CREDENTIALS))?;
                 match state.db.user_by_id(id).await {
                     Ok(user) => Ok(Auth(user)),
                     Err(DbError::NotFound) => Err(ApiError::unauthorized(NO_CREDENTIALS)),
@@ -158,15 +145,11 @@ pub async fn create_personal_token(state: &AppState, user: &User) -> ApiResult<S
         user_id: user.id.to_string(),
     };
     let token = state.jwt.sign(&claims)?;
-    match state
-        .db
-        .create_personal_token(user.id, &claims.jti, &token, claims.exp * 1_000_000)
-        .await
-    {
+    match state.db.create_personal_token(user.id, &claims.jti, &token, claims.exp * 1_000_000).await {
         Ok(()) => Ok(token),
-        Err(DbError::Conflict) => Err(ApiError::conflict(
-            "You already have a valid token. Please revoke it before creating a new one.",
-        )),
+        Err(DbError::Conflict) => {
+            Err(ApiError::conflict("You already have a valid token. Please revoke it before creating a new one."))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -178,15 +161,10 @@ pub async fn create_token(State(state): State<AppState>, Auth(user): Auth) -> Ap
 }
 
 /// `GET /api/token/`: the caller's live personal access tokens, signatures stripped.
-pub async fn list_tokens(
-    State(state): State<AppState>,
-    Auth(user): Auth,
-) -> ApiResult<Json<Value>> {
+pub async fn list_tokens(State(state): State<AppState>, Auth(user): Auth) -> ApiResult<Json<Value>> {
     let tokens = state.db.personal_tokens(user.id).await?;
-    let list: Vec<Value> = tokens
-        .iter()
-        .map(|t| json!({ "token": t.rsplit_once('.').map_or(t.as_str(), |(head, _)| head) }))
-        .collect();
+    let list: Vec<Value> =
+        tokens.iter().map(|t| json!({ "token": t.rsplit_once('.').map_or(t.as_str(), |(head, _)| head) })).collect();
     Ok(Json(Value::Array(list)))
 }
 
@@ -199,15 +177,9 @@ fn refresh_field(body: Value) -> ApiResult<String> {
 }
 
 /// `POST /api/token/refresh/`: exchange a personal access token for an access token.
-pub async fn refresh_token(
-    State(state): State<AppState>,
-    Body(body): Body,
-) -> ApiResult<Json<Value>> {
+pub async fn refresh_token(State(state): State<AppState>, Body(body): Body) -> ApiResult<Json<Value>> {
     let token = refresh_field(body)?;
-    let claims = state
-        .jwt
-        .verify(&token, "refresh")
-        .ok_or_else(|| ApiError::unauthorized("Token is invalid"))?;
+    let claims = state.jwt.verify(&token, "refresh").ok_or_else(|| ApiError::unauthorized("Token is invalid"))?;
     match state.db.personal_token_revoked(&claims.jti).await? {
         None => return Err(ApiError::unauthorized("Token is invalid")),
         Some(true) => return Err(ApiError::unauthorized("Token is blacklisted")),
@@ -225,15 +197,9 @@ pub async fn refresh_token(
 }
 
 /// `POST /api/token/blacklist/`: revoke a personal access token.
-pub async fn blacklist_token(
-    State(state): State<AppState>,
-    Body(body): Body,
-) -> ApiResult<StatusCode> {
+pub async fn blacklist_token(State(state): State<AppState>, Body(body): Body) -> ApiResult<StatusCode> {
     let token = refresh_field(body)?;
-    let claims = state
-        .jwt
-        .verify(&token, "refresh")
-        .ok_or_else(|| ApiError::unauthorized("Token is invalid"))?;
+    let claims = state.jwt.verify(&token, "refresh").ok_or_else(|| ApiError::unauthorized("Token is invalid"))?;
     state.db.revoke_personal_token(&claims.jti).await?;
     Ok(StatusCode::NO_CONTENT)
 }

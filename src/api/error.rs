@@ -41,10 +41,7 @@ impl ApiError {
     pub fn new(status: StatusCode, detail: impl Into<String>) -> ApiError {
         ApiError {
             status,
-            body: ErrorBody::Standard {
-                detail: detail.into(),
-                validation_errors: None,
-            },
+            body: ErrorBody::Standard { detail: detail.into(), validation_errors: None },
             internal: None,
         }
     }
@@ -58,10 +55,7 @@ impl ApiError {
     pub fn validation(errors: Map<String, Value>) -> ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
-            body: ErrorBody::Standard {
-                detail: "Validation error".into(),
-                validation_errors: Some(errors),
-            },
+            body: ErrorBody::Standard { detail: "Validation error".into(), validation_errors: Some(errors) },
             internal: None,
         }
     }
@@ -85,10 +79,7 @@ impl ApiError {
 
     /// 404 `No <Model> matches the given query.`
     pub fn not_found(model: &str) -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("No {model} matches the given query."),
-        )
+        ApiError::new(StatusCode::NOT_FOUND, format!("No {model} matches the given query."))
     }
 
     /// 404 `Not found.` (no route, or an id that is not a number).
@@ -103,11 +94,7 @@ impl ApiError {
 
     /// A non-standard body with the given status.
     pub fn raw(status: StatusCode, body: Value) -> ApiError {
-        ApiError {
-            status,
-            body: ErrorBody::Raw(body),
-            internal: None,
-        }
+        ApiError { status, body: ErrorBody::Raw(body), internal: None }
     }
 
     /// 500; the cause is logged, not shown.
@@ -115,8 +102,7 @@ impl ApiError {
         ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             body: ErrorBody::Standard {
-                detail: "Internal server error. The error was logged with this response's id."
-                    .into(),
+                detail: "Internal server error. The error was logged with this response's id.".into(),
                 validation_errors: None,
             },
             internal: Some(e.into()),
@@ -159,10 +145,7 @@ impl IntoResponse for ApiError {
         let id = uuid::Uuid::new_v4().to_string();
         let body = match self.body {
             ErrorBody::Raw(v) => v,
-            ErrorBody::Standard {
-                detail,
-                validation_errors,
-            } => {
+            ErrorBody::Standard { detail, validation_errors } => {
                 let mut body = json!({
                     "id": id,
                     "status_code": self.status.as_u16(),
@@ -177,19 +160,12 @@ impl IntoResponse for ApiError {
             }
         };
         let mut response = (self.status, json_bytes(&body)).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if self.status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Token"));
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Token"));
         }
         if let Some(e) = self.internal {
-            response
-                .extensions_mut()
-                .insert(InternalError(Arc::new(e.context(format!("error id {id}")))));
+            response.extensions_mut().insert(InternalError(Arc::new(e.context(format!("error id {id}")))));
         }
         response
     }

@@ -23,21 +23,11 @@ impl FromRequest<AppState> for Body {
             .get(CONTENT_TYPE)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).to_string())
             .unwrap_or_default();
-        let media = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         let limit = state.settings.max_body_bytes;
-        let bytes = axum::body::to_bytes(req.into_body(), limit)
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("Request body exceeds the limit of {limit} bytes."),
-                )
-            })?;
+        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("Request body exceeds the limit of {limit} bytes."))
+        })?;
         let is_json = media.is_empty() || media == "application/json" || media.ends_with("+json");
         if is_json {
             if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -67,9 +57,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| ApiError::no_route())?;
+        let Path(raw) = Path::<String>::from_request_parts(parts, state).await.map_err(|_| ApiError::no_route())?;
         parse_id(&raw).map(Id).ok_or_else(ApiError::no_route)
     }
 }
@@ -88,11 +76,7 @@ pub struct Query(pub Vec<(String, String)>);
 impl Query {
     /// The last value of `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     /// `name` as a positive integer: `Ok(None)` when absent or empty, `Err(())` when
@@ -106,10 +90,7 @@ impl Query {
 
     /// Django-style boolean flag.
     pub fn flag(&self, name: &str) -> bool {
-        matches!(
-            self.get(name).map(|v| v.to_ascii_lowercase()).as_deref(),
-            Some("1" | "true" | "yes" | "on")
-        )
+        matches!(self.get(name).map(|v| v.to_ascii_lowercase()).as_deref(), Some("1" | "true" | "yes" | "on"))
     }
 }
 

@@ -18,10 +18,7 @@ impl Form {
     /// Starts validating `body`, which must be a JSON object.
     pub fn new(body: Value) -> ApiResult<Form> {
         match body {
-            Value::Object(body) => Ok(Form {
-                body,
-                errors: Map::new(),
-            }),
+            Value::Object(body) => Ok(Form { body, errors: Map::new() }),
             other => Err(ApiError::non_field(format!(
                 "Invalid data. Expected a dictionary, but got {}.",
                 json_type_name(&other)
@@ -41,10 +38,7 @@ impl Form {
 
     /// Records an error for a field.
     pub fn error(&mut self, name: &str, message: impl Into<String>) {
-        let entry = self
-            .errors
-            .entry(name.to_owned())
-            .or_insert_with(|| json!([]));
+        let entry = self.errors.entry(name.to_owned()).or_insert_with(|| json!([]));
         if let Value::Array(list) = entry {
             list.push(Value::String(message.into()));
         }
@@ -70,12 +64,7 @@ impl Form {
     }
 
     /// A string field (numbers and booleans are accepted and stringified, as DRF does).
-    pub fn string(
-        &mut self,
-        name: &str,
-        max_len: Option<usize>,
-        nullable: bool,
-    ) -> Option<Nullable<String>> {
+    pub fn string(&mut self, name: &str, max_len: Option<usize>, nullable: bool) -> Option<Nullable<String>> {
         let value = self.present(name, nullable)?;
         let Some(value) = value else {
             return Some(None);
@@ -91,10 +80,7 @@ impl Form {
         };
         if let Some(max) = max_len {
             if s.chars().count() > max {
-                self.error(
-                    name,
-                    format!("Ensure this field has no more than {max} characters."),
-                );
+                self.error(name, format!("Ensure this field has no more than {max} characters."));
                 return None;
             }
         }
@@ -171,13 +157,7 @@ impl Form {
         match as_integer(&value) {
             Some(n) => Some(Some(n)),
             None => {
-                self.error(
-                    name,
-                    format!(
-                        "Incorrect type. Expected pk value, received {}.",
-                        python_type_name(&value)
-                    ),
-                );
+                self.error(name, format!("Incorrect type. Expected pk value, received {}.", python_type_name(&value)));
                 None
             }
         }
@@ -192,13 +172,7 @@ impl Form {
         if value.is_object() {
             Some(Some(value))
         } else {
-            self.error(
-                name,
-                format!(
-                    "Expected a dictionary of items but got type \"{}\".",
-                    python_type_name(&value)
-                ),
-            );
+            self.error(name, format!("Expected a dictionary of items but got type \"{}\".", python_type_name(&value)));
             None
         }
     }
@@ -220,11 +194,9 @@ impl Form {
 
 fn as_integer(value: &Value) -> Option<i64> {
     match value {
-        Value::Number(n) => n.as_i64().or_else(|| {
-            n.as_f64()
-                .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
-                .map(|f| f as i64)
-        }),
+        Value::Number(n) => {
+            n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9e15).map(|f| f as i64))
+        }
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }

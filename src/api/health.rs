@@ -13,10 +13,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         Ok(()) => (StatusCode::OK, Json(json!({ "status": "UP" }))),
         Err(e) => {
             tracing::warn!(error.message = %e, "health check failed: database does not answer");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "DOWN" })),
-            )
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "DOWN" })))
         }
     }
 }

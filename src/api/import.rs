@@ -20,25 +20,11 @@ fn task_error(index: usize, message: impl std::fmt::Display) -> ApiError {
 }
 
 fn parse_annotation(value: &Value) -> Result<NewAnnotation, String> {
-    let mut form = Form::new(value.clone()).map_err(|_| {
-        format!(
-            "an annotation must be an object, got {}",
-            python_type_name(value)
-        )
-    })?;
-    let mut a = NewAnnotation {
-        result: json!([]),
-        last_action: Some("imported".into()),
-        ..Default::default()
-    };
-    a.was_cancelled = form
-        .boolean("was_cancelled", false)
-        .flatten()
-        .unwrap_or(false);
-    a.ground_truth = form
-        .boolean("ground_truth", false)
-        .flatten()
-        .unwrap_or(false);
+    let mut form = Form::new(value.clone())
+        .map_err(|_| format!("an annotation must be an object, got {}", python_type_name(value)))?;
+    let mut a = NewAnnotation { result: json!([]), last_action: Some("imported".into()), ..Default::default() };
+    a.was_cancelled = form.boolean("was_cancelled", false).flatten().unwrap_or(false);
+    a.ground_truth = form.boolean("ground_truth", false).flatten().unwrap_or(false);
     a.lead_time = form.number("lead_time", true).flatten();
     // `completed_by` may be an id or an expanded user object.
     a.completed_by = match form.raw("completed_by") {
@@ -47,51 +33,38 @@ fn parse_annotation(value: &Value) -> Result<NewAnnotation, String> {
         None => None,
     };
     if form.has_errors() {
-        return Err("an annotation has a field of the wrong type (was_cancelled, ground_truth, lead_time or completed_by)".into());
+        return Err(
+            "an annotation has a field of the wrong type (was_cancelled, ground_truth, lead_time or completed_by)"
+                .into(),
+        );
     }
     if let Some(result) = form.raw("result") {
-        a.result = parse_result(result)
-            .map_err(|_| "annotation \"result\" field in annotation must be list".to_owned())?;
+        a.result =
+            parse_result(result).map_err(|_| "annotation \"result\" field in annotation must be list".to_owned())?;
     }
     Ok(a)
 }
 
 fn parse_prediction(value: &Value) -> Result<NewPrediction, String> {
-    let mut form = Form::new(value.clone()).map_err(|_| {
-        format!(
-            "a prediction must be an object, got {}",
-            python_type_name(value)
-        )
-    })?;
+    let mut form = Form::new(value.clone())
+        .map_err(|_| format!("a prediction must be an object, got {}", python_type_name(value)))?;
     let score = form.number("score", true).flatten();
-    let model_version = form
-        .string("model_version", None, true)
-        .flatten()
-        .unwrap_or_default();
+    let model_version = form.string("model_version", None, true).flatten().unwrap_or_default();
     if form.has_errors() {
         return Err("a prediction has a field of the wrong type (score or model_version)".into());
     }
     let result = match form.raw("result") {
-        Some(r) => {
-            parse_result(r).map_err(|_| "prediction \"result\" must be a list".to_owned())?
-        }
+        Some(r) => parse_result(r).map_err(|_| "prediction \"result\" must be a list".to_owned())?,
         None => json!([]),
     };
-    Ok(NewPrediction {
-        result,
-        score,
-        model_version,
-    })
+    Ok(NewPrediction { result, score, model_version })
 }
 
 fn list_of<'a>(task: &'a serde_json::Map<String, Value>, key: &str) -> Result<&'a [Value], String> {
     match task.get(key) {
         None | Some(Value::Null) => Ok(&[]),
         Some(Value::Array(items)) => Ok(items),
-        Some(other) => Err(format!(
-            "\"{key}\" must be a list, got {}",
-            python_type_name(other)
-        )),
+        Some(other) => Err(format!("\"{key}\" must be a list, got {}", python_type_name(other))),
     }
 }
 
@@ -99,49 +72,22 @@ fn list_of<'a>(task: &'a serde_json::Map<String, Value>, key: &str) -> Result<&'
 /// or a flat object that becomes `data` as a whole.
 fn parse_task(item: &Value) -> Result<NewTask, String> {
     let Value::Object(obj) = item else {
-        return Err(format!(
-            "a task must be a JSON object, got {}",
-            python_type_name(item)
-        ));
+        return Err(format!("a task must be a JSON object, got {}", python_type_name(item)));
     };
     let Some(data) = obj.get("data") else {
-        return Ok(NewTask {
-            data: item.clone(),
-            meta: json!({}),
-            annotations: vec![],
-            predictions: vec![],
-        });
+        return Ok(NewTask { data: item.clone(), meta: json!({}), annotations: vec![], predictions: vec![] });
     };
     if !data.is_object() {
-        return Err(format!(
-            "\"data\" must be a JSON object, got {}",
-            python_type_name(data)
-        ));
+        return Err(format!("\"data\" must be a JSON object, got {}", python_type_name(data)));
     }
     let meta = match obj.get("meta") {
         None | Some(Value::Null) => json!({}),
         Some(m @ Value::Object(_)) => m.clone(),
-        Some(other) => {
-            return Err(format!(
-                "\"meta\" must be a JSON object, got {}",
-                python_type_name(other)
-            ))
-        }
+        Some(other) => return Err(format!("\"meta\" must be a JSON object, got {}", python_type_name(other))),
     };
-    let annotations = list_of(obj, "annotations")?
-        .iter()
-        .map(parse_annotation)
-        .collect::<Result<_, _>>()?;
-    let predictions = list_of(obj, "predictions")?
-        .iter()
-        .map(parse_prediction)
-        .collect::<Result<_, _>>()?;
-    Ok(NewTask {
-        data: data.clone(),
-        meta,
-        annotations,
-        predictions,
-    })
+    let annotations = list_of(obj, "annotations")?.iter().map(parse_annotation).collect::<Result<_, _>>()?;
+    let predictions = list_of(obj, "predictions")?.iter().map(parse_prediction).collect::<Result<_, _>>()?;
+    Ok(NewTask { data: data.clone(), meta, annotations, predictions })
 }
 
 /// `POST /api/projects/{id}/import`.
@@ -153,11 +99,7 @@ pub async fn import(
     Body(body): Body,
 ) -> ApiResult<Response> {
     let started = Instant::now();
-    state
-        .db
-        .project(user.organization_id, project_id)
-        .await
-        .or_not_found("Project")?;
+    state.db.project(user.organization_id, project_id).await.or_not_found("Project")?;
     let items = match body {
         Value::Array(items) => items,
         obj @ Value::Object(_) => vec![obj],
@@ -176,19 +118,11 @@ pub async fn import(
         .enumerate()
         .map(|(i, item)| parse_task(item).map_err(|e| task_error(i, e)))
         .collect::<Result<_, _>>()?;
-    let authors: HashSet<i64> = tasks
-        .iter()
-        .flat_map(|t| t.annotations.iter().filter_map(|a| a.completed_by))
-        .collect();
+    let authors: HashSet<i64> =
+        tasks.iter().flat_map(|t| t.annotations.iter().filter_map(|a| a.completed_by)).collect();
     for id in authors {
-        if !state
-            .db
-            .user_in_organization(id, user.organization_id)
-            .await?
-        {
-            return Err(ApiError::non_field(format!(
-                "completed_by: user {id} is not a member of this organization"
-            )));
+        if !state.db.user_in_organization(id, user.organization_id).await? {
+            return Err(ApiError::non_field(format!("completed_by: user {id} is not a member of this organization")));
         }
     }
     let summary = state.db.import_tasks(project_id, user.id, &tasks).await?;

@@ -15,6 +15,7 @@ pub mod import;
 pub mod openapi;
 pub mod pagination;
 pub mod projects;
+pub mod storages;
 pub mod tasks;
 pub mod users;
 
@@ -63,52 +64,42 @@ fn both(router: Router<AppState>, path: &str, handler: MethodRouter<AppState>) -
 
 /// The complete route table.
 pub fn router(state: AppState) -> Router {
-    let routes: [(&str, MethodRouter<AppState>); 18] = [
+    let routes: Vec<(&str, MethodRouter<AppState>)> = vec![
         ("/health", get(health::health)),
         ("/api/version", get(health::version)),
         ("/api/schema", get(openapi::schema)),
         ("/api/current-user/whoami", get(users::whoami)),
         ("/api/current-user", get(users::whoami)),
         ("/api/current-user/token", get(users::legacy_token)),
-        (
-            "/api/current-user/reset-token/",
-            post(users::reset_legacy_token),
-        ),
-        (
-            "/api/token/",
-            get(auth::list_tokens).post(auth::create_token),
-        ),
+        ("/api/current-user/reset-token/", post(users::reset_legacy_token)),
+        ("/api/token/", get(auth::list_tokens).post(auth::create_token)),
         ("/api/token/refresh/", post(auth::refresh_token)),
         ("/api/token/blacklist/", post(auth::blacklist_token)),
         ("/api/projects/", get(projects::list).post(projects::create)),
         (
             "/api/projects/{id}/",
-            get(projects::get)
-                .patch(projects::update)
-                .put(projects::update)
-                .delete(projects::delete),
+            get(projects::get).patch(projects::update).put(projects::update).delete(projects::delete),
         ),
         ("/api/projects/{id}/import", post(import::import)),
         ("/api/tasks/", get(tasks::list).post(tasks::create)),
-        (
-            "/api/tasks/{id}/",
-            get(tasks::get)
-                .patch(tasks::update)
-                .put(tasks::update)
-                .delete(tasks::delete),
-        ),
-        (
-            "/api/tasks/{id}/annotations/",
-            get(annotations::list_for_task).post(annotations::create),
-        ),
+        ("/api/tasks/{id}/", get(tasks::get).patch(tasks::update).put(tasks::update).delete(tasks::delete)),
+        ("/api/tasks/{id}/annotations/", get(annotations::list_for_task).post(annotations::create)),
         (
             "/api/annotations/{id}/",
-            get(annotations::get)
-                .patch(annotations::update)
-                .put(annotations::update)
-                .delete(annotations::delete),
+            get(annotations::get).patch(annotations::update).put(annotations::update).delete(annotations::delete),
         ),
-        ("/api/storages/export/types", get(storage_types)),
+        ("/api/storages/types", get(storages::types)),
+        ("/api/storages/export", get(storages::list_all)),
+        ("/api/storages/export/types", get(storages::types)),
+        ("/api/storages/export/{type}", get(storages::list).post(storages::create)),
+        ("/api/storages/export/{type}/validate", post(storages::validate)),
+        ("/api/storages/export/{type}/form", get(storages::form)),
+        (
+            "/api/storages/export/{type}/{id}",
+            get(storages::get).patch(storages::patch).put(storages::put).delete(storages::delete),
+        ),
+        ("/api/storages/export/{type}/{id}/sync", post(storages::sync)),
+        ("/api/storages/export/{type}/{id}/lag", get(storages::lag)),
     ];
     let mut router = Router::new();
     for (path, handler) in routes {
@@ -117,32 +108,15 @@ pub fn router(state: AppState) -> Router {
     router
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|method: Method| async move {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("Method \"{method}\" not allowed."),
-            )
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("Method \"{method}\" not allowed."))
         })
         .layer(axum::middleware::from_fn(log_server_errors))
-        .layer(CatchPanicLayer::custom(
-            |_: Box<dyn std::any::Any + Send>| {
-                tracing::error!("a request handler panicked");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error.")
-                    .into_response()
-            },
-        ))
+        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+            tracing::error!("a request handler panicked");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error.").into_response()
+        }))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
-}
-
-/// `GET /api/storages/export/types`, in Label Studio's order.
-async fn storage_types() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!([
-        {"name": "s3", "title": "AWS S3"},
-        {"name": "gcs", "title": "Google Cloud Storage"},
-        {"name": "azure", "title": "Microsoft Azure"},
-        {"name": "redis", "title": "Redis"},
-        {"name": "localfiles", "title": "Local files"},
-    ]))
 }
 
 /// Logs the internal cause of every 5xx (kept out of the response body).

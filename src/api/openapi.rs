@@ -5,10 +5,7 @@ use utoipa::OpenApi;
 
 /// The OpenAPI document.
 #[derive(OpenApi)]
-#[openapi(info(
-    title = "labelport",
-    description = "Label Studio-compatible export-storage API"
-))]
+#[openapi(info(title = "labelport", description = "Label Studio-compatible export-storage API"))]
 pub struct ApiDoc;
 
 /// `GET /api/schema`.

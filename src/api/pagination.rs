@@ -20,11 +20,7 @@ impl Page {
         let number = match query.get("page").map(str::trim) {
             None | Some("") => 1,
             Some("last") => i64::MAX,
-            Some(v) => v
-                .parse::<i64>()
-                .ok()
-                .filter(|n| *n >= 1)
-                .ok_or_else(invalid_page)?,
+            Some(v) => v.parse::<i64>().ok().filter(|n| *n >= 1).ok_or_else(invalid_page)?,
         };
         let size = query
             .get("page_size")
@@ -58,25 +54,16 @@ fn invalid_page() -> ApiError {
 
 /// The absolute URL of the same request with `page` replaced (`None` removes it).
 pub fn page_url(headers: &HeaderMap, uri: &Uri, page: Option<i64>) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    let scheme = headers
-        .get("x-forwarded-proto")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("http");
-    let mut pairs: Vec<(String, String)> =
-        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-            .filter(|(k, _)| k != "page")
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let scheme = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or("http");
+    let mut pairs: Vec<(String, String)> = url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .filter(|(k, _)| k != "page")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
     if let Some(page) = page {
         pairs.push(("page".into(), page.to_string()));
     }
-    let query = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs)
-        .finish();
+    let query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
     let sep = if query.is_empty() { "" } else { "?" };
     format!("{scheme}://{host}{}{sep}{query}", uri.path())
 }

@@ -127,11 +127,7 @@ fn apply_settings(body: Value, mut s: ProjectSettings) -> ApiResult<ProjectSetti
     }
     if let Some(v) = form.string("sampling", None, true) {
         let v = v.unwrap_or_else(|| "Sequential sampling".into());
-        const CHOICES: [&str; 3] = [
-            "Sequential sampling",
-            "Uniform sampling",
-            "Uncertainty sampling",
-        ];
+        const CHOICES: [&str; 3] = ["Sequential sampling", "Uniform sampling", "Uncertainty sampling"];
         if CHOICES.contains(&v.as_str()) {
             s.sampling = v;
         } else {
@@ -152,10 +148,7 @@ fn apply_settings(body: Value, mut s: ProjectSettings) -> ApiResult<ProjectSetti
         if (1..=i32::MAX as i64).contains(&n) {
             s.maximum_annotations = n;
         } else {
-            form.error(
-                "maximum_annotations",
-                "Ensure this value is greater than or equal to 1.",
-            );
+            form.error("maximum_annotations", "Ensure this value is greater than or equal to 1.");
         }
     }
     let label_config = form.string("label_config", None, false);
@@ -167,11 +160,7 @@ fn apply_settings(body: Value, mut s: ProjectSettings) -> ApiResult<ProjectSetti
     Ok(s)
 }
 
-async fn render(
-    db: &Db,
-    project: &Project,
-    cache: &mut HashMap<i64, Option<User>>,
-) -> ApiResult<Value> {
+async fn render(db: &Db, project: &Project, cache: &mut HashMap<i64, Option<User>>) -> ApiResult<Value> {
     let creator = match project.created_by {
         Some(id) => {
             if !cache.contains_key(&id) {
@@ -185,16 +174,9 @@ async fn render(
 }
 
 /// `POST /api/projects/`.
-pub async fn create(
-    State(state): State<AppState>,
-    Auth(user): Auth,
-    Body(body): Body,
-) -> ApiResult<Response> {
+pub async fn create(State(state): State<AppState>, Auth(user): Auth, Body(body): Body) -> ApiResult<Response> {
     let settings = apply_settings(body, ProjectSettings::default())?;
-    let project = state
-        .db
-        .create_project(user.organization_id, user.id, &settings)
-        .await?;
+    let project = state.db.create_project(user.organization_id, user.id, &settings).await?;
     let body = project_json(&project, Some(&user));
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -213,20 +195,11 @@ pub async fn list(
             .get("ids")
             .filter(|v| !v.trim().is_empty())
             .map(|v| v.split(',').filter_map(|id| parse_id(id.trim())).collect()),
-        title: query
-            .get("title")
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned),
+        title: query.get("title").filter(|t| !t.is_empty()).map(str::to_owned),
     };
-    let count = state
-        .db
-        .count_projects(user.organization_id, &filter)
-        .await?;
+    let count = state.db.count_projects(user.organization_id, &filter).await?;
     let page = page.check(count)?;
-    let projects = state
-        .db
-        .list_projects(user.organization_id, &filter, page.offset(), page.size)
-        .await?;
+    let projects = state.db.list_projects(user.organization_id, &filter, page.offset(), page.size).await?;
     let mut cache = HashMap::new();
     let mut results = Vec::with_capacity(projects.len());
     for p in &projects {
@@ -234,27 +207,14 @@ pub async fn list(
     }
     let has_next = page.offset() + page.size < count;
     let next = has_next.then(|| page_url(&headers, &uri, Some(page.number + 1)));
-    let previous = (page.number > 1)
-        .then(|| page_url(&headers, &uri, (page.number > 2).then_some(page.number - 1)));
-    Ok(Json(
-        json!({ "count": count, "next": next, "previous": previous, "results": results }),
-    ))
+    let previous = (page.number > 1).then(|| page_url(&headers, &uri, (page.number > 2).then_some(page.number - 1)));
+    Ok(Json(json!({ "count": count, "next": next, "previous": previous, "results": results })))
 }
 
 /// `GET /api/projects/{id}/`.
-pub async fn get(
-    State(state): State<AppState>,
-    Auth(user): Auth,
-    Id(id): Id,
-) -> ApiResult<Json<Value>> {
-    let project = state
-        .db
-        .project(user.organization_id, id)
-        .await
-        .or_not_found("Project")?;
-    Ok(Json(
-        render(&state.db, &project, &mut HashMap::new()).await?,
-    ))
+pub async fn get(State(state): State<AppState>, Auth(user): Auth, Id(id): Id) -> ApiResult<Json<Value>> {
+    let project = state.db.project(user.organization_id, id).await.or_not_found("Project")?;
+    Ok(Json(render(&state.db, &project, &mut HashMap::new()).await?))
 }
 
 /// `PATCH|PUT /api/projects/{id}/`.
@@ -264,33 +224,15 @@ pub async fn update(
     Id(id): Id,
     Body(body): Body,
 ) -> ApiResult<Json<Value>> {
-    let project = state
-        .db
-        .project(user.organization_id, id)
-        .await
-        .or_not_found("Project")?;
+    let project = state.db.project(user.organization_id, id).await.or_not_found("Project")?;
     let settings = apply_settings(body, project.settings.clone())?;
-    let project = state
-        .db
-        .update_project(user.organization_id, id, &settings)
-        .await
-        .or_not_found("Project")?;
-    Ok(Json(
-        render(&state.db, &project, &mut HashMap::new()).await?,
-    ))
+    let project = state.db.update_project(user.organization_id, id, &settings).await.or_not_found("Project")?;
+    Ok(Json(render(&state.db, &project, &mut HashMap::new()).await?))
 }
 
 /// `DELETE /api/projects/{id}/`: cascades to tasks, annotations and storages.
-pub async fn delete(
-    State(state): State<AppState>,
-    Auth(user): Auth,
-    Id(id): Id,
-) -> ApiResult<StatusCode> {
-    state
-        .db
-        .delete_project(user.organization_id, id)
-        .await
-        .or_not_found("Project")?;
+pub async fn delete(State(state): State<AppState>, Auth(user): Auth, Id(id): Id) -> ApiResult<StatusCode> {
+    state.db.delete_project(user.organization_id, id).await.or_not_found("Project")?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -302,18 +244,8 @@ mod tests {
     fn label_configs_must_be_well_formed_xml_with_one_root() {
         assert!(check_label_config("<View></View>").is_ok());
         assert!(check_label_config("<View><Text name=\"t\" value=\"$text\"/></View>").is_ok());
-        for bad in [
-            "<View>",
-            "<View></Vew>",
-            "",
-            "text",
-            "<View/><View/>",
-            "<View></View>junk",
-        ] {
-            assert!(
-                check_label_config(bad).is_err(),
-                "{bad:?} should be rejected"
-            );
+        for bad in ["<View>", "<View></Vew>", "", "text", "<View/><View/>", "<View></View>junk"] {
+            assert!(check_label_config(bad).is_err(), "{bad:?} should be rejected");
         }
     }
 }

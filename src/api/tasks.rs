@@ -65,11 +65,7 @@ pub fn prediction_json(p: &Prediction) -> Value {
 async fn render_tasks(db: &Db, tasks: &[Task], detailed: bool) -> ApiResult<Vec<Value>> {
     let ids: Vec<i64> = tasks.iter().map(|t| t.id).collect();
     let annotations = db.annotations_for_tasks(&ids, true).await?;
-    let predictions = if detailed {
-        db.predictions_for_tasks(&ids).await?
-    } else {
-        Vec::new()
-    };
+    let predictions = if detailed { db.predictions_for_tasks(&ids).await? } else { Vec::new() };
     let mut users = UserCache::default();
     let mut out = Vec::with_capacity(tasks.len());
     for t in tasks {
@@ -77,21 +73,13 @@ async fn render_tasks(db: &Db, tasks: &[Task], detailed: bool) -> ApiResult<Vec<
         let mut obj = Map::new();
         obj.insert("id".into(), t.id.into());
         if detailed {
-            let preds: Vec<Value> = predictions
-                .iter()
-                .filter(|p| p.task_id == t.id)
-                .map(prediction_json)
-                .collect();
+            let preds: Vec<Value> = predictions.iter().filter(|p| p.task_id == t.id).map(prediction_json).collect();
             obj.insert("predictions".into(), preds.into());
             let mut list = Vec::with_capacity(mine.len());
             for a in &mine {
                 let author = users.get(db, a.completed_by).await?;
                 let expanded = author.map(user_with_initials);
-                list.push(annotation_json(
-                    a,
-                    author,
-                    Some(expanded.unwrap_or(Value::Null)),
-                ));
+                list.push(annotation_json(a, author, Some(expanded.unwrap_or(Value::Null))));
             }
             obj.insert("annotations".into(), list.into());
         }
@@ -100,18 +88,11 @@ async fn render_tasks(db: &Db, tasks: &[Task], detailed: bool) -> ApiResult<Vec<
         annotators.dedup();
         obj.insert("annotators".into(), annotators.into());
         obj.insert("inner_id".into(), t.inner_id.into());
-        obj.insert(
-            "cancelled_annotations".into(),
-            t.cancelled_annotations.into(),
-        );
+        obj.insert("cancelled_annotations".into(), t.cancelled_annotations.into());
         obj.insert("total_annotations".into(), t.total_annotations.into());
         obj.insert("total_predictions".into(), t.total_predictions.into());
         if detailed {
-            let completed_at = mine
-                .iter()
-                .filter(|a| !a.was_cancelled)
-                .map(|a| a.created_at)
-                .max();
+            let completed_at = mine.iter().filter(|a| !a.was_cancelled).map(|a| a.created_at).max();
             obj.insert("completed_at".into(), completed_at.map(iso).into());
         }
         obj.insert("annotations_results".into(), "".into());
@@ -130,11 +111,7 @@ async fn render_tasks(db: &Db, tasks: &[Task], detailed: bool) -> ApiResult<Vec<
             obj.insert("avg_lead_time".into(), avg.into());
             obj.insert("draft_exists".into(), false.into());
         }
-        let updated_by: Vec<Value> = t
-            .updated_by
-            .map(|id| json!({ "user_id": id }))
-            .into_iter()
-            .collect();
+        let updated_by: Vec<Value> = t.updated_by.map(|id| json!({ "user_id": id })).into_iter().collect();
         obj.insert("updated_by".into(), updated_by.into());
         let base = task_json(t);
         for key in [
@@ -158,58 +135,36 @@ async fn render_tasks(db: &Db, tasks: &[Task], detailed: bool) -> ApiResult<Vec<
 }
 
 /// Reads a project reference: pk syntax, then existence in the caller's organization.
-pub async fn project_field(
-    state: &AppState,
-    form: &mut Form,
-    organization_id: i64,
-) -> ApiResult<Option<i64>> {
+pub async fn project_field(state: &AppState, form: &mut Form, organization_id: i64) -> ApiResult<Option<i64>> {
     let Some(Some(id)) = form.pk("project", false) else {
         return Ok(None);
     };
     if state.db.project_exists(organization_id, id).await? {
         Ok(Some(id))
     } else {
-        form.error(
-            "project",
-            format!("Invalid pk \"{id}\" - object does not exist."),
-        );
+        form.error("project", format!("Invalid pk \"{id}\" - object does not exist."));
         Ok(None)
     }
 }
 
 /// `POST /api/tasks/`.
-pub async fn create(
-    State(state): State<AppState>,
-    Auth(user): Auth,
-    Body(body): Body,
-) -> ApiResult<Response> {
+pub async fn create(State(state): State<AppState>, Auth(user): Auth, Body(body): Body) -> ApiResult<Response> {
     let mut form = Form::new(body)?;
     form.require("project");
     form.require("data");
     let project = project_field(&state, &mut form, user.organization_id).await?;
     let data = form.object("data", false).flatten();
-    let meta = form
-        .object("meta", true)
-        .flatten()
-        .unwrap_or_else(|| json!({}));
+    let meta = form.object("meta", true).flatten().unwrap_or_else(|| json!({}));
     form.finish()?;
     let (Some(project), Some(data)) = (project, data) else {
         return Err(ApiError::bad_request("Invalid task."));
     };
-    let task = state
-        .db
-        .create_task(user.organization_id, project, &data, &meta)
-        .await
-        .or_not_found("Project")?;
+    let task = state.db.create_task(user.organization_id, project, &data, &meta).await.or_not_found("Project")?;
     Ok((StatusCode::CREATED, Json(task_json(&task))).into_response())
 }
 
 /// `GET /api/tasks/?project=<id>`: paginated tasks of a project.
-pub async fn list(
-    State(state): State<AppState>,
-    Auth(user): Auth,
-    query: Query,
-) -> ApiResult<Json<Value>> {
+pub async fn list(State(state): State<AppState>, Auth(user): Auth, query: Query) -> ApiResult<Json<Value>> {
     let project = match query.int("project") {
         Ok(Some(id)) => id,
         Ok(None) => {
@@ -220,20 +175,13 @@ pub async fn list(
         }
         Err(()) => return Err(ApiError::not_found("Project")),
     };
-    if !state
-        .db
-        .project_exists(user.organization_id, project)
-        .await?
-    {
+    if !state.db.project_exists(user.organization_id, project).await? {
         return Err(ApiError::not_found("Project"));
     }
     let page = Page::from_query(&query, 100, 100_000)?;
     let (total, total_annotations, total_predictions) = state.db.task_totals(project).await?;
     let page = page.check(total)?;
-    let tasks = state
-        .db
-        .list_tasks(project, page.offset(), page.size)
-        .await?;
+    let tasks = state.db.list_tasks(project, page.offset(), page.size).await?;
     let detailed = query.get("fields") == Some("all");
     let tasks = render_tasks(&state.db, &tasks, detailed).await?;
     Ok(Json(json!({
@@ -245,16 +193,8 @@ pub async fn list(
 }
 
 /// `GET /api/tasks/{id}/`.
-pub async fn get(
-    State(state): State<AppState>,
-    Auth(user): Auth,
-    Id(id): Id,
-) -> ApiResult<Json<Value>> {
-    let task = state
-        .db
-        .task(user.organization_id, id)
-        .await
-        .or_not_found("Task")?;
+pub async fn get(State(state): State<AppState>, Auth(user): Auth, Id(id): Id) -> ApiResult<Json<Value>> {
+    let task = state.db.task(user.organization_id, id).await.or_not_found("Task")?;
     let mut rendered = render_tasks(&state.db, std::slice::from_ref(&task), true).await?;
     Ok(Json(rendered.remove(0)))
 }
@@ -266,11 +206,7 @@ pub async fn update(
     Id(id): Id,
     Body(body): Body,
 ) -> ApiResult<Json<Value>> {
-    let task = state
-        .db
-        .task(user.organization_id, id)
-        .await
-        .or_not_found("Task")?;
+    let task = state.db.task(user.organization_id, id).await.or_not_found("Task")?;
     let mut form = Form::new(body)?;
     let data = form.object("data", false).flatten().unwrap_or(task.data);
     let meta = form.object("meta", true).flatten().unwrap_or(task.meta);
@@ -279,18 +215,12 @@ pub async fn update(
         if n >= 1 {
             overlap = n;
         } else {
-            form.error(
-                "overlap",
-                "Ensure this value is greater than or equal to 1.",
-            );
+            form.error("overlap", "Ensure this value is greater than or equal to 1.");
         }
     }
     form.finish()?;
-    let task = state
-        .db
-        .update_task(user.organization_id, id, &data, &meta, overlap, user.id)
-        .await
-        .or_not_found("Task")?;
+    let task =
+        state.db.update_task(user.organization_id, id, &data, &meta, overlap, user.id).await.or_not_found("Task")?;
     let mut body = task_json(&task);
     let annotations = state.db.annotations_for_tasks(&[task.id], true).await?;
     let predictions = state.db.predictions_for_tasks(&[task.id]).await?;
@@ -301,25 +231,13 @@ pub async fn update(
         list.push(annotation_json(a, author, None));
     }
     body["annotations"] = list.into();
-    body["predictions"] = predictions
-        .iter()
-        .map(prediction_json)
-        .collect::<Vec<_>>()
-        .into();
+    body["predictions"] = predictions.iter().map(prediction_json).collect::<Vec<_>>().into();
     Ok(Json(body))
 }
 
 /// `DELETE /api/tasks/{id}/`: also deletes its annotations (recorded in the change feed).
-pub async fn delete(
-    State(state): State<AppState>,
-    Auth(user): Auth,
-    Id(id): Id,
-) -> ApiResult<StatusCode> {
-    state
-        .db
-        .delete_task(user.organization_id, id)
-        .await
-        .or_not_found("Task")?;
+pub async fn delete(State(state): State<AppState>, Auth(user): Auth, Id(id): Id) -> ApiResult<StatusCode> {
+    state.db.delete_task(user.organization_id, id).await.or_not_found("Task")?;
     state.changes_committed();
     Ok(StatusCode::NO_CONTENT)
 }

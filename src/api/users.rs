@@ -96,10 +96,7 @@ pub async fn legacy_token(Auth(user): Auth) -> Json<Value> {
 }
 
 /// `POST /api/current-user/reset-token/`: rotate the caller's legacy token.
-pub async fn reset_legacy_token(
-    State(state): State<AppState>,
-    Auth(user): Auth,
-) -> ApiResult<Json<Value>> {
+pub async fn reset_legacy_token(State(state): State<AppState>, Auth(user): Auth) -> ApiResult<Json<Value>> {
     let token = generate_legacy_token();
     state.db.set_legacy_token(user.id, &token).await?;
     Ok(Json(json!({ "token": token })))
@@ -111,11 +108,7 @@ pub struct UserCache(std::collections::HashMap<i64, Option<User>>);
 
 impl UserCache {
     /// The user with this id, if it exists.
-    pub async fn get(
-        &mut self,
-        db: &crate::db::Db,
-        id: Option<i64>,
-    ) -> super::error::ApiResult<Option<&User>> {
+    pub async fn get(&mut self, db: &crate::db::Db, id: Option<i64>) -> super::error::ApiResult<Option<&User>> {
         let Some(id) = id else { return Ok(None) };
         if !self.0.contains_key(&id) {
             let user = match db.user_by_id(id).await {

@@ -169,16 +169,7 @@ impl Db {
     ) -> DbResult<Annotation> {
         let task = self.task(organization_id, task_id).await?;
         let mut tx = self.write_tx().await?;
-        let id = insert_annotation(
-            self.backend,
-            &mut tx,
-            task.project_id,
-            task.id,
-            user_id,
-            a,
-            now_micros(),
-        )
-        .await?;
+        let id = insert_annotation(self.backend, &mut tx, task.project_id, task.id, user_id, a, now_micros()).await?;
         refresh_task_counters(&mut tx, task.id, Some(user_id)).await?;
         tx.commit().await?;
         self.annotation(organization_id, id).await
@@ -198,20 +189,12 @@ impl Db {
     }
 
     /// Annotations of the given tasks, by task then id; cancelled ones only if asked.
-    pub async fn annotations_for_tasks(
-        &self,
-        task_ids: &[i64],
-        include_cancelled: bool,
-    ) -> DbResult<Vec<Annotation>> {
+    pub async fn annotations_for_tasks(&self, task_ids: &[i64], include_cancelled: bool) -> DbResult<Vec<Annotation>> {
         if task_ids.is_empty() {
             return Ok(Vec::new());
         }
         let list: Vec<String> = task_ids.iter().map(i64::to_string).collect();
-        let cancelled = if include_cancelled {
-            ""
-        } else {
-            " AND a.was_cancelled = 0"
-        };
+        let cancelled = if include_cancelled { "" } else { " AND a.was_cancelled = 0" };
         let rows = sqlx::query(&format!(
             "SELECT {ANNOTATION_COLUMNS} FROM annotations a WHERE a.task_id IN ({}){cancelled} ORDER BY a.task_id, a.id",
             list.join(",")
@@ -255,15 +238,7 @@ impl Db {
         if done.rows_affected() == 0 {
             return Err(DbError::NotFound);
         }
-        record_change(
-            self.backend,
-            &mut tx,
-            current.project_id,
-            current.task_id,
-            id,
-            ChangeOp::Upsert,
-        )
-        .await?;
+        record_change(self.backend, &mut tx, current.project_id, current.task_id, id, ChangeOp::Upsert).await?;
         refresh_task_counters(&mut tx, current.task_id, Some(user_id)).await?;
         tx.commit().await?;
         self.annotation(organization_id, id).await
@@ -273,22 +248,11 @@ impl Db {
     pub async fn delete_annotation(&self, organization_id: i64, id: i64) -> DbResult<()> {
         let current = self.annotation(organization_id, id).await?;
         let mut tx = self.write_tx().await?;
-        let done = sqlx::query("DELETE FROM annotations WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        let done = sqlx::query("DELETE FROM annotations WHERE id = $1").bind(id).execute(&mut *tx).await?;
         if done.rows_affected() == 0 {
             return Err(DbError::NotFound);
         }
-        record_change(
-            self.backend,
-            &mut tx,
-            current.project_id,
-            current.task_id,
-            id,
-            ChangeOp::Delete,
-        )
-        .await?;
+        record_change(self.backend, &mut tx, current.project_id, current.task_id, id, ChangeOp::Delete).await?;
         refresh_task_counters(&mut tx, current.task_id, None).await?;
         tx.commit().await?;
         Ok(())

@@ -61,10 +61,7 @@ pub(crate) async fn record_change(
 ) -> DbResult<()> {
     if backend == Backend::Postgres {
         // Held until commit; re-taking it in the same transaction is free.
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(CHANGE_FEED_LOCK)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CHANGE_FEED_LOCK).execute(&mut **tx).await?;
     }
     sqlx::query(
         "INSERT INTO annotation_changes (project_id, task_id, annotation_id, op, created_at) VALUES ($1, $2, $3, $4, $5)",
@@ -81,12 +78,7 @@ pub(crate) async fn record_change(
 
 impl Db {
     /// Up to `limit` changes of a project after `after_seq`, in feed order.
-    pub async fn changes_since(
-        &self,
-        project_id: i64,
-        after_seq: i64,
-        limit: i64,
-    ) -> DbResult<Vec<Change>> {
+    pub async fn changes_since(&self, project_id: i64, after_seq: i64, limit: i64) -> DbResult<Vec<Change>> {
         let rows = sqlx::query(
             "SELECT seq, project_id, task_id, annotation_id, op, created_at FROM annotation_changes \
              WHERE project_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
@@ -103,11 +95,7 @@ impl Db {
                 project_id: row.get("project_id"),
                 task_id: row.get("task_id"),
                 annotation_id: row.get("annotation_id"),
-                op: if row.get::<String, _>("op") == "delete" {
-                    ChangeOp::Delete
-                } else {
-                    ChangeOp::Upsert
-                },
+                op: if row.get::<String, _>("op") == "delete" { ChangeOp::Delete } else { ChangeOp::Upsert },
                 created_at: row.get("created_at"),
             })
             .collect())
@@ -115,21 +103,19 @@ impl Db {
 
     /// The newest sequence number of the whole feed (0 when empty).
     pub async fn latest_change_seq(&self) -> DbResult<i64> {
-        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM annotation_changes")
-            .fetch_one(&self.pool)
-            .await?;
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(seq) FROM annotation_changes").fetch_one(&self.pool).await?;
         Ok(seq.unwrap_or(0))
     }
 
     /// Deletes a project's entries up to and including `through_seq`; returns how many.
     pub async fn prune_changes(&self, project_id: i64, through_seq: i64) -> DbResult<u64> {
         let mut tx = self.write_tx().await?;
-        let done =
-            sqlx::query("DELETE FROM annotation_changes WHERE project_id = $1 AND seq <= $2")
-                .bind(project_id)
-                .bind(through_seq)
-                .execute(&mut *tx)
-                .await?;
+        let done = sqlx::query("DELETE FROM annotation_changes WHERE project_id = $1 AND seq <= $2")
+            .bind(project_id)
+            .bind(through_seq)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(done.rows_affected())
     }

@@ -12,12 +12,14 @@
 mod annotations;
 mod changes;
 mod projects;
+mod storages;
 mod tasks;
 mod users;
 
 pub use annotations::*;
 pub use changes::*;
 pub use projects::*;
+pub use storages::*;
 pub use tasks::*;
 pub use users::*;
 
@@ -89,11 +91,7 @@ impl Db {
         let (url, max) = match backend {
             Backend::Sqlite => {
                 let sep = if url.contains('?') { '&' } else { '?' };
-                let url = if url.contains("mode=") {
-                    url.to_owned()
-                } else {
-                    format!("{url}{sep}mode=rwc")
-                };
+                let url = if url.contains("mode=") { url.to_owned() } else { format!("{url}{sep}mode=rwc") };
                 (url, 8)
             }
             Backend::Postgres => (url.to_owned(), 16),
@@ -117,20 +115,14 @@ impl Db {
             .await
             .context("Failed to connect to the database")?;
         let db = Db { pool, backend };
-        db.migrate()
-            .await
-            .context("Failed to run database migrations")?;
+        db.migrate().await.context("Failed to run database migrations")?;
         Ok(db)
     }
 
     async fn migrate(&self) -> anyhow::Result<()> {
         match self.backend {
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
-            Backend::Postgres => {
-                sqlx::migrate!("migrations/postgres")
-                    .run(&self.pool)
-                    .await?
-            }
+            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await?,
         }
         Ok(())
     }

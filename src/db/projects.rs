@@ -148,14 +148,7 @@ fn filter_sql(filter: &ProjectFilter, first_param: usize) -> (String, Vec<String
     let mut params = Vec::new();
     if let Some(ids) = &filter.ids {
         let list: Vec<String> = ids.iter().map(i64::to_string).collect();
-        sql.push_str(&format!(
-            " AND p.id IN ({})",
-            if list.is_empty() {
-                "NULL".into()
-            } else {
-                list.join(",")
-            }
-        ));
+        sql.push_str(&format!(" AND p.id IN ({})", if list.is_empty() { "NULL".into() } else { list.join(",") }));
     }
     if let Some(title) = &filter.title {
         sql.push_str(&format!(" AND LOWER(p.title) LIKE ${first_param}"));
@@ -215,22 +208,16 @@ impl Db {
 
     /// Whether the project exists in the organization (cheap; no counters).
     pub async fn project_exists(&self, organization_id: i64, id: i64) -> DbResult<bool> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM projects WHERE id = $1 AND organization_id = $2",
-        )
-        .bind(id)
-        .bind(organization_id)
-        .fetch_one(&self.pool)
-        .await?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM projects WHERE id = $1 AND organization_id = $2")
+            .bind(id)
+            .bind(organization_id)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(n > 0)
     }
 
     /// Counts the organization's projects matching `filter`.
-    pub async fn count_projects(
-        &self,
-        organization_id: i64,
-        filter: &ProjectFilter,
-    ) -> DbResult<i64> {
+    pub async fn count_projects(&self, organization_id: i64, filter: &ProjectFilter) -> DbResult<i64> {
         let (extra, params) = filter_sql(filter, 2);
         let sql = format!("SELECT COUNT(*) FROM projects p WHERE p.organization_id = $1{extra}");
         let mut q = sqlx::query_scalar(&sql).bind(organization_id);
@@ -253,27 +240,15 @@ impl Db {
             "SELECT {PROJECT_COLUMNS} FROM projects p WHERE p.organization_id = $1{extra} \
              ORDER BY p.created_at DESC, p.id DESC LIMIT $2 OFFSET $3"
         );
-        let mut q = sqlx::query(&sql)
-            .bind(organization_id)
-            .bind(limit)
-            .bind(offset);
+        let mut q = sqlx::query(&sql).bind(organization_id).bind(limit).bind(offset);
         for p in params {
             q = q.bind(p);
         }
-        Ok(q.fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(Project::from_row)
-            .collect())
+        Ok(q.fetch_all(&self.pool).await?.iter().map(Project::from_row).collect())
     }
 
     /// Replaces the writable settings of a project.
-    pub async fn update_project(
-        &self,
-        organization_id: i64,
-        id: i64,
-        s: &ProjectSettings,
-    ) -> DbResult<Project> {
+    pub async fn update_project(&self, organization_id: i64, id: i64, s: &ProjectSettings) -> DbResult<Project> {
         let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "UPDATE projects SET title = $1, description = $2, label_config = $3, expert_instruction = $4, \
@@ -317,10 +292,7 @@ impl Db {
         if done.rows_affected() == 0 {
             return Err(super::DbError::NotFound);
         }
-        sqlx::query("DELETE FROM annotation_changes WHERE project_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("DELETE FROM annotation_changes WHERE project_id = $1").bind(id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }

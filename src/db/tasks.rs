@@ -1,8 +1,6 @@
 //! Tasks and predictions, scoped to an organization through their project.
 
-use super::{
-    flag, json_col, record_change, ChangeOp, Db, DbError, DbResult, NewAnnotation, WriteTx,
-};
+use super::{flag, json_col, record_change, ChangeOp, Db, DbError, DbResult, NewAnnotation, WriteTx};
 use crate::time::{now_micros, Micros};
 use serde_json::Value;
 use sqlx::any::AnyRow;
@@ -134,11 +132,7 @@ impl Prediction {
 }
 
 /// Recomputes a task's annotation counters after its annotations changed.
-pub(crate) async fn refresh_task_counters(
-    tx: &mut WriteTx,
-    task_id: i64,
-    updated_by: Option<i64>,
-) -> DbResult<()> {
+pub(crate) async fn refresh_task_counters(tx: &mut WriteTx, task_id: i64, updated_by: Option<i64>) -> DbResult<()> {
     sqlx::query(
         "UPDATE tasks SET \
          total_annotations = (SELECT COUNT(*) FROM annotations a WHERE a.task_id = tasks.id AND a.was_cancelled = 0), \
@@ -222,20 +216,11 @@ impl Db {
         .bind(project_id)
         .fetch_one(&self.pool)
         .await?;
-        Ok((
-            row.get("tasks"),
-            row.get("annotations"),
-            row.get("predictions"),
-        ))
+        Ok((row.get("tasks"), row.get("annotations"), row.get("predictions")))
     }
 
     /// One page of a project's tasks, by id.
-    pub async fn list_tasks(
-        &self,
-        project_id: i64,
-        offset: i64,
-        limit: i64,
-    ) -> DbResult<Vec<Task>> {
+    pub async fn list_tasks(&self, project_id: i64, offset: i64, limit: i64) -> DbResult<Vec<Task>> {
         let rows = sqlx::query(&format!(
             "SELECT {TASK_COLUMNS} FROM tasks t WHERE t.project_id = $1 ORDER BY t.id LIMIT $2 OFFSET $3"
         ))
@@ -259,15 +244,17 @@ impl Db {
     ) -> DbResult<Task> {
         let task = self.task(organization_id, id).await?;
         let mut tx = self.write_tx().await?;
-        sqlx::query("UPDATE tasks SET data = $1, meta = $2, overlap = $3, updated_by = $4, updated_at = $5 WHERE id = $6")
-            .bind(data.to_string())
-            .bind(meta.to_string())
-            .bind(overlap)
-            .bind(updated_by)
-            .bind(now_micros())
-            .bind(task.id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE tasks SET data = $1, meta = $2, overlap = $3, updated_by = $4, updated_at = $5 WHERE id = $6",
+        )
+        .bind(data.to_string())
+        .bind(meta.to_string())
+        .bind(overlap)
+        .bind(updated_by)
+        .bind(now_micros())
+        .bind(task.id)
+        .execute(&mut *tx)
+        .await?;
         refresh_task_counters(&mut tx, task.id, None).await?;
         tx.commit().await?;
         self.task(organization_id, id).await
@@ -278,26 +265,14 @@ impl Db {
     pub async fn delete_task(&self, organization_id: i64, id: i64) -> DbResult<()> {
         let task = self.task(organization_id, id).await?;
         let mut tx = self.write_tx().await?;
-        let annotation_ids: Vec<i64> =
-            sqlx::query_scalar("SELECT id FROM annotations WHERE task_id = $1 ORDER BY id")
-                .bind(task.id)
-                .fetch_all(&mut *tx)
-                .await?;
-        for annotation_id in annotation_ids {
-            record_change(
-                self.backend,
-                &mut tx,
-                task.project_id,
-                task.id,
-                annotation_id,
-                ChangeOp::Delete,
-            )
-            .await?;
-        }
-        sqlx::query("DELETE FROM tasks WHERE id = $1")
+        let annotation_ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM annotations WHERE task_id = $1 ORDER BY id")
             .bind(task.id)
-            .execute(&mut *tx)
+            .fetch_all(&mut *tx)
             .await?;
+        for annotation_id in annotation_ids {
+            record_change(self.backend, &mut tx, task.project_id, task.id, annotation_id, ChangeOp::Delete).await?;
+        }
+        sqlx::query("DELETE FROM tasks WHERE id = $1").bind(task.id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -320,12 +295,7 @@ impl Db {
 
     /// Imports tasks with their annotations and predictions in one transaction.
     /// Every annotation is recorded in the change feed.
-    pub async fn import_tasks(
-        &self,
-        project_id: i64,
-        user_id: i64,
-        tasks: &[NewTask],
-    ) -> DbResult<ImportSummary> {
+    pub async fn import_tasks(&self, project_id: i64, user_id: i64, tasks: &[NewTask]) -> DbResult<ImportSummary> {
         let now = now_micros();
         let mut summary = ImportSummary::default();
         let mut tx = self.write_tx().await?;
@@ -360,20 +330,8 @@ impl Db {
                 summary.prediction_count += 1;
             }
             for annotation in &task.annotations {
-                let annotation = NewAnnotation {
-                    bulk_created: true,
-                    ..annotation.clone()
-                };
-                super::insert_annotation(
-                    self.backend,
-                    &mut tx,
-                    project_id,
-                    task_id,
-                    user_id,
-                    &annotation,
-                    now,
-                )
-                .await?;
+                let annotation = NewAnnotation { bulk_created: true, ..annotation.clone() };
+                super::insert_annotation(self.backend, &mut tx, project_id, task_id, user_id, &annotation, now).await?;
                 summary.annotation_count += 1;
             }
             if !task.annotations.is_empty() || !task.predictions.is_empty() {

@@ -100,32 +100,21 @@ impl Db {
         let existing_org: Option<i64> = if new.new_organization {
             None
         } else if let Some(id) = new.organization_id {
-            Some(
-                sqlx::query_scalar("SELECT id FROM organizations WHERE id = $1")
-                    .bind(id)
-                    .fetch_one(&mut *tx)
-                    .await?,
-            )
+            Some(sqlx::query_scalar("SELECT id FROM organizations WHERE id = $1").bind(id).fetch_one(&mut *tx).await?)
         } else {
-            sqlx::query_scalar("SELECT MIN(id) FROM organizations")
-                .fetch_one(&mut *tx)
-                .await?
+            sqlx::query_scalar("SELECT MIN(id) FROM organizations").fetch_one(&mut *tx).await?
         };
-        let org =
-            match existing_org {
-                Some(id) => id,
-                None => sqlx::query_scalar(
-                    "INSERT INTO organizations (title, created_at) VALUES ($1, $2) RETURNING id",
-                )
-                .bind("Label Studio")
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await?,
-            };
-        let token = new
-            .legacy_token
-            .map(str::to_owned)
-            .unwrap_or_else(generate_legacy_token);
+        let org = match existing_org {
+            Some(id) => id,
+            None => {
+                sqlx::query_scalar("INSERT INTO organizations (title, created_at) VALUES ($1, $2) RETURNING id")
+                    .bind("Label Studio")
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?
+            }
+        };
+        let token = new.legacy_token.map(str::to_owned).unwrap_or_else(generate_legacy_token);
         let row = sqlx::query(&format!(
             "INSERT INTO users (organization_id, email, password_hash, legacy_token, date_joined, last_activity) \
              VALUES ($1, $2, $3, $4, $5, $5) RETURNING {USER_COLUMNS}"
@@ -143,12 +132,10 @@ impl Db {
 
     /// Looks a user up by email.
     pub async fn user_by_email(&self, email: &str) -> DbResult<User> {
-        let row = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE email = $1"
-        ))
-        .bind(email)
-        .fetch_one(&self.pool)
-        .await?;
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"))
+            .bind(email)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(User::from_row(&row))
     }
 
@@ -163,12 +150,10 @@ impl Db {
 
     /// Looks a user up by legacy token.
     pub async fn user_by_legacy_token(&self, token: &str) -> DbResult<User> {
-        let row = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE legacy_token = $1"
-        ))
-        .bind(token)
-        .fetch_one(&self.pool)
-        .await?;
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE legacy_token = $1"))
+            .bind(token)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(User::from_row(&row))
     }
 
@@ -205,31 +190,22 @@ impl Db {
         .bind(id)
         .fetch_one(&self.pool)
         .await?;
-        Ok(Organization {
-            id: row.get("id"),
-            title: row.get("title"),
-            owner_email: row.get("owner_email"),
-        })
+        Ok(Organization { id: row.get("id"), title: row.get("title"), owner_email: row.get("owner_email") })
     }
 
     /// Whether `user_id` is a member of `organization_id`.
     pub async fn user_in_organization(&self, user_id: i64, organization_id: i64) -> DbResult<bool> {
-        let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE id = $1 AND organization_id = $2")
-                .bind(user_id)
-                .bind(organization_id)
-                .fetch_one(&self.pool)
-                .await?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE id = $1 AND organization_id = $2")
+            .bind(user_id)
+            .bind(organization_id)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(n > 0)
     }
 
     /// Reads a server-wide secret, creating it with `make` on first use. All processes
     /// sharing the database agree on the value.
-    pub async fn server_secret(
-        &self,
-        name: &str,
-        make: impl FnOnce() -> String,
-    ) -> DbResult<String> {
+    pub async fn server_secret(&self, name: &str, make: impl FnOnce() -> String) -> DbResult<String> {
         let mut tx = self.write_tx().await?;
         sqlx::query("INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
             .bind(name)

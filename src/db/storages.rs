@@ -1,0 +1,821 @@
+//! Export storages, their sync jobs, leases and the links to what they wrote.
+//!
+//! Leases: a worker may write to a storage only while it holds the storage's lease
+//! (`lease_owner`, `lease_expires_at`), taken with a compare-and-set UPDATE that both
+//! databases execute atomically. It renews the lease as it makes progress; a lease
+//! that expires (the worker died) can be taken by any other worker, which resumes
+//! the storage's job from its checkpoint. So two processes never run one job at once.
+
+use super::{json_col, Annotation, Db, DbError, DbResult, Task, ANNOTATION_COLUMNS};
+use crate::time::{now_micros, Micros};
+use serde_json::Value;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+/// An export storage row.
+#[derive(Debug, Clone)]
+pub struct ExportStorage {
+    /// Storage id.
+    pub id: i64,
+    /// `localfiles`, `s3`, `gcs`, `azure` or `redis`.
+    pub storage_type: String,
+    /// Project it exports.
+    pub project_id: i64,
+    /// The writable fields.
+    pub fields: StorageFields,
+    /// Sync status (`initialized`, `queued`, …).
+    pub status: String,
+    /// Finish time of the last successful sync.
+    pub last_sync: Option<Micros>,
+    /// Annotations processed by the last sync.
+    pub last_sync_count: Option<i64>,
+    /// Key of the last sync job.
+    pub last_sync_job: Option<String>,
+    /// Last failure text.
+    pub traceback: Option<String>,
+    /// Sync bookkeeping (`attempts`, `time_queued`, …).
+    pub meta: Value,
+    /// Creation time.
+    pub created_at: Micros,
+    /// Change-feed position this storage is up to date with.
+    pub cursor_seq: i64,
+    /// Whether a full export into the current location has completed.
+    pub baseline_done: bool,
+}
+
+/// The fields clients set.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StorageFields {
+    /// Title.
+    pub title: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Whether the sync endpoint may run.
+    pub synchronizable: bool,
+    /// Local path (normalised), or the Redis path.
+    pub path: Option<String>,
+    /// Stored, echoed, ignored on export.
+    pub regex_filter: Option<String>,
+    /// Stored, echoed, ignored on export.
+    pub use_blob_urls: bool,
+    /// Delete exported files when annotations are deleted (`None` = no).
+    pub can_delete_objects: Option<bool>,
+    /// `annotation` or `task`.
+    pub export_mode: String,
+    /// Type-specific settings.
+    pub config: Value,
+}
+
+/// A sync job row.
+#[derive(Debug, Clone)]
+pub struct SyncJob {
+    /// Job id.
+    pub id: i64,
+    /// Storage it syncs.
+    pub storage_id: i64,
+    /// Public job key (`last_sync_job`).
+    pub job_key: String,
+    /// `full` or `incremental`.
+    pub mode: String,
+    /// `queued`, `running`, `completed`, `failed`.
+    pub state: String,
+    /// Change-feed position at start.
+    pub start_seq: i64,
+    /// Full mode: last finished annotation id.
+    pub checkpoint_id: i64,
+    /// Annotations in the project at start.
+    pub total: i64,
+    /// Annotations processed so far.
+    pub processed: i64,
+    /// Documents written so far.
+    pub written: i64,
+    /// Documents deleted so far.
+    pub deleted: i64,
+    /// Failed writes so far.
+    pub failed: i64,
+    /// Failure descriptions (newline separated, bounded).
+    pub errors: Option<String>,
+}
+
+/// Progress of a job, saved at each checkpoint.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobProgress {
+    /// Full mode: last finished annotation id.
+    pub checkpoint_id: i64,
+    /// Annotations processed.
+    pub processed: i64,
+    /// Documents written.
+    pub written: i64,
+    /// Documents deleted.
+    pub deleted: i64,
+    /// Failed writes.
+    pub failed: i64,
+    /// Failure descriptions.
+    pub errors: Option<String>,
+}
+
+/// The public sync state of a storage, as the status machine computes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncState {
+    /// Status.
+    pub status: String,
+    /// Meta object.
+    pub meta: Value,
+    /// Last successful sync.
+    pub last_sync: Option<Micros>,
+    /// Processed count.
+    pub last_sync_count: Option<i64>,
+    /// Failure text.
+    pub traceback: Option<String>,
+}
+
+/// What was written for an annotation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    /// The annotation.
+    pub annotation_id: i64,
+    /// Key of the document holding it.
+    pub key: String,
+    /// Fingerprint of the written state.
+    pub version: String,
+}
+
+const STORAGE_COLUMNS: &str = "s.id, s.type, s.project_id, s.title, s.description, s.synchronizable, s.path, \
+     s.regex_filter, s.use_blob_urls, s.can_delete_objects, s.config, s.export_mode, s.status, s.last_sync, \
+     s.last_sync_count, s.last_sync_job, s.traceback, s.meta, s.created_at, s.cursor_seq, s.baseline_done";
+
+const JOB_COLUMNS: &str = "id, storage_id, job_key, mode, state, start_seq, checkpoint_id, total, processed, \
+     written, deleted, failed, errors";
+
+impl ExportStorage {
+    fn from_row(row: &AnyRow) -> ExportStorage {
+        ExportStorage {
+            id: row.get("id"),
+            storage_type: row.get("type"),
+            project_id: row.get("project_id"),
+            fields: StorageFields {
+                title: row.get("title"),
+                description: row.get("description"),
+                synchronizable: row.get::<i64, _>("synchronizable") != 0,
+                path: row.get("path"),
+                regex_filter: row.get("regex_filter"),
+                use_blob_urls: row.get::<i64, _>("use_blob_urls") != 0,
+                can_delete_objects: row.get::<Option<i64>, _>("can_delete_objects").map(|v| v != 0),
+                export_mode: row.get("export_mode"),
+                config: json_col(row, "config"),
+            },
+            status: row.get("status"),
+            last_sync: row.get("last_sync"),
+            last_sync_count: row.get("last_sync_count"),
+            last_sync_job: row.get("last_sync_job"),
+            traceback: row.get("traceback"),
+            meta: json_col(row, "meta"),
+            created_at: row.get("created_at"),
+            cursor_seq: row.get("cursor_seq"),
+            baseline_done: row.get::<i64, _>("baseline_done") != 0,
+        }
+    }
+}
+
+impl SyncJob {
+    fn from_row(row: &AnyRow) -> SyncJob {
+        SyncJob {
+            id: row.get("id"),
+            storage_id: row.get("storage_id"),
+            job_key: row.get("job_key"),
+            mode: row.get("mode"),
+            state: row.get("state"),
+            start_seq: row.get("start_seq"),
+            checkpoint_id: row.get("checkpoint_id"),
+            total: row.get("total"),
+            processed: row.get("processed"),
+            written: row.get("written"),
+            deleted: row.get("deleted"),
+            failed: row.get("failed"),
+            errors: row.get("errors"),
+        }
+    }
+}
+
+impl Db {
+    /// Creates a storage; it starts at the current end of the change feed.
+    pub async fn create_storage(
+        &self,
+        storage_type: &str,
+        project_id: i64,
+        f: &StorageFields,
+    ) -> DbResult<ExportStorage> {
+        let mut tx = self.write_tx().await?;
+        let cursor: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(seq) FROM annotation_changes").fetch_one(&mut *tx).await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO export_storages (type, project_id, title, description, synchronizable, path, regex_filter, \
+             use_blob_urls, can_delete_objects, config, export_mode, created_at, cursor_seq) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+        )
+        .bind(storage_type)
+        .bind(project_id)
+        .bind(f.title.as_deref())
+        .bind(f.description.as_deref())
+        .bind(f.synchronizable as i64)
+        .bind(f.path.as_deref())
+        .bind(f.regex_filter.as_deref())
+        .bind(f.use_blob_urls as i64)
+        .bind(f.can_delete_objects.map(i64::from))
+        .bind(f.config.to_string())
+        .bind(&f.export_mode)
+        .bind(now_micros())
+        .bind(cursor.unwrap_or(0))
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.storage_by_id(id).await
+    }
+
+    /// A storage by id alone (for the worker).
+    pub async fn storage_by_id(&self, id: i64) -> DbResult<ExportStorage> {
+        let row = sqlx::query(&format!("SELECT {STORAGE_COLUMNS} FROM export_storages s WHERE s.id = $1"))
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(ExportStorage::from_row(&row))
+    }
+
+    /// A storage of the given type visible to the organization.
+    pub async fn storage(&self, organization_id: i64, storage_type: &str, id: i64) -> DbResult<ExportStorage> {
+        let row = sqlx::query(&format!(
+            "SELECT {STORAGE_COLUMNS} FROM export_storages s JOIN projects p ON p.id = s.project_id \
+             WHERE s.id = $1 AND s.type = $2 AND p.organization_id = $3"
+        ))
+        .bind(id)
+        .bind(storage_type)
+        .bind(organization_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(ExportStorage::from_row(&row))
+    }
+
+    /// A project's storages of one type (or all types), by id.
+    pub async fn list_storages(&self, project_id: i64, storage_type: Option<&str>) -> DbResult<Vec<ExportStorage>> {
+        let rows = match storage_type {
+            Some(t) => {
+                sqlx::query(&format!(
+                "SELECT {STORAGE_COLUMNS} FROM export_storages s WHERE s.project_id = $1 AND s.type = $2 ORDER BY s.id"
+            ))
+                .bind(project_id)
+                .bind(t)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {STORAGE_COLUMNS} FROM export_storages s WHERE s.project_id = $1 ORDER BY s.id"
+                ))
+                .bind(project_id)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        Ok(rows.iter().map(ExportStorage::from_row).collect())
+    }
+
+    /// Replaces the writable fields. A new location (path or type config) needs a
+    /// new full export, so the baseline is reset then.
+    pub async fn update_storage(&self, id: i64, f: &StorageFields, location_changed: bool) -> DbResult<ExportStorage> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE export_storages SET title = $1, description = $2, synchronizable = $3, path = $4, \
+             regex_filter = $5, use_blob_urls = $6, can_delete_objects = $7, config = $8, export_mode = $9, \
+             baseline_done = CASE WHEN $10 = 1 THEN 0 ELSE baseline_done END WHERE id = $11",
+        )
+        .bind(f.title.as_deref())
+        .bind(f.description.as_deref())
+        .bind(f.synchronizable as i64)
+        .bind(f.path.as_deref())
+        .bind(f.regex_filter.as_deref())
+        .bind(f.use_blob_urls as i64)
+        .bind(f.can_delete_objects.map(i64::from))
+        .bind(f.config.to_string())
+        .bind(&f.export_mode)
+        .bind(location_changed as i64)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(DbError::NotFound);
+        }
+        if location_changed {
+            sqlx::query("DELETE FROM export_links WHERE storage_id = $1").bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        self.storage_by_id(id).await
+    }
+
+    /// Deletes a storage with its jobs and links (files stay, as in Label Studio).
+    pub async fn delete_storage(&self, id: i64) -> DbResult<()> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query("DELETE FROM export_storages WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        if done.rows_affected() == 0 {
+            return Err(DbError::NotFound);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Queues a sync job unless one is queued or running. `state` is what the
+    /// storage shows once queued. Returns the new job, or `None` when coalesced.
+    pub async fn queue_sync(
+        &self,
+        storage_id: i64,
+        mode: &str,
+        job_key: &str,
+        state: &SyncState,
+    ) -> DbResult<Option<SyncJob>> {
+        let mut tx = self.write_tx().await?;
+        let active: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sync_jobs WHERE storage_id = $1 AND state IN ('queued', 'running')",
+        )
+        .bind(storage_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if active > 0 {
+            return Ok(None);
+        }
+        let row = sqlx::query(&format!(
+            "INSERT INTO sync_jobs (storage_id, job_key, mode, state, created_at) VALUES ($1, $2, $3, 'queued', $4) \
+             RETURNING {JOB_COLUMNS}"
+        ))
+        .bind(storage_id)
+        .bind(job_key)
+        .bind(mode)
+        .bind(now_micros())
+        .fetch_one(&mut *tx)
+        .await?;
+        set_state(&mut tx, storage_id, state, Some(job_key)).await?;
+        tx.commit().await?;
+        Ok(Some(SyncJob::from_row(&row)))
+    }
+
+    /// The storage's queued or running job.
+    pub async fn active_job(&self, storage_id: i64) -> DbResult<Option<SyncJob>> {
+        let row = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM sync_jobs WHERE storage_id = $1 AND state IN ('queued', 'running') ORDER BY id LIMIT 1"
+        ))
+        .bind(storage_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(SyncJob::from_row))
+    }
+
+    /// A job by id.
+    pub async fn job(&self, id: i64) -> DbResult<SyncJob> {
+        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM sync_jobs WHERE id = $1"))
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(SyncJob::from_row(&row))
+    }
+
+    /// Takes the lease of a storage that has work (an active job, or changes past
+    /// its cursor), if any is free. Returns the storage id.
+    pub async fn claim_storage(&self, owner: &str, lease: std::time::Duration) -> DbResult<Option<i64>> {
+        let now = now_micros();
+        let candidates: Vec<i64> = sqlx::query_scalar(
+            "SELECT s.id FROM export_storages s WHERE (s.lease_owner IS NULL OR s.lease_expires_at < $1) AND ( \
+               EXISTS (SELECT 1 FROM sync_jobs j WHERE j.storage_id = s.id AND j.state IN ('queued', 'running')) \
+               OR EXISTS (SELECT 1 FROM annotation_changes c WHERE c.project_id = s.project_id AND c.seq > s.cursor_seq)) \
+             ORDER BY COALESCE(s.lease_expires_at, 0), s.id LIMIT 8",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        for id in candidates {
+            let mut tx = self.write_tx().await?;
+            let done = sqlx::query(
+                "UPDATE export_storages SET lease_owner = $1, lease_expires_at = $2 \
+                 WHERE id = $3 AND (lease_owner IS NULL OR lease_expires_at < $4)",
+            )
+            .bind(owner)
+            .bind(now + lease.as_micros() as i64)
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            if done.rows_affected() == 1 {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Extends a held lease; `false` if it was lost (expired and taken, or the storage is gone).
+    pub async fn renew_lease(&self, storage_id: i64, owner: &str, lease: std::time::Duration) -> DbResult<bool> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query("UPDATE export_storages SET lease_expires_at = $1 WHERE id = $2 AND lease_owner = $3")
+            .bind(now_micros() + lease.as_micros() as i64)
+            .bind(storage_id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Gives a lease back.
+    pub async fn release_lease(&self, storage_id: i64, owner: &str) -> DbResult<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "UPDATE export_storages SET lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND lease_owner = $2",
+        )
+        .bind(storage_id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Drops every lease. Only for the embedded SQLite database, which one process owns:
+    /// leases found at start belong to a process that is gone.
+    pub async fn release_all_leases(&self) -> DbResult<u64> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE export_storages SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner IS NOT NULL",
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Marks a job running (recording where it starts) and sets the storage's state.
+    /// Only while `owner` holds the lease; `false` otherwise.
+    pub async fn start_job(
+        &self,
+        job: &SyncJob,
+        owner: &str,
+        start_seq: i64,
+        total: i64,
+        state: &SyncState,
+    ) -> DbResult<bool> {
+        let mut tx = self.write_tx().await?;
+        if !holds_lease(&mut tx, job.storage_id, owner).await? {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE sync_jobs SET state = 'running', start_seq = $1, total = $2, worker = $3, started_at = $4 WHERE id = $5",
+        )
+        .bind(start_seq)
+        .bind(total)
+        .bind(owner)
+        .bind(now_micros())
+        .bind(job.id)
+        .execute(&mut *tx)
+        .await?;
+        set_state(&mut tx, job.storage_id, state, None).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Saves a job's progress and the storage's progress state, renewing the lease.
+    /// `false` if the lease was lost or the storage deleted: the caller must stop.
+    pub async fn checkpoint_job(
+        &self,
+        job: &SyncJob,
+        owner: &str,
+        lease: std::time::Duration,
+        progress: &JobProgress,
+        state: &SyncState,
+    ) -> DbResult<bool> {
+        let mut tx = self.write_tx().await?;
+        let renewed =
+            sqlx::query("UPDATE export_storages SET lease_expires_at = $1 WHERE id = $2 AND lease_owner = $3")
+                .bind(now_micros() + lease.as_micros() as i64)
+                .bind(job.storage_id)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?;
+        if renewed.rows_affected() == 0 {
+            return Ok(false);
+        }
+        save_progress(&mut tx, job.id, progress, None).await?;
+        set_state(&mut tx, job.storage_id, state, None).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Ends a job: final progress, job state, storage state, and (on success) the
+    /// storage's new cursor and baseline.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn finish_job(
+        &self,
+        job: &SyncJob,
+        owner: &str,
+        progress: &JobProgress,
+        job_state: &str,
+        state: &SyncState,
+        cursor_seq: Option<i64>,
+        baseline_done: bool,
+    ) -> DbResult<bool> {
+        let mut tx = self.write_tx().await?;
+        if !holds_lease(&mut tx, job.storage_id, owner).await? {
+            return Ok(false);
+        }
+        save_progress(&mut tx, job.id, progress, Some(job_state)).await?;
+        set_state(&mut tx, job.storage_id, state, None).await?;
+        if let Some(seq) = cursor_seq {
+            sqlx::query(
+                "UPDATE export_storages SET cursor_seq = CASE WHEN cursor_seq > $1 THEN cursor_seq ELSE $1 END, \
+                 baseline_done = CASE WHEN $2 = 1 THEN 1 ELSE baseline_done END WHERE id = $3",
+            )
+            .bind(seq)
+            .bind(baseline_done as i64)
+            .bind(job.storage_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Advances a storage's cursor (auto-export), only while holding the lease.
+    pub async fn advance_cursor(&self, storage_id: i64, owner: &str, seq: i64) -> DbResult<bool> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE export_storages SET cursor_seq = $1 WHERE id = $2 AND lease_owner = $3 AND cursor_seq < $1",
+        )
+        .bind(seq)
+        .bind(storage_id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Sets the public sync state directly (stale-job detection).
+    pub async fn set_sync_state(&self, storage_id: i64, state: &SyncState) -> DbResult<()> {
+        let mut tx = self.write_tx().await?;
+        set_state(&mut tx, storage_id, state, None).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Number of annotations in a project.
+    pub async fn count_annotations(&self, project_id: i64) -> DbResult<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM annotations WHERE project_id = $1")
+            .bind(project_id)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Up to `limit` annotations of a project with id > `after`, each with its task.
+    pub async fn export_page(&self, project_id: i64, after: i64, limit: i64) -> DbResult<Vec<(Annotation, Task)>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ANNOTATION_COLUMNS}, t.data AS t_data, t.meta AS t_meta, t.inner_id AS t_inner_id, \
+             t.overlap AS t_overlap, t.is_labeled AS t_is_labeled, t.total_annotations AS t_total_annotations, \
+             t.cancelled_annotations AS t_cancelled_annotations, t.total_predictions AS t_total_predictions, \
+             t.updated_by AS t_updated_by, t.created_at AS t_created_at, t.updated_at AS t_updated_at \
+             FROM annotations a JOIN tasks t ON t.id = a.task_id \
+             WHERE a.project_id = $1 AND a.id > $2 ORDER BY a.id LIMIT $3"
+        ))
+        .bind(project_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|row| (Annotation::from_row(row), task_from_prefixed(row))).collect())
+    }
+
+    /// The given annotations (those that still exist) with their tasks.
+    pub async fn export_rows(&self, annotation_ids: &[i64]) -> DbResult<Vec<(Annotation, Task)>> {
+        if annotation_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = annotation_ids.iter().map(i64::to_string).collect();
+        let rows = sqlx::query(&format!(
+            "SELECT {ANNOTATION_COLUMNS}, t.data AS t_data, t.meta AS t_meta, t.inner_id AS t_inner_id, \
+             t.overlap AS t_overlap, t.is_labeled AS t_is_labeled, t.total_annotations AS t_total_annotations, \
+             t.cancelled_annotations AS t_cancelled_annotations, t.total_predictions AS t_total_predictions, \
+             t.updated_by AS t_updated_by, t.created_at AS t_created_at, t.updated_at AS t_updated_at \
+             FROM annotations a JOIN tasks t ON t.id = a.task_id WHERE a.id IN ({}) ORDER BY a.id",
+            list.join(",")
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|row| (Annotation::from_row(row), task_from_prefixed(row))).collect())
+    }
+
+    /// A task (any organization) if it still exists.
+    pub async fn task_by_id(&self, id: i64) -> DbResult<Option<Task>> {
+        let row = sqlx::query(&format!("SELECT {} FROM tasks t WHERE t.id = $1", super::tasks::TASK_COLUMNS))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(Task::from_row))
+    }
+
+    /// The links a storage has for the given annotations.
+    pub async fn links(&self, storage_id: i64, annotation_ids: &[i64]) -> DbResult<Vec<Link>> {
+        if annotation_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = annotation_ids.iter().map(i64::to_string).collect();
+        let rows = sqlx::query(&format!(
+            "SELECT annotation_id, object_key, version FROM export_links WHERE storage_id = $1 AND annotation_id IN ({})",
+            list.join(",")
+        ))
+        .bind(storage_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Link {
+                annotation_id: r.get("annotation_id"),
+                key: r.get("object_key"),
+                version: r.get("version"),
+            })
+            .collect())
+    }
+
+    /// Records what was written (insert or replace), in one statement per call.
+    pub async fn upsert_links(&self, storage_id: i64, links: &[Link]) -> DbResult<()> {
+        if links.is_empty() {
+            return Ok(());
+        }
+        let now = now_micros();
+        let mut tx = self.write_tx().await?;
+        for chunk in links.chunks(500) {
+            let mut sql = String::from(
+                "INSERT INTO export_links (storage_id, annotation_id, object_key, version, written_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 3 + 3;
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!("($1, ${}, ${}, ${}, $2)", b, b + 1, b + 2));
+            }
+            sql.push_str(
+                " ON CONFLICT (storage_id, annotation_id) DO UPDATE SET object_key = excluded.object_key, \
+                 version = excluded.version, written_at = excluded.written_at",
+            );
+            let mut q = sqlx::query(&sql).bind(storage_id).bind(now);
+            for link in chunk {
+                q = q.bind(link.annotation_id).bind(&link.key).bind(&link.version);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Forgets links (after their files were deleted).
+    pub async fn delete_links(&self, storage_id: i64, annotation_ids: &[i64]) -> DbResult<()> {
+        if annotation_ids.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = annotation_ids.iter().map(i64::to_string).collect();
+        let mut tx = self.write_tx().await?;
+        sqlx::query(&format!(
+            "DELETE FROM export_links WHERE storage_id = $1 AND annotation_id IN ({})",
+            list.join(",")
+        ))
+        .bind(storage_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// How many links of a storage point at `key` (task mode: annotations in one file).
+    pub async fn count_links_with_key(&self, storage_id: i64, key: &str) -> DbResult<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM export_links WHERE storage_id = $1 AND object_key = $2")
+            .bind(storage_id)
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Links whose annotation no longer exists (files left by deletions), by id.
+    pub async fn orphan_links(&self, storage_id: i64, after: i64, limit: i64) -> DbResult<Vec<Link>> {
+        let rows = sqlx::query(
+            "SELECT l.annotation_id, l.object_key, l.version FROM export_links l \
+             WHERE l.storage_id = $1 AND l.annotation_id > $2 \
+             AND NOT EXISTS (SELECT 1 FROM annotations a WHERE a.id = l.annotation_id) \
+             ORDER BY l.annotation_id LIMIT $3",
+        )
+        .bind(storage_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Link {
+                annotation_id: r.get("annotation_id"),
+                key: r.get("object_key"),
+                version: r.get("version"),
+            })
+            .collect())
+    }
+
+    /// Annotations of a task (all, including cancelled), for task-mode documents.
+    pub async fn task_annotations(&self, task_id: i64) -> DbResult<Vec<Annotation>> {
+        self.annotations_for_tasks(&[task_id], true).await
+    }
+
+    /// Deletes change-feed entries every storage of their project has passed; a
+    /// project without storages needs none of its entries. Returns how many.
+    pub async fn prune_change_feed(&self) -> DbResult<u64> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "DELETE FROM annotation_changes WHERE seq <= COALESCE( \
+               (SELECT MIN(s.cursor_seq) FROM export_storages s WHERE s.project_id = annotation_changes.project_id), \
+               (SELECT MAX(c.seq) FROM annotation_changes c))",
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    /// How far behind the change feed each storage of a project is: (storage id,
+    /// pending entries, creation time of the oldest pending entry).
+    pub async fn export_lag(&self, project_id: i64) -> DbResult<Vec<(i64, i64, Option<Micros>)>> {
+        let rows = sqlx::query(
+            "SELECT s.id, \
+               (SELECT COUNT(*) FROM annotation_changes c WHERE c.project_id = s.project_id AND c.seq > s.cursor_seq) AS pending, \
+               (SELECT MIN(c.created_at) FROM annotation_changes c WHERE c.project_id = s.project_id AND c.seq > s.cursor_seq) AS oldest \
+             FROM export_storages s WHERE s.project_id = $1 ORDER BY s.id",
+        )
+        .bind(project_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| (r.get("id"), r.get("pending"), r.get("oldest"))).collect())
+    }
+}
+
+fn task_from_prefixed(row: &AnyRow) -> Task {
+    Task {
+        id: row.get("task_id"),
+        project_id: row.get("project_id"),
+        data: json_col(row, "t_data"),
+        meta: json_col(row, "t_meta"),
+        inner_id: row.get("t_inner_id"),
+        overlap: row.get("t_overlap"),
+        is_labeled: row.get::<i64, _>("t_is_labeled") != 0,
+        total_annotations: row.get("t_total_annotations"),
+        cancelled_annotations: row.get("t_cancelled_annotations"),
+        total_predictions: row.get("t_total_predictions"),
+        updated_by: row.get("t_updated_by"),
+        created_at: row.get("t_created_at"),
+        updated_at: row.get("t_updated_at"),
+    }
+}
+
+async fn holds_lease(tx: &mut super::WriteTx, storage_id: i64, owner: &str) -> DbResult<bool> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM export_storages WHERE id = $1 AND lease_owner = $2")
+        .bind(storage_id)
+        .bind(owner)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(n > 0)
+}
+
+async fn save_progress(tx: &mut super::WriteTx, job_id: i64, p: &JobProgress, state: Option<&str>) -> DbResult<()> {
+    sqlx::query(
+        "UPDATE sync_jobs SET checkpoint_id = $1, processed = $2, written = $3, deleted = $4, failed = $5, errors = $6, \
+         state = COALESCE($7, state), finished_at = CASE WHEN $7 IS NULL THEN finished_at ELSE $8 END WHERE id = $9",
+    )
+    .bind(p.checkpoint_id)
+    .bind(p.processed)
+    .bind(p.written)
+    .bind(p.deleted)
+    .bind(p.failed)
+    .bind(p.errors.as_deref())
+    .bind(state)
+    .bind(now_micros())
+    .bind(job_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn set_state(tx: &mut super::WriteTx, storage_id: i64, s: &SyncState, job_key: Option<&str>) -> DbResult<()> {
+    sqlx::query(
+        "UPDATE export_storages SET status = $1, meta = $2, last_sync = $3, last_sync_count = $4, traceback = $5, \
+         last_sync_job = COALESCE($6, last_sync_job) WHERE id = $7",
+    )
+    .bind(&s.status)
+    .bind(s.meta.to_string())
+    .bind(s.last_sync)
+    .bind(s.last_sync_count)
+    .bind(s.traceback.as_deref())
+    .bind(job_key)
+    .bind(storage_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,43 @@
+//! Object keys, as Label Studio names exported documents (contract §5.1, §5.2).
+
+/// Annotation mode: the decimal annotation id, no extension (`11005`).
+pub fn annotation_key(annotation_id: i64) -> String {
+    annotation_id.to_string()
+}
+
+/// Task mode: the task id, with `.json` unless disabled (`42.json`).
+pub fn task_key(task_id: i64, json_extension: bool) -> String {
+    if json_extension {
+        format!("{task_id}.json")
+    } else {
+        task_id.to_string()
+    }
+}
+
+/// Whether `key` is a plain file name: not empty, no separators, not `.`/`..`, no NUL.
+pub fn is_safe_key(key: &str) -> bool {
+    !key.is_empty() && key != "." && key != ".." && !key.contains(['/', '\\', '\0']) && key.len() <= 255
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_bare_ids_or_task_json_names() {
+        assert_eq!(annotation_key(11005), "11005");
+        assert_eq!(task_key(42, true), "42.json");
+        assert_eq!(task_key(42, false), "42");
+    }
+
+    #[test]
+    fn generated_keys_are_always_safe_and_traversal_is_not() {
+        for id in [1, 42, i64::MAX] {
+            assert!(is_safe_key(&annotation_key(id)));
+            assert!(is_safe_key(&task_key(id, true)));
+        }
+        for bad in ["", ".", "..", "../x", "a/b", "a\\b", "a\0b"] {
+            assert!(!is_safe_key(bad), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! Local files: one file per key in a directory under `LOCAL_FILES_DOCUMENT_ROOT`.
+//!
+//! Security: every operation opens the storage directory *through* a handle on the
+//! document root with `cap-std`, which resolves the path inside that root only:
+//! `..`, absolute symlinks and symlinks that lead out of the root are refused by
+//! the kernel-assisted lookup, on every batch, not just at validation time. So a
+//! directory swapped for an escaping symlink after validation is not followed.
+//!
+//! Atomicity: a document is written to a temporary file in the same directory and
+//! renamed over the key, so readers see the old or the new file, never a partial
+//! one. With `fsync` on, the file is flushed before the rename and the directory
+//! after it, so the new content also survives a power cut; off by default, as a
+//! crash of the process alone cannot lose renamed data.
+
+use super::{keys::is_safe_key, Result, StorageError, StorageTarget};
+use bytes::Bytes;
+use cap_std::fs::Dir;
+use std::fmt;
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Prefix of temporary files; a crash can leave some behind, which
+/// [`StorageTarget::remove_temporary_files`] clears.
+pub const TEMP_PREFIX: &str = ".labelport-tmp-";
+
+/// A directory `relative` below `root`.
+#[derive(Clone)]
+pub struct LocalFileSystem {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    relative: PathBuf,
+    fsync: bool,
+    counter: AtomicU64,
+}
+
+impl fmt::Display for LocalFileSystem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LocalFileSystem({})", self.inner.root.join(&self.inner.relative).display())
+    }
+}
+
+fn io_error(target: &LocalFileSystem, what: &str, e: std::io::Error) -> StorageError {
+    let location = target.inner.root.join(&target.inner.relative);
+    match e.kind() {
+        ErrorKind::NotFound => StorageError::NotFound(format!("{what}: {} does not exist", location.display())),
+        ErrorKind::PermissionDenied => StorageError::PermissionDenied(format!(
+            "{what}: permission denied or path escapes the document root ({})",
+            location.display()
+        )),
+        ErrorKind::NotADirectory => {
+            StorageError::Precondition(format!("{what}: {} is not a directory", location.display()))
+        }
+        _ => StorageError::Generic { target: target.to_string(), source: format!("{what}: {e}").into() },
+    }
+}
+
+impl LocalFileSystem {
+    /// The directory `path`, which must lie below `root`. Nothing is opened yet.
+    pub fn new(root: impl Into<PathBuf>, path: &Path, fsync: bool) -> Result<LocalFileSystem> {
+        let root = root.into();
+        let relative = path
+            .strip_prefix(&root)
+            .map_err(|_| StorageError::PermissionDenied(format!("{} is not below {}", path.display(), root.display())))?
+            .to_path_buf();
+        if relative.as_os_str().is_empty() {
+            return Err(StorageError::PermissionDenied("the storage path cannot be the document root itself".into()));
+        }
+        Ok(LocalFileSystem { inner: Arc::new(Inner { root, relative, fsync, counter: AtomicU64::new(0) }) })
+    }
+
+    /// Opens the storage directory inside the root, refusing any escape.
+    fn open(&self) -> Result<Dir> {
+        let root = Dir::open_ambient_dir(&self.inner.root, cap_std::ambient_authority())
+            .map_err(|e| io_error(self, "opening LOCAL_FILES_DOCUMENT_ROOT", e))?;
+        let dir =
+            root.open_dir(&self.inner.relative).map_err(|e| io_error(self, "opening the storage directory", e))?;
+        if !dir.dir_metadata().map_err(|e| io_error(self, "reading the storage directory", e))?.is_dir() {
+            return Err(StorageError::Precondition(format!("{self} is not a directory")));
+        }
+        Ok(dir)
+    }
+
+    fn temp_name(&self, key: &str) -> String {
+        let n = self.inner.counter.fetch_add(1, Ordering::Relaxed);
+        format!("{TEMP_PREFIX}{key}.{}.{n}", std::process::id())
+    }
+
+    fn write_one(&self, dir: &Dir, key: &str, body: &[u8]) -> Result<()> {
+        if !is_safe_key(key) {
+            return Err(StorageError::PermissionDenied(format!("invalid key {key:?}")));
+        }
+        let temp = self.temp_name(key);
+        let result = (|| -> std::io::Result<()> {
+            let mut file = dir.create(&temp)?;
+            file.write_all(body)?;
+            if self.inner.fsync {
+                file.sync_all()?;
+            }
+            drop(file);
+            dir.rename(&temp, dir, key)
+        })();
+        if let Err(e) = result {
+            let _ = dir.remove_file(&temp);
+            return Err(io_error(self, &format!("writing {key}"), e));
+        }
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &Dir) -> Result<()> {
+        if self.inner.fsync {
+            let handle = dir.try_clone().map_err(|e| io_error(self, "syncing the directory", e))?;
+            let file = std::fs::File::from(std::os::fd::OwnedFd::from(handle.into_std_file()));
+            file.sync_all().map_err(|e| io_error(self, "syncing the directory", e))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes temporary files a crash may have left; returns how many.
+    async fn remove_stale_temp_files(&self) -> Result<usize> {
+        let this = self.clone();
+        blocking(move || {
+            let dir = this.open()?;
+            let mut removed = 0;
+            for entry in dir.entries().map_err(|e| io_error(&this, "listing the directory", e))? {
+                let Ok(entry) = entry else { continue };
+                let name = entry.file_name();
+                if name.to_string_lossy().starts_with(TEMP_PREFIX) && dir.remove_file(&name).is_ok() {
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        })
+        .await
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(StorageError::Generic { target: "LocalFileSystem".into(), source: e.into() }))
+}
+
+#[async_trait::async_trait]
+impl StorageTarget for LocalFileSystem {
+    async fn validate(&self) -> Result<()> {
+        let this = self.clone();
+        blocking(move || {
+            let dir = this.open()?;
+            // Prove we can create and rename files here.
+            let probe = this.temp_name("probe");
+            dir.write(&probe, b"").map_err(|e| io_error(&this, "checking that the directory is writable", e))?;
+            let _ = dir.remove_file(&probe);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put(&self, key: &str, body: Bytes) -> Result<()> {
+        let (this, key) = (self.clone(), key.to_owned());
+        blocking(move || {
+            let dir = this.open()?;
+            this.write_one(&dir, &key, &body)?;
+            this.sync_dir(&dir)
+        })
+        .await
+    }
+
+    async fn put_many(&self, items: Vec<(String, Bytes)>) -> Vec<Result<()>> {
+        let this = self.clone();
+        let n = items.len();
+        let outcome = blocking(move || {
+            // One directory handle for the batch: containment is re-checked per batch.
+            let dir = match this.open() {
+                Ok(dir) => dir,
+                Err(e) => return Ok(Err(e)),
+            };
+            let results: Vec<Result<()>> = items.iter().map(|(key, body)| this.write_one(&dir, key, body)).collect();
+            if let Err(e) = this.sync_dir(&dir) {
+                return Ok(Err(e));
+            }
+            Ok(Ok(results))
+        })
+        .await;
+        match outcome {
+            Ok(Ok(results)) => results,
+            Ok(Err(e)) | Err(e) => {
+                let message = e.to_string();
+                let permanent = e.is_permanent();
+                (0..n)
+                    .map(|_| {
+                        Err(if permanent {
+                            StorageError::Precondition(message.clone())
+                        } else {
+                            StorageError::Generic { target: "LocalFileSystem".into(), source: message.clone().into() }
+                        })
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        if !is_safe_key(key) {
+            return Err(StorageError::PermissionDenied(format!("invalid key {key:?}")));
+        }
+        let (this, key) = (self.clone(), key.to_owned());
+        blocking(move || {
+            let dir = this.open()?;
+            match dir.remove_file(&key) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io_error(&this, &format!("deleting {key}"), e)),
+            }
+        })
+        .await
+    }
+
+    async fn remove_temporary_files(&self) -> Result<usize> {
+        self.remove_stale_temp_files().await
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        if !is_safe_key(key) {
+            return Err(StorageError::PermissionDenied(format!("invalid key {key:?}")));
+        }
+        let (this, key) = (self.clone(), key.to_owned());
+        blocking(move || {
+            let dir = this.open()?;
+            match dir.symlink_metadata(&key) {
+                Ok(m) => Ok(m.is_file()),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(io_error(&this, &format!("checking {key}"), e)),
+            }
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(fsync: bool) -> (tempfile::TempDir, LocalFileSystem, PathBuf) {
+        let root = tempfile::tempdir().unwrap();
+        let root_path = root.path().canonicalize().unwrap();
+        let dir = root_path.join("out");
+        std::fs::create_dir(&dir).unwrap();
+        let target = LocalFileSystem::new(&root_path, &dir, fsync).unwrap();
+        (root, target, dir)
+    }
+
+    #[tokio::test]
+    async fn local_files_pass_the_conformance_suite() {
+        for fsync in [false, true] {
+            let (_root, target, dir) = setup(fsync);
+            let read = move |key: &str| std::fs::read(dir.join(key)).ok();
+            super::super::conformance::run_all(&target, Some(&read)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn no_temporary_files_remain_after_writes() {
+        let (_root, target, dir) = setup(false);
+        target.put_many((0..20).map(|i| (i.to_string(), Bytes::from("x"))).collect()).await;
+        let names: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        assert_eq!(names.len(), 20);
+        assert!(names.iter().all(|n| !n.starts_with(TEMP_PREFIX)));
+    }
+
+    #[tokio::test]
+    async fn a_directory_swapped_for_an_escaping_symlink_is_not_followed() {
+        let (root, target, dir) = setup(false);
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::remove_dir(&dir).unwrap();
+        std::os::unix::fs::symlink(outside.path(), &dir).unwrap();
+        assert!(target.put("1", Bytes::from("x")).await.is_err());
+        assert!(target.validate().await.is_err());
+        assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none(), "nothing written outside the root");
+        drop(root);
+    }
+
+    #[tokio::test]
+    async fn stale_temporary_files_are_removed() {
+        let (_root, target, dir) = setup(false);
+        std::fs::write(dir.join(format!("{TEMP_PREFIX}7.1.1")), "partial").unwrap();
+        std::fs::write(dir.join("7"), "kept").unwrap();
+        assert_eq!(target.remove_temporary_files().await.unwrap(), 1);
+        assert!(dir.join("7").exists());
+    }
+
+    #[test]
+    fn a_path_outside_the_root_or_the_root_itself_is_refused() {
+        assert!(LocalFileSystem::new("/data", Path::new("/tmp/x"), false).is_err());
+        assert!(LocalFileSystem::new("/data", Path::new("/data"), false).is_err());
+        assert!(LocalFileSystem::new("/data", Path::new("/data/x"), false).is_ok());
+    }
+}

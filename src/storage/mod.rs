@@ -1,0 +1,100 @@
+//! Storage targets: where export storages write annotation documents.
+//!
+//! A target stores opaque documents under keys (`11005`, `42.json`). The trait is
+//! deliberately small: put, delete, exists, validate. Guarantees every target gives:
+//!
+//! - [`StorageTarget::put`] is **atomic**: a reader sees the old document or the new
+//!   one, never a partial one, even if the process dies mid-write.
+//! - [`StorageTarget::delete`] of a missing key succeeds.
+//! - Keys are produced by [`keys`] and never contain `/` or `..`.
+//!
+//! Local files ([`LocalFileSystem`]) is the first real target; [`InMemory`] is the
+//! reference implementation and the sync engine's test double. The cloud targets
+//! will plug in beside them. [`conformance`] is the suite every target must pass.
+#![warn(missing_docs)]
+
+pub mod conformance;
+pub mod keys;
+mod local;
+pub mod local_path;
+mod memory;
+
+pub use local::LocalFileSystem;
+pub use memory::InMemory;
+
+use bytes::Bytes;
+use std::fmt::Display;
+
+/// What went wrong, worded by what the caller can do about it.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The location does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The target refuses access (permissions, containment).
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The target is misconfigured (e.g. the path is not a directory).
+    #[error("{0}")]
+    Precondition(String),
+    /// The target does not support this operation.
+    #[error("{0}")]
+    NotSupported(String),
+    /// Anything else (I/O, network).
+    #[error("{target}: {source}")]
+    Generic {
+        /// Which target failed.
+        target: String,
+        /// The cause.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl StorageError {
+    /// Whether retrying later cannot help (the configuration must change first).
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            StorageError::NotFound(_)
+                | StorageError::PermissionDenied(_)
+                | StorageError::Precondition(_)
+                | StorageError::NotSupported(_)
+        )
+    }
+}
+
+/// Result alias of the storage layer.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// A place documents are exported to. Implementations name themselves through
+/// `Display` (e.g. `LocalFileSystem(/data/labels/out)`) for logs.
+#[async_trait::async_trait]
+pub trait StorageTarget: Display + Send + Sync + 'static {
+    /// Checks that the target is usable now (exists, reachable, writable).
+    async fn validate(&self) -> Result<()>;
+
+    /// Writes `body` under `key`, replacing any previous document atomically.
+    async fn put(&self, key: &str, body: Bytes) -> Result<()>;
+
+    /// Writes many documents; the default calls [`StorageTarget::put`] for each.
+    /// Returns one result per item, in order.
+    async fn put_many(&self, items: Vec<(String, Bytes)>) -> Vec<Result<()>> {
+        let mut out = Vec::with_capacity(items.len());
+        for (key, body) in items {
+            out.push(self.put(&key, body).await);
+        }
+        out
+    }
+
+    /// Removes the document under `key`; a missing key is not an error.
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Whether a document exists under `key`.
+    async fn exists(&self, key: &str) -> Result<bool>;
+
+    /// Removes leftovers of interrupted writes (temporary files); returns how many.
+    async fn remove_temporary_files(&self) -> Result<usize> {
+        Ok(0)
+    }
+}

@@ -1,0 +1,301 @@
+//! The JSON documents export storages write (contract §5.3–5.5): Label Studio's key
+//! order, 2-space indentation, every non-ASCII character escaped as `\uXXXX`, no
+//! final newline.
+
+use crate::db::{Annotation, Task, User};
+use crate::time::{iso, iso_opt, now_micros, timesince};
+use serde_json::ser::{Formatter, PrettyFormatter};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io;
+
+/// Users by id, for `completed_by` and `created_username`.
+pub type Users = HashMap<i64, User>;
+
+fn completed_by(users: &Users, id: Option<i64>) -> Value {
+    id.and_then(|id| users.get(&id)).map_or(
+        Value::Null,
+        |u| json!({ "id": u.id, "first_name": u.first_name, "last_name": u.last_name, "email": u.email }),
+    )
+}
+
+/// The nested task of an annotation-mode document (no annotations).
+fn nested_task(t: &Task) -> Value {
+    json!({
+        "id": t.id,
+        "data": t.data,
+        "meta": t.meta,
+        "created_at": iso(t.created_at),
+        "updated_at": iso(t.updated_at),
+        "is_labeled": t.is_labeled,
+        "allow_skip": true,
+        "overlap": t.overlap,
+        "inner_id": t.inner_id,
+        "total_annotations": t.total_annotations,
+        "cancelled_annotations": t.cancelled_annotations,
+        "total_predictions": t.total_predictions,
+        "precomputed_agreement": null,
+        "comment_count": 0,
+        "unresolved_comment_count": 0,
+        "last_comment_updated_at": null,
+        "project": t.project_id,
+        "updated_by": t.updated_by,
+        "file_upload": null,
+        "comment_authors": [],
+    })
+}
+
+/// The annotation-mode document of one annotation.
+pub fn annotation_document(a: &Annotation, task: &Task, users: &Users) -> Value {
+    let author = a.completed_by.and_then(|id| users.get(&id));
+    json!({
+        "id": a.id,
+        "result": a.result,
+        "created_username": crate::api::users::created_username(author),
+        "created_ago": timesince(a.created_at, now_micros()),
+        "completed_by": completed_by(users, a.completed_by),
+        "task": nested_task(task),
+        "was_cancelled": a.was_cancelled,
+        "ground_truth": a.ground_truth,
+        "created_at": iso(a.created_at),
+        "updated_at": iso(a.updated_at),
+        "draft_created_at": iso_opt(a.draft_created_at),
+        "lead_time": a.lead_time,
+        "import_id": a.import_id,
+        "last_action": a.last_action,
+        "bulk_created": a.bulk_created,
+        "project": a.project_id,
+        "updated_by": a.updated_by,
+        "parent_prediction": a.parent_prediction,
+        "parent_annotation": a.parent_annotation,
+        "last_created_by": a.last_created_by,
+    })
+}
+
+/// A stable UUID for an annotation (Label Studio's `unique_id`).
+fn unique_id(annotation_id: i64) -> String {
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("labelport/annotation/{annotation_id}").as_bytes())
+        .to_string()
+}
+
+/// The task-mode document: the task with all its annotations (contract §5.4).
+pub fn task_document(t: &Task, annotations: &[Annotation], users: &Users) -> Value {
+    let annotations: Vec<Value> = annotations
+        .iter()
+        .map(|a| {
+            let completed = a.completed_by.and_then(|id| users.get(&id)).map_or(
+                Value::Null,
+                |u| json!({ "id": u.id, "email": u.email, "first_name": u.first_name, "last_name": u.last_name }),
+            );
+            json!({
+                "id": a.id,
+                "completed_by": completed,
+                "result": a.result,
+                "was_cancelled": a.was_cancelled,
+                "ground_truth": a.ground_truth,
+                "created_at": iso(a.created_at),
+                "updated_at": iso(a.updated_at),
+                "draft_created_at": iso_opt(a.draft_created_at),
+                "lead_time": a.lead_time,
+                "prediction": {},
+                "result_count": a.result.as_array().map_or(0, Vec::len),
+                "unique_id": unique_id(a.id),
+                "import_id": a.import_id,
+                "last_action": a.last_action,
+                "bulk_created": a.bulk_created,
+                "task": a.task_id,
+                "project": a.project_id,
+                "updated_by": a.updated_by,
+                "parent_prediction": a.parent_prediction,
+                "parent_annotation": a.parent_annotation,
+                "last_created_by": a.last_created_by,
+            })
+        })
+        .collect();
+    json!({
+        "id": t.id,
+        "annotations": annotations,
+        "drafts": [],
+        "predictions": [],
+        "data": t.data,
+        "meta": t.meta,
+        "created_at": iso(t.created_at),
+        "updated_at": iso(t.updated_at),
+        "allow_skip": true,
+        "inner_id": t.inner_id,
+        "total_annotations": t.total_annotations,
+        "cancelled_annotations": t.cancelled_annotations,
+        "total_predictions": t.total_predictions,
+        "comment_count": 0,
+        "unresolved_comment_count": 0,
+        "last_comment_updated_at": null,
+        "project": t.project_id,
+        "updated_by": t.updated_by,
+        "comment_authors": [],
+    })
+}
+
+/// Python's `json.dumps(indent=2, ensure_ascii=True)` formatting.
+struct AsciiPretty<'a>(PrettyFormatter<'a>);
+
+impl Formatter for AsciiPretty<'_> {
+    fn write_string_fragment<W: ?Sized + io::Write>(&mut self, w: &mut W, fragment: &str) -> io::Result<()> {
+        let mut start = 0;
+        for (i, ch) in fragment.char_indices() {
+            if (ch as u32) < 0x7f {
+                continue;
+            }
+            w.write_all(&fragment.as_bytes()[start..i])?;
+            let mut units = [0u16; 2];
+            for unit in ch.encode_utf16(&mut units) {
+                write!(w, "\\u{unit:04x}")?;
+            }
+            start = i + ch.len_utf8();
+        }
+        w.write_all(&fragment.as_bytes()[start..])
+    }
+
+    fn begin_array<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.begin_array(w)
+    }
+    fn end_array<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_array(w)
+    }
+    fn begin_array_value<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        self.0.begin_array_value(w, first)
+    }
+    fn end_array_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_array_value(w)
+    }
+    fn begin_object<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.begin_object(w)
+    }
+    fn end_object<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_object(w)
+    }
+    fn begin_object_key<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        self.0.begin_object_key(w, first)
+    }
+    fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.begin_object_value(w)
+    }
+    fn end_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_object_value(w)
+    }
+}
+
+/// Serialises a document the way Label Studio writes it to disk.
+pub fn to_bytes(doc: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2048);
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, AsciiPretty(PrettyFormatter::with_indent(b"  ")));
+    serde::Serialize::serialize(doc, &mut ser).expect("serialising a JSON value into memory cannot fail");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_are_indented_ascii_escaped_and_have_no_final_newline() {
+        let doc = json!({"a": "h\u{e9}llo w\u{f6}rld \u{2713} \u{1F600}", "b": [1, {"c": []}], "d": {}, "e": 1.5, "f": "\u{7f}\n\"q\""});
+        let text = String::from_utf8(to_bytes(&doc)).unwrap();
+        assert_eq!(
+            text,
+            "{\n  \"a\": \"h\\u00e9llo w\\u00f6rld \\u2713 \\ud83d\\ude00\",\n  \"b\": [\n    1,\n    {\n      \"c\": []\n    }\n  ],\n  \"d\": {},\n  \"e\": 1.5,\n  \"f\": \"\\u007f\\n\\\"q\\\"\"\n}"
+        );
+        assert!(text.is_ascii());
+        let back: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, doc);
+    }
+
+    #[test]
+    fn annotation_documents_keep_label_studios_key_order() {
+        let task = Task {
+            id: 11006,
+            project_id: 3,
+            data: json!({"text": "hello one"}),
+            meta: json!({}),
+            inner_id: 1,
+            overlap: 1,
+            is_labeled: true,
+            total_annotations: 1,
+            cancelled_annotations: 0,
+            total_predictions: 0,
+            updated_by: Some(1),
+            created_at: 0,
+            updated_at: 0,
+        };
+        let a = Annotation {
+            id: 11005,
+            task_id: 11006,
+            project_id: 3,
+            result: json!([]),
+            was_cancelled: false,
+            ground_truth: false,
+            lead_time: Some(3.0),
+            completed_by: Some(1),
+            updated_by: Some(1),
+            import_id: None,
+            last_action: None,
+            bulk_created: false,
+            parent_prediction: None,
+            parent_annotation: None,
+            last_created_by: None,
+            draft_created_at: None,
+            created_at: 0,
+            updated_at: 0,
+        };
+        let users = Users::from([(
+            1,
+            User {
+                id: 1,
+                organization_id: 1,
+                email: "admin@example.com".into(),
+                username: String::new(),
+                first_name: String::new(),
+                last_name: String::new(),
+                legacy_token: String::new(),
+                date_joined: 0,
+                last_activity: 0,
+            },
+        )]);
+        let doc = annotation_document(&a, &task, &users);
+        let keys: Vec<&str> = doc.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "id",
+                "result",
+                "created_username",
+                "created_ago",
+                "completed_by",
+                "task",
+                "was_cancelled",
+                "ground_truth",
+                "created_at",
+                "updated_at",
+                "draft_created_at",
+                "lead_time",
+                "import_id",
+                "last_action",
+                "bulk_created",
+                "project",
+                "updated_by",
+                "parent_prediction",
+                "parent_annotation",
+                "last_created_by",
+            ]
+        );
+        assert_eq!(doc["created_username"], " admin@example.com, 1");
+        assert_eq!(
+            doc["completed_by"],
+            json!({"id": 1, "first_name": "", "last_name": "", "email": "admin@example.com"})
+        );
+        let text = String::from_utf8(to_bytes(&doc)).unwrap();
+        assert!(text.contains("\"lead_time\": 3.0,"), "an integral lead time is written as a float");
+        let task_keys: Vec<&str> = doc["task"].as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(task_keys[..6], ["id", "data", "meta", "created_at", "updated_at", "is_labeled"]);
+        assert_eq!(task_keys.len(), 20);
+    }
+}

@@ -1,0 +1,640 @@
+//! The sync engine: background workers that export annotations to storages.
+//!
+//! Terms:
+//! - **change feed**: `annotation_changes`, written with every annotation change
+//!   (see [`crate::db::changes`]); each storage keeps a **cursor** into it.
+//! - **job**: a requested sync, stored in `sync_jobs`. A **full** job walks every
+//!   annotation of the project (keyset pages by id, checkpointed after each page),
+//!   writing what is missing or changed since it was last written (`export_links`
+//!   hold a fingerprint per annotation), and prunes files of deleted annotations when
+//!   `can_delete_objects` is on. An **incremental** job applies the change feed from
+//!   the cursor: O(changes), not O(project).
+//! - **auto-export**: with no job pending, a worker applies new change-feed entries
+//!   to every storage of the project as soon as they commit; this is how annotation
+//!   saves and deletions reach the files without blocking the HTTP request.
+//! - **lease**: a worker works on a storage only while holding its lease, renewed at
+//!   every checkpoint; a crashed worker's lease expires and another worker (or the
+//!   restarted process) resumes the job from its checkpoint.
+//!
+//! [`SyncEngine::try_execute_task`] does one unit of work, so tests can drive the
+//! engine step by step; [`SyncEngine::run_until_stopped`] loops it.
+
+pub mod document;
+pub mod state;
+
+use crate::config::{LocalFilesSettings, SyncSettings};
+use crate::db::{Annotation, Backend, ChangeOp, Db, DbError, ExportStorage, JobProgress, Link, SyncJob, Task};
+use crate::storage::{keys, local_path, LocalFileSystem, StorageError, StorageTarget};
+use crate::time::now_micros;
+use bytes::Bytes;
+use document::Users;
+use state::Outcome;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Builds the target of a storage.
+pub type TargetFactory = Arc<dyn Fn(&ExportStorage) -> Result<Arc<dyn StorageTarget>, StorageError> + Send + Sync>;
+
+/// What one step of the engine did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutionOutcome {
+    /// Some storage was worked on.
+    Worked,
+    /// Nothing to do.
+    Idle,
+}
+
+/// Most failure lines kept in a traceback.
+const MAX_ERROR_LINES: usize = 20;
+
+/// The sync engine of one process.
+#[derive(Clone)]
+pub struct SyncEngine {
+    db: Db,
+    settings: Arc<SyncSettings>,
+    targets: TargetFactory,
+    owner: String,
+    wake: Arc<Notify>,
+}
+
+/// The target for a storage as configured: local files below the document root.
+pub fn default_targets(local: LocalFilesSettings, fsync: bool) -> TargetFactory {
+    Arc::new(move |storage: &ExportStorage| -> Result<Arc<dyn StorageTarget>, StorageError> {
+        match storage.storage_type.as_str() {
+            "localfiles" => {
+                let path = storage.fields.path.as_deref().unwrap_or_default();
+                local_path::check(Some(path), &local).map_err(StorageError::Precondition)?;
+                let root = local_path::document_root(&local);
+                Ok(Arc::new(LocalFileSystem::new(root, Path::new(path), fsync)?))
+            }
+            other => Err(StorageError::NotSupported(format!("export storage type \"{other}\" is not supported yet"))),
+        }
+    })
+}
+
+fn version(a: &Annotation, t: &Task) -> String {
+    format!("{}:{}", a.updated_at, t.updated_at)
+}
+
+/// Counters of some export work.
+#[derive(Debug, Default)]
+struct Tally {
+    written: i64,
+    deleted: i64,
+    failed: i64,
+    errors: Vec<String>,
+}
+
+impl Tally {
+    fn fail(&mut self, key: &str, e: &StorageError) {
+        self.failed += 1;
+        if self.errors.len() < MAX_ERROR_LINES {
+            self.errors.push(format!("{key}: {e}"));
+        }
+    }
+
+    fn add_to(&self, p: &mut JobProgress) {
+        p.written += self.written;
+        p.deleted += self.deleted;
+        p.failed += self.failed;
+        if !self.errors.is_empty() {
+            let mut lines: Vec<String> =
+                p.errors.as_deref().map(|e| e.lines().map(str::to_owned).collect()).unwrap_or_default();
+            lines.extend(self.errors.iter().cloned());
+            lines.truncate(MAX_ERROR_LINES);
+            p.errors = Some(lines.join("\n"));
+        }
+    }
+}
+
+fn traceback(p: &JobProgress) -> Option<String> {
+    (p.failed > 0).then(|| {
+        format!(
+            "{} document(s) could not be written. First failures (key: error):\n{}",
+            p.failed,
+            p.errors.as_deref().unwrap_or_default()
+        )
+    })
+}
+
+impl SyncEngine {
+    /// An engine using `targets` to reach storages; `wake` is notified when work arrives.
+    pub fn new(db: Db, settings: SyncSettings, targets: TargetFactory, wake: Arc<Notify>) -> SyncEngine {
+        let owner = format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple());
+        SyncEngine { db, settings: Arc::new(settings), targets, owner, wake }
+    }
+
+    /// This worker's lease-owner name.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Works until `stop` is cancelled; a job interrupted by the stop stays in the
+    /// database and resumes from its checkpoint on the next start.
+    pub async fn run_until_stopped(self, stop: CancellationToken) {
+        if self.db.backend() == Backend::Sqlite {
+            // The embedded database belongs to this process: leases found now are stale.
+            if let Ok(n @ 1..) = self.db.release_all_leases().await {
+                tracing::info!(storages = n, "resuming interrupted sync work");
+            }
+        }
+        tracing::info!(worker = %self.owner, "sync engine started");
+        let mut last_prune = Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        while !stop.is_cancelled() {
+            match self.try_execute_task_until(&stop).await {
+                Ok(ExecutionOutcome::Worked) => {
+                    backoff = Duration::from_millis(100);
+                    continue;
+                }
+                Ok(ExecutionOutcome::Idle) => {
+                    if last_prune.elapsed() > Duration::from_secs(60) {
+                        last_prune = Instant::now();
+                        match self.db.prune_change_feed().await {
+                            Ok(n) if n > 0 => {
+                                tracing::debug!(entries = n, "pruned the change feed")
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(error.message = %e, "pruning the change feed failed")
+                            }
+                        }
+                    }
+                    tokio::select! {
+                        _ = self.wake.notified() => {},
+                        _ = tokio::time::sleep(self.settings.poll_interval) => {},
+                        _ = stop.cancelled() => {},
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error.cause_chain = ?e, error.message = %e, "sync engine step failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {},
+                        _ = stop.cancelled() => {},
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        tracing::info!(worker = %self.owner, "sync engine stopped");
+    }
+
+    /// One unit of work: claim a storage that needs it, run its job or auto-export
+    /// its pending changes, release it.
+    pub async fn try_execute_task(&self) -> anyhow::Result<ExecutionOutcome> {
+        self.try_execute_task_until(&CancellationToken::new()).await
+    }
+
+    async fn try_execute_task_until(&self, stop: &CancellationToken) -> anyhow::Result<ExecutionOutcome> {
+        let Some(storage_id) = self.db.claim_storage(&self.owner, self.settings.lease).await? else {
+            return Ok(ExecutionOutcome::Idle);
+        };
+        let result = self.work_on(storage_id, stop).await;
+        match &result {
+            // Keep the lease until it expires: a broken target is retried after that, not in a hot loop.
+            Ok(Some(backoff_reason)) => {
+                tracing::warn!(storage = storage_id, reason = %backoff_reason, "auto-export failed; retrying after the lease expires");
+            }
+            _ => self.db.release_lease(storage_id, &self.owner).await?,
+        }
+        result?;
+        Ok(ExecutionOutcome::Worked)
+    }
+
+    /// Returns `Some(reason)` when the storage should be left alone for a while.
+    async fn work_on(&self, storage_id: i64, stop: &CancellationToken) -> anyhow::Result<Option<String>> {
+        let storage = match self.db.storage_by_id(storage_id).await {
+            Ok(s) => s,
+            Err(DbError::NotFound) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(job) = self.db.active_job(storage_id).await? {
+            self.run_job(storage, job, stop).await?;
+            return Ok(None);
+        }
+        self.auto_export(&storage).await
+    }
+
+    async fn auto_export(&self, storage: &ExportStorage) -> anyhow::Result<Option<String>> {
+        let target = match (self.targets)(storage) {
+            Ok(t) => t,
+            Err(e) => return Ok(Some(e.to_string())),
+        };
+        let mut users = Users::new();
+        let mut cursor = storage.cursor_seq;
+        loop {
+            let changes = self.db.changes_since(storage.project_id, cursor, self.settings.batch_size).await?;
+            let Some(last) = changes.last().map(|c| c.seq) else {
+                break;
+            };
+            let tally = self.apply_changes(storage, target.as_ref(), &changes, &mut users).await?;
+            if tally.failed > 0 {
+                return Ok(Some(tally.errors.join("; ")));
+            }
+            if !self.db.advance_cursor(storage.id, &self.owner, last).await? {
+                break;
+            }
+            cursor = last;
+        }
+        Ok(None)
+    }
+
+    /// Applies change-feed entries: rewrites documents of changed annotations,
+    /// deletes documents of deleted ones (when the storage may delete).
+    async fn apply_changes(
+        &self,
+        storage: &ExportStorage,
+        target: &dyn StorageTarget,
+        changes: &[crate::db::Change],
+        users: &mut Users,
+    ) -> anyhow::Result<Tally> {
+        let ids: BTreeSet<i64> = changes.iter().map(|c| c.annotation_id).collect();
+        let ids: Vec<i64> = ids.into_iter().collect();
+        let rows = self.db.export_rows(&ids).await?;
+        let existing: BTreeSet<i64> = rows.iter().map(|(a, _)| a.id).collect();
+        let gone: Vec<i64> = ids.iter().copied().filter(|id| !existing.contains(id)).collect();
+        let mut tally = Tally::default();
+        if storage.fields.export_mode == "task" {
+            let tasks: BTreeSet<i64> = changes.iter().map(|c| c.task_id).collect();
+            self.export_tasks(storage, target, tasks, users, &mut tally).await?;
+            if !gone.is_empty() {
+                self.db.delete_links(storage.id, &gone).await?;
+            }
+            return Ok(tally);
+        }
+        self.write_annotations(storage, target, rows, users, &mut tally).await?;
+        let deletes = changes.iter().any(|c| c.op == ChangeOp::Delete);
+        if deletes && !gone.is_empty() && storage.fields.can_delete_objects == Some(true) {
+            let links = self.db.links(storage.id, &gone).await?;
+            self.delete_linked(storage, target, links, &mut tally).await?;
+        }
+        Ok(tally)
+    }
+
+    async fn delete_linked(
+        &self,
+        storage: &ExportStorage,
+        target: &dyn StorageTarget,
+        links: Vec<Link>,
+        tally: &mut Tally,
+    ) -> anyhow::Result<()> {
+        let mut removed = Vec::new();
+        for link in links {
+            match target.delete(&link.key).await {
+                Ok(()) => {
+                    tally.deleted += 1;
+                    removed.push(link.annotation_id);
+                }
+                Err(e) => tally.fail(&link.key, &e),
+            }
+        }
+        self.db.delete_links(storage.id, &removed).await?;
+        Ok(())
+    }
+
+    async fn load_users(&self, users: &mut Users, ids: impl Iterator<Item = i64>) -> anyhow::Result<()> {
+        for id in ids {
+            if !users.contains_key(&id) {
+                match self.db.user_by_id(id).await {
+                    Ok(u) => {
+                        users.insert(id, u);
+                    }
+                    Err(DbError::NotFound) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Renders and writes annotation documents in parallel batches, then records links.
+    async fn write_annotations(
+        &self,
+        storage: &ExportStorage,
+        target: &dyn StorageTarget,
+        rows: Vec<(Annotation, Task)>,
+        users: &mut Users,
+        tally: &mut Tally,
+    ) -> anyhow::Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.load_users(users, rows.iter().filter_map(|(a, _)| a.completed_by)).await?;
+        let users = Arc::new(users.clone());
+        let chunk = rows.len().div_ceil(self.settings.writers).max(1);
+        let mut batches = Vec::new();
+        let mut rows = rows;
+        while !rows.is_empty() {
+            let rest = rows.split_off(chunk.min(rows.len()));
+            batches.push(std::mem::replace(&mut rows, rest));
+        }
+        let delay = self.settings.write_delay;
+        let results = futures::future::join_all(batches.into_iter().map(|batch| {
+            let users = users.clone();
+            async move {
+                let rendered = tokio::task::spawn_blocking(move || {
+                    batch
+                        .iter()
+                        .map(|(a, t)| {
+                            let key = keys::annotation_key(a.id);
+                            let body = Bytes::from(document::to_bytes(&document::annotation_document(a, t, &users)));
+                            (Link { annotation_id: a.id, key: key.clone(), version: version(a, t) }, (key, body))
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .await
+                .expect("rendering documents does not panic");
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                let (links, items): (Vec<Link>, Vec<(String, Bytes)>) = rendered.into_iter().unzip();
+                let results = target.put_many(items).await;
+                links.into_iter().zip(results).collect::<Vec<_>>()
+            }
+        }))
+        .await;
+        let mut written = Vec::new();
+        for (link, result) in results.into_iter().flatten() {
+            match result {
+                Ok(()) => {
+                    tally.written += 1;
+                    written.push(link);
+                }
+                Err(e) => tally.fail(&link.key, &e),
+            }
+        }
+        self.db.upsert_links(storage.id, &written).await?;
+        Ok(())
+    }
+
+    /// Task mode: writes each task's document (all its annotations), or deletes it
+    /// when the task has no annotations left and the storage may delete.
+    async fn export_tasks(
+        &self,
+        storage: &ExportStorage,
+        target: &dyn StorageTarget,
+        task_ids: BTreeSet<i64>,
+        users: &mut Users,
+        tally: &mut Tally,
+    ) -> anyhow::Result<()> {
+        let mut links = Vec::new();
+        for task_id in task_ids {
+            let key = keys::task_key(task_id, self.settings.task_json_extension);
+            let task = self.db.task_by_id(task_id).await?;
+            let annotations = match &task {
+                Some(t) => self.db.task_annotations(t.id).await?,
+                None => Vec::new(),
+            };
+            match task {
+                Some(task) if !annotations.is_empty() => {
+                    self.load_users(users, annotations.iter().filter_map(|a| a.completed_by)).await?;
+                    let body = Bytes::from(document::to_bytes(&document::task_document(&task, &annotations, users)));
+                    if !self.settings.write_delay.is_zero() {
+                        tokio::time::sleep(self.settings.write_delay).await;
+                    }
+                    match target.put(&key, body).await {
+                        Ok(()) => {
+                            tally.written += 1;
+                            links.extend(annotations.iter().map(|a| Link {
+                                annotation_id: a.id,
+                                key: key.clone(),
+                                version: version(a, &task),
+                            }));
+                        }
+                        Err(e) => tally.fail(&key, &e),
+                    }
+                }
+                _ if storage.fields.can_delete_objects == Some(true) => match target.delete(&key).await {
+                    Ok(()) => tally.deleted += 1,
+                    Err(e) => tally.fail(&key, &e),
+                },
+                _ => {}
+            }
+        }
+        self.db.upsert_links(storage.id, &links).await?;
+        Ok(())
+    }
+
+    async fn run_job(&self, storage: ExportStorage, mut job: SyncJob, stop: &CancellationToken) -> anyhow::Result<()> {
+        let now = now_micros();
+        let mut storage = storage;
+        if job.state == "queued" {
+            let start_seq = self.db.latest_change_seq().await?;
+            let total = self.db.count_annotations(storage.project_id).await?;
+            let started = state::started(&storage, now);
+            if !self.db.start_job(&job, &self.owner, start_seq, total, &started).await? {
+                return Ok(());
+            }
+            job = self.db.job(job.id).await?;
+            storage = self.db.storage_by_id(storage.id).await?;
+        } else {
+            tracing::info!(storage = storage.id, job = %job.job_key, checkpoint = job.checkpoint_id, "resuming sync job");
+        }
+        let mut progress = JobProgress {
+            checkpoint_id: job.checkpoint_id,
+            processed: job.processed,
+            written: job.written,
+            deleted: job.deleted,
+            failed: job.failed,
+            errors: job.errors.clone(),
+        };
+        let target = match (self.targets)(&storage) {
+            Ok(t) => t,
+            Err(e) => return self.fail_job(&storage, &job, &progress, &e.to_string()).await,
+        };
+        if let Err(e) = target.validate().await {
+            return self.fail_job(&storage, &job, &progress, &e.to_string()).await;
+        }
+        let finished = if job.mode == "full" {
+            self.full_pass(&storage, &job, target.as_ref(), &mut progress, stop).await?
+        } else {
+            self.incremental_pass(&storage, &job, target.as_ref(), &mut progress, stop).await?
+        };
+        let Some(cursor) = finished else {
+            return Ok(());
+        };
+        let total = if job.mode == "full" { job.total } else { self.db.count_annotations(storage.project_id).await? };
+        let storage = self.db.storage_by_id(storage.id).await?;
+        let outcome = Outcome {
+            processed: if job.mode == "full" { progress.processed } else { total },
+            total,
+            mode: job.mode.clone(),
+            written: progress.written,
+            deleted: progress.deleted,
+            failed: progress.failed,
+            errors: traceback(&progress),
+        };
+        let done = state::completed(&storage, now_micros(), &outcome);
+        let job_state = if progress.failed > 0 { "failed" } else { "completed" };
+        let baseline = job.mode == "full" && progress.failed == 0;
+        self.db.finish_job(&job, &self.owner, &progress, job_state, &done, Some(cursor), baseline).await?;
+        tracing::info!(storage = storage.id, job = %job.job_key, mode = %job.mode, processed = progress.processed,
+            written = progress.written, deleted = progress.deleted, failed = progress.failed, "sync job finished");
+        Ok(())
+    }
+
+    async fn fail_job(
+        &self,
+        storage: &ExportStorage,
+        job: &SyncJob,
+        progress: &JobProgress,
+        message: &str,
+    ) -> anyhow::Result<()> {
+        let storage = self.db.storage_by_id(storage.id).await?;
+        let failed = state::failed(&storage, now_micros(), message);
+        self.db.finish_job(job, &self.owner, progress, "failed", &failed, None, false).await?;
+        tracing::warn!(storage = storage.id, job = %job.job_key, error.message = %message, "sync job failed");
+        Ok(())
+    }
+
+    /// Saves progress; `false` means stop (lease lost or storage deleted).
+    async fn checkpoint(
+        &self,
+        storage_id: i64,
+        job: &SyncJob,
+        progress: &JobProgress,
+        processed_for_ping: i64,
+    ) -> anyhow::Result<bool> {
+        let storage = match self.db.storage_by_id(storage_id).await {
+            Ok(s) => s,
+            Err(DbError::NotFound) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        let ping = state::ping(&storage, now_micros(), processed_for_ping, job.total);
+        Ok(self.db.checkpoint_job(job, &self.owner, self.settings.lease, progress, &ping).await?)
+    }
+
+    /// Walks every annotation from the checkpoint on. Returns the cursor to set, or
+    /// `None` if the job was interrupted (stop, lost lease, storage deleted).
+    async fn full_pass(
+        &self,
+        storage: &ExportStorage,
+        job: &SyncJob,
+        target: &dyn StorageTarget,
+        progress: &mut JobProgress,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Option<i64>> {
+        if progress.checkpoint_id == 0 {
+            if let Ok(n @ 1..) = target.remove_temporary_files().await {
+                tracing::info!(storage = storage.id, files = n, "removed temporary files of interrupted writes");
+            }
+        }
+        let mut users = Users::new();
+        loop {
+            if stop.is_cancelled() {
+                return Ok(None);
+            }
+            let page =
+                self.db.export_page(storage.project_id, progress.checkpoint_id, self.settings.batch_size).await?;
+            let Some(last) = page.last().map(|(a, _)| a.id) else {
+                break;
+            };
+            let count = page.len() as i64;
+            let mut tally = Tally::default();
+            if storage.fields.export_mode == "task" {
+                let tasks: BTreeSet<i64> = page.iter().map(|(a, _)| a.task_id).collect();
+                self.export_tasks(storage, target, tasks, &mut users, &mut tally).await?;
+            } else {
+                let todo = self.unchanged_filter(storage, target, page).await?;
+                self.write_annotations(storage, target, todo, &mut users, &mut tally).await?;
+            }
+            tally.add_to(progress);
+            progress.processed += count;
+            progress.checkpoint_id = last;
+            if !self.checkpoint(storage.id, job, progress, progress.processed).await? {
+                return Ok(None);
+            }
+        }
+        if storage.fields.can_delete_objects == Some(true) {
+            let mut after = 0;
+            loop {
+                let orphans = self.db.orphan_links(storage.id, after, self.settings.batch_size).await?;
+                let Some(last) = orphans.last().map(|l| l.annotation_id) else {
+                    break;
+                };
+                after = last;
+                let mut tally = Tally::default();
+                if storage.fields.export_mode == "task" {
+                    // A task file goes only when none of its annotations is left.
+                    let ids: Vec<i64> = orphans.iter().map(|l| l.annotation_id).collect();
+                    self.db.delete_links(storage.id, &ids).await?;
+                    let task_keys: BTreeSet<String> = orphans.into_iter().map(|l| l.key).collect();
+                    for key in task_keys {
+                        if self.db.count_links_with_key(storage.id, &key).await? == 0 {
+                            match target.delete(&key).await {
+                                Ok(()) => tally.deleted += 1,
+                                Err(e) => tally.fail(&key, &e),
+                            }
+                        }
+                    }
+                } else {
+                    self.delete_linked(storage, target, orphans, &mut tally).await?;
+                }
+                tally.add_to(progress);
+            }
+        }
+        Ok(Some(job.start_seq))
+    }
+
+    /// Drops rows whose document is already in place with the same fingerprint.
+    async fn unchanged_filter(
+        &self,
+        storage: &ExportStorage,
+        target: &dyn StorageTarget,
+        page: Vec<(Annotation, Task)>,
+    ) -> anyhow::Result<Vec<(Annotation, Task)>> {
+        let ids: Vec<i64> = page.iter().map(|(a, _)| a.id).collect();
+        let links: BTreeMap<i64, Link> =
+            self.db.links(storage.id, &ids).await?.into_iter().map(|l| (l.annotation_id, l)).collect();
+        let mut todo = Vec::with_capacity(page.len());
+        for (a, t) in page {
+            let current = links.get(&a.id).is_some_and(|l| l.version == version(&a, &t));
+            if current && target.exists(&keys::annotation_key(a.id)).await.unwrap_or(false) {
+                continue;
+            }
+            todo.push((a, t));
+        }
+        Ok(todo)
+    }
+
+    /// Applies the change feed from the storage's cursor to its end.
+    async fn incremental_pass(
+        &self,
+        storage: &ExportStorage,
+        job: &SyncJob,
+        target: &dyn StorageTarget,
+        progress: &mut JobProgress,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Option<i64>> {
+        let mut users = Users::new();
+        let mut cursor = self.db.storage_by_id(storage.id).await?.cursor_seq;
+        loop {
+            if stop.is_cancelled() {
+                return Ok(None);
+            }
+            let changes = self.db.changes_since(storage.project_id, cursor, self.settings.batch_size).await?;
+            let Some(last) = changes.last().map(|c| c.seq) else {
+                break;
+            };
+            let tally = self.apply_changes(storage, target, &changes, &mut users).await?;
+            tally.add_to(progress);
+            progress.processed += changes.len() as i64;
+            if !self.db.advance_cursor(storage.id, &self.owner, last).await? {
+                return Ok(None);
+            }
+            cursor = last;
+            if !self.checkpoint(storage.id, job, progress, progress.processed).await? {
+                return Ok(None);
+            }
+        }
+        Ok(Some(cursor))
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "labelport".into())
+}
