@@ -145,8 +145,8 @@ async fn render(state: &AppState, a: &Annotation) -> ApiResult<Value> {
 /// `POST /api/tasks/{id}/annotations/`.
 pub async fn create(
     State(state): State<AppState>,
-    Auth(user): Auth,
     Id(task_id): Id,
+    Auth(user): Auth,
     query: Query,
     Body(body): Body,
 ) -> ApiResult<Response> {
@@ -172,7 +172,7 @@ pub async fn create(
 }
 
 /// `GET /api/tasks/{id}/annotations/`: the task's non-cancelled annotations by id.
-pub async fn list_for_task(State(state): State<AppState>, Auth(user): Auth, Id(task_id): Id) -> ApiResult<Json<Value>> {
+pub async fn list_for_task(State(state): State<AppState>, Id(task_id): Id, Auth(user): Auth) -> ApiResult<Json<Value>> {
     let task = state.db.task(user.organization_id, task_id).await.or_not_found("Task")?;
     let annotations = state.db.annotations_for_tasks(&[task.id], false).await?;
     let mut users = UserCache::default();
@@ -185,7 +185,7 @@ pub async fn list_for_task(State(state): State<AppState>, Auth(user): Auth, Id(t
 }
 
 /// `GET /api/annotations/{id}/`.
-pub async fn get(State(state): State<AppState>, Auth(user): Auth, Id(id): Id) -> ApiResult<Json<Value>> {
+pub async fn get(State(state): State<AppState>, Id(id): Id, Auth(user): Auth) -> ApiResult<Json<Value>> {
     let annotation = state.db.annotation(user.organization_id, id).await.or_not_found("Annotation")?;
     Ok(Json(render(&state, &annotation).await?))
 }
@@ -193,8 +193,8 @@ pub async fn get(State(state): State<AppState>, Auth(user): Auth, Id(id): Id) ->
 /// `PATCH|PUT /api/annotations/{id}/`.
 pub async fn update(
     State(state): State<AppState>,
-    Auth(user): Auth,
     Id(id): Id,
+    Auth(user): Auth,
     Body(body): Body,
 ) -> ApiResult<Json<Value>> {
     let current = state.db.annotation(user.organization_id, id).await.or_not_found("Annotation")?;
@@ -206,7 +206,7 @@ pub async fn update(
 }
 
 /// `DELETE /api/annotations/{id}/`.
-pub async fn delete(State(state): State<AppState>, Auth(user): Auth, Id(id): Id) -> ApiResult<StatusCode> {
+pub async fn delete(State(state): State<AppState>, Id(id): Id, Auth(user): Auth) -> ApiResult<StatusCode> {
     state.db.delete_annotation(user.organization_id, id).await.or_not_found("Annotation")?;
     state.changes_committed();
     Ok(StatusCode::NO_CONTENT)

@@ -51,6 +51,8 @@ impl FromRequest<AppState> for Body {
 }
 
 /// A numeric id from the path; anything else is a 404, as in Label Studio's URL patterns.
+/// Handlers extract it before [`super::auth::Auth`]: a malformed id is "no route" in
+/// Label Studio, which is a 404 even without credentials.
 pub struct Id(pub i64);
 
 impl<S: Send + Sync> FromRequestParts<S> for Id {

@@ -78,6 +78,11 @@ impl Form {
                 return None;
             }
         };
+        // PostgreSQL cannot store NUL in text; DRF refuses it for every CharField.
+        if s.contains('\0') {
+            self.error(name, "Null characters are not allowed.");
+            return None;
+        }
         if let Some(max) = max_len {
             if s.chars().count() > max {
                 self.error(name, format!("Ensure this field has no more than {max} characters."));

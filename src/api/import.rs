@@ -93,8 +93,8 @@ fn parse_task(item: &Value) -> Result<NewTask, String> {
 /// `POST /api/projects/{id}/import`.
 pub async fn import(
     State(state): State<AppState>,
-    Auth(user): Auth,
     Id(project_id): Id,
+    Auth(user): Auth,
     query: Query,
     Body(body): Body,
 ) -> ApiResult<Response> {

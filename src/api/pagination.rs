@@ -20,7 +20,8 @@ impl Page {
         let number = match query.get("page").map(str::trim) {
             None | Some("") => 1,
             Some("last") => i64::MAX,
-            Some(v) => v.parse::<i64>().ok().filter(|n| *n >= 1).ok_or_else(invalid_page)?,
+            // i64::MAX stands for `last` above, so it is not a page number of its own.
+            Some(v) => v.parse::<i64>().ok().filter(|n| (1..i64::MAX).contains(n)).ok_or_else(invalid_page)?,
         };
         let size = query
             .get("page_size")

@@ -212,7 +212,7 @@ pub async fn list(
 }
 
 /// `GET /api/projects/{id}/`.
-pub async fn get(State(state): State<AppState>, Auth(user): Auth, Id(id): Id) -> ApiResult<Json<Value>> {
+pub async fn get(State(state): State<AppState>, Id(id): Id, Auth(user): Auth) -> ApiResult<Json<Value>> {
     let project = state.db.project(user.organization_id, id).await.or_not_found("Project")?;
     Ok(Json(render(&state.db, &project, &mut HashMap::new()).await?))
 }
@@ -220,8 +220,8 @@ pub async fn get(State(state): State<AppState>, Auth(user): Auth, Id(id): Id) ->
 /// `PATCH|PUT /api/projects/{id}/`.
 pub async fn update(
     State(state): State<AppState>,
-    Auth(user): Auth,
     Id(id): Id,
+    Auth(user): Auth,
     Body(body): Body,
 ) -> ApiResult<Json<Value>> {
     let project = state.db.project(user.organization_id, id).await.or_not_found("Project")?;
@@ -231,7 +231,7 @@ pub async fn update(
 }
 
 /// `DELETE /api/projects/{id}/`: cascades to tasks, annotations and storages.
-pub async fn delete(State(state): State<AppState>, Auth(user): Auth, Id(id): Id) -> ApiResult<StatusCode> {
+pub async fn delete(State(state): State<AppState>, Id(id): Id, Auth(user): Auth) -> ApiResult<StatusCode> {
     state.db.delete_project(user.organization_id, id).await.or_not_found("Project")?;
     Ok(StatusCode::NO_CONTENT)
 }

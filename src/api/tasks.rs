@@ -84,8 +84,12 @@ async fn render_tasks(db: &Db, tasks: &[Task], detailed: bool) -> ApiResult<Vec<
             obj.insert("annotations".into(), list.into());
         }
         obj.insert("drafts".into(), json!([]));
-        let mut annotators: Vec<i64> = mine.iter().filter_map(|a| a.completed_by).collect();
-        annotators.dedup();
+        let mut annotators: Vec<i64> = Vec::new();
+        for id in mine.iter().filter_map(|a| a.completed_by) {
+            if !annotators.contains(&id) {
+                annotators.push(id);
+            }
+        }
         obj.insert("annotators".into(), annotators.into());
         obj.insert("inner_id".into(), t.inner_id.into());
         obj.insert("cancelled_annotations".into(), t.cancelled_annotations.into());
@@ -193,7 +197,7 @@ pub async fn list(State(state): State<AppState>, Auth(user): Auth, query: Query)
 }
 
 /// `GET /api/tasks/{id}/`.
-pub async fn get(State(state): State<AppState>, Auth(user): Auth, Id(id): Id) -> ApiResult<Json<Value>> {
+pub async fn get(State(state): State<AppState>, Id(id): Id, Auth(user): Auth) -> ApiResult<Json<Value>> {
     let task = state.db.task(user.organization_id, id).await.or_not_found("Task")?;
     let mut rendered = render_tasks(&state.db, std::slice::from_ref(&task), true).await?;
     Ok(Json(rendered.remove(0)))
@@ -202,8 +206,8 @@ pub async fn get(State(state): State<AppState>, Auth(user): Auth, Id(id): Id) ->
 /// `PATCH|PUT /api/tasks/{id}/`.
 pub async fn update(
     State(state): State<AppState>,
-    Auth(user): Auth,
     Id(id): Id,
+    Auth(user): Auth,
     Body(body): Body,
 ) -> ApiResult<Json<Value>> {
     let task = state.db.task(user.organization_id, id).await.or_not_found("Task")?;
@@ -236,7 +240,7 @@ pub async fn update(
 }
 
 /// `DELETE /api/tasks/{id}/`: also deletes its annotations (recorded in the change feed).
-pub async fn delete(State(state): State<AppState>, Auth(user): Auth, Id(id): Id) -> ApiResult<StatusCode> {
+pub async fn delete(State(state): State<AppState>, Id(id): Id, Auth(user): Auth) -> ApiResult<StatusCode> {
     state.db.delete_task(user.organization_id, id).await.or_not_found("Task")?;
     state.changes_committed();
     Ok(StatusCode::NO_CONTENT)

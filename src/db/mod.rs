@@ -172,3 +172,28 @@ pub(crate) fn json_col(row: &AnyRow, col: &str) -> serde_json::Value {
     let text: String = row.get(col);
     serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
 }
+
+/// A nullable `f64` parameter. sqlx 0.8's `Any` driver sends a NULL `f64` to
+/// PostgreSQL as a `float4` NULL, so a cached statement first run with NULL then
+/// rejects real `f64` values ("incorrect binary data format"). Its NULL of `f32`
+/// maps to `float8`, which matches the column; bind nullable doubles through this.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NullableF64(pub Option<f64>);
+
+impl sqlx::Type<Any> for NullableF64 {
+    fn type_info() -> sqlx::any::AnyTypeInfo {
+        <f64 as sqlx::Type<Any>>::type_info()
+    }
+}
+
+impl<'q> sqlx::Encode<'q, Any> for NullableF64 {
+    fn encode_by_ref(
+        &self,
+        buf: &mut <Any as sqlx::Database>::ArgumentBuffer<'q>,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        match self.0 {
+            Some(v) => <f64 as sqlx::Encode<'q, Any>>::encode_by_ref(&v, buf),
+            None => <Option<f32> as sqlx::Encode<'q, Any>>::encode_by_ref(&None, buf),
+        }
+    }
+}

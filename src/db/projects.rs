@@ -151,8 +151,15 @@ fn filter_sql(filter: &ProjectFilter, first_param: usize) -> (String, Vec<String
         sql.push_str(&format!(" AND p.id IN ({})", if list.is_empty() { "NULL".into() } else { list.join(",") }));
     }
     if let Some(title) = &filter.title {
-        sql.push_str(&format!(" AND LOWER(p.title) LIKE ${first_param}"));
-        params.push(format!("%{}%", title.to_lowercase()));
+        if title.contains('\0') {
+            // No title holds NUL (refused on write), and PostgreSQL rejects it in a parameter.
+            sql.push_str(" AND 1 = 0");
+        } else {
+            // A literal substring match: `%`, `_` and `\` in the filter match themselves.
+            sql.push_str(&format!(" AND LOWER(p.title) LIKE ${first_param} ESCAPE '\\'"));
+            let escaped = title.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            params.push(format!("%{escaped}%"));
+        }
     }
     (sql, params)
 }

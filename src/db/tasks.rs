@@ -322,7 +322,7 @@ impl Db {
                 .bind(task_id)
                 .bind(project_id)
                 .bind(prediction.result.to_string())
-                .bind(prediction.score)
+                .bind(super::NullableF64(prediction.score))
                 .bind(&prediction.model_version)
                 .bind(now)
                 .execute(&mut *tx)

@@ -25,6 +25,13 @@ use std::sync::Arc;
 /// [`StorageTarget::remove_temporary_files`] clears.
 pub const TEMP_PREFIX: &str = ".labelport-tmp-";
 
+/// Temporary files younger than this may belong to a writer still at work (another
+/// storage can share the directory), so cleanup leaves them alone.
+const TEMP_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Makes temporary names unique across every writer of this process.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
 /// A directory `relative` below `root`.
 #[derive(Clone)]
 pub struct LocalFileSystem {
@@ -35,7 +42,8 @@ struct Inner {
     root: PathBuf,
     relative: PathBuf,
     fsync: bool,
-    counter: AtomicU64,
+    /// Random per target, so processes that reuse a pid never collide either.
+    nonce: u32,
 }
 
 impl fmt::Display for LocalFileSystem {
@@ -70,7 +78,7 @@ impl LocalFileSystem {
         if relative.as_os_str().is_empty() {
             return Err(StorageError::PermissionDenied("the storage path cannot be the document root itself".into()));
         }
-        Ok(LocalFileSystem { inner: Arc::new(Inner { root, relative, fsync, counter: AtomicU64::new(0) }) })
+        Ok(LocalFileSystem { inner: Arc::new(Inner { root, relative, fsync, nonce: rand::random() }) })
     }
 
     /// Opens the storage directory inside the root, refusing any escape.
@@ -86,8 +94,8 @@ impl LocalFileSystem {
     }
 
     fn temp_name(&self, key: &str) -> String {
-        let n = self.inner.counter.fetch_add(1, Ordering::Relaxed);
-        format!("{TEMP_PREFIX}{key}.{}.{n}", std::process::id())
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        format!("{TEMP_PREFIX}{key}.{}.{:08x}.{n}", std::process::id(), self.inner.nonce)
     }
 
     fn write_one(&self, dir: &Dir, key: &str, body: &[u8]) -> Result<()> {
@@ -113,9 +121,9 @@ impl LocalFileSystem {
 
     fn sync_dir(&self, dir: &Dir) -> Result<()> {
         if self.inner.fsync {
-            let handle = dir.try_clone().map_err(|e| io_error(self, "syncing the directory", e))?;
-            let file = std::fs::File::from(std::os::fd::OwnedFd::from(handle.into_std_file()));
-            file.sync_all().map_err(|e| io_error(self, "syncing the directory", e))?;
+            // The handle itself may be path-only; open the directory for reading to fsync it.
+            let handle = dir.open(".").map_err(|e| io_error(self, "syncing the directory", e))?;
+            handle.sync_all().map_err(|e| io_error(self, "syncing the directory", e))?;
         }
         Ok(())
     }
@@ -129,7 +137,12 @@ impl LocalFileSystem {
             for entry in dir.entries().map_err(|e| io_error(&this, "listing the directory", e))? {
                 let Ok(entry) = entry else { continue };
                 let name = entry.file_name();
-                if name.to_string_lossy().starts_with(TEMP_PREFIX) && dir.remove_file(&name).is_ok() {
+                if !name.to_string_lossy().starts_with(TEMP_PREFIX) {
+                    continue;
+                }
+                let age =
+                    entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.into_std().elapsed().ok());
+                if age.is_some_and(|age| age >= TEMP_MIN_AGE) && dir.remove_file(&name).is_ok() {
                     removed += 1;
                 }
             }
@@ -288,10 +301,15 @@ mod tests {
     #[tokio::test]
     async fn stale_temporary_files_are_removed() {
         let (_root, target, dir) = setup(false);
-        std::fs::write(dir.join(format!("{TEMP_PREFIX}7.1.1")), "partial").unwrap();
+        let stale = dir.join(format!("{TEMP_PREFIX}7.1.1"));
+        std::fs::write(&stale, "partial").unwrap();
+        std::fs::write(dir.join(format!("{TEMP_PREFIX}8.1.1")), "in flight").unwrap();
         std::fs::write(dir.join("7"), "kept").unwrap();
-        assert_eq!(target.remove_temporary_files().await.unwrap(), 1);
+        let old = std::time::SystemTime::now() - TEMP_MIN_AGE - std::time::Duration::from_secs(1);
+        std::fs::File::options().write(true).open(&stale).unwrap().set_modified(old).unwrap();
+        assert_eq!(target.remove_temporary_files().await.unwrap(), 1, "only the old one goes");
         assert!(dir.join("7").exists());
+        assert!(dir.join(format!("{TEMP_PREFIX}8.1.1")).exists(), "a fresh one may be another writer's");
     }
 
     #[test]

@@ -190,7 +190,8 @@ mod tests {
         }
     }
 
-    fn apply(s: &mut ExportStorage, st: SyncState) {
+    fn apply(s: &mut ExportStorage, f: impl FnOnce(&ExportStorage) -> SyncState) {
+        let st = f(s);
         s.status = st.status;
         s.meta = st.meta;
         s.last_sync = st.last_sync;
@@ -203,16 +204,16 @@ mod tests {
     #[test]
     fn a_full_cycle_produces_label_studios_meta_keys_in_order() {
         let mut s = storage(status::INITIALIZED, json!({}));
-        apply(&mut s, queued(&s, T0));
+        apply(&mut s, |s| queued(s, T0));
         assert_eq!(s.status, "queued");
         assert_eq!(s.meta, json!({"attempts": 1, "time_queued": "2026-11-28 18:58:17.408272+00:00"}));
-        apply(&mut s, started(&s, T0 + 3_326));
+        apply(&mut s, |s| started(s, T0 + 3_326));
         assert_eq!(s.status, "in_progress");
-        apply(&mut s, ping(&s, T0 + 5_000, 1, 2));
+        apply(&mut s, |s| ping(s, T0 + 5_000, 1, 2));
         assert_eq!(s.last_sync_count, Some(1));
         assert_eq!(s.meta["total_annotations"], 2);
         let outcome = Outcome { processed: 1, total: 1, mode: "full".into(), written: 1, ..Default::default() };
-        apply(&mut s, completed(&s, T0 + 15_571, &outcome));
+        apply(&mut s, |s| completed(s, T0 + 15_571, &outcome));
         assert_eq!(s.status, "completed");
         assert_eq!(s.last_sync, Some(T0 + 15_571));
         let keys: Vec<&str> = s.meta.as_object().unwrap().keys().map(String::as_str).collect();
@@ -238,7 +239,7 @@ mod tests {
         s.last_sync = Some(T0);
         s.last_sync_count = Some(9);
         s.traceback = Some("old".into());
-        apply(&mut s, queued(&s, T0));
+        apply(&mut s, |s| queued(s, T0));
         assert_eq!(s.meta["attempts"], 5);
         assert!(s.meta.get("time_completed").is_none());
         assert_eq!((s.last_sync, s.last_sync_count, s.traceback), (None, None, None));

@@ -2,7 +2,7 @@
 //! fresh PostgreSQL database (dropped afterwards), and one HTTP client.
 
 use labelport::api::AppState;
-use labelport::config::{LocalFilesSettings, Settings};
+use labelport::config::{LocalFilesSettings, Settings, SyncSettings};
 use labelport::db::NewUser;
 use labelport::startup::Application;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -42,8 +42,7 @@ macro_rules! backend_tests {
 
 /// PostgreSQL server used by the tests (trust auth).
 pub fn postgres_admin_url() -> String {
-    std::env::var("LABELPORT_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    std::env::var("LABELPORT_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
 /// A fresh PostgreSQL database, dropped (with its connections) on drop.
@@ -58,10 +57,7 @@ impl PgDatabase {
         let mut conn = sqlx::PgConnection::connect(&format!("{}/postgres", postgres_admin_url()))
             .await
             .expect("PostgreSQL must run on 127.0.0.1:5432 for the tests (LABELPORT_TEST_POSTGRES overrides)");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .expect("create test database");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
         PgDatabase { name }
     }
 
@@ -74,18 +70,12 @@ impl Drop for PgDatabase {
     fn drop(&mut self) {
         let name = self.name.clone();
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async {
                 use sqlx::Connection;
-                if let Ok(mut conn) =
-                    sqlx::PgConnection::connect(&format!("{}/postgres", postgres_admin_url())).await
-                {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&format!("{}/postgres", postgres_admin_url())).await {
+                    let _ =
+                        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
                 }
             });
         })
@@ -141,12 +131,11 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
             password: None,
             token: Some(token.clone()),
         }),
-        local_files: LocalFilesSettings {
-            serving_enabled: true,
-            document_root: files_root.display().to_string(),
-        },
+        local_files: LocalFilesSettings { serving_enabled: true, document_root: files_root.display().to_string() },
+        sync: SyncSettings { poll_interval: std::time::Duration::from_millis(50), ..SyncSettings::from_env() },
     };
     configure(&mut settings);
+    let token = settings.bootstrap_user.as_ref().and_then(|u| u.token.clone()).unwrap_or(token);
     let app = Application::build(settings).await.expect("server builds");
     let port = app.port();
     let state = app.state().clone();
@@ -189,8 +178,7 @@ impl TestApp {
 
     /// A request without credentials.
     pub fn anon(&self, method: Method, path: &str) -> RequestBuilder {
-        self.client
-            .request(method, format!("{}{path}", self.address))
+        self.client.request(method, format!("{}{path}", self.address))
     }
 
     pub async fn get(&self, path: &str) -> Response {
@@ -198,68 +186,39 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Response {
-        self.req(Method::POST, path)
-            .json(body)
-            .send()
-            .await
-            .expect("request")
+        self.req(Method::POST, path).json(body).send().await.expect("request")
     }
 
     pub async fn patch(&self, path: &str, body: &Value) -> Response {
-        self.req(Method::PATCH, path)
-            .json(body)
-            .send()
-            .await
-            .expect("request")
+        self.req(Method::PATCH, path).json(body).send().await.expect("request")
     }
 
     pub async fn put(&self, path: &str, body: &Value) -> Response {
-        self.req(Method::PUT, path)
-            .json(body)
-            .send()
-            .await
-            .expect("request")
+        self.req(Method::PUT, path).json(body).send().await.expect("request")
     }
 
     pub async fn delete(&self, path: &str) -> Response {
-        self.req(Method::DELETE, path)
-            .send()
-            .await
-            .expect("request")
+        self.req(Method::DELETE, path).send().await.expect("request")
     }
 
     /// Creates a project and returns its id.
     pub async fn create_project(&self, title: &str) -> i64 {
-        let r = self
-            .post("/api/projects/", &serde_json::json!({ "title": title }))
-            .await;
+        let r = self.post("/api/projects/", &serde_json::json!({ "title": title })).await;
         assert_eq!(r.status(), StatusCode::CREATED);
         r.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
     }
 
     /// Imports tasks (each `{"data": ...}` or flat) and returns their ids.
     pub async fn import(&self, project: i64, tasks: &Value) -> Vec<i64> {
-        let r = self
-            .post(
-                &format!("/api/projects/{project}/import?return_task_ids=true"),
-                tasks,
-            )
-            .await;
+        let r = self.post(&format!("/api/projects/{project}/import?return_task_ids=true"), tasks).await;
         assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
         let body: Value = r.json().await.unwrap();
-        body["task_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_i64().unwrap())
-            .collect()
+        body["task_ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect()
     }
 
     /// Creates an annotation and returns its JSON.
     pub async fn annotate(&self, task: i64, body: &Value) -> Value {
-        let r = self
-            .post(&format!("/api/tasks/{task}/annotations/"), body)
-            .await;
+        let r = self.post(&format!("/api/tasks/{task}/annotations/"), body).await;
         assert_eq!(r.status(), StatusCode::CREATED);
         r.json().await.unwrap()
     }
@@ -307,19 +266,12 @@ impl Drop for TestApp {
 pub async fn assert_error(response: Response, status: StatusCode) -> Value {
     assert_eq!(response.status(), status, "unexpected status");
     assert_eq!(
-        response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok()),
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()),
         Some("application/json"),
         "errors are JSON"
     );
     let body: Value = response.json().await.expect("JSON error body");
-    assert_eq!(
-        body["status_code"].as_u64(),
-        Some(status.as_u16() as u64),
-        "{body}"
-    );
+    assert_eq!(body["status_code"].as_u64(), Some(status.as_u16() as u64), "{body}");
     assert!(body["id"].is_string(), "{body}");
     assert!(body["detail"].is_string(), "{body}");
     assert!(body.get("exc_info").is_some(), "{body}");

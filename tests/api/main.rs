@@ -2,4 +2,15 @@
 
 mod helpers;
 
+mod annotations;
+mod auth;
+mod bad_input;
 mod core;
+mod crash;
+mod engine;
+mod import;
+mod projects;
+mod storages;
+mod storages_sync;
+mod tasks;
+mod tenancy;

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -25,6 +26,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -62,6 +64,11 @@ def _backends() -> list[str]:
 BACKENDS = _backends()
 
 
+def pytest_configure(config):
+    # Noise from inside label-studio-sdk 2.1.2 (it calls pydantic's deprecated parse_obj).
+    config.addinivalue_line("filterwarnings", "ignore:The `parse_obj` method is deprecated:DeprecationWarning")
+
+
 # ---------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------
@@ -73,6 +80,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+_ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def _read_tail(path: Path, start: int = 0, limit: int = LOG_TAIL_CHARS) -> str:
     try:
         with open(path, "rb") as f:
@@ -80,7 +90,7 @@ def _read_tail(path: Path, start: int = 0, limit: int = LOG_TAIL_CHARS) -> str:
             data = f.read()
     except FileNotFoundError:
         return "<no log file>"
-    text = data.decode("utf-8", errors="replace")
+    text = _ANSI_RE.sub("", data.decode("utf-8", errors="replace"))
     if len(text) > limit:
         text = f"... [{len(text) - limit} chars cut] ...\n" + text[-limit:]
     return text
@@ -148,6 +158,8 @@ class Server:
     stderr_path: Path
     proc: subprocess.Popen
     database_url: Optional[str] = None
+    # The admin's current personal access token (JWT); created lazily, replaced when a test revokes it.
+    pat: Optional[str] = None
 
     def log_offsets(self) -> tuple[int, int]:
         return (_size(self.stdout_path), _size(self.stderr_path))
@@ -240,24 +252,29 @@ def server(request, server_bin) -> Iterator[Server]:
             "LOCAL_FILES_SERVING_ENABLED": "true",
             "LOCAL_FILES_DOCUMENT_ROOT": str(files_dir),
             "RUST_LOG": "warn",
+            # Backtraces drown the one-line error causes in the failure excerpts; opt in with
+            # LABELPORT_SDK_RUST_BACKTRACE=1.
+            "RUST_BACKTRACE": os.environ.get("LABELPORT_SDK_RUST_BACKTRACE", "0"),
+            "RUST_LIB_BACKTRACE": os.environ.get("LABELPORT_SDK_RUST_BACKTRACE", "0"),
         }
     )
     env.pop("DATABASE_URL", None)
 
     db_name = None
     database_url = None
-    if backend == "postgres":
-        db_name = f"labelport_sdk_{secrets.token_hex(6)}"
-        _psql(f'CREATE DATABASE "{db_name}"')
-        database_url = f"{PG_ADMIN_URL}/{db_name}"
-        env["DATABASE_URL"] = database_url
-
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
     stdout_path = tmp / "server.stdout.log"
     stderr_path = tmp / "server.stderr.log"
     proc = None
     try:
+        if backend == "postgres":
+            name = f"labelport_sdk_{secrets.token_hex(6)}"
+            _psql(f'CREATE DATABASE "{name}"')
+            db_name = name
+            database_url = f"{PG_ADMIN_URL}/{db_name}"
+            env["DATABASE_URL"] = database_url
+
         with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
             proc = subprocess.Popen(
                 [
@@ -291,17 +308,19 @@ def server(request, server_bin) -> Iterator[Server]:
     finally:
         rc = _stop(proc) if proc is not None else 0
         if rc not in (0, -signal.SIGTERM):
-            print(
-                f"\nWARNING: labelport ({backend}) exit status after SIGTERM: "
-                f"{'killed after timeout' if rc is None else rc}\n"
-                f"--- stderr tail ---\n{_read_tail(stderr_path, limit=4000)}"
+            warnings.warn(
+                f"labelport ({backend}) did not shut down cleanly on SIGTERM: "
+                f"{'killed after ' + str(STOP_TIMEOUT_S) + ' s' if rc is None else 'exit status ' + str(rc)}; "
+                f"stderr tail:\n{_read_tail(stderr_path, limit=4000)}"
             )
-        if db_name is not None:
-            _psql(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        if os.environ.get("LABELPORT_SDK_KEEP_TMP"):
-            print(f"\nkept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            if db_name is not None:
+                _psql(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        finally:
+            if os.environ.get("LABELPORT_SDK_KEEP_TMP"):
+                print(f"\nkept {tmp}")
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------
@@ -309,9 +328,8 @@ def server(request, server_bin) -> Iterator[Server]:
 # ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def pat_token(server: Server) -> str:
-    """A personal access token (JWT refresh token) for the admin, created once per server."""
+def create_pat(server: Server) -> str:
+    """POST /api/token/ with the legacy token; expects 201 {"token": <jwt>}."""
     status, body, _ = http_json(
         "POST",
         f"{server.base_url}/api/token/",
@@ -326,19 +344,38 @@ def pat_token(server: Server) -> str:
     return body["token"]
 
 
+@pytest.fixture
+def pat_token(server: Server) -> str:
+    """The admin's personal access token (JWT refresh token), created once per server."""
+    if server.pat is None:
+        server.pat = create_pat(server)
+    return server.pat
+
+
 @pytest.fixture(params=AUTH_KINDS)
 def auth_kind(request) -> str:
     return request.param
 
 
+# The SDK retries 5xx/408/409/429 twice by default, which would hide server errors (and can
+# replay non-idempotent POSTs). Every client in this suite therefore makes exactly one attempt.
+SDK_MAX_RETRIES = 0
+
+
+def make_client(server: Server, api_key: str, **kwargs) -> LabelStudio:
+    kwargs.setdefault("max_retries", SDK_MAX_RETRIES)
+    kwargs.setdefault("timeout", 30)
+    return LabelStudio(base_url=server.base_url, api_key=api_key, **kwargs)
+
+
 @pytest.fixture
 def legacy_client(server: Server) -> LabelStudio:
-    return LabelStudio(base_url=server.base_url, api_key=server.token)
+    return make_client(server, server.token)
 
 
 @pytest.fixture
 def pat_client(server: Server, pat_token: str) -> LabelStudio:
-    return LabelStudio(base_url=server.base_url, api_key=pat_token)
+    return make_client(server, pat_token)
 
 
 @pytest.fixture

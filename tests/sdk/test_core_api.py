@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import secrets
 import time
 import uuid
 
@@ -16,7 +17,7 @@ import pytest
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
-from conftest import ADMIN_EMAIL, Server, http_json
+from conftest import ADMIN_EMAIL, Server, create_pat, http_json, make_client
 
 LABEL_CONFIG = (
     '<View>'
@@ -51,9 +52,26 @@ def new_project(client: LabelStudio, **kwargs):
     return client.projects.create(**kwargs)
 
 
-def assert_utc_datetime(value, what: str) -> None:
-    assert isinstance(value, dt.datetime), f"{what}: not parsed as a datetime by the SDK: {value!r}"
+# contract 0.2: ISO 8601, UTC, `T`, microseconds (dropped when 0), `Z`
+TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?Z$")
+
+
+def assert_utc_datetime(value, what: str) -> dt.datetime:
+    """A model timestamp. The SDK parses it unless its union-typed models pick a variant without
+    that field (e.g. tasks.update), in which case the raw string is checked against 0.2."""
+    if isinstance(value, str):
+        assert TIMESTAMP_RE.match(value), f"{what}: not in the contract 0.2 format: {value!r}"
+        value = dt.datetime.fromisoformat(value)
+    assert isinstance(value, dt.datetime), f"{what}: not a timestamp: {value!r}"
     assert value.tzinfo is not None and value.utcoffset() == dt.timedelta(0), f"{what}: not UTC: {value!r}"
+    return value
+
+
+def raw_request(client: LabelStudio, method: str, path: str, body: object = None):
+    """Plain HTTP with the SDK client's own auth header (Token or Bearer), for wire-level checks."""
+    wrapper = client._client_wrapper
+    auth = {"Authorization": wrapper.get_headers()["Authorization"]}
+    return http_json(method, wrapper.get_base_url() + path, headers=auth, body=body)
 
 
 def assert_api_error(exc: ApiError, status: int, detail: str | None = None) -> None:
@@ -117,6 +135,36 @@ def test_project_create_get_update_delete(client: LabelStudio):
     assert created.id not in ids
 
 
+def test_project_update_other_fields(client: LabelStudio):
+    p = new_project(client, description="before")
+    new_config = LABEL_CONFIG.replace('<Choice value="Negative"/>', '<Choice value="Negative"/><Choice value="Neutral"/>')
+    updated = client.projects.update(
+        p.id, description="after", label_config=new_config, maximum_annotations=3, expert_instruction="be careful"
+    )
+    assert updated.title == p.title
+    assert updated.description == "after"
+    assert updated.label_config == new_config
+    assert updated.maximum_annotations == 3
+    assert updated.expert_instruction == "be careful"
+    got = client.projects.get(p.id)
+    assert (got.description, got.label_config, got.maximum_annotations, got.expert_instruction) == (
+        "after",
+        new_config,
+        3,
+        "be careful",
+    )
+
+
+def test_project_list_filters(client: LabelStudio):
+    """`ids` and `title` filters (contract 7.1, [S]) as sent by the SDK."""
+    marker = uuid.uuid4().hex[:10]
+    a = client.projects.create(title=f"filter {marker} alpha")
+    b = client.projects.create(title=f"filter {marker} beta")
+    c = client.projects.create(title=unique_title("other"))
+    assert {p.id for p in client.projects.list(ids=f"{a.id},{c.id}")} == {a.id, c.id}
+    assert {p.id for p in client.projects.list(title=marker.upper())} == {a.id, b.id}
+
+
 def test_project_defaults(client: LabelStudio):
     p = client.projects.create(title=unique_title("defaults"))
     assert p.description == ""
@@ -150,6 +198,8 @@ def test_project_list_contains_new_and_paginates(client: LabelStudio):
     pager = client.projects.list(page_size=2)
     assert pager.response.count == len(listed_ids)
     assert len(pager.items) == 2
+    assert pager.response.previous is None
+    assert pager.response.next is not None and "page=2" in pager.response.next
     paged_ids = [p.id for p in pager]
     assert len(paged_ids) == len(set(paged_ids)), "duplicate projects across pages"
     assert set(paged_ids) == set(listed_ids)
@@ -216,6 +266,54 @@ def test_import_tasks_summary_and_list(client: LabelStudio):
     assert client.projects.get(project.id).task_number == 3
 
 
+def test_import_meta_and_predictions(client: LabelStudio):
+    project = new_project(client)
+    raw = client.projects.with_raw_response.import_tasks(
+        project.id,
+        request=[
+            {"data": {"text": "with meta"}, "meta": {"source": "import", "batch": 7}},
+            {
+                "data": {"text": "with prediction"},
+                "predictions": [{"result": choice("Negative"), "score": 0.25, "model_version": "m1"}],
+            },
+        ],
+    )
+    body = raw.response.json()
+    assert (body["task_count"], body["annotation_count"], body["prediction_count"]) == (2, 0, 1), body
+    pager = client.tasks.list(project=project.id)
+    assert pager.response.total == 2
+    assert pager.response.total_predictions == 1
+    by_text = {t.data["text"]: t for t in pager}
+    assert by_text["with meta"].meta == {"source": "import", "batch": 7}
+    predicted = by_text["with prediction"]
+    assert predicted.total_predictions == 1
+    assert predicted.total_annotations == 0
+    assert len(predicted.predictions) == 1
+    assert predicted.predictions[0].result == choice("Negative")
+    assert predicted.predictions[0].score == 0.25
+    assert predicted.predictions[0].model_version == "m1"
+
+
+def test_task_list_fields_task_only(client: LabelStudio):
+    """Without fields=all the list items carry no annotations/predictions (contract 7.3)."""
+    project = new_project(client)
+    client.projects.import_tasks(
+        project.id, request=[{"data": {"text": "a"}, "annotations": [{"result": choice("Positive")}]}]
+    )
+    status, body, _ = raw_request(client, "GET", f"/api/tasks/?project={project.id}&fields=task_only")
+    assert status == 200, body
+    items = body["tasks"]
+    assert len(items) == 1
+    assert "annotations" not in items[0] and "predictions" not in items[0], sorted(items[0])
+    assert items[0]["total_annotations"] == 1
+    assert items[0]["data"] == {"text": "a"}
+    status, body, _ = raw_request(client, "GET", f"/api/tasks/?project={project.id}&fields=all")
+    assert status == 200, body
+    full = body["tasks"]
+    assert [a["result"] for a in full[0]["annotations"]] == [choice("Positive")]
+    assert full[0]["predictions"] == []
+
+
 def test_import_return_task_ids(client: LabelStudio):
     project = new_project(client)
     summary = client.projects.import_tasks(
@@ -276,6 +374,8 @@ def test_task_list_pagination_130(client: LabelStudio):
         client.tasks.list(project=project.id, page=3, page_size=100)
     assert_api_error(ei.value, 404, "Invalid page.")
 
+    assert client.projects.get(project.id).task_number == n_tasks
+
     # tasks of other projects are not listed
     other = new_project(client)
     assert list(client.tasks.list(project=other.id)) == []
@@ -304,7 +404,7 @@ def test_task_create_get_update_delete(client: LabelStudio):
     assert created.total_annotations == 0
     assert created.is_labeled is False
     assert_utc_datetime(created.created_at, "task.created_at")
-    assert_utc_datetime(created.updated_at, "task.updated_at")
+    created_updated_at = assert_utc_datetime(created.updated_at, "task.updated_at")
 
     second = client.tasks.create(project=project.id, data={"text": "second"}, meta={"source": "sdk"})
     assert second.inner_id == 2
@@ -320,6 +420,11 @@ def test_task_create_get_update_delete(client: LabelStudio):
     updated = client.tasks.update(str(created.id), data={"text": "updated via sdk"})
     assert updated.id == created.id
     assert updated.data == {"text": "updated via sdk"}
+    assert updated.annotations == [] and updated.predictions == []
+    assert assert_utc_datetime(updated.updated_at, "task.updated_at") >= created_updated_at
+    meta_only = client.tasks.update(str(created.id), meta={"reviewed": True})
+    assert meta_only.meta == {"reviewed": True}
+    assert meta_only.data == {"text": "updated via sdk"}
     assert client.tasks.get(str(created.id)).data == {"text": "updated via sdk"}
     # the other task is untouched
     assert client.tasks.get(str(second.id)).data == {"text": "second"}
@@ -337,6 +442,33 @@ def test_task_create_get_update_delete(client: LabelStudio):
 
     remaining = [t.id for t in client.tasks.list(project=project.id)]
     assert remaining == [second.id]
+
+
+RICH_DATA = {
+    "text": "héllo ✓ 日本語 \u2028 \"quoted\" \\ back\nslash",
+    "nested": {"list": [1, 2.5, -3, True, False, None, "s"], "empty": {}, "deep": {"a": {"b": [[]]}}},
+    "big": 9007199254740993,
+    "neg": -42,
+    "float": 0.1,
+    "emoji": "🙂",
+}
+
+
+def test_rich_data_roundtrip(client: LabelStudio):
+    """Task data and annotation results come back exactly as sent (JSON values, unicode, big ints)."""
+    project = new_project(client)
+    task = client.tasks.create(project=project.id, data=RICH_DATA)
+    assert task.data == RICH_DATA
+    assert client.tasks.get(str(task.id)).data == RICH_DATA
+    client.projects.import_tasks(project.id, request=[{"data": RICH_DATA}, dict(RICH_DATA)])
+    listed = list(client.tasks.list(project=project.id))
+    assert [t.data for t in listed] == [RICH_DATA] * 3
+
+    result = [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["Positive"]},
+               "meta": {"note": RICH_DATA["text"], "n": RICH_DATA["big"]}, "id": "r-ü1"}]
+    ann = client.annotations.create(task.id, result=result)
+    assert ann.result == result
+    assert client.annotations.get(ann.id).result == result
 
 
 def test_task_create_without_data_is_400(client: LabelStudio, server: Server):
@@ -385,7 +517,7 @@ def test_annotation_create_list_get_update_delete(client: LabelStudio):
     assert created.was_cancelled is False
     assert created.ground_truth is False
     assert_utc_datetime(created.created_at, "annotation.created_at")
-    assert_utc_datetime(created.updated_at, "annotation.updated_at")
+    ann_updated_at = assert_utc_datetime(created.updated_at, "annotation.updated_at")
 
     t = client.tasks.get(str(task.id))
     assert t.total_annotations == 1
@@ -410,8 +542,7 @@ def test_annotation_create_list_get_update_delete(client: LabelStudio):
     assert updated.result == choice("Negative")
     assert updated.lead_time == 3.0
     assert updated.task == task.id
-    assert_utc_datetime(updated.updated_at, "annotation.updated_at")
-    assert updated.updated_at > created.updated_at
+    assert assert_utc_datetime(updated.updated_at, "annotation.updated_at") > ann_updated_at
     assert updated.updated_by == me.id
 
     got = client.annotations.get(created.id)
@@ -430,6 +561,24 @@ def test_annotation_create_list_get_update_delete(client: LabelStudio):
     assert_api_error(ei.value, 404, "No Annotation matches the given query.")
     assert [a.id for a in client.annotations.list(task.id)] == [second.id]
     assert client.tasks.get(str(task.id)).total_annotations == 1
+
+
+def test_annotation_lead_time_mixed_with_null(client: LabelStudio):
+    """Annotations with and without lead_time, interleaved (statement reuse with NULL vs float)."""
+    project = new_project(client)
+    task = client.tasks.create(project=project.id, data={"text": "timing"})
+    expected = []
+    for lead_time in (None, 1.5, None, 2.75, 7.0, None, 0.5):
+        kwargs = {} if lead_time is None else {"lead_time": lead_time}
+        a = client.annotations.create(task.id, result=choice("Positive"), **kwargs)
+        assert a.lead_time == lead_time
+        expected.append((a.id, lead_time))
+    assert [(a.id, a.lead_time) for a in client.annotations.list(task.id)] == expected
+
+    no_time = expected[0][0]
+    assert client.annotations.update(no_time, lead_time=9.5).lead_time == 9.5
+    assert client.annotations.get(no_time).lead_time == 9.5
+    assert client.annotations.update(no_time, result=choice("Negative")).lead_time == 9.5
 
 
 def test_cancelled_annotation_not_in_task_annotation_list(client: LabelStudio):
@@ -473,6 +622,33 @@ def test_get_current_user(client: LabelStudio):
     assert cur.email == ADMIN_EMAIL
     assert cur.id == me.id
     assert isinstance(cur.username, str)
+
+
+def test_get_legacy_token(client: LabelStudio, server: Server):
+    assert client.users.get_token().token == server.token
+
+
+def test_pat_list_blacklist_and_recreate(server: Server, pat_token: str):
+    """PAT lifecycle through the SDK's tokens client (contract 1.2)."""
+    admin = make_client(server, server.token)
+    header_payload = pat_token.rsplit(".", 1)[0]
+    assert [t.token for t in admin.tokens.list()] == [header_payload]
+
+    refreshed = admin.tokens.refresh(refresh=pat_token)
+    assert jwt.decode(refreshed.access, options={"verify_signature": False})["token_type"] == "access"
+
+    admin.tokens.blacklist(refresh=pat_token)
+    server.pat = None  # later tests get a fresh PAT even if this test fails below
+    with pytest.raises(ApiError) as ei:
+        make_client(server, pat_token).users.whoami()
+    assert ei.value.status_code == 401
+    assert ei.value.body["detail"] == "Token is blacklisted", ei.value.body
+    assert admin.tokens.list() == []
+
+    # a new PAT can be created now; later tests use it
+    server.pat = create_pat(server)
+    assert server.pat != pat_token
+    assert make_client(server, server.pat).users.whoami().email == ADMIN_EMAIL
 
 
 def test_sdk_auth_mode(client: LabelStudio, auth_kind: str, server: Server, pat_token: str):
@@ -521,7 +697,7 @@ def test_second_pat_is_409(server: Server, pat_token: str):
 
 def test_invalid_token_is_401(server: Server, auth_kind: str):
     if auth_kind == "token":
-        bad = LabelStudio(base_url=server.base_url, api_key="0123456789abcdef" * 2 + "deadbeef")
+        bad = make_client(server, "0123456789abcdef" * 2 + "deadbeef")
         with pytest.raises(ApiError) as ei:
             bad.users.whoami()
         assert_api_error(ei.value, 401, "Invalid token.")
@@ -539,10 +715,10 @@ def test_invalid_token_is_401(server: Server, auth_kind: str):
                 "jti": uuid.uuid4().hex,
                 "user_id": "1",
             },
-            "not-the-server-secret",
+            "not-the-server-secret-" + secrets.token_hex(16),
             algorithm="HS256",
         )
-        bad = LabelStudio(base_url=server.base_url, api_key=forged)
+        bad = make_client(server, forged)
         with pytest.raises(ApiError) as ei:
             bad.users.whoami()
         assert ei.value.status_code == 401, ei.value.body
@@ -559,8 +735,112 @@ def test_missing_credentials_is_401(server: Server):
 
 def test_x_api_key_header(server: Server):
     """The SDK's X-Api-Key mode sends the legacy key in X-Api-Key instead of Authorization."""
-    c = LabelStudio(base_url=server.base_url, api_key=server.token, headers={"X-Api-Key": server.token})
+    c = make_client(server, server.token, headers={"X-Api-Key": server.token})
     assert "Authorization" not in c._client_wrapper.get_headers()
     assert c.users.whoami().email == ADMIN_EMAIL
     p = c.projects.create(title=unique_title("xapikey"))
     assert c.projects.get(p.id).title == p.title
+
+
+# ---------------------------------------------------------------------------
+# wire shapes (contract 7.x key lists), fetched with the SDK client's own auth header
+# ---------------------------------------------------------------------------
+
+PROJECT_KEYS = """id title description label_config expert_instruction show_instruction show_skip_button
+enable_empty_annotation show_annotation_history organization color maximum_annotations is_published
+model_version is_draft created_by created_at min_annotations_to_start_training
+start_training_on_annotation_update show_collab_predictions num_tasks_with_annotations task_number
+useful_annotation_number ground_truth_number skipped_annotations_number total_annotations_number
+total_predictions_number sampling show_ground_truth_first annotator_evaluation_enabled show_overlap_first
+overlap_cohort_percentage task_data_login task_data_password control_weights parsed_label_config
+evaluate_predictions_automatically config_has_control_tags skip_queue reveal_preannotations_interactively
+pinned_at finished_task_number queue_total queue_done config_suitable_for_bulk_annotation state""".split()
+
+TASK_LIST_KEYS = """id drafts annotators inner_id cancelled_annotations total_annotations total_predictions
+annotations_results predictions_results file_upload storage_filename annotations_ids
+predictions_model_versions updated_by data meta created_at updated_at is_labeled overlap comment_count
+unresolved_comment_count last_comment_updated_at project comment_authors""".split()
+
+TASK_LIST_ALL_EXTRA_KEYS = "predictions annotations completed_at predictions_score avg_lead_time draft_exists".split()
+
+TASK_DETAIL_KEYS = """id predictions annotations drafts annotators inner_id cancelled_annotations total_annotations
+total_predictions completed_at annotations_results predictions_results predictions_score file_upload
+storage_filename annotations_ids predictions_model_versions avg_lead_time draft_exists updated_by data meta
+created_at updated_at is_labeled overlap comment_count unresolved_comment_count last_comment_updated_at
+project comment_authors""".split()
+
+TASK_CREATE_KEYS = """id data meta created_at updated_at is_labeled overlap inner_id total_annotations
+cancelled_annotations total_predictions comment_count unresolved_comment_count last_comment_updated_at
+project updated_by file_upload comment_authors""".split()
+
+ANNOTATION_KEYS = """id result created_username created_ago completed_by was_cancelled ground_truth created_at
+updated_at draft_created_at lead_time import_id last_action bulk_created task project updated_by
+parent_prediction parent_annotation last_created_by""".split()
+
+WHOAMI_KEYS = """id first_name last_name username email last_activity custom_hotkeys avatar initials phone
+active_organization active_organization_meta allow_newsletters date_joined permissions""".split()
+
+
+def missing(obj: dict, keys: list[str]) -> list[str]:
+    return [k for k in keys if k not in obj]
+
+
+def test_wire_key_sets(client: LabelStudio):
+    project = new_project(client)
+    status, proj, _ = raw_request(client, "GET", f"/api/projects/{project.id}/")
+    assert status == 200, proj
+    assert missing(proj, PROJECT_KEYS) == [], "project object"
+    assert proj["created_by"] == {
+        "id": proj["created_by"]["id"],
+        "first_name": "",
+        "last_name": "",
+        "email": ADMIN_EMAIL,
+        "avatar": None,
+    }
+
+    status, task, _ = raw_request(client, "POST", "/api/tasks/", {"project": project.id, "data": {"text": "k"}})
+    assert status == 201, task
+    assert missing(task, TASK_CREATE_KEYS) == [], "task create response"
+
+    status, ann, _ = raw_request(
+        client, "POST", f"/api/tasks/{task['id']}/annotations/", {"result": choice("Positive"), "lead_time": 2}
+    )
+    assert status == 201, ann
+    assert missing(ann, ANNOTATION_KEYS) == [], "annotation object"
+    me = client.users.whoami()
+    assert ann["completed_by"] == me.id
+
+    status, detail, _ = raw_request(client, "GET", f"/api/tasks/{task['id']}/")
+    assert status == 200, detail
+    assert missing(detail, TASK_DETAIL_KEYS) == [], "task detail"
+    assert detail["annotations"][0]["completed_by"] == {
+        "id": me.id,
+        "first_name": "",
+        "last_name": "",
+        "avatar": None,
+        "email": ADMIN_EMAIL,
+        "initials": "ad",
+    }
+
+    status, page, _ = raw_request(client, "GET", f"/api/tasks/?project={project.id}")
+    assert status == 200, page
+    assert set(page) == {"total_annotations", "total_predictions", "total", "tasks"}
+    item = page["tasks"][0]
+    assert missing(item, TASK_LIST_KEYS) == [], "task list item"
+    assert item["annotators"] == [me.id]
+    assert item["annotations_ids"] == str(ann["id"])
+    assert item["updated_by"] == [{"user_id": me.id}]
+
+    status, page, _ = raw_request(client, "GET", f"/api/tasks/?project={project.id}&fields=all")
+    assert status == 200, page
+    assert missing(page["tasks"][0], TASK_LIST_KEYS + TASK_LIST_ALL_EXTRA_KEYS) == [], "task list item, fields=all"
+
+    status, plist, _ = raw_request(client, "GET", "/api/projects/?page_size=1")
+    assert status == 200, plist
+    assert set(plist) == {"count", "next", "previous", "results"}
+
+    status, who, _ = raw_request(client, "GET", "/api/current-user/whoami")
+    assert status == 200, who
+    assert missing(who, WHOAMI_KEYS) == [], "whoami"
+    assert len(who["permissions"]) == 44
+    assert who["active_organization_meta"] == {"title": "Label Studio", "email": ADMIN_EMAIL}

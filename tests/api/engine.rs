@@ -1,0 +1,155 @@
+//! The sync engine driven step by step against the in-memory target, and the
+//! lease rules that keep two workers off one storage.
+
+use crate::backend_tests;
+use crate::helpers::{spawn_app_with, Backend, TestApp};
+use labelport::storage::{InMemory, StorageTarget};
+use labelport::sync::{ExecutionOutcome, SyncEngine, TargetFactory};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+backend_tests!(a_storage_lease_is_held_by_one_worker_at_a_time);
+
+async fn no_worker(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |s| s.sync.run_worker = false).await
+}
+
+fn memory_engine(app: &TestApp, store: &InMemory) -> SyncEngine {
+    let store = store.clone();
+    let targets: TargetFactory = Arc::new(move |_| Ok(Arc::new(store.clone()) as Arc<dyn StorageTarget>));
+    let settings = app.state.settings.sync.clone();
+    SyncEngine::new(app.state.db.clone(), settings, targets, Arc::new(tokio::sync::Notify::new()))
+}
+
+async fn create_storage(app: &TestApp, project: i64) -> Value {
+    let out = app.files_root.join(format!("out{project}"));
+    std::fs::create_dir_all(&out).unwrap();
+    let r = app
+        .post("/api/storages/export/localfiles", &json!({"project": project, "path": out.display().to_string()}))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    r.json().await.unwrap()
+}
+
+async fn a_storage_lease_is_held_by_one_worker_at_a_time(app: TestApp) {
+    let app_db = &app.state.db;
+    let project = app.create_project("leases").await;
+    let storage = create_storage(&app, project).await; // queues a sync: work to claim
+    let id = storage["id"].as_i64().unwrap();
+    // The app's own worker may hold it right now; wait until it is done and free.
+    wait_for_status(&app, id, "completed").await;
+    let queued = app.post(&format!("/api/storages/export/localfiles/{id}/sync"), &json!({})).await;
+    assert_eq!(queued.status(), StatusCode::OK);
+    let lease = Duration::from_secs(30);
+    // Whoever claims first (possibly the app's worker), nobody else can claim until release.
+    let mine = app_db.claim_storage("test-worker-a", lease).await.unwrap();
+    if mine == Some(id) {
+        assert_eq!(app_db.claim_storage("test-worker-b", lease).await.unwrap(), None, "second claim must fail");
+        assert!(app_db.renew_lease(id, "test-worker-a", lease).await.unwrap());
+        assert!(!app_db.renew_lease(id, "test-worker-b", lease).await.unwrap(), "only the owner renews");
+        app_db.release_lease(id, "test-worker-a").await.unwrap();
+    }
+    wait_for_status(&app, id, "completed").await;
+}
+
+async fn wait_for_status(app: &TestApp, id: i64, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s: Value = app.get(&format!("/api/storages/export/localfiles/{id}")).await.json().await.unwrap();
+        if s["status"] == status {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "storage {id} never reached {status}: {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_exports_to_an_in_memory_target_step_by_step() {
+    // Arrange: no background worker; we drive one engine by hand.
+    let app = no_worker(Backend::Sqlite).await;
+    let store = InMemory::new();
+    let engine = memory_engine(&app, &store);
+    let project = app.create_project("stepwise").await;
+    let tasks =
+        app.import(project, &json!([{"data": {"text": "a"}, "annotations": [{"result": []}]}, {"text": "b"}])).await;
+    let storage = create_storage(&app, project).await;
+    let id = storage["id"].as_i64().unwrap();
+    assert_eq!(storage["status"], "queued");
+
+    // Act + assert: one step runs the whole job.
+    assert_eq!(engine.try_execute_task().await.unwrap(), ExecutionOutcome::Worked);
+    assert_eq!(store.snapshot().len(), 1);
+    let s: Value = app.get(&format!("/api/storages/export/localfiles/{id}")).await.json().await.unwrap();
+    assert_eq!(s["status"], "completed");
+    assert_eq!(s["last_sync_count"], 1);
+    assert_eq!(engine.try_execute_task().await.unwrap(), ExecutionOutcome::Idle);
+
+    // A new annotation is auto-exported by the next step, without a sync.
+    let a = app.annotate(tasks[1], &json!({"result": [{"v": 1}]})).await;
+    assert_eq!(engine.try_execute_task().await.unwrap(), ExecutionOutcome::Worked);
+    let docs = store.snapshot();
+    let doc: Value = serde_json::from_slice(&docs[&a["id"].to_string()]).unwrap();
+    assert_eq!(doc["result"], json!([{"v": 1}]));
+    assert_eq!(doc["task"]["id"], tasks[1]);
+    assert_eq!(engine.try_execute_task().await.unwrap(), ExecutionOutcome::Idle);
+
+    // A re-sync with nothing changed writes nothing.
+    let r = app.post(&format!("/api/storages/export/localfiles/{id}/sync"), &json!({})).await;
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "queued");
+    assert_eq!(engine.try_execute_task().await.unwrap(), ExecutionOutcome::Worked);
+    let s: Value = app.get(&format!("/api/storages/export/localfiles/{id}")).await.json().await.unwrap();
+    assert_eq!(s["meta"]["sync_mode"], "incremental");
+    assert_eq!(s["meta"]["files_written"], 0);
+    assert_eq!(s["last_sync_count"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_postgres_database_run_each_job_once() {
+    // Arrange: two labelport processes (in-process here) sharing one database.
+    let first = crate::helpers::spawn_app(Backend::Postgres).await;
+    let url = first.state.settings.database_url.clone();
+    let root = first.files_root.display().to_string();
+    let token = first.token.clone();
+    let second = spawn_app_with(Backend::Sqlite, |s| {
+        s.database_url = url;
+        s.local_files.document_root = root;
+        s.bootstrap_user.as_mut().unwrap().token = Some(token);
+    })
+    .await;
+    let project = first.create_project("shared").await;
+    let tasks: Vec<Value> = (0..300).map(|i| json!({"data": {"n": i}, "annotations": [{"result": []}]})).collect();
+    first.import(project, &Value::Array(tasks)).await;
+
+    // Act: several storages, syncs requested through both servers.
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(create_storage(&first, project).await["id"].as_i64().unwrap());
+    }
+    for id in &ids {
+        let r = second.post(&format!("/api/storages/export/localfiles/{id}/sync"), &json!({})).await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+
+    // Assert: every storage completes with all 300 files; no job ran twice.
+    let mut paths = Vec::new();
+    for id in &ids {
+        let s = wait_for_status(&first, *id, "completed").await;
+        paths.push(s["path"].as_str().unwrap().to_owned());
+    }
+    for path in paths {
+        assert_eq!(std::fs::read_dir(path).unwrap().count(), 300, "all files, no temporary ones left");
+    }
+    let pool = first.state.db.pool();
+    for id in &ids {
+        let states: Vec<String> = sqlx::query_scalar("SELECT state FROM sync_jobs WHERE storage_id = $1 ORDER BY id")
+            .bind(id)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        assert!(states.iter().all(|s| s == "completed"), "{states:?}");
+        assert!(!states.is_empty() && states.len() <= 2, "at most the create-time job and one coalesced request");
+    }
+}
