@@ -27,6 +27,13 @@ impl Application {
         if let Some(user) = &settings.bootstrap_user {
             ensure_user(&db, user).await.context("Failed to create the LABEL_STUDIO_USERNAME user")?;
         }
+        let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(db.pool()).await?;
+        if users == 0 {
+            tracing::warn!(
+                "no users yet: create one with `labelport user create --email ...` or set LABEL_STUDIO_USERNAME \
+                 (and LABEL_STUDIO_PASSWORD / LABEL_STUDIO_USER_TOKEN)"
+            );
+        }
         let secret = db.server_secret("jwt_secret", crate::db::generate_legacy_token).await?;
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .await

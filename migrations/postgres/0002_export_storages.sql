@@ -27,6 +27,8 @@ CREATE TABLE export_storages (
     cursor_seq         BIGINT NOT NULL DEFAULT 0,
     -- a full export into the current location has completed
     baseline_done      BIGINT NOT NULL DEFAULT 0,
+    -- the target's change token after our last write (see StorageTarget::change_token)
+    target_token       TEXT,
     -- the worker that may currently write to this storage, and until when
     lease_owner        TEXT,
     lease_expires_at   BIGINT
@@ -57,6 +59,8 @@ CREATE TABLE sync_jobs (
     finished_at   BIGINT
 );
 CREATE INDEX sync_jobs_storage ON sync_jobs(storage_id, state);
+-- At most one queued or running job per storage, whatever the races between requests.
+CREATE UNIQUE INDEX sync_jobs_one_active ON sync_jobs(storage_id) WHERE state IN ('queued', 'running');
 
 -- One row per (storage, annotation) that the storage holds a file for.
 CREATE TABLE export_links (
@@ -65,6 +69,8 @@ CREATE TABLE export_links (
     object_key    TEXT NOT NULL,
     -- fingerprint of what was written: annotation and task update times
     version       TEXT NOT NULL,
+    -- bytes written, to notice files changed behind our back
+    size          BIGINT NOT NULL DEFAULT 0,
     written_at    BIGINT NOT NULL,
     PRIMARY KEY (storage_id, annotation_id)
 );

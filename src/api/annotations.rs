@@ -143,6 +143,26 @@ async fn render(state: &AppState, a: &Annotation) -> ApiResult<Value> {
 }
 
 /// `POST /api/tasks/{id}/annotations/`.
+#[utoipa::path(
+    post,
+    path = "/api/tasks/{id}/annotations/",
+    tag = "annotations",
+    operation_id = "api_tasks_annotations_create",
+    params(
+        ("id" = i64, Path, description = "Task id"),
+        ("was_cancelled" = Option<bool>, Query, description = "Create a skipped annotation"),
+    ),
+    request_body = crate::api::openapi::AnnotationInput,
+    responses(
+        (status = 201, description = "The new annotation", body = crate::api::openapi::Annotation),
+        (status = 400, description = "Malformed JSON, wrong types or missing fields", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "Body over the configured limit", body = crate::api::openapi::ErrorBody),
+        (status = 415, description = "Not JSON or a form", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No Task matches the given query.", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     Id(task_id): Id,
@@ -172,6 +192,19 @@ pub async fn create(
 }
 
 /// `GET /api/tasks/{id}/annotations/`: the task's non-cancelled annotations by id.
+#[utoipa::path(
+    get,
+    path = "/api/tasks/{id}/annotations/",
+    tag = "annotations",
+    operation_id = "api_tasks_annotations_list",
+    params(("id" = i64, Path, description = "Task id")),
+    responses(
+        (status = 200, description = "The task's non-cancelled annotations, by id", body = Vec<crate::api::openapi::Annotation>),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No Task matches the given query.", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn list_for_task(State(state): State<AppState>, Id(task_id): Id, Auth(user): Auth) -> ApiResult<Json<Value>> {
     let task = state.db.task(user.organization_id, task_id).await.or_not_found("Task")?;
     let annotations = state.db.annotations_for_tasks(&[task.id], false).await?;
@@ -185,12 +218,42 @@ pub async fn list_for_task(State(state): State<AppState>, Id(task_id): Id, Auth(
 }
 
 /// `GET /api/annotations/{id}/`.
+#[utoipa::path(
+    get,
+    path = "/api/annotations/{id}/",
+    tag = "annotations",
+    operation_id = "api_annotations_read",
+    params(("id" = i64, Path, description = "Annotation id")),
+    responses(
+        (status = 200, description = "The annotation", body = crate::api::openapi::Annotation),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No Annotation matches the given query.", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn get(State(state): State<AppState>, Id(id): Id, Auth(user): Auth) -> ApiResult<Json<Value>> {
     let annotation = state.db.annotation(user.organization_id, id).await.or_not_found("Annotation")?;
     Ok(Json(render(&state, &annotation).await?))
 }
 
 /// `PATCH|PUT /api/annotations/{id}/`.
+#[utoipa::path(
+    method(patch, put),
+    path = "/api/annotations/{id}/",
+    tag = "annotations",
+    operation_id = "api_annotations_partial_update",
+    params(("id" = i64, Path, description = "Annotation id")),
+    request_body = crate::api::openapi::AnnotationInput,
+    responses(
+        (status = 200, description = "The updated annotation", body = crate::api::openapi::Annotation),
+        (status = 400, description = "Malformed JSON, wrong types or missing fields", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "Body over the configured limit", body = crate::api::openapi::ErrorBody),
+        (status = 415, description = "Not JSON or a form", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No Annotation matches the given query.", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn update(
     State(state): State<AppState>,
     Id(id): Id,
@@ -206,6 +269,19 @@ pub async fn update(
 }
 
 /// `DELETE /api/annotations/{id}/`.
+#[utoipa::path(
+    delete,
+    path = "/api/annotations/{id}/",
+    tag = "annotations",
+    operation_id = "api_annotations_delete",
+    params(("id" = i64, Path, description = "Annotation id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No Annotation matches the given query.", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn delete(State(state): State<AppState>, Id(id): Id, Auth(user): Auth) -> ApiResult<StatusCode> {
     state.db.delete_annotation(user.organization_id, id).await.or_not_found("Annotation")?;
     state.changes_committed();

@@ -155,12 +155,35 @@ pub async fn create_personal_token(state: &AppState, user: &User) -> ApiResult<S
 }
 
 /// `POST /api/token/`: create a personal access token.
+#[utoipa::path(
+    post,
+    path = "/api/token/",
+    tag = "tokens",
+    operation_id = "api_token_create",
+    responses(
+        (status = 201, description = "A new personal access token", body = crate::api::openapi::PersonalToken),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 409, description = "The caller already has a live token", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn create_token(State(state): State<AppState>, Auth(user): Auth) -> ApiResult<Response> {
     let token = create_personal_token(&state, &user).await?;
     Ok((StatusCode::CREATED, Json(json!({ "token": token }))).into_response())
 }
 
 /// `GET /api/token/`: the caller's live personal access tokens, signatures stripped.
+#[utoipa::path(
+    get,
+    path = "/api/token/",
+    tag = "tokens",
+    operation_id = "api_token_list",
+    responses(
+        (status = 200, description = "The caller's live personal access tokens, without signatures", body = Vec<crate::api::openapi::PersonalToken>),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn list_tokens(State(state): State<AppState>, Auth(user): Auth) -> ApiResult<Json<Value>> {
     let tokens = state.db.personal_tokens(user.id).await?;
     let list: Vec<Value> =
@@ -177,6 +200,20 @@ fn refresh_field(body: Value) -> ApiResult<String> {
 }
 
 /// `POST /api/token/refresh/`: exchange a personal access token for an access token.
+#[utoipa::path(
+    post,
+    path = "/api/token/refresh/",
+    tag = "tokens",
+    operation_id = "api_token_refresh",
+    request_body = crate::api::openapi::RefreshRequest,
+    responses(
+        (status = 200, description = "A 5-minute access token", body = crate::api::openapi::AccessToken),
+        (status = 400, description = "Malformed JSON, wrong types or missing fields", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "Body over the configured limit", body = crate::api::openapi::ErrorBody),
+        (status = 415, description = "Not JSON or a form", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "Token is invalid / Token is blacklisted", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn refresh_token(State(state): State<AppState>, Body(body): Body) -> ApiResult<Json<Value>> {
     let token = refresh_field(body)?;
     let claims = state.jwt.verify(&token, "refresh").ok_or_else(|| ApiError::unauthorized("Token is invalid"))?;
@@ -197,6 +234,20 @@ pub async fn refresh_token(State(state): State<AppState>, Body(body): Body) -> A
 }
 
 /// `POST /api/token/blacklist/`: revoke a personal access token.
+#[utoipa::path(
+    post,
+    path = "/api/token/blacklist/",
+    tag = "tokens",
+    operation_id = "api_token_blacklist",
+    request_body = crate::api::openapi::RefreshRequest,
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 400, description = "Malformed JSON, wrong types or missing fields", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "Body over the configured limit", body = crate::api::openapi::ErrorBody),
+        (status = 415, description = "Not JSON or a form", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "Token is invalid", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn blacklist_token(State(state): State<AppState>, Body(body): Body) -> ApiResult<StatusCode> {
     let token = refresh_field(body)?;
     let claims = state.jwt.verify(&token, "refresh").ok_or_else(|| ApiError::unauthorized("Token is invalid"))?;

@@ -25,9 +25,7 @@ impl FromRequest<AppState> for Body {
             .unwrap_or_default();
         let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         let limit = state.settings.max_body_bytes;
-        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("Request body exceeds the limit of {limit} bytes."))
-        })?;
+        let bytes = read_limited(req.into_body(), limit).await?;
         let is_json = media.is_empty() || media == "application/json" || media.ends_with("+json");
         if is_json {
             if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -48,6 +46,39 @@ impl FromRequest<AppState> for Body {
             format!("Unsupported media type \"{content_type}\" in request."),
         ))
     }
+}
+
+/// Most bytes of an oversized body read (and dropped) before answering 413, and for
+/// how long: closing a connection with unread data makes the kernel reset it, and
+/// the client may then never see the 413.
+const DRAIN_MAX_BYTES: usize = 256 * 1024 * 1024;
+const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads the body up to `limit` bytes; over it, drains the rest (bounded) and fails with 413.
+async fn read_limited(body: axum::body::Body, limit: usize) -> ApiResult<bytes::Bytes> {
+    use futures::StreamExt;
+    let too_large =
+        || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("Request body exceeds the limit of {limit} bytes."));
+    let mut stream = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| ApiError::bad_request("The request body could not be read."))?;
+        if buf.len() + chunk.len() > limit {
+            let mut drained = buf.len() + chunk.len();
+            let _ = tokio::time::timeout(DRAIN_MAX_TIME, async {
+                while let Some(Ok(chunk)) = stream.next().await {
+                    drained += chunk.len();
+                    if drained > DRAIN_MAX_BYTES {
+                        break;
+                    }
+                }
+            })
+            .await;
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
 }
 
 /// A numeric id from the path; anything else is a 404, as in Label Studio's URL patterns.
@@ -72,6 +103,10 @@ pub fn parse_id(raw: &str) -> Option<i64> {
     raw.parse().ok()
 }
 
+/// A query parameter that is present but not a positive integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotANumber;
+
 /// The query string as ordered pairs; never fails.
 pub struct Query(pub Vec<(String, String)>);
 
@@ -81,12 +116,12 @@ impl Query {
         self.0.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
-    /// `name` as a positive integer: `Ok(None)` when absent or empty, `Err(())` when
+    /// `name` as a positive integer: `Ok(None)` when absent or empty, `Err(NotANumber)` when
     /// present but not a number.
-    pub fn int(&self, name: &str) -> Result<Option<i64>, ()> {
+    pub fn int(&self, name: &str) -> Result<Option<i64>, NotANumber> {
         match self.get(name).map(str::trim) {
             None | Some("") => Ok(None),
-            Some(v) => parse_id(v).map(Some).ok_or(()),
+            Some(v) => parse_id(v).map(Some).ok_or(NotANumber),
         }
     }
 

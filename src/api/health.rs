@@ -8,6 +8,16 @@ use axum::Json;
 use serde_json::{json, Value};
 
 /// `GET /health`: `{"status":"UP"}` while the database answers.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "service",
+    operation_id = "health",
+    responses(
+        (status = 200, description = "`{\"status\": \"UP\"}`", body = Object),
+        (status = 503, description = "`{\"status\": \"DOWN\"}`: the database does not answer", body = Object),
+    ),
+)]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match state.db.ping().await {
         Ok(()) => (StatusCode::OK, Json(json!({ "status": "UP" }))),
@@ -19,6 +29,15 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
 }
 
 /// `GET /api/version`.
+#[utoipa::path(
+    get,
+    path = "/api/version",
+    tag = "service",
+    operation_id = "api_version",
+    responses(
+        (status = 200, description = "Version information", body = Object),
+    ),
+)]
 pub async fn version() -> Json<Value> {
     Json(json!({
         "release": VERSION,

@@ -91,6 +91,26 @@ fn parse_task(item: &Value) -> Result<NewTask, String> {
 }
 
 /// `POST /api/projects/{id}/import`.
+#[utoipa::path(
+    post,
+    path = "/api/projects/{id}/import",
+    tag = "import",
+    operation_id = "api_projects_import",
+    params(
+        ("id" = i64, Path, description = "Project id"),
+        ("return_task_ids" = Option<bool>, Query, description = "Add `task_ids` to the summary"),
+    ),
+    request_body(content = Vec<Object>, description = "A list of tasks (`{\"data\": {...}, \"annotations\": [...], \"predictions\": [...], \"meta\": {...}}` or a flat data object), or a single task"),
+    responses(
+        (status = 201, description = "What was imported", body = crate::api::openapi::ImportSummary),
+        (status = 400, description = "Malformed JSON, wrong types or missing fields", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "Body over the configured limit", body = crate::api::openapi::ErrorBody),
+        (status = 415, description = "Not JSON or a form", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No Project matches the given query.", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn import(
     State(state): State<AppState>,
     Id(project_id): Id,

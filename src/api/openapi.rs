@@ -1,14 +1,390 @@
-//! The API's self-description at `GET /api/schema` (OpenAPI 3, JSON).
+//! The API's self-description at `GET /api/schema` (OpenAPI 3.1, JSON).
+//!
+//! Each handler carries a `#[utoipa::path]` with Label Studio's canonical path (the
+//! other slash form is served too, see [`super`]). Handlers build their JSON with
+//! `serde_json` to keep Label Studio's key order, so the types below exist only to
+//! describe those bodies; they are never constructed.
+#![allow(dead_code)]
 
+use super::{annotations, auth, health, import, projects, tasks, users};
 use axum::Json;
-use utoipa::OpenApi;
+use serde_json::Value;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
 
 /// The OpenAPI document.
 #[derive(OpenApi)]
-#[openapi(info(title = "labelport", description = "Label Studio-compatible export-storage API"))]
+#[openapi(
+    info(
+        title = "labelport",
+        description = "Label Studio-compatible API (Label Studio 1.23.2 wire format): projects, \
+                       task import, tasks, annotations, current user, personal access tokens."
+    ),
+    paths(
+        health::health,
+        health::version,
+        schema,
+        users::whoami,
+        users::legacy_token,
+        users::reset_legacy_token,
+        auth::list_tokens,
+        auth::create_token,
+        auth::refresh_token,
+        auth::blacklist_token,
+        projects::list,
+        projects::create,
+        projects::get,
+        projects::update,
+        projects::delete,
+        import::import,
+        tasks::list,
+        tasks::create,
+        tasks::get,
+        tasks::update,
+        tasks::delete,
+        annotations::list_for_task,
+        annotations::create,
+        annotations::get,
+        annotations::update,
+        annotations::delete,
+    ),
+    components(schemas(
+        ErrorBody,
+        UserBrief,
+        Project,
+        ProjectInput,
+        ProjectPage,
+        Task,
+        TaskInput,
+        TaskPage,
+        Prediction,
+        Annotation,
+        AnnotationInput,
+        ImportSummary,
+        CurrentUser,
+        LegacyToken,
+        PersonalToken,
+        RefreshRequest,
+        AccessToken,
+    )),
+    modifiers(&SecuritySchemes, &CurrentUserAlias, &PutOperationIds),
+    tags(
+        (name = "projects", description = "Projects"),
+        (name = "import", description = "Task import"),
+        (name = "tasks", description = "Tasks"),
+        (name = "annotations", description = "Annotations"),
+        (name = "users", description = "The current user and its legacy token"),
+        (name = "tokens", description = "Personal access tokens (JWT refresh tokens) and Bearer access tokens"),
+        (name = "service", description = "Health, version and this document"),
+    )
+)]
 pub struct ApiDoc;
 
+/// Declares how clients authenticate.
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "Token",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "Legacy token: `Authorization: Token <key>` (or the key alone in `X-Api-Key`).",
+            ))),
+        );
+        components.add_security_scheme(
+            "Bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A 5-minute access token from `POST /api/token/refresh/` (not the personal access token itself).",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// `GET /api/current-user` answers like `GET /api/current-user/whoami` (the SDK calls
+/// both; Label Studio Community only has the latter). One handler serves both paths.
+struct CurrentUserAlias;
+
+impl Modify for CurrentUserAlias {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let Some(whoami) = openapi.paths.paths.get("/api/current-user/whoami") else { return };
+        let mut alias = whoami.clone();
+        if let Some(get) = alias.get.as_mut() {
+            get.operation_id = Some("api_current_user_read".into());
+        }
+        openapi.paths.paths.insert("/api/current-user".into(), alias);
+    }
+}
+
+/// One handler serves `PATCH` and `PUT`, so both get its `*_partial_update` id; `PUT`
+/// is renamed `*_update`, as in Label Studio's own schema, to keep ids unique.
+struct PutOperationIds;
+
+impl Modify for PutOperationIds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            if let Some(put) = item.put.as_mut() {
+                if let Some(id) = put.operation_id.as_deref().and_then(|id| id.strip_suffix("_partial_update")) {
+                    put.operation_id = Some(format!("{id}_update"));
+                }
+            }
+        }
+    }
+}
+
 /// `GET /api/schema`.
+#[utoipa::path(
+    get,
+    path = "/api/schema",
+    tag = "service",
+    responses((status = 200, description = "This OpenAPI document", content_type = "application/json", body = Object))
+)]
 pub async fn schema() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
+}
+
+/// Every error (Label Studio's shape). Two 404s differ: a task list without `project`
+/// is `{"detail": "Neither project nor view id specified"}` only.
+#[derive(ToSchema)]
+pub struct ErrorBody {
+    /// Random id of this error, for log correlation.
+    pub id: String,
+    /// The HTTP status.
+    pub status_code: u16,
+    /// Server version.
+    pub version: String,
+    /// Message; `Validation error` when `validation_errors` is present.
+    pub detail: String,
+    /// Always null.
+    pub exc_info: Option<String>,
+    /// Field name (or `non_field_errors`) to messages; only on 400 validation failures.
+    pub validation_errors: Option<std::collections::HashMap<String, Vec<String>>>,
+}
+
+/// A user embedded in another object.
+#[derive(ToSchema)]
+pub struct UserBrief {
+    pub id: i64,
+    pub first_name: String,
+    pub last_name: String,
+    pub email: String,
+    pub avatar: Option<String>,
+}
+
+/// A project (the main keys; every Label Studio key is present, in its order).
+#[derive(ToSchema)]
+pub struct Project {
+    pub id: i64,
+    pub title: String,
+    pub description: String,
+    pub label_config: String,
+    pub expert_instruction: String,
+    pub show_instruction: bool,
+    pub show_skip_button: bool,
+    pub enable_empty_annotation: bool,
+    pub organization: i64,
+    pub color: String,
+    pub maximum_annotations: i64,
+    pub is_published: bool,
+    pub model_version: String,
+    pub created_by: Option<UserBrief>,
+    /// ISO 8601, UTC, microseconds, `Z`.
+    pub created_at: String,
+    pub num_tasks_with_annotations: i64,
+    pub task_number: i64,
+    pub total_annotations_number: i64,
+    pub skipped_annotations_number: i64,
+    pub ground_truth_number: i64,
+    pub total_predictions_number: i64,
+    pub sampling: String,
+    pub finished_task_number: i64,
+}
+
+/// Writable project fields; all optional.
+#[derive(ToSchema)]
+pub struct ProjectInput {
+    /// 3 to 50 characters (or empty).
+    pub title: Option<String>,
+    pub description: Option<String>,
+    /// Well-formed XML; default `<View></View>`.
+    pub label_config: Option<String>,
+    pub expert_instruction: Option<String>,
+    pub show_instruction: Option<bool>,
+    pub show_skip_button: Option<bool>,
+    pub enable_empty_annotation: Option<bool>,
+    /// At least 1.
+    pub maximum_annotations: Option<i64>,
+    pub color: Option<String>,
+    pub is_published: Option<bool>,
+    pub model_version: Option<String>,
+    /// `Sequential sampling`, `Uniform sampling` or `Uncertainty sampling`.
+    pub sampling: Option<String>,
+}
+
+/// A page of projects, newest first.
+#[derive(ToSchema)]
+pub struct ProjectPage {
+    pub count: i64,
+    pub next: Option<String>,
+    pub previous: Option<String>,
+    pub results: Vec<Project>,
+}
+
+/// A task (list items add `annotators`, `annotations_ids`, …; the detail adds
+/// `annotations` and `predictions`).
+#[derive(ToSchema)]
+pub struct Task {
+    pub id: i64,
+    pub data: Value,
+    pub meta: Value,
+    pub created_at: String,
+    pub updated_at: String,
+    pub is_labeled: bool,
+    pub overlap: i64,
+    /// 1-based counter within the project.
+    pub inner_id: i64,
+    pub total_annotations: i64,
+    pub cancelled_annotations: i64,
+    pub total_predictions: i64,
+    pub project: i64,
+    pub annotations: Option<Vec<Annotation>>,
+    pub predictions: Option<Vec<Prediction>>,
+}
+
+/// A task to create.
+#[derive(ToSchema)]
+pub struct TaskInput {
+    pub project: i64,
+    pub data: Value,
+    pub meta: Option<Value>,
+}
+
+/// A page of a project's tasks, by id.
+#[derive(ToSchema)]
+pub struct TaskPage {
+    /// Non-cancelled annotations of all matching tasks.
+    pub total_annotations: i64,
+    pub total_predictions: i64,
+    /// Matching tasks (not the page size).
+    pub total: i64,
+    pub tasks: Vec<Task>,
+}
+
+/// A prediction.
+#[derive(ToSchema)]
+pub struct Prediction {
+    pub id: i64,
+    pub result: Vec<Value>,
+    pub model_version: String,
+    pub score: Option<f64>,
+    pub task: i64,
+    pub project: i64,
+}
+
+/// An annotation.
+#[derive(ToSchema)]
+pub struct Annotation {
+    pub id: i64,
+    pub result: Vec<Value>,
+    pub created_username: String,
+    pub created_ago: String,
+    /// A user id (an expanded user inside a task detail).
+    pub completed_by: Option<i64>,
+    pub was_cancelled: bool,
+    pub ground_truth: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    pub draft_created_at: Option<String>,
+    /// Seconds.
+    pub lead_time: Option<f64>,
+    pub import_id: Option<i64>,
+    pub last_action: Option<String>,
+    pub bulk_created: bool,
+    pub task: i64,
+    pub project: i64,
+    pub updated_by: Option<i64>,
+    pub parent_prediction: Option<i64>,
+    pub parent_annotation: Option<i64>,
+    pub last_created_by: Option<i64>,
+}
+
+/// Writable annotation fields; all optional.
+#[derive(ToSchema)]
+pub struct AnnotationInput {
+    /// A list of regions, or a string holding one as JSON.
+    pub result: Option<Vec<Value>>,
+    pub was_cancelled: Option<bool>,
+    pub ground_truth: Option<bool>,
+    pub lead_time: Option<f64>,
+    /// A member of the caller's organization; default the caller.
+    pub completed_by: Option<i64>,
+    pub import_id: Option<i64>,
+    pub last_action: Option<String>,
+    pub bulk_created: Option<bool>,
+    pub parent_prediction: Option<i64>,
+    pub parent_annotation: Option<i64>,
+    pub draft_created_at: Option<String>,
+}
+
+/// What an import created.
+#[derive(ToSchema)]
+pub struct ImportSummary {
+    pub task_count: i64,
+    pub annotation_count: i64,
+    pub prediction_count: i64,
+    /// Seconds.
+    pub duration: f64,
+    pub file_upload_ids: Vec<i64>,
+    pub could_be_tasks_list: bool,
+    pub found_formats: Vec<String>,
+    pub data_columns: Vec<String>,
+    /// Only with `return_task_ids=true`.
+    pub task_ids: Option<Vec<i64>>,
+}
+
+/// The current user.
+#[derive(ToSchema)]
+pub struct CurrentUser {
+    pub id: i64,
+    pub first_name: String,
+    pub last_name: String,
+    pub username: String,
+    pub email: String,
+    pub last_activity: String,
+    pub initials: String,
+    pub active_organization: i64,
+    pub date_joined: String,
+    /// Permission codes, in Label Studio's order.
+    pub permissions: Vec<String>,
+}
+
+/// A legacy token.
+#[derive(ToSchema)]
+pub struct LegacyToken {
+    pub token: String,
+}
+
+/// A personal access token (in lists: without its signature).
+#[derive(ToSchema)]
+pub struct PersonalToken {
+    pub token: String,
+}
+
+/// A personal access token to exchange or revoke.
+#[derive(ToSchema)]
+pub struct RefreshRequest {
+    pub refresh: String,
+}
+
+/// A 5-minute access token for `Authorization: Bearer`.
+#[derive(ToSchema)]
+pub struct AccessToken {
+    pub access: String,
 }

@@ -5,7 +5,7 @@ use super::error::{ApiError, ApiResult, OrNotFound};
 use super::extract::{parse_id, Body, Id, Query};
 use super::fields::Form;
 use super::pagination::{page_url, Page};
-use super::users::user_brief;
+use super::users::{user_brief, UserCache};
 use super::AppState;
 use crate::db::{Db, Project, ProjectFilter, ProjectSettings, User};
 use crate::time::iso;
@@ -14,7 +14,6 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use std::collections::HashMap;
 
 /// Renders a project with Label Studio's keys, in its order.
 pub fn project_json(p: &Project, created_by: Option<&User>) -> Value {
@@ -160,20 +159,27 @@ fn apply_settings(body: Value, mut s: ProjectSettings) -> ApiResult<ProjectSetti
     Ok(s)
 }
 
-async fn render(db: &Db, project: &Project, cache: &mut HashMap<i64, Option<User>>) -> ApiResult<Value> {
-    let creator = match project.created_by {
-        Some(id) => {
-            if !cache.contains_key(&id) {
-                cache.insert(id, db.user_by_id(id).await.ok());
-            }
-            cache.get(&id).and_then(Option::as_ref)
-        }
-        None => None,
-    };
+async fn render(db: &Db, project: &Project, users: &mut UserCache) -> ApiResult<Value> {
+    let creator = users.get(db, project.created_by).await?;
     Ok(project_json(project, creator))
 }
 
 /// `POST /api/projects/`.
+#[utoipa::path(
+    post,
+    path = "/api/projects/",
+    tag = "projects",
+    operation_id = "api_projects_create",
+    request_body = crate::api::openapi::ProjectInput,
+    responses(
+        (status = 201, description = "The new project", body = crate::api::openapi::Project),
+        (status = 400, description = "Malformed JSON, wrong types or missing fields", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "Body over the configured limit", body = crate::api::openapi::ErrorBody),
+        (status = 415, description = "Not JSON or a form", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn create(State(state): State<AppState>, Auth(user): Auth, Body(body): Body) -> ApiResult<Response> {
     let settings = apply_settings(body, ProjectSettings::default())?;
     let project = state.db.create_project(user.organization_id, user.id, &settings).await?;
@@ -182,6 +188,24 @@ pub async fn create(State(state): State<AppState>, Auth(user): Auth, Body(body):
 }
 
 /// `GET /api/projects/`: paginated, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/projects/",
+    tag = "projects",
+    operation_id = "api_projects_list",
+    params(
+        ("page" = Option<i64>, Query, description = "1-based page number, or `last`"),
+        ("page_size" = Option<i64>, Query, description = "Projects per page (default 30, at most 100)"),
+        ("ids" = Option<String>, Query, description = "Comma-separated project ids"),
+        ("title" = Option<String>, Query, description = "Case-insensitive substring of the title"),
+    ),
+    responses(
+        (status = 200, description = "A page of projects, newest first", body = crate::api::openapi::ProjectPage),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "Invalid page.", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Auth(user): Auth,
@@ -200,10 +224,10 @@ pub async fn list(
     let count = state.db.count_projects(user.organization_id, &filter).await?;
     let page = page.check(count)?;
     let projects = state.db.list_projects(user.organization_id, &filter, page.offset(), page.size).await?;
-    let mut cache = HashMap::new();
+    let mut users = UserCache::default();
     let mut results = Vec::with_capacity(projects.len());
     for p in &projects {
-        results.push(render(&state.db, p, &mut cache).await?);
+        results.push(render(&state.db, p, &mut users).await?);
     }
     let has_next = page.offset() + page.size < count;
     let next = has_next.then(|| page_url(&headers, &uri, Some(page.number + 1)));
@@ -212,12 +236,42 @@ pub async fn list(
 }
 
 /// `GET /api/projects/{id}/`.
+#[utoipa::path(
+    get,
+    path = "/api/projects/{id}/",
+    tag = "projects",
+    operation_id = "api_projects_read",
+    params(("id" = i64, Path, description = "Project id")),
+    responses(
+        (status = 200, description = "The project", body = crate::api::openapi::Project),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No Project matches the given query.", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn get(State(state): State<AppState>, Id(id): Id, Auth(user): Auth) -> ApiResult<Json<Value>> {
     let project = state.db.project(user.organization_id, id).await.or_not_found("Project")?;
-    Ok(Json(render(&state.db, &project, &mut HashMap::new()).await?))
+    Ok(Json(render(&state.db, &project, &mut UserCache::default()).await?))
 }
 
 /// `PATCH|PUT /api/projects/{id}/`.
+#[utoipa::path(
+    method(patch, put),
+    path = "/api/projects/{id}/",
+    tag = "projects",
+    operation_id = "api_projects_partial_update",
+    params(("id" = i64, Path, description = "Project id")),
+    request_body = crate::api::openapi::ProjectInput,
+    responses(
+        (status = 200, description = "The updated project", body = crate::api::openapi::Project),
+        (status = 400, description = "Malformed JSON, wrong types or missing fields", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "Body over the configured limit", body = crate::api::openapi::ErrorBody),
+        (status = 415, description = "Not JSON or a form", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No Project matches the given query.", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn update(
     State(state): State<AppState>,
     Id(id): Id,
@@ -227,10 +281,23 @@ pub async fn update(
     let project = state.db.project(user.organization_id, id).await.or_not_found("Project")?;
     let settings = apply_settings(body, project.settings.clone())?;
     let project = state.db.update_project(user.organization_id, id, &settings).await.or_not_found("Project")?;
-    Ok(Json(render(&state.db, &project, &mut HashMap::new()).await?))
+    Ok(Json(render(&state.db, &project, &mut UserCache::default()).await?))
 }
 
 /// `DELETE /api/projects/{id}/`: cascades to tasks, annotations and storages.
+#[utoipa::path(
+    delete,
+    path = "/api/projects/{id}/",
+    tag = "projects",
+    operation_id = "api_projects_delete",
+    params(("id" = i64, Path, description = "Project id")),
+    responses(
+        (status = 204, description = "Deleted, with its tasks and annotations"),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No Project matches the given query.", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn delete(State(state): State<AppState>, Id(id): Id, Auth(user): Auth) -> ApiResult<StatusCode> {
     state.db.delete_project(user.organization_id, id).await.or_not_found("Project")?;
     Ok(StatusCode::NO_CONTENT)

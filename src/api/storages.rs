@@ -171,14 +171,24 @@ fn default_fields(state: &AppState) -> StorageFields {
 }
 
 /// Queues a sync (coalesced with a queued or running one) and wakes the workers.
+/// Returns the storage as it was right after queuing (contract §3.5: `queued`), not
+/// re-read: a worker may already have moved it on. When coalesced, the current state.
 async fn queue_sync(state: &AppState, storage: &ExportStorage, full: bool) -> ApiResult<ExportStorage> {
     let mode = if full || !storage.baseline_done { "full" } else { "incremental" };
     let queued = state::queued(storage, now_micros());
     let key = uuid::Uuid::new_v4().to_string();
-    if state.db.queue_sync(storage.id, mode, &key, &queued).await?.is_some() {
-        state.changes_committed();
+    if state.db.queue_sync(storage.id, mode, &key, &queued).await?.is_none() {
+        return Ok(state.db.storage_by_id(storage.id).await?);
     }
-    Ok(state.db.storage_by_id(storage.id).await?)
+    state.changes_committed();
+    let mut snapshot = storage.clone();
+    snapshot.status = queued.status;
+    snapshot.meta = queued.meta;
+    snapshot.last_sync = queued.last_sync;
+    snapshot.last_sync_count = queued.last_sync_count;
+    snapshot.traceback = queued.traceback;
+    snapshot.last_sync_job = Some(key);
+    Ok(snapshot)
 }
 
 /// Applies the stale-job rule (contract §4.4) to listed storages.
@@ -241,7 +251,7 @@ pub async fn list(
     let project = match query.int("project") {
         Ok(Some(id)) => id,
         Ok(None) => return Err(ApiError::non_field("query parameter \"project\" is required")),
-        Err(()) => return Err(ApiError::no_route()),
+        Err(_) => return Err(ApiError::no_route()),
     };
     if !state.db.project_exists(user.organization_id, project).await? {
         return Err(ApiError::not_found("Project"));

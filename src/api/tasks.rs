@@ -152,6 +152,21 @@ pub async fn project_field(state: &AppState, form: &mut Form, organization_id: i
 }
 
 /// `POST /api/tasks/`.
+#[utoipa::path(
+    post,
+    path = "/api/tasks/",
+    tag = "tasks",
+    operation_id = "api_tasks_create",
+    request_body = crate::api::openapi::TaskInput,
+    responses(
+        (status = 201, description = "The new task", body = crate::api::openapi::Task),
+        (status = 400, description = "Malformed JSON, wrong types or missing fields", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "Body over the configured limit", body = crate::api::openapi::ErrorBody),
+        (status = 415, description = "Not JSON or a form", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn create(State(state): State<AppState>, Auth(user): Auth, Body(body): Body) -> ApiResult<Response> {
     let mut form = Form::new(body)?;
     form.require("project");
@@ -168,6 +183,24 @@ pub async fn create(State(state): State<AppState>, Auth(user): Auth, Body(body):
 }
 
 /// `GET /api/tasks/?project=<id>`: paginated tasks of a project.
+#[utoipa::path(
+    get,
+    path = "/api/tasks/",
+    tag = "tasks",
+    operation_id = "api_tasks_list",
+    params(
+        ("project" = i64, Query, description = "Project id (required)"),
+        ("page" = Option<i64>, Query, description = "1-based page number"),
+        ("page_size" = Option<i64>, Query, description = "Tasks per page (default 100)"),
+        ("fields" = Option<String>, Query, description = "`all` adds annotations and predictions"),
+    ),
+    responses(
+        (status = 200, description = "A page of the project's tasks, by id", body = crate::api::openapi::TaskPage),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No `project`, unknown project, or Invalid page.", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn list(State(state): State<AppState>, Auth(user): Auth, query: Query) -> ApiResult<Json<Value>> {
     let project = match query.int("project") {
         Ok(Some(id)) => id,
@@ -177,7 +210,7 @@ pub async fn list(State(state): State<AppState>, Auth(user): Auth, query: Query)
                 json!({ "detail": "Neither project nor view id specified" }),
             ))
         }
-        Err(()) => return Err(ApiError::not_found("Project")),
+        Err(_) => return Err(ApiError::not_found("Project")),
     };
     if !state.db.project_exists(user.organization_id, project).await? {
         return Err(ApiError::not_found("Project"));
@@ -197,6 +230,19 @@ pub async fn list(State(state): State<AppState>, Auth(user): Auth, query: Query)
 }
 
 /// `GET /api/tasks/{id}/`.
+#[utoipa::path(
+    get,
+    path = "/api/tasks/{id}/",
+    tag = "tasks",
+    operation_id = "api_tasks_read",
+    params(("id" = i64, Path, description = "Task id")),
+    responses(
+        (status = 200, description = "The task with all its annotations and predictions", body = crate::api::openapi::Task),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No Task matches the given query.", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn get(State(state): State<AppState>, Id(id): Id, Auth(user): Auth) -> ApiResult<Json<Value>> {
     let task = state.db.task(user.organization_id, id).await.or_not_found("Task")?;
     let mut rendered = render_tasks(&state.db, std::slice::from_ref(&task), true).await?;
@@ -204,6 +250,23 @@ pub async fn get(State(state): State<AppState>, Id(id): Id, Auth(user): Auth) ->
 }
 
 /// `PATCH|PUT /api/tasks/{id}/`.
+#[utoipa::path(
+    method(patch, put),
+    path = "/api/tasks/{id}/",
+    tag = "tasks",
+    operation_id = "api_tasks_partial_update",
+    params(("id" = i64, Path, description = "Task id")),
+    request_body(content = Object, description = "`data`, `meta` and/or `overlap`"),
+    responses(
+        (status = 200, description = "The updated task", body = crate::api::openapi::Task),
+        (status = 400, description = "Malformed JSON, wrong types or missing fields", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "Body over the configured limit", body = crate::api::openapi::ErrorBody),
+        (status = 415, description = "Not JSON or a form", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No Task matches the given query.", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn update(
     State(state): State<AppState>,
     Id(id): Id,
@@ -240,6 +303,19 @@ pub async fn update(
 }
 
 /// `DELETE /api/tasks/{id}/`: also deletes its annotations (recorded in the change feed).
+#[utoipa::path(
+    delete,
+    path = "/api/tasks/{id}/",
+    tag = "tasks",
+    operation_id = "api_tasks_delete",
+    params(("id" = i64, Path, description = "Task id")),
+    responses(
+        (status = 204, description = "Deleted, with its annotations"),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No Task matches the given query.", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn delete(State(state): State<AppState>, Id(id): Id, Auth(user): Auth) -> ApiResult<StatusCode> {
     state.db.delete_task(user.organization_id, id).await.or_not_found("Task")?;
     state.changes_committed();

@@ -69,6 +69,17 @@ pub fn user_brief(user: &User) -> Value {
 }
 
 /// `GET /api/current-user/whoami` (and `GET /api/current-user`).
+#[utoipa::path(
+    get,
+    path = "/api/current-user/whoami",
+    tag = "users",
+    operation_id = "api_current_user_whoami",
+    responses(
+        (status = 200, description = "The caller", body = crate::api::openapi::CurrentUser),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn whoami(State(state): State<AppState>, Auth(user): Auth) -> ApiResult<Json<Value>> {
     let org = state.db.organization(user.organization_id).await?;
     Ok(Json(json!({
@@ -91,11 +102,33 @@ pub async fn whoami(State(state): State<AppState>, Auth(user): Auth) -> ApiResul
 }
 
 /// `GET /api/current-user/token`: the caller's legacy token.
+#[utoipa::path(
+    get,
+    path = "/api/current-user/token",
+    tag = "users",
+    operation_id = "api_current_user_token",
+    responses(
+        (status = 200, description = "The caller's legacy token", body = crate::api::openapi::LegacyToken),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn legacy_token(Auth(user): Auth) -> Json<Value> {
     Json(json!({ "token": user.legacy_token }))
 }
 
 /// `POST /api/current-user/reset-token/`: rotate the caller's legacy token.
+#[utoipa::path(
+    post,
+    path = "/api/current-user/reset-token/",
+    tag = "users",
+    operation_id = "api_current_user_reset_token",
+    responses(
+        (status = 200, description = "The caller's new legacy token (the old one stops working)", body = crate::api::openapi::LegacyToken),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn reset_legacy_token(State(state): State<AppState>, Auth(user): Auth) -> ApiResult<Json<Value>> {
     let token = generate_legacy_token();
     state.db.set_legacy_token(user.id, &token).await?;
@@ -110,15 +143,15 @@ impl UserCache {
     /// The user with this id, if it exists.
     pub async fn get(&mut self, db: &crate::db::Db, id: Option<i64>) -> super::error::ApiResult<Option<&User>> {
         let Some(id) = id else { return Ok(None) };
-        if !self.0.contains_key(&id) {
-            let user = match db.user_by_id(id).await {
+        let user = match self.0.entry(id) {
+            std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => slot.insert(match db.user_by_id(id).await {
                 Ok(u) => Some(u),
                 Err(crate::db::DbError::NotFound) => None,
                 Err(e) => return Err(e.into()),
-            };
-            self.0.insert(id, user);
-        }
-        Ok(self.0.get(&id).and_then(Option::as_ref))
+            }),
+        };
+        Ok(user.as_ref())
     }
 }
 

@@ -41,6 +41,8 @@ pub struct ExportStorage {
     pub cursor_seq: i64,
     /// Whether a full export into the current location has completed.
     pub baseline_done: bool,
+    /// The target's change token after our last write.
+    pub target_token: Option<String>,
 }
 
 /// The fields clients set.
@@ -138,11 +140,13 @@ pub struct Link {
     pub key: String,
     /// Fingerprint of the written state.
     pub version: String,
+    /// Bytes written.
+    pub size: i64,
 }
 
 const STORAGE_COLUMNS: &str = "s.id, s.type, s.project_id, s.title, s.description, s.synchronizable, s.path, \
      s.regex_filter, s.use_blob_urls, s.can_delete_objects, s.config, s.export_mode, s.status, s.last_sync, \
-     s.last_sync_count, s.last_sync_job, s.traceback, s.meta, s.created_at, s.cursor_seq, s.baseline_done";
+     s.last_sync_count, s.last_sync_job, s.traceback, s.meta, s.created_at, s.cursor_seq, s.baseline_done, s.target_token";
 
 const JOB_COLUMNS: &str = "id, storage_id, job_key, mode, state, start_seq, checkpoint_id, total, processed, \
      written, deleted, failed, errors";
@@ -173,6 +177,7 @@ impl ExportStorage {
             created_at: row.get("created_at"),
             cursor_seq: row.get("cursor_seq"),
             baseline_done: row.get::<i64, _>("baseline_done") != 0,
+            target_token: row.get("target_token"),
         }
     }
 }
@@ -341,7 +346,7 @@ impl Db {
         if active > 0 {
             return Ok(None);
         }
-        let row = sqlx::query(&format!(
+        let inserted = sqlx::query(&format!(
             "INSERT INTO sync_jobs (storage_id, job_key, mode, state, created_at) VALUES ($1, $2, $3, 'queued', $4) \
              RETURNING {JOB_COLUMNS}"
         ))
@@ -350,7 +355,13 @@ impl Db {
         .bind(mode)
         .bind(now_micros())
         .fetch_one(&mut *tx)
-        .await?;
+        .await;
+        let row = match inserted.map_err(DbError::from) {
+            Ok(row) => row,
+            // A concurrent request queued one first (unique index on active jobs).
+            Err(DbError::Conflict) => return Ok(None),
+            Err(e) => return Err(e),
+        };
         set_state(&mut tx, storage_id, state, Some(job_key)).await?;
         tx.commit().await?;
         Ok(Some(SyncJob::from_row(&row)))
@@ -455,6 +466,7 @@ impl Db {
         &self,
         job: &SyncJob,
         owner: &str,
+        mode: &str,
         start_seq: i64,
         total: i64,
         state: &SyncState,
@@ -464,18 +476,33 @@ impl Db {
             return Ok(false);
         }
         sqlx::query(
-            "UPDATE sync_jobs SET state = 'running', start_seq = $1, total = $2, worker = $3, started_at = $4 WHERE id = $5",
+            "UPDATE sync_jobs SET state = 'running', mode = $6, start_seq = $1, total = $2, worker = $3, started_at = $4 \
+             WHERE id = $5",
         )
         .bind(start_seq)
         .bind(total)
         .bind(owner)
         .bind(now_micros())
         .bind(job.id)
+        .bind(mode)
         .execute(&mut *tx)
         .await?;
         set_state(&mut tx, job.storage_id, state, None).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Records the target's change token after our writes, while holding the lease.
+    pub async fn set_target_token(&self, storage_id: i64, owner: &str, token: Option<&str>) -> DbResult<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("UPDATE export_storages SET target_token = $1 WHERE id = $2 AND lease_owner = $3")
+            .bind(token)
+            .bind(storage_id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Saves a job's progress and the storage's progress state, renewing the lease.
@@ -554,6 +581,17 @@ impl Db {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Forgets that the storage's location holds a full export (it was changed by someone else).
+    pub async fn reset_baseline(&self, storage_id: i64) -> DbResult<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("UPDATE export_storages SET baseline_done = 0 WHERE id = $1")
+            .bind(storage_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Sets the public sync state directly (stale-job detection).
     pub async fn set_sync_state(&self, storage_id: i64, state: &SyncState) -> DbResult<()> {
         let mut tx = self.write_tx().await?;
@@ -623,20 +661,13 @@ impl Db {
         }
         let list: Vec<String> = annotation_ids.iter().map(i64::to_string).collect();
         let rows = sqlx::query(&format!(
-            "SELECT annotation_id, object_key, version FROM export_links WHERE storage_id = $1 AND annotation_id IN ({})",
+            "SELECT annotation_id, object_key, version, size FROM export_links WHERE storage_id = $1 AND annotation_id IN ({})",
             list.join(",")
         ))
         .bind(storage_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| Link {
-                annotation_id: r.get("annotation_id"),
-                key: r.get("object_key"),
-                version: r.get("version"),
-            })
-            .collect())
+        Ok(rows.iter().map(link_from_row).collect())
     }
 
     /// Records what was written (insert or replace), in one statement per call.
@@ -648,22 +679,22 @@ impl Db {
         let mut tx = self.write_tx().await?;
         for chunk in links.chunks(500) {
             let mut sql = String::from(
-                "INSERT INTO export_links (storage_id, annotation_id, object_key, version, written_at) VALUES ",
+                "INSERT INTO export_links (storage_id, annotation_id, object_key, version, size, written_at) VALUES ",
             );
             for i in 0..chunk.len() {
-                let b = i * 3 + 3;
+                let b = i * 4 + 3;
                 if i > 0 {
                     sql.push(',');
                 }
-                sql.push_str(&format!("($1, ${}, ${}, ${}, $2)", b, b + 1, b + 2));
+                sql.push_str(&format!("($1, ${}, ${}, ${}, ${}, $2)", b, b + 1, b + 2, b + 3));
             }
             sql.push_str(
                 " ON CONFLICT (storage_id, annotation_id) DO UPDATE SET object_key = excluded.object_key, \
-                 version = excluded.version, written_at = excluded.written_at",
+                 version = excluded.version, size = excluded.size, written_at = excluded.written_at",
             );
             let mut q = sqlx::query(&sql).bind(storage_id).bind(now);
             for link in chunk {
-                q = q.bind(link.annotation_id).bind(&link.key).bind(&link.version);
+                q = q.bind(link.annotation_id).bind(&link.key).bind(&link.version).bind(link.size);
             }
             q.execute(&mut *tx).await?;
         }
@@ -701,7 +732,7 @@ impl Db {
     /// Links whose annotation no longer exists (files left by deletions), by id.
     pub async fn orphan_links(&self, storage_id: i64, after: i64, limit: i64) -> DbResult<Vec<Link>> {
         let rows = sqlx::query(
-            "SELECT l.annotation_id, l.object_key, l.version FROM export_links l \
+            "SELECT l.annotation_id, l.object_key, l.version, l.size FROM export_links l \
              WHERE l.storage_id = $1 AND l.annotation_id > $2 \
              AND NOT EXISTS (SELECT 1 FROM annotations a WHERE a.id = l.annotation_id) \
              ORDER BY l.annotation_id LIMIT $3",
@@ -711,14 +742,7 @@ impl Db {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| Link {
-                annotation_id: r.get("annotation_id"),
-                key: r.get("object_key"),
-                version: r.get("version"),
-            })
-            .collect())
+        Ok(rows.iter().map(link_from_row).collect())
     }
 
     /// Annotations of a task (all, including cancelled), for task-mode documents.
@@ -754,6 +778,15 @@ impl Db {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(|r| (r.get("id"), r.get("pending"), r.get("oldest"))).collect())
+    }
+}
+
+fn link_from_row(r: &AnyRow) -> Link {
+    Link {
+        annotation_id: r.get("annotation_id"),
+        key: r.get("object_key"),
+        version: r.get("version"),
+        size: r.get("size"),
     }
 }
 

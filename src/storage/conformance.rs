@@ -30,11 +30,13 @@ pub async fn put_exists_delete(target: &dyn StorageTarget, read: Option<Reader<'
     assert!(!target.exists("101").await.unwrap(), "{target}: fixture not removed");
     target.put("101", Bytes::from_static(b"{\n  \"id\": 101\n}")).await.unwrap();
     assert!(target.exists("101").await.unwrap(), "{target}: put document missing");
+    assert_eq!(target.size("101").await.unwrap(), Some(15), "{target}: size of the stored document");
     if let Some(read) = read {
         assert_eq!(read("101").as_deref(), Some(&b"{\n  \"id\": 101\n}"[..]), "{target}: bytes differ");
     }
     target.delete("101").await.unwrap();
     assert!(!target.exists("101").await.unwrap(), "{target}: deleted document still exists");
+    assert_eq!(target.size("101").await.unwrap(), None);
 }
 
 /// A second put replaces the first one entirely (shorter content leaves no tail).

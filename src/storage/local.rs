@@ -81,12 +81,31 @@ impl LocalFileSystem {
         Ok(LocalFileSystem { inner: Arc::new(Inner { root, relative, fsync, nonce: rand::random() }) })
     }
 
-    /// Opens the storage directory inside the root, refusing any escape.
+    /// Opens the storage directory inside the root, refusing any escape: the path is
+    /// resolved (symlinks inside the root are fine), must still lie below the resolved
+    /// root, and is then opened beneath the root handle, which refuses a symlink
+    /// swapped in meanwhile.
     fn open(&self) -> Result<Dir> {
-        let root = Dir::open_ambient_dir(&self.inner.root, cap_std::ambient_authority())
+        let real_root =
+            self.inner.root.canonicalize().map_err(|e| io_error(self, "resolving LOCAL_FILES_DOCUMENT_ROOT", e))?;
+        let real = self
+            .inner
+            .root
+            .join(&self.inner.relative)
+            .canonicalize()
+            .map_err(|e| io_error(self, "resolving the storage directory", e))?;
+        let relative = match real.strip_prefix(&real_root) {
+            Ok(rel) if !rel.as_os_str().is_empty() => rel.to_path_buf(),
+            _ => {
+                return Err(StorageError::PermissionDenied(format!(
+                    "{self} resolves to {}, which is not inside LOCAL_FILES_DOCUMENT_ROOT",
+                    real.display()
+                )))
+            }
+        };
+        let root = Dir::open_ambient_dir(&real_root, cap_std::ambient_authority())
             .map_err(|e| io_error(self, "opening LOCAL_FILES_DOCUMENT_ROOT", e))?;
-        let dir =
-            root.open_dir(&self.inner.relative).map_err(|e| io_error(self, "opening the storage directory", e))?;
+        let dir = root.open_dir(&relative).map_err(|e| io_error(self, "opening the storage directory", e))?;
         if !dir.dir_metadata().map_err(|e| io_error(self, "reading the storage directory", e))?.is_dir() {
             return Err(StorageError::Precondition(format!("{self} is not a directory")));
         }
@@ -237,7 +256,7 @@ impl StorageTarget for LocalFileSystem {
         self.remove_stale_temp_files().await
     }
 
-    async fn exists(&self, key: &str) -> Result<bool> {
+    async fn size(&self, key: &str) -> Result<Option<u64>> {
         if !is_safe_key(key) {
             return Err(StorageError::PermissionDenied(format!("invalid key {key:?}")));
         }
@@ -245,10 +264,22 @@ impl StorageTarget for LocalFileSystem {
         blocking(move || {
             let dir = this.open()?;
             match dir.symlink_metadata(&key) {
-                Ok(m) => Ok(m.is_file()),
-                Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+                Ok(m) if m.is_file() => Ok(Some(m.len())),
+                Ok(_) => Ok(None),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(io_error(&this, &format!("checking {key}"), e)),
             }
+        })
+        .await
+    }
+
+    async fn change_token(&self) -> Result<Option<String>> {
+        use std::os::unix::fs::MetadataExt;
+        let this = self.clone();
+        blocking(move || {
+            let path = this.inner.root.join(&this.inner.relative);
+            let m = std::fs::metadata(&path).map_err(|e| io_error(&this, "reading the storage directory", e))?;
+            Ok(Some(format!("{}:{}:{}.{}", m.dev(), m.ino(), m.mtime(), m.mtime_nsec())))
         })
         .await
     }
@@ -274,6 +305,28 @@ mod tests {
             let read = move |key: &str| std::fs::read(dir.join(key)).ok();
             super::super::conformance::run_all(&target, Some(&read)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn the_change_token_moves_when_someone_else_changes_the_directory() {
+        let (_root, target, dir) = setup(false);
+        target.put("1", Bytes::from("x")).await.unwrap();
+        let token = target.change_token().await.unwrap();
+        assert!(token.is_some());
+        assert_eq!(target.change_token().await.unwrap(), token, "stable while nothing changes");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::remove_file(dir.join("1")).unwrap();
+        assert_ne!(target.change_token().await.unwrap(), token);
+    }
+
+    #[tokio::test]
+    async fn a_symlink_to_a_directory_inside_the_root_is_written_through() {
+        let (_root, _target, dir) = setup(false);
+        let root = dir.parent().unwrap().to_path_buf();
+        std::os::unix::fs::symlink(&dir, root.join("alias")).unwrap();
+        let target = LocalFileSystem::new(&root, &root.join("alias"), false).unwrap();
+        target.put("5", Bytes::from("via alias")).await.unwrap();
+        assert_eq!(std::fs::read(dir.join("5")).unwrap(), b"via alias");
     }
 
     #[tokio::test]

@@ -56,9 +56,9 @@ impl StorageTarget for InMemory {
         Ok(())
     }
 
-    async fn exists(&self, key: &str) -> Result<bool> {
+    async fn size(&self, key: &str) -> Result<Option<u64>> {
         check(key)?;
-        Ok(self.docs.lock().unwrap_or_else(|e| e.into_inner()).contains_key(key))
+        Ok(self.docs.lock().unwrap_or_else(|e| e.into_inner()).get(key).map(|b| b.len() as u64))
     }
 }
 

@@ -90,8 +90,21 @@ pub trait StorageTarget: Display + Send + Sync + 'static {
     /// Removes the document under `key`; a missing key is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
 
+    /// The size in bytes of the document under `key`, `None` if there is none.
+    async fn size(&self, key: &str) -> Result<Option<u64>>;
+
     /// Whether a document exists under `key`.
-    async fn exists(&self, key: &str) -> Result<bool>;
+    async fn exists(&self, key: &str) -> Result<bool> {
+        Ok(self.size(key).await?.is_some())
+    }
+
+    /// An opaque value that changes whenever the location is modified (documents
+    /// added, removed or renamed, by us or anyone else); `None` if the target cannot
+    /// tell. The sync engine records it after its own writes: a different value at the
+    /// next sync means someone else changed the location, and a full pass follows.
+    async fn change_token(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
 
     /// Removes leftovers of interrupted writes (temporary files); returns how many.
     async fn remove_temporary_files(&self) -> Result<usize> {

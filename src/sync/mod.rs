@@ -207,16 +207,15 @@ impl SyncEngine {
 
     /// Returns `Some(reason)` when the storage should be left alone for a while.
     async fn work_on(&self, storage_id: i64, stop: &CancellationToken) -> anyhow::Result<Option<String>> {
-        let storage = match self.db.storage_by_id(storage_id).await {
-            Ok(s) => s,
-            Err(DbError::NotFound) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
         if let Some(job) = self.db.active_job(storage_id).await? {
-            self.run_job(storage, job, stop).await?;
+            self.run_job(storage_id, job, stop).await?;
             return Ok(None);
         }
-        self.auto_export(&storage).await
+        match self.db.storage_by_id(storage_id).await {
+            Ok(storage) => self.auto_export(&storage).await,
+            Err(DbError::NotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn auto_export(&self, storage: &ExportStorage) -> anyhow::Result<Option<String>> {
@@ -224,13 +223,16 @@ impl SyncEngine {
             Ok(t) => t,
             Err(e) => return Ok(Some(e.to_string())),
         };
+        let token = target.change_token().await.ok().flatten();
+        if storage.baseline_done && token.is_some() && token != storage.target_token {
+            // Changed behind our back: the next sync must walk everything again.
+            self.db.reset_baseline(storage.id).await?;
+        }
         let mut users = Users::new();
         let mut cursor = storage.cursor_seq;
         loop {
             let changes = self.db.changes_since(storage.project_id, cursor, self.settings.batch_size).await?;
-            let Some(last) = changes.last().map(|c| c.seq) else {
-                break;
-            };
+            let Some(last) = changes.last().map(|c| c.seq) else { break };
             let tally = self.apply_changes(storage, target.as_ref(), &changes, &mut users).await?;
             if tally.failed > 0 {
                 return Ok(Some(tally.errors.join("; ")));
@@ -240,7 +242,14 @@ impl SyncEngine {
             }
             cursor = last;
         }
+        self.record_token(storage.id, target.as_ref()).await?;
         Ok(None)
+    }
+
+    async fn record_token(&self, storage_id: i64, target: &dyn StorageTarget) -> anyhow::Result<()> {
+        let token = target.change_token().await.ok().flatten();
+        self.db.set_target_token(storage_id, &self.owner, token.as_deref()).await?;
+        Ok(())
     }
 
     /// Applies change-feed entries: rewrites documents of changed annotations,
@@ -298,10 +307,10 @@ impl SyncEngine {
 
     async fn load_users(&self, users: &mut Users, ids: impl Iterator<Item = i64>) -> anyhow::Result<()> {
         for id in ids {
-            if !users.contains_key(&id) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = users.entry(id) {
                 match self.db.user_by_id(id).await {
                     Ok(u) => {
-                        users.insert(id, u);
+                        slot.insert(u);
                     }
                     Err(DbError::NotFound) => {}
                     Err(e) => return Err(e.into()),
@@ -342,7 +351,13 @@ impl SyncEngine {
                         .map(|(a, t)| {
                             let key = keys::annotation_key(a.id);
                             let body = Bytes::from(document::to_bytes(&document::annotation_document(a, t, &users)));
-                            (Link { annotation_id: a.id, key: key.clone(), version: version(a, t) }, (key, body))
+                            let link = Link {
+                                annotation_id: a.id,
+                                key: key.clone(),
+                                version: version(a, t),
+                                size: body.len() as i64,
+                            };
+                            (link, (key, body))
                         })
                         .collect::<Vec<_>>()
                 })
@@ -396,6 +411,7 @@ impl SyncEngine {
                     if !self.settings.write_delay.is_zero() {
                         tokio::time::sleep(self.settings.write_delay).await;
                     }
+                    let size = body.len() as i64;
                     match target.put(&key, body).await {
                         Ok(()) => {
                             tally.written += 1;
@@ -403,6 +419,7 @@ impl SyncEngine {
                                 annotation_id: a.id,
                                 key: key.clone(),
                                 version: version(a, &task),
+                                size,
                             }));
                         }
                         Err(e) => tally.fail(&key, &e),
@@ -419,14 +436,28 @@ impl SyncEngine {
         Ok(())
     }
 
-    async fn run_job(&self, storage: ExportStorage, mut job: SyncJob, stop: &CancellationToken) -> anyhow::Result<()> {
-        let now = now_micros();
-        let mut storage = storage;
+    async fn run_job(&self, storage_id: i64, mut job: SyncJob, stop: &CancellationToken) -> anyhow::Result<()> {
+        // Read after the job, so the row reflects the state its queueing wrote.
+        let mut storage = match self.db.storage_by_id(storage_id).await {
+            Ok(s) => s,
+            Err(DbError::NotFound) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let target = (self.targets)(&storage);
         if job.state == "queued" {
+            let mut mode = job.mode.clone();
+            if let (Ok(target), "incremental") = (&target, mode.as_str()) {
+                // Someone else changed the location since our last write: make it match again.
+                let token = target.change_token().await.ok().flatten();
+                if token.is_some() && token != storage.target_token {
+                    tracing::info!(storage = storage.id, "the target changed behind our back; running a full pass");
+                    mode = "full".into();
+                }
+            }
             let start_seq = self.db.latest_change_seq().await?;
             let total = self.db.count_annotations(storage.project_id).await?;
-            let started = state::started(&storage, now);
-            if !self.db.start_job(&job, &self.owner, start_seq, total, &started).await? {
+            let started = state::started(&storage, now_micros());
+            if !self.db.start_job(&job, &self.owner, &mode, start_seq, total, &started).await? {
                 return Ok(());
             }
             job = self.db.job(job.id).await?;
@@ -442,7 +473,7 @@ impl SyncEngine {
             failed: job.failed,
             errors: job.errors.clone(),
         };
-        let target = match (self.targets)(&storage) {
+        let target = match target {
             Ok(t) => t,
             Err(e) => return self.fail_job(&storage, &job, &progress, &e.to_string()).await,
         };
@@ -471,6 +502,7 @@ impl SyncEngine {
         let done = state::completed(&storage, now_micros(), &outcome);
         let job_state = if progress.failed > 0 { "failed" } else { "completed" };
         let baseline = job.mode == "full" && progress.failed == 0;
+        self.record_token(storage.id, target.as_ref()).await?;
         self.db.finish_job(&job, &self.owner, &progress, job_state, &done, Some(cursor), baseline).await?;
         tracing::info!(storage = storage.id, job = %job.job_key, mode = %job.mode, processed = progress.processed,
             written = progress.written, deleted = progress.deleted, failed = progress.failed, "sync job finished");
@@ -592,9 +624,11 @@ impl SyncEngine {
             self.db.links(storage.id, &ids).await?.into_iter().map(|l| (l.annotation_id, l)).collect();
         let mut todo = Vec::with_capacity(page.len());
         for (a, t) in page {
-            let current = links.get(&a.id).is_some_and(|l| l.version == version(&a, &t));
-            if current && target.exists(&keys::annotation_key(a.id)).await.unwrap_or(false) {
-                continue;
+            // Skip only what is in place as we wrote it: same fingerprint, same size on the target.
+            if let Some(link) = links.get(&a.id).filter(|l| l.version == version(&a, &t)) {
+                if target.size(&link.key).await.ok().flatten() == Some(link.size as u64) {
+                    continue;
+                }
             }
             todo.push((a, t));
         }

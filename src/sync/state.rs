@@ -187,6 +187,7 @@ mod tests {
             created_at: 0,
             cursor_seq: 0,
             baseline_done: false,
+            target_token: None,
         }
     }
 

@@ -86,15 +86,13 @@ impl Drop for PgDatabase {
 /// A running server and a client for it.
 pub struct TestApp {
     pub address: String,
-    pub port: u16,
     /// Legacy token of the bootstrap user `admin@example.com`.
     pub token: String,
     pub client: reqwest::Client,
     pub state: AppState,
     /// `LOCAL_FILES_DOCUMENT_ROOT` of this server (exists, empty at start).
     pub files_root: PathBuf,
-    pub backend: Backend,
-    pub data_dir: TempDir,
+    _data_dir: TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
     _pg: Option<PgDatabase>,
@@ -149,13 +147,11 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
     });
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
-        port,
         token,
         client: reqwest::Client::new(),
         state,
         files_root,
-        backend,
-        data_dir,
+        _data_dir: data_dir,
         shutdown: Some(tx),
         server: Some(server),
         _pg: pg,
@@ -238,16 +234,6 @@ impl TestApp {
             .await
             .unwrap();
         user.legacy_token
-    }
-
-    /// Stops the server gracefully and waits for it.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let _ = server.await;
-        }
     }
 }
 

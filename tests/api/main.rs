@@ -9,6 +9,7 @@ mod core;
 mod crash;
 mod engine;
 mod import;
+mod openapi;
 mod projects;
 mod storages;
 mod storages_sync;

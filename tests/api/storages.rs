@@ -30,6 +30,7 @@ backend_tests!(
     a_created_storage_syncs_the_existing_annotations_in_the_background,
     a_symlink_inside_the_root_pointing_outside_is_refused_and_nothing_is_written_outside,
     a_symlink_inside_the_root_pointing_to_a_directory_inside_the_root_is_accepted_and_written_through,
+    a_relative_symlink_inside_the_root_pointing_inside_the_root_is_accepted_and_written_through,
     a_regular_file_as_path_is_refused_as_not_a_directory,
     dot_dot_segments_cannot_escape_the_document_root,
     nul_bytes_in_a_path_are_a_400_not_a_server_error,
@@ -385,7 +386,7 @@ async fn the_list_answers_404_json_for_a_non_integer_unknown_or_foreign_project(
     // Act + Assert
     for query in ["abc", "1.5", "-3"] {
         let err = assert_error(app.get(&format!("{LF}?project={query}")).await, StatusCode::NOT_FOUND).await;
-        assert!(err["detail"].is_string(), "{err}");
+        assert_eq!(err["detail"], "Not found.", "project={query}");
     }
     let err = assert_error(app.get(&format!("{LF}?project=999999")).await, StatusCode::NOT_FOUND).await;
     assert_eq!(err["detail"], "No Project matches the given query.");
@@ -765,6 +766,23 @@ async fn a_symlink_inside_the_root_pointing_to_a_directory_inside_the_root_is_ac
     assert_eq!(files_in(&real), [annotations[0].to_string()]);
 }
 
+async fn a_relative_symlink_inside_the_root_pointing_inside_the_root_is_accepted_and_written_through(app: TestApp) {
+    // Arrange: `ln -s real link` inside the root.
+    let (project, _, annotations) = annotated_project(&app, &["one"]).await;
+    let (real, _) = make_dir(&app, "rel/real");
+    let link = app.files_root.join("rel/link");
+    std::os::unix::fs::symlink("real", &link).unwrap();
+    let link = link.display().to_string();
+
+    // Act
+    let s = create_storage(&app, project, &link, json!({})).await;
+    let s = wait_sync(&app, s["id"].as_i64().unwrap()).await;
+
+    // Assert
+    assert_eq!(s["status"], "completed", "{s}");
+    assert_eq!(files_in(&real), [annotations[0].to_string()]);
+}
+
 async fn a_regular_file_as_path_is_refused_as_not_a_directory(app: TestApp) {
     // Arrange
     let project = app.create_project("file path").await;
@@ -809,23 +827,32 @@ async fn dot_dot_segments_cannot_escape_the_document_root(app: TestApp) {
 }
 
 async fn nul_bytes_in_a_path_are_a_400_not_a_server_error(app: TestApp) {
-    // Arrange
+    // Arrange: `path` is a Django REST framework CharField, whose validator refuses
+    // NUL before the storage checks run.
     let project = app.create_project("nul").await;
     let (_, ok) = make_dir(&app, "nul");
     let id = create_storage(&app, project, &ok, json!({})).await["id"].as_i64().unwrap();
+    let before = wait_completed(&app, id).await;
     let bad = format!("{ok}\u{0}/x");
+    let expected = json!({"path": ["Null characters are not allowed."]});
 
     // Act
-    let created = non_field_error(app.post(LF, &json!({"project": project, "path": bad})).await).await;
+    let created = validation_errors(app.post(LF, &json!({"project": project, "path": bad})).await).await;
     let validated =
-        non_field_error(app.post(&format!("{LF}/validate"), &json!({"project": project, "path": bad})).await).await;
-    let patched = non_field_error(app.patch(&format!("{LF}/{id}"), &json!({"path": bad})).await).await;
+        validation_errors(app.post(&format!("{LF}/validate"), &json!({"project": project, "path": bad})).await).await;
+    let patched = validation_errors(app.patch(&format!("{LF}/{id}"), &json!({"path": bad})).await).await;
+    let only_nul = validation_errors(app.post(LF, &json!({"project": project, "path": "\u{0}"})).await).await;
 
     // Assert
-    assert_eq!(created, does_not_exist(&bad));
-    assert_eq!(validated, created);
-    assert_eq!(patched, created);
-    assert_eq!(get_storage(&app, id).await["path"], ok);
+    assert_eq!(created, expected);
+    assert_eq!(validated, expected);
+    assert_eq!(patched, expected);
+    assert_eq!(only_nul, expected);
+    assert_eq!(get_storage(&app, id).await, before);
+    assert_eq!(
+        json_of(app.get(&format!("{LF}?project={project}")).await, StatusCode::OK).await.as_array().unwrap().len(),
+        1
+    );
 }
 
 async fn nul_bytes_in_text_fields_are_a_400_not_a_server_error(app: TestApp) {

@@ -21,6 +21,9 @@ backend_tests!(
     a_non_synchronizable_storage_is_still_synced_on_creation_and_auto_exported,
     syncing_after_the_directory_was_removed_is_a_400_and_leaves_the_status_unchanged,
     an_annotation_save_succeeds_when_its_storage_directory_is_gone,
+    syncing_after_the_directory_was_replaced_by_a_file_is_a_400,
+    a_directory_swapped_for_an_escaping_symlink_after_creation_is_never_written_through,
+    changing_the_path_writes_nothing_until_the_next_sync_which_exports_everything_there,
     attempts_keep_counting_across_sequential_syncs,
     a_completed_sync_has_label_studios_meta_keys_in_order_then_ours,
     an_exported_file_is_named_by_the_annotation_id_and_holds_label_studios_bytes,
@@ -272,6 +275,82 @@ async fn an_annotation_save_succeeds_when_its_storage_directory_is_gone(app: Tes
     assert!(!dir.exists(), "the directory is not recreated");
 }
 
+async fn syncing_after_the_directory_was_replaced_by_a_file_is_a_400(app: TestApp) {
+    // Arrange
+    let (project, _, _) = annotated_project(&app, &["one"]).await;
+    let (dir, p) = make_dir(&app, "becomes-file");
+    let id = create_storage(&app, project, &p, json!({})).await["id"].as_i64().unwrap();
+    let before = wait_completed(&app, id).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::write(&dir, "not a directory").unwrap();
+
+    // Act
+    let r = app.post(&format!("{LF}/{id}/sync"), &json!({})).await;
+
+    // Assert
+    assert_eq!(non_field_error(r).await, format!("Absolute local path \"{p}\" is not a directory"));
+    assert_eq!(get_storage(&app, id).await, before);
+    assert_eq!(std::fs::read_to_string(&dir).unwrap(), "not a directory");
+}
+
+async fn a_directory_swapped_for_an_escaping_symlink_after_creation_is_never_written_through(app: TestApp) {
+    // Arrange
+    let (project, tasks, _) = annotated_project(&app, &["one"]).await;
+    let (dir, p) = make_dir(&app, "swapped");
+    let (witness_dir, q) = make_dir(&app, "witness");
+    let id = create_storage(&app, project, &p, json!({})).await["id"].as_i64().unwrap();
+    let witness = create_storage(&app, project, &q, json!({})).await["id"].as_i64().unwrap();
+    let before = wait_completed(&app, id).await;
+    wait_completed(&app, witness).await;
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(outside.path(), &dir).unwrap();
+
+    // Act
+    let later = annotate(&app, tasks[0], "after the swap").await;
+    let synced = app.post(&format!("{LF}/{id}/sync"), &json!({})).await;
+    let full = app.post(&format!("{LF}/{id}/sync?full=true"), &json!({})).await;
+
+    // Assert
+    let root = app.files_root.display().to_string();
+    let message = format!(
+        "Absolute local path \"{p}\" must be a subdirectory of LOCAL_FILES_DOCUMENT_ROOT=\"{root}\" by security reasons. For example: \"{root}/dataset1\"."
+    );
+    assert_eq!(non_field_error(synced).await, message);
+    assert_eq!(non_field_error(full).await, message);
+    assert_eq!(get_storage(&app, id).await["meta"], before["meta"], "no sync was queued");
+    // The other storage of the project has exported the later annotation by now.
+    wait_for("the witness storage's auto-export", || witness_dir.join(later.to_string()).is_file()).await;
+    assert!(files_in(outside.path()).is_empty(), "nothing was written outside the root");
+}
+
+async fn changing_the_path_writes_nothing_until_the_next_sync_which_exports_everything_there(app: TestApp) {
+    // Arrange
+    let (project, _, annotations) = annotated_project(&app, &["one", "two"]).await;
+    let (old_dir, p) = make_dir(&app, "moved/old");
+    let (new_dir, q) = make_dir(&app, "moved/new");
+    let id = create_storage(&app, project, &p, json!({})).await["id"].as_i64().unwrap();
+    wait_completed(&app, id).await;
+    let old_files = snapshot(&old_dir);
+
+    // Act
+    let patched = json_of(app.patch(&format!("{LF}/{id}"), &json!({"path": q})).await, StatusCode::OK).await;
+    let untouched = files_in(&new_dir);
+    sync(&app, id, "").await;
+    let s = wait_completed(&app, id).await;
+
+    // Assert
+    assert_eq!(patched["path"], q);
+    assert_eq!(patched["status"], "completed", "PATCH does not queue a sync");
+    assert!(untouched.is_empty(), "PATCH writes nothing: {untouched:?}");
+    assert_eq!(s["meta"]["sync_mode"], "full", "a new location needs a full export: {s}");
+    assert_eq!(s["meta"]["files_written"], 2, "{s}");
+    let mut expected: Vec<String> = annotations.iter().map(i64::to_string).collect();
+    expected.sort();
+    assert_eq!(files_in(&new_dir), expected);
+    assert_eq!(snapshot(&old_dir), old_files, "the old directory is left as it was");
+}
+
 async fn the_sync_endpoint_answers_at_once_while_the_sync_runs_in_the_background(backend: Backend) {
     // Arrange
     let app = slow_app(backend).await;
@@ -394,7 +473,9 @@ async fn a_completed_sync_has_label_studios_meta_keys_in_order_then_ours(app: Te
     assert_eq!(s["traceback"], Value::Null);
     let last_sync = s["last_sync"].as_str().unwrap();
     assert!(is_iso_time(last_sync), "{last_sync}");
-    assert_eq!(&last_sync[..19], &meta["time_completed"].as_str().unwrap()[..19].replace(' ', "T"));
+    let last_sync = labelport::time::parse_any(last_sync).unwrap();
+    let completed = labelport::time::parse_any(meta["time_completed"].as_str().unwrap()).unwrap();
+    assert!((last_sync - completed).abs() < 1_000_000, "last_sync is the completion time");
 }
 
 // ---------------------------------------------------------------------------------

@@ -1,0 +1,101 @@
+//! The OpenAPI document at `GET /api/schema` (issue 2 item 6).
+
+use crate::backend_tests;
+use crate::helpers::TestApp;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+
+backend_tests!(the_schema_is_an_openapi_document_of_the_core_api, every_documented_operation_is_routed,);
+
+async fn schema(app: &TestApp) -> Value {
+    let r = app.anon(Method::GET, "/api/schema").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers().get("content-type").unwrap(), "application/json");
+    r.json().await.expect("the schema is JSON")
+}
+
+const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+
+async fn the_schema_is_an_openapi_document_of_the_core_api(app: TestApp) {
+    // Act
+    let doc = schema(&app).await;
+
+    // Assert
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "{}", doc["openapi"]);
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, methods) in [
+        ("/api/projects/", &["get", "post"][..]),
+        ("/api/projects/{id}/", &["get", "patch", "put", "delete"]),
+        ("/api/projects/{id}/import", &["post"]),
+        ("/api/tasks/", &["get", "post"]),
+        ("/api/tasks/{id}/", &["get", "patch", "put", "delete"]),
+        ("/api/tasks/{id}/annotations/", &["get", "post"]),
+        ("/api/annotations/{id}/", &["get", "patch", "put", "delete"]),
+        ("/api/current-user/whoami", &["get"]),
+        ("/api/current-user", &["get"]),
+        ("/api/current-user/token", &["get"]),
+        ("/api/current-user/reset-token/", &["post"]),
+        ("/api/token/", &["get", "post"]),
+        ("/api/token/refresh/", &["post"]),
+        ("/api/token/blacklist/", &["post"]),
+        ("/health", &["get"]),
+        ("/api/version", &["get"]),
+        ("/api/schema", &["get"]),
+    ] {
+        for method in methods {
+            assert!(paths.get(path).and_then(|p| p.get(*method)).is_some(), "{method} {path} is documented");
+        }
+    }
+    // The legacy-token scheme (and the Bearer one) are declared and used
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["Token"]["type"], "apiKey");
+    assert_eq!(schemes["Token"]["in"], "header");
+    assert_eq!(schemes["Token"]["name"], "Authorization");
+    assert_eq!(schemes["Bearer"]["scheme"], "bearer");
+    let create = &paths["/api/tasks/{id}/annotations/"]["post"];
+    assert!(create["security"].as_array().unwrap().contains(&json!({"Token": []})), "{}", create["security"]);
+    assert_eq!(create["tags"], json!(["annotations"]));
+    assert!(create["responses"]["201"].is_object());
+    assert!(create["responses"]["404"].is_object());
+    // Error bodies are described once
+    let error = &doc["components"]["schemas"]["ErrorBody"];
+    for key in ["id", "status_code", "version", "detail", "exc_info", "validation_errors"] {
+        assert!(error["properties"].get(key).is_some(), "ErrorBody.{key}");
+    }
+    // Operation ids are unique
+    let mut ids = HashSet::new();
+    for (path, item) in paths {
+        for method in METHODS {
+            if let Some(id) = item.get(method).and_then(|op| op["operationId"].as_str()) {
+                assert!(ids.insert(id.to_owned()), "operationId {id} of {method} {path} is used twice");
+            }
+        }
+    }
+}
+
+async fn every_documented_operation_is_routed(app: TestApp) {
+    // Anonymous requests have no side effects: a routed operation answers 401 (or
+    // works, for the public ones); a missing route would be 404 `Not found.` or 405.
+    let doc = schema(&app).await;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if path.chars().filter(|c| *c == '{').count() != path.matches("{id}").count() {
+            continue; // only `{id}` is filled in below
+        }
+        let concrete = path.replace("{id}", "987654");
+        for method in METHODS {
+            if item.get(method).is_none() {
+                continue;
+            }
+            let r = app.anon(method.to_uppercase().parse().unwrap(), &concrete).json(&json!({})).send().await.unwrap();
+            let status = r.status();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert!(!status.is_server_error(), "{method} {path}: {status}");
+            assert!(
+                !(status == StatusCode::NOT_FOUND && body["detail"] == "Not found."),
+                "{method} {path} is documented but not routed"
+            );
+        }
+    }
+}
