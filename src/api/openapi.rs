@@ -6,7 +6,7 @@
 //! describe those bodies; they are never constructed.
 #![allow(dead_code)]
 
-use super::{annotations, auth, health, import, projects, tasks, users};
+use super::{annotations, auth, health, import, projects, storages, tasks, users};
 use axum::Json;
 use serde_json::Value;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -18,7 +18,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
     info(
         title = "labelport",
         description = "Label Studio-compatible API (Label Studio 1.23.2 wire format): projects, \
-                       task import, tasks, annotations, current user, personal access tokens."
+                       task import, tasks, annotations, current user, personal access tokens, and export \
+                       storages (local files; auto-export of annotations and on-demand sync)."
     ),
     paths(
         health::health,
@@ -47,6 +48,18 @@ use utoipa::{Modify, OpenApi, ToSchema};
         annotations::get,
         annotations::update,
         annotations::delete,
+        storages::types,
+        storages::list_all,
+        storages::list,
+        storages::create,
+        storages::validate,
+        storages::form,
+        storages::get,
+        storages::patch,
+        storages::put,
+        storages::delete,
+        storages::sync,
+        storages::lag,
     ),
     components(schemas(
         ErrorBody,
@@ -66,13 +79,23 @@ use utoipa::{Modify, OpenApi, ToSchema};
         PersonalToken,
         RefreshRequest,
         AccessToken,
+        ExportStorageType,
+        StorageTypeInfo,
+        SyncStatus,
+        ExportMode,
+        LocalFilesStorage,
+        LocalFilesStorageInput,
+        NotSynchronizable,
+        SyncRefused,
+        ExportLag,
     )),
-    modifiers(&SecuritySchemes, &CurrentUserAlias, &PutOperationIds),
+    modifiers(&SecuritySchemes, &CurrentUserAlias, &StorageTypesAlias, &PutOperationIds),
     tags(
         (name = "projects", description = "Projects"),
         (name = "import", description = "Task import"),
         (name = "tasks", description = "Tasks"),
         (name = "annotations", description = "Annotations"),
+        (name = "storages", description = "Export storages: where annotations are written, and their syncs"),
         (name = "users", description = "The current user and its legacy token"),
         (name = "tokens", description = "Personal access tokens (JWT refresh tokens) and Bearer access tokens"),
         (name = "service", description = "Health, version and this document"),
@@ -120,6 +143,21 @@ impl Modify for CurrentUserAlias {
             get.operation_id = Some("api_current_user_read".into());
         }
         openapi.paths.paths.insert("/api/current-user".into(), alias);
+    }
+}
+
+/// `GET /api/storages/types` (Label Studio's import storage types) answers like
+/// `GET /api/storages/export/types`: the same list. One handler serves both paths.
+struct StorageTypesAlias;
+
+impl Modify for StorageTypesAlias {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let Some(export) = openapi.paths.paths.get("/api/storages/export/types") else { return };
+        let mut alias = export.clone();
+        if let Some(get) = alias.get.as_mut() {
+            get.operation_id = Some("api_storages_types_list".into());
+        }
+        openapi.paths.paths.insert("/api/storages/types".into(), alias);
     }
 }
 
@@ -387,4 +425,139 @@ pub struct RefreshRequest {
 #[derive(ToSchema)]
 pub struct AccessToken {
     pub access: String,
+}
+
+/// A storage type: the `{type}` path segment and the `type` of a storage.
+#[derive(ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportStorageType {
+    S3,
+    Gcs,
+    Azure,
+    Redis,
+    Localfiles,
+}
+
+/// A storage type with its display title.
+#[derive(ToSchema)]
+pub struct StorageTypeInfo {
+    /// `s3`, `gcs`, `azure`, `redis` or `localfiles`.
+    pub name: String,
+    /// E.g. `Local files`.
+    pub title: String,
+}
+
+/// The state of a storage's sync (`completed_with_errors` is never used by export storages).
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncStatus {
+    Initialized,
+    Queued,
+    InProgress,
+    Failed,
+    Completed,
+    CompletedWithErrors,
+}
+
+/// What one exported file holds (labelport).
+#[derive(ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportMode {
+    /// One file per annotation, named by its id (Label Studio's layout).
+    Annotation,
+    /// One file per task, with all its annotations.
+    Task,
+}
+
+/// A local-files export storage (Label Studio's keys, in its order, plus `export_mode`).
+#[derive(ToSchema)]
+pub struct LocalFilesStorage {
+    /// Per-type sequence.
+    pub id: i64,
+    #[schema(rename = "type")]
+    pub storage_type: ExportStorageType,
+    /// Whether `POST .../sync` may run.
+    pub synchronizable: bool,
+    /// Absolute local path, normalized (no trailing slash).
+    pub path: Option<String>,
+    /// Stored and echoed; ignored on export.
+    pub regex_filter: Option<String>,
+    /// Stored and echoed; ignored on export.
+    pub use_blob_urls: bool,
+    /// When the last successful sync finished (ISO 8601, UTC, microseconds, `Z`).
+    pub last_sync: Option<String>,
+    /// Annotations processed by the last sync.
+    pub last_sync_count: Option<i64>,
+    /// Id of the last queued sync job.
+    pub last_sync_job: Option<String>,
+    pub status: SyncStatus,
+    /// Text of the last failure.
+    pub traceback: Option<String>,
+    /// Sync bookkeeping: `attempts`, `time_queued`, `time_in_progress`, `time_last_ping`,
+    /// `time_completed`, `duration`, `total_annotations`, `time_failure`.
+    pub meta: Option<Value>,
+    /// At most 256 characters.
+    pub title: Option<String>,
+    pub description: Option<String>,
+    /// ISO 8601, UTC, microseconds, `Z`.
+    pub created_at: String,
+    /// Delete exported files when their annotations are deleted (null = no).
+    pub can_delete_objects: Option<bool>,
+    /// Project id.
+    pub project: i64,
+    /// labelport: file layout; default `annotation`.
+    pub export_mode: ExportMode,
+}
+
+/// Writable export-storage fields; all optional unless noted. The bookkeeping fields
+/// (`status`, `meta`, `last_sync*`, `traceback`) are ignored (a bad `status` is still
+/// reported).
+#[derive(ToSchema)]
+pub struct LocalFilesStorageInput {
+    /// Validate only: an existing storage to merge the body over.
+    pub id: Option<i64>,
+    /// Default true; not null.
+    pub synchronizable: Option<bool>,
+    /// Absolute local path under the configured root; required on create (in practice).
+    pub path: Option<String>,
+    pub regex_filter: Option<String>,
+    /// Not null.
+    pub use_blob_urls: Option<bool>,
+    /// At most 256 characters.
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub can_delete_objects: Option<bool>,
+    /// Project id (or a string holding one); required on POST, PUT and validate.
+    pub project: Option<i64>,
+    /// labelport: `annotation` (default) or `task`.
+    pub export_mode: Option<ExportMode>,
+}
+
+/// The raw 400 of `POST .../sync` on a storage with `synchronizable: false`.
+#[derive(ToSchema)]
+pub struct NotSynchronizable {
+    /// `Storage <id> is not synchronizable`.
+    pub message: String,
+}
+
+/// A refused sync: not synchronizable (raw body), or a failed path check (error shape).
+#[derive(ToSchema)]
+#[serde(untagged)]
+pub enum SyncRefused {
+    NotSynchronizable(NotSynchronizable),
+    Invalid(ErrorBody),
+}
+
+/// How far auto-export of one storage is behind the change feed (labelport).
+#[derive(ToSchema)]
+pub struct ExportLag {
+    /// Storage id.
+    pub id: i64,
+    /// Last change-feed entry this storage has exported.
+    pub cursor_seq: i64,
+    /// Change-feed entries not exported yet.
+    pub pending_changes: i64,
+    /// Age of the oldest pending entry; null when none.
+    pub oldest_pending_seconds: Option<f64>,
+    pub status: SyncStatus,
 }

@@ -210,6 +210,13 @@ async fn find(state: &AppState, user: &User, t: StorageType, raw_id: &str) -> Ap
 }
 
 /// `GET /api/storages/export/types` (and `/api/storages/types`).
+#[utoipa::path(
+    get,
+    path = "/api/storages/export/types",
+    tag = "storages",
+    operation_id = "api_storages_export_types_list",
+    responses((status = 200, description = "Every storage type, in Label Studio's order (also served at `/api/storages/types`)", body = Vec<crate::api::openapi::StorageTypeInfo>)),
+)]
 pub async fn types() -> Json<Value> {
     let list: Vec<Value> = TYPES
         .iter()
@@ -228,6 +235,18 @@ pub async fn types() -> Json<Value> {
 }
 
 /// `GET /api/storages/export?project=`: every type's storages; errors give `[]`.
+#[utoipa::path(
+    get,
+    path = "/api/storages/export",
+    tag = "storages",
+    operation_id = "api_storages_export_list",
+    params(("project" = Option<i64>, Query, description = "Project id; missing, unknown or invalid gives `[]`")),
+    responses(
+        (status = 200, description = "The project's export storages of every type, by type (s3, gcs, azure, redis, localfiles) then id; stale syncs are marked `failed` first", body = Vec<crate::api::openapi::LocalFilesStorage>),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn list_all(State(state): State<AppState>, Auth(user): Auth, query: Query) -> ApiResult<Json<Value>> {
     let Ok(Some(project)) = query.int("project") else { return Ok(Json(json!([]))) };
     if !state.db.project_exists(user.organization_id, project).await? {
@@ -241,6 +260,24 @@ pub async fn list_all(State(state): State<AppState>, Auth(user): Auth, query: Qu
 }
 
 /// `GET /api/storages/export/{type}?project=`.
+#[utoipa::path(
+    get,
+    path = "/api/storages/export/{type}",
+    tag = "storages",
+    operation_id = "api_storages_export_type_list",
+    params(
+        ("type" = crate::api::openapi::ExportStorageType, Path, description = "Storage type; only `localfiles` stores anything yet"),
+        ("project" = i64, Query, description = "Project id"),
+        ("ordering" = Option<String>, Query, description = "`id` (default), `-id`, `title`, `-title`, `created_at` or `-created_at`; anything else keeps id order"),
+    ),
+    responses(
+        (status = 200, description = "The project's storages of this type (not paginated); stale syncs are marked `failed` first", body = Vec<crate::api::openapi::LocalFilesStorage>),
+        (status = 400, description = "`query parameter \"project\" is required` (under `non_field_errors`)", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "Unknown type or non-integer `project` (`Not found.`), or `No Project matches the given query.`", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Auth(user): Auth,
@@ -270,6 +307,24 @@ pub async fn list(
 }
 
 /// `POST /api/storages/export/{type}`: create, then sync right away (default).
+#[utoipa::path(
+    post,
+    path = "/api/storages/export/{type}",
+    tag = "storages",
+    operation_id = "api_storages_export_type_create",
+    params(("type" = crate::api::openapi::ExportStorageType, Path, description = "Storage type; only `localfiles` stores anything yet")),
+    request_body(content = crate::api::openapi::LocalFilesStorageInput, description = "`project` and `path` are required"),
+    responses(
+        (status = 201, description = "The new storage; with sync-on-create (default) as it was right after its first sync was queued (`status: queued`)", body = crate::api::openapi::LocalFilesStorage),
+        (status = 400, description = "Malformed JSON, wrong types, missing fields, or a failed path check (under `non_field_errors`)", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "Body over the configured limit", body = crate::api::openapi::ErrorBody),
+        (status = 415, description = "Not JSON or a form", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "Unknown type (`Not found.`)", body = crate::api::openapi::ErrorBody),
+        (status = 501, description = "A type labelport cannot export to yet (every type but `localfiles`)", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     Auth(user): Auth,
@@ -292,6 +347,24 @@ pub async fn create(
 
 /// `POST /api/storages/export/{type}/validate`: checks a new storage, or an existing
 /// one (`id`) with the body merged over it. Never stores anything.
+#[utoipa::path(
+    post,
+    path = "/api/storages/export/{type}/validate",
+    tag = "storages",
+    operation_id = "api_storages_export_type_validate",
+    params(("type" = crate::api::openapi::ExportStorageType, Path, description = "Storage type; only `localfiles` stores anything yet")),
+    request_body(content = crate::api::openapi::LocalFilesStorageInput, description = "A new storage, or with `id` changes to an existing one (merged over it); `project` is required. Nothing is stored."),
+    responses(
+        (status = 200, description = "Valid (empty body)"),
+        (status = 400, description = "Malformed JSON, wrong types, missing fields, or a failed path check (under `non_field_errors`)", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "Body over the configured limit", body = crate::api::openapi::ErrorBody),
+        (status = 415, description = "Not JSON or a form", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "Unknown type (`Not found.`), or `No <Model> matches the given query.` (e.g. `No LocalFilesExportStorage matches the given query.`)", body = crate::api::openapi::ErrorBody),
+        (status = 501, description = "A type labelport cannot export to yet (every type but `localfiles`)", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn validate(
     State(state): State<AppState>,
     Auth(user): Auth,
@@ -316,12 +389,36 @@ pub async fn validate(
 }
 
 /// `GET /api/storages/export/{type}/form`.
+#[utoipa::path(
+    get,
+    path = "/api/storages/export/{type}/form",
+    tag = "storages",
+    operation_id = "api_storages_export_type_form",
+    params(("type" = crate::api::openapi::ExportStorageType, Path, description = "Storage type; only `localfiles` stores anything yet")),
+    responses(
+        (status = 200, description = "The UI form layout of this type, verbatim from Label Studio", content_type = "application/json", body = Vec<Object>),
+        (status = 404, description = "Unknown type (`Not found.`)", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn form(Path(kind): Path<String>) -> ApiResult<Response> {
     let t = storage_type(&kind)?;
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], t.form).into_response())
 }
 
 /// `GET /api/storages/export/{type}/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/storages/export/{type}/{id}",
+    tag = "storages",
+    operation_id = "api_storages_export_type_read",
+    params(("type" = crate::api::openapi::ExportStorageType, Path, description = "Storage type; only `localfiles` stores anything yet"), ("id" = i64, Path, description = "Storage id (per type)")),
+    responses(
+        (status = 200, description = "The storage", body = crate::api::openapi::LocalFilesStorage),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "Unknown type (`Not found.`), or `No <Model> matches the given query.` (e.g. `No LocalFilesExportStorage matches the given query.`)", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn get(
     State(state): State<AppState>,
     Auth(user): Auth,
@@ -352,6 +449,23 @@ async fn update(
 }
 
 /// `PATCH /api/storages/export/{type}/{id}`: partial; the merged storage is validated.
+#[utoipa::path(
+    patch,
+    path = "/api/storages/export/{type}/{id}",
+    tag = "storages",
+    operation_id = "api_storages_export_type_partial_update",
+    params(("type" = crate::api::openapi::ExportStorageType, Path, description = "Storage type; only `localfiles` stores anything yet"), ("id" = i64, Path, description = "Storage id (per type)")),
+    request_body(content = crate::api::openapi::LocalFilesStorageInput, description = "Fields to change; the merged storage is validated. `project` cannot change."),
+    responses(
+        (status = 200, description = "The updated storage (with `type`); never syncs", body = crate::api::openapi::LocalFilesStorage),
+        (status = 400, description = "Malformed JSON, wrong types, missing fields, or a failed path check (under `non_field_errors`)", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "Body over the configured limit", body = crate::api::openapi::ErrorBody),
+        (status = 415, description = "Not JSON or a form", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "Unknown type (`Not found.`), or `No <Model> matches the given query.` (e.g. `No LocalFilesExportStorage matches the given query.`)", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn patch(
     State(state): State<AppState>,
     Auth(user): Auth,
@@ -362,6 +476,23 @@ pub async fn patch(
 }
 
 /// `PUT /api/storages/export/{type}/{id}`: like PATCH, with `project` required.
+#[utoipa::path(
+    put,
+    path = "/api/storages/export/{type}/{id}",
+    tag = "storages",
+    operation_id = "api_storages_export_type_update",
+    params(("type" = crate::api::openapi::ExportStorageType, Path, description = "Storage type; only `localfiles` stores anything yet"), ("id" = i64, Path, description = "Storage id (per type)")),
+    request_body(content = crate::api::openapi::LocalFilesStorageInput, description = "Like PATCH, with `project` required. `project` cannot change."),
+    responses(
+        (status = 200, description = "The updated storage; never syncs", body = crate::api::openapi::LocalFilesStorage),
+        (status = 400, description = "Malformed JSON, wrong types, missing fields, or a failed path check (under `non_field_errors`)", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "Body over the configured limit", body = crate::api::openapi::ErrorBody),
+        (status = 415, description = "Not JSON or a form", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "Unknown type (`Not found.`), or `No <Model> matches the given query.` (e.g. `No LocalFilesExportStorage matches the given query.`)", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn put(
     State(state): State<AppState>,
     Auth(user): Auth,
@@ -372,6 +503,19 @@ pub async fn put(
 }
 
 /// `DELETE /api/storages/export/{type}/{id}`: files already written stay.
+#[utoipa::path(
+    delete,
+    path = "/api/storages/export/{type}/{id}",
+    tag = "storages",
+    operation_id = "api_storages_export_type_delete",
+    params(("type" = crate::api::openapi::ExportStorageType, Path, description = "Storage type; only `localfiles` stores anything yet"), ("id" = i64, Path, description = "Storage id (per type)")),
+    responses(
+        (status = 204, description = "Deleted; files already written stay"),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "Unknown type (`Not found.`), or `No <Model> matches the given query.` (e.g. `No LocalFilesExportStorage matches the given query.`)", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Auth(user): Auth,
@@ -388,6 +532,24 @@ pub async fn delete(
 /// `POST /api/storages/export/{type}/{id}/sync`: queues a sync and answers at once
 /// with the storage (`queued`, or the running state when one is already under way).
 /// `?full=true` forces a walk over every annotation instead of the change feed.
+#[utoipa::path(
+    post,
+    path = "/api/storages/export/{type}/{id}/sync",
+    tag = "storages",
+    operation_id = "api_storages_export_type_sync",
+    params(
+        ("type" = crate::api::openapi::ExportStorageType, Path, description = "Storage type; only `localfiles` stores anything yet"),
+        ("id" = i64, Path, description = "Storage id (per type)"),
+        ("full" = Option<bool>, Query, description = "`true`: walk every annotation instead of the change feed"),
+    ),
+    responses(
+        (status = 200, description = "The storage right after queuing (`queued`), or its current state when a sync was already queued or running", body = crate::api::openapi::LocalFilesStorage),
+        (status = 400, description = "`{\"message\": \"Storage <id> is not synchronizable\"}` (this exact raw body, not the error shape), or a failed path check (error shape, under `non_field_errors`)", body = crate::api::openapi::SyncRefused),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "Unknown type (`Not found.`), or `No <Model> matches the given query.` (e.g. `No LocalFilesExportStorage matches the given query.`)", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn sync(
     State(state): State<AppState>,
     Auth(user): Auth,
@@ -409,6 +571,19 @@ pub async fn sync(
 
 /// `GET /api/storages/export/{type}/{id}/lag` (labelport): how far auto-export is
 /// behind the change feed.
+#[utoipa::path(
+    get,
+    path = "/api/storages/export/{type}/{id}/lagx",
+    tag = "storages",
+    operation_id = "api_storages_export_type_lag",
+    params(("type" = crate::api::openapi::ExportStorageType, Path, description = "Storage type; only `localfiles` stores anything yet"), ("id" = i64, Path, description = "Storage id (per type)")),
+    responses(
+        (status = 200, description = "How far auto-export is behind the change feed (labelport only)", body = crate::api::openapi::ExportLag),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "Unknown type (`Not found.`), or `No <Model> matches the given query.` (e.g. `No LocalFilesExportStorage matches the given query.`)", body = crate::api::openapi::ErrorBody),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+)]
 pub async fn lag(
     State(state): State<AppState>,
     Auth(user): Auth,

@@ -76,6 +76,36 @@ pub(crate) async fn record_change(
     Ok(())
 }
 
+/// Records many changes of one project at once (bulk import), in input order.
+pub(crate) async fn record_changes(
+    backend: Backend,
+    tx: &mut WriteTx,
+    project_id: i64,
+    entries: &[(i64, i64)],
+    op: ChangeOp,
+) -> DbResult<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CHANGE_FEED_LOCK).execute(&mut **tx).await?;
+    }
+    for chunk in entries.chunks(1000) {
+        let mut sql =
+            String::from("INSERT INTO annotation_changes (project_id, task_id, annotation_id, op, created_at) VALUES ");
+        for i in 0..chunk.len() {
+            let b = 4 + i * 2;
+            sql.push_str(&format!("{}($1, ${b}, ${}, $2, $3)", if i == 0 { "" } else { "," }, b + 1));
+        }
+        let mut q = sqlx::query(&sql).bind(project_id).bind(op.as_str()).bind(now_micros());
+        for (task_id, annotation_id) in chunk {
+            q = q.bind(*task_id).bind(*annotation_id);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 impl Db {
     /// Up to `limit` changes of a project after `after_seq`, in feed order.
     pub async fn changes_since(&self, project_id: i64, after_seq: i64, limit: i64) -> DbResult<Vec<Change>> {

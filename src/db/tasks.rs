@@ -293,51 +293,133 @@ impl Db {
         Ok(rows.iter().map(Prediction::from_row).collect())
     }
 
-    /// Imports tasks with their annotations and predictions in one transaction.
-    /// Every annotation is recorded in the change feed.
+    /// Imports tasks with their annotations and predictions in one transaction, with
+    /// multi-row inserts (hundreds of rows per statement). Every annotation is
+    /// recorded in the change feed.
     pub async fn import_tasks(&self, project_id: i64, user_id: i64, tasks: &[NewTask]) -> DbResult<ImportSummary> {
+        const TASKS_PER_STATEMENT: usize = 500;
+        const ROWS_PER_STATEMENT: usize = 1000;
         let now = now_micros();
         let mut summary = ImportSummary::default();
         let mut tx = self.write_tx().await?;
-        let mut inner_id = next_inner_ids(&mut tx, project_id, tasks.len() as i64).await?;
-        for task in tasks {
-            let task_id: i64 = sqlx::query_scalar(
-                "INSERT INTO tasks (project_id, data, meta, inner_id, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
-            )
-            .bind(project_id)
-            .bind(task.data.to_string())
-            .bind(task.meta.to_string())
-            .bind(inner_id)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-            inner_id += 1;
-            summary.task_ids.push(task_id);
-            for prediction in &task.predictions {
-                sqlx::query(
-                    "INSERT INTO predictions (task_id, project_id, result, score, model_version, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $6)",
-                )
-                .bind(task_id)
-                .bind(project_id)
-                .bind(prediction.result.to_string())
-                .bind(super::NullableF64(prediction.score))
-                .bind(&prediction.model_version)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                summary.prediction_count += 1;
+        let first_inner_id = next_inner_ids(&mut tx, project_id, tasks.len() as i64).await?;
+        let mut task_ids = Vec::with_capacity(tasks.len());
+        for (n, chunk) in tasks.chunks(TASKS_PER_STATEMENT).enumerate() {
+            let first = first_inner_id + (n * TASKS_PER_STATEMENT) as i64;
+            let mut sql = String::from(
+                "INSERT INTO tasks (project_id, data, meta, inner_id, is_labeled, total_annotations, \
+                 cancelled_annotations, total_predictions, created_at, updated_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = 4 + i * 3;
+                let sep = if i == 0 { "" } else { "," };
+                sql.push_str(&format!("{sep}($1, ${b}, ${}, ${}, $2, $2, $2, $2, $3, $3)", b + 1, b + 2));
             }
-            for annotation in &task.annotations {
-                let annotation = NewAnnotation { bulk_created: true, ..annotation.clone() };
-                super::insert_annotation(self.backend, &mut tx, project_id, task_id, user_id, &annotation, now).await?;
-                summary.annotation_count += 1;
+            sql.push_str(" RETURNING id, inner_id");
+            let mut q = sqlx::query(&sql).bind(project_id).bind(0i64).bind(now);
+            for (i, task) in chunk.iter().enumerate() {
+                q = q.bind(task.data.to_string()).bind(task.meta.to_string()).bind(first + i as i64);
             }
-            if !task.annotations.is_empty() || !task.predictions.is_empty() {
-                refresh_task_counters(&mut tx, task_id, None).await?;
-            }
+            let mut rows: Vec<(i64, i64)> = q
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| (r.get::<i64, _>("inner_id"), r.get::<i64, _>("id")))
+                .collect();
+            // RETURNING order is not promised; inner ids are.
+            rows.sort_unstable();
+            task_ids.extend(rows.into_iter().map(|(_, id)| id));
         }
+        let predictions: Vec<(i64, &NewPrediction)> =
+            tasks.iter().zip(&task_ids).flat_map(|(t, id)| t.predictions.iter().map(move |p| (*id, p))).collect();
+        for chunk in predictions.chunks(ROWS_PER_STATEMENT) {
+            let mut sql = String::from(
+                "INSERT INTO predictions (task_id, project_id, result, score, model_version, created_at, updated_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = 3 + i * 4;
+                let sep = if i == 0 { "" } else { "," };
+                sql.push_str(&format!("{sep}(${b}, $1, ${}, ${}, ${}, $2, $2)", b + 1, b + 2, b + 3));
+            }
+            let mut q = sqlx::query(&sql).bind(project_id).bind(now);
+            for (task_id, p) in chunk {
+                q = q
+                    .bind(*task_id)
+                    .bind(p.result.to_string())
+                    .bind(super::NullableF64(p.score))
+                    .bind(&p.model_version);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        summary.prediction_count = predictions.len() as i64;
+        let annotations: Vec<(i64, &NewAnnotation)> =
+            tasks.iter().zip(&task_ids).flat_map(|(t, id)| t.annotations.iter().map(move |a| (*id, a))).collect();
+        let mut changes = Vec::with_capacity(annotations.len());
+        for chunk in annotations.chunks(ROWS_PER_STATEMENT) {
+            let mut sql = String::from(
+                "INSERT INTO annotations (task_id, project_id, result, was_cancelled, ground_truth, lead_time, \
+                 completed_by, updated_by, import_id, last_action, bulk_created, parent_prediction, parent_annotation, \
+                 draft_created_at, created_at, updated_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = 4 + i * 11;
+                let p: Vec<String> = (b..b + 11).map(|n| format!("${n}")).collect();
+                let sep = if i == 0 { "" } else { "," };
+                sql.push_str(&format!(
+                    "{sep}({}, $1, {}, {}, {}, {}, {}, $2, {}, {}, 1, {}, {}, {}, $3, $3)",
+                    p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10]
+                ));
+            }
+            sql.push_str(" RETURNING id, task_id");
+            let mut q = sqlx::query(&sql).bind(project_id).bind(user_id).bind(now);
+            for (task_id, a) in chunk {
+                q = q
+                    .bind(*task_id)
+                    .bind(a.result.to_string())
+                    .bind(a.was_cancelled as i64)
+                    .bind(a.ground_truth as i64)
+                    .bind(super::NullableF64(a.lead_time))
+                    .bind(a.completed_by.unwrap_or(user_id))
+                    .bind(a.import_id)
+                    .bind(a.last_action.as_deref())
+                    .bind(a.parent_prediction)
+                    .bind(a.parent_annotation)
+                    .bind(a.draft_created_at);
+            }
+            let mut rows: Vec<(i64, i64)> = q
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| (r.get::<i64, _>("id"), r.get::<i64, _>("task_id")))
+                .collect();
+            rows.sort_unstable();
+            changes.extend(rows.into_iter().map(|(id, task_id)| (task_id, id)));
+        }
+        summary.annotation_count = annotations.len() as i64;
+        super::changes::record_changes(self.backend, &mut tx, project_id, &changes, ChangeOp::Upsert).await?;
+        // Counters of the tasks that got annotations or predictions, in one statement each.
+        let touched: std::collections::BTreeSet<i64> =
+            annotations.iter().map(|(t, _)| *t).chain(predictions.iter().map(|(t, _)| *t)).collect();
+        let touched: Vec<i64> = touched.into_iter().collect();
+        for chunk in touched.chunks(ROWS_PER_STATEMENT) {
+            let list: Vec<String> = chunk.iter().map(i64::to_string).collect();
+            sqlx::query(&format!(
+                "UPDATE tasks SET \
+                 total_annotations = (SELECT COUNT(*) FROM annotations a WHERE a.task_id = tasks.id AND a.was_cancelled = 0), \
+                 cancelled_annotations = (SELECT COUNT(*) FROM annotations a WHERE a.task_id = tasks.id AND a.was_cancelled = 1), \
+                 total_predictions = (SELECT COUNT(*) FROM predictions r WHERE r.task_id = tasks.id) WHERE id IN ({})",
+                list.join(",")
+            ))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(&format!(
+                "UPDATE tasks SET is_labeled = CASE WHEN total_annotations >= overlap THEN 1 ELSE 0 END WHERE id IN ({})",
+                list.join(",")
+            ))
+            .execute(&mut *tx)
+            .await?;
+        }
+        summary.task_ids = task_ids;
         tx.commit().await?;
         Ok(summary)
     }
