@@ -148,6 +148,13 @@ const STORAGE_COLUMNS: &str = "s.id, s.type, s.project_id, s.title, s.descriptio
      s.regex_filter, s.use_blob_urls, s.can_delete_objects, s.config, s.export_mode, s.status, s.last_sync, \
      s.last_sync_count, s.last_sync_job, s.traceback, s.meta, s.created_at, s.cursor_seq, s.baseline_done, s.target_token";
 
+/// The task columns of an export row, prefixed `t_` (read by [`task_from_prefixed`]);
+/// they follow [`ANNOTATION_COLUMNS`] in `SELECT … FROM annotations a JOIN tasks t`.
+const EXPORT_TASK_COLUMNS: &str = "t.data AS t_data, t.meta AS t_meta, t.inner_id AS t_inner_id, \
+     t.overlap AS t_overlap, t.is_labeled AS t_is_labeled, t.total_annotations AS t_total_annotations, \
+     t.cancelled_annotations AS t_cancelled_annotations, t.total_predictions AS t_total_predictions, \
+     t.updated_by AS t_updated_by, t.created_at AS t_created_at, t.updated_at AS t_updated_at";
+
 const JOB_COLUMNS: &str = "id, storage_id, job_key, mode, state, start_seq, checkpoint_id, total, processed, \
      written, deleted, failed, errors";
 
@@ -611,11 +618,7 @@ impl Db {
     /// Up to `limit` annotations of a project with id > `after`, each with its task.
     pub async fn export_page(&self, project_id: i64, after: i64, limit: i64) -> DbResult<Vec<(Annotation, Task)>> {
         let rows = sqlx::query(&format!(
-            "SELECT {ANNOTATION_COLUMNS}, t.data AS t_data, t.meta AS t_meta, t.inner_id AS t_inner_id, \
-             t.overlap AS t_overlap, t.is_labeled AS t_is_labeled, t.total_annotations AS t_total_annotations, \
-             t.cancelled_annotations AS t_cancelled_annotations, t.total_predictions AS t_total_predictions, \
-             t.updated_by AS t_updated_by, t.created_at AS t_created_at, t.updated_at AS t_updated_at \
-             FROM annotations a JOIN tasks t ON t.id = a.task_id \
+            "SELECT {ANNOTATION_COLUMNS}, {EXPORT_TASK_COLUMNS} FROM annotations a JOIN tasks t ON t.id = a.task_id \
              WHERE a.project_id = $1 AND a.id > $2 ORDER BY a.id LIMIT $3"
         ))
         .bind(project_id)
@@ -633,11 +636,8 @@ impl Db {
         }
         let list: Vec<String> = annotation_ids.iter().map(i64::to_string).collect();
         let rows = sqlx::query(&format!(
-            "SELECT {ANNOTATION_COLUMNS}, t.data AS t_data, t.meta AS t_meta, t.inner_id AS t_inner_id, \
-             t.overlap AS t_overlap, t.is_labeled AS t_is_labeled, t.total_annotations AS t_total_annotations, \
-             t.cancelled_annotations AS t_cancelled_annotations, t.total_predictions AS t_total_predictions, \
-             t.updated_by AS t_updated_by, t.created_at AS t_created_at, t.updated_at AS t_updated_at \
-             FROM annotations a JOIN tasks t ON t.id = a.task_id WHERE a.id IN ({}) ORDER BY a.id",
+            "SELECT {ANNOTATION_COLUMNS}, {EXPORT_TASK_COLUMNS} FROM annotations a JOIN tasks t ON t.id = a.task_id \
+             WHERE a.id IN ({}) ORDER BY a.id",
             list.join(",")
         ))
         .fetch_all(&self.pool)
