@@ -411,7 +411,10 @@ pub async fn form(Path(kind): Path<String>) -> ApiResult<Response> {
     path = "/api/storages/export/{type}/{id}",
     tag = "storages",
     operation_id = "api_storages_export_type_read",
-    params(("type" = crate::api::openapi::ExportStorageType, Path, description = "Storage type; only `localfiles` stores anything yet"), ("id" = i64, Path, description = "Storage id (per type)")),
+    params(
+        ("type" = crate::api::openapi::ExportStorageType, Path, description = "Storage type; only `localfiles` stores anything yet"),
+        ("id" = i64, Path, description = "Storage id (per type)"),
+    ),
     responses(
         (status = 200, description = "The storage", body = crate::api::openapi::LocalFilesStorage),
         (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
@@ -454,7 +457,10 @@ async fn update(
     path = "/api/storages/export/{type}/{id}",
     tag = "storages",
     operation_id = "api_storages_export_type_partial_update",
-    params(("type" = crate::api::openapi::ExportStorageType, Path, description = "Storage type; only `localfiles` stores anything yet"), ("id" = i64, Path, description = "Storage id (per type)")),
+    params(
+        ("type" = crate::api::openapi::ExportStorageType, Path, description = "Storage type; only `localfiles` stores anything yet"),
+        ("id" = i64, Path, description = "Storage id (per type)"),
+    ),
     request_body(content = crate::api::openapi::LocalFilesStorageInput, description = "Fields to change; the merged storage is validated. `project` cannot change."),
     responses(
         (status = 200, description = "The updated storage (with `type`); never syncs", body = crate::api::openapi::LocalFilesStorage),
@@ -481,7 +487,10 @@ pub async fn patch(
     path = "/api/storages/export/{type}/{id}",
     tag = "storages",
     operation_id = "api_storages_export_type_update",
-    params(("type" = crate::api::openapi::ExportStorageType, Path, description = "Storage type; only `localfiles` stores anything yet"), ("id" = i64, Path, description = "Storage id (per type)")),
+    params(
+        ("type" = crate::api::openapi::ExportStorageType, Path, description = "Storage type; only `localfiles` stores anything yet"),
+        ("id" = i64, Path, description = "Storage id (per type)"),
+    ),
     request_body(content = crate::api::openapi::LocalFilesStorageInput, description = "Like PATCH, with `project` required. `project` cannot change."),
     responses(
         (status = 200, description = "The updated storage; never syncs", body = crate::api::openapi::LocalFilesStorage),
@@ -508,7 +517,10 @@ pub async fn put(
     path = "/api/storages/export/{type}/{id}",
     tag = "storages",
     operation_id = "api_storages_export_type_delete",
-    params(("type" = crate::api::openapi::ExportStorageType, Path, description = "Storage type; only `localfiles` stores anything yet"), ("id" = i64, Path, description = "Storage id (per type)")),
+    params(
+        ("type" = crate::api::openapi::ExportStorageType, Path, description = "Storage type; only `localfiles` stores anything yet"),
+        ("id" = i64, Path, description = "Storage id (per type)"),
+    ),
     responses(
         (status = 204, description = "Deleted; files already written stay"),
         (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
@@ -573,10 +585,13 @@ pub async fn sync(
 /// behind the change feed.
 #[utoipa::path(
     get,
-    path = "/api/storages/export/{type}/{id}/lagx",
+    path = "/api/storages/export/{type}/{id}/lag",
     tag = "storages",
     operation_id = "api_storages_export_type_lag",
-    params(("type" = crate::api::openapi::ExportStorageType, Path, description = "Storage type; only `localfiles` stores anything yet"), ("id" = i64, Path, description = "Storage id (per type)")),
+    params(
+        ("type" = crate::api::openapi::ExportStorageType, Path, description = "Storage type; only `localfiles` stores anything yet"),
+        ("id" = i64, Path, description = "Storage id (per type)"),
+    ),
     responses(
         (status = 200, description = "How far auto-export is behind the change feed (labelport only)", body = crate::api::openapi::ExportLag),
         (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),

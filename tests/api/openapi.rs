@@ -42,6 +42,15 @@ async fn the_schema_is_an_openapi_document_of_the_core_api(app: TestApp) {
         ("/health", &["get"]),
         ("/api/version", &["get"]),
         ("/api/schema", &["get"]),
+        ("/api/storages/types", &["get"]),
+        ("/api/storages/export/types", &["get"]),
+        ("/api/storages/export", &["get"]),
+        ("/api/storages/export/{type}", &["get", "post"]),
+        ("/api/storages/export/{type}/validate", &["post"]),
+        ("/api/storages/export/{type}/form", &["get"]),
+        ("/api/storages/export/{type}/{id}", &["get", "patch", "put", "delete"]),
+        ("/api/storages/export/{type}/{id}/sync", &["post"]),
+        ("/api/storages/export/{type}/{id}/lag", &["get"]),
     ] {
         for method in methods {
             assert!(paths.get(path).and_then(|p| p.get(*method)).is_some(), "{method} {path} is documented");
@@ -58,6 +67,21 @@ async fn the_schema_is_an_openapi_document_of_the_core_api(app: TestApp) {
     assert_eq!(create["tags"], json!(["annotations"]));
     assert!(create["responses"]["201"].is_object());
     assert!(create["responses"]["404"].is_object());
+    // Export storages: `{type}` is an enum, sync's raw 400 and the 501 are described
+    let sync = &paths["/api/storages/export/{type}/{id}/sync"]["post"];
+    assert_eq!(sync["tags"], json!(["storages"]));
+    let kind = sync["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "type").expect("{type}");
+    assert_eq!(kind["in"], "path");
+    let kind_ref = kind["schema"]["$ref"].as_str().unwrap().rsplit('/').next().unwrap();
+    assert_eq!(doc["components"]["schemas"][kind_ref]["enum"], json!(["s3", "gcs", "azure", "redis", "localfiles"]));
+    let refused = sync["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].as_str().unwrap();
+    let refused = &doc["components"]["schemas"][refused.rsplit('/').next().unwrap()];
+    assert!(refused["oneOf"].as_array().unwrap().contains(&json!({"$ref": "#/components/schemas/NotSynchronizable"})));
+    assert!(paths["/api/storages/export/{type}"]["post"]["responses"]["501"].is_object());
+    let storage = &doc["components"]["schemas"]["LocalFilesStorage"]["properties"];
+    for key in ["id", "type", "synchronizable", "path", "status", "meta", "project", "export_mode"] {
+        assert!(storage.get(key).is_some(), "LocalFilesStorage.{key}");
+    }
     // Error bodies are described once
     let error = &doc["components"]["schemas"]["ErrorBody"];
     for key in ["id", "status_code", "version", "detail", "exc_info", "validation_errors"] {
@@ -79,10 +103,11 @@ async fn every_documented_operation_is_routed(app: TestApp) {
     // works, for the public ones); a missing route would be 404 `Not found.` or 405.
     let doc = schema(&app).await;
     for (path, item) in doc["paths"].as_object().unwrap() {
-        if path.chars().filter(|c| *c == '{').count() != path.matches("{id}").count() {
-            continue; // only `{id}` is filled in below
+        let placeholders = path.matches("{id}").count() + path.matches("{type}").count();
+        if path.chars().filter(|c| *c == '{').count() != placeholders {
+            continue; // only `{id}` and `{type}` are filled in below
         }
-        let concrete = path.replace("{id}", "987654");
+        let concrete = path.replace("{id}", "987654").replace("{type}", "localfiles");
         for method in METHODS {
             if item.get(method).is_none() {
                 continue;
