@@ -184,3 +184,21 @@ async fn sqlite_a_sync_killed_mid_way_resumes_after_restart_and_completes() {
 async fn postgres_a_sync_killed_mid_way_resumes_after_restart_and_completes() {
     a_sync_killed_mid_way_resumes_after_restart_and_completes(Backend::Postgres).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_server_gracefully() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("files")).unwrap();
+    let mut server = start(&tmp.path().join("data"), &tmp.path().join("files"), None, false).await;
+    let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "the server did not stop after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "graceful exit status, got {exit:?}");
+}
