@@ -65,7 +65,13 @@ impl SyncSettings {
             lease: std::time::Duration::from_secs(num("LABELPORT_LEASE_SECONDS", 15).max(1)),
             poll_interval: std::time::Duration::from_millis(num("LABELPORT_POLL_MS", 200).max(10)),
             batch_size: num("LABELPORT_SYNC_BATCH", 1000).clamp(1, 10_000) as i64,
-            writers: num("LABELPORT_SYNC_WRITERS", 4).clamp(1, 64) as usize,
+            // Creates and renames in one directory serialise on its inode lock: more
+            // writers than cores only spin.
+            writers: num(
+                "LABELPORT_SYNC_WRITERS",
+                std::thread::available_parallelism().map_or(2, |n| n.get().min(4)) as u64,
+            )
+            .clamp(1, 64) as usize,
             task_mode_default: env_flag(ls_env("FUTURE_SAVE_TASK_TO_STORAGE"), false),
             task_json_extension: env_flag(ls_env("FUTURE_SAVE_TASK_TO_STORAGE_JSON_EXT"), true),
             write_delay: std::time::Duration::from_millis(num("LABELPORT_WRITE_DELAY_MS", 0)),

@@ -90,7 +90,7 @@ pub(crate) async fn record_changes(
     if backend == Backend::Postgres {
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CHANGE_FEED_LOCK).execute(&mut **tx).await?;
     }
-    for chunk in entries.chunks(1000) {
+    for chunk in entries.chunks(200) {
         let mut sql =
             String::from("INSERT INTO annotation_changes (project_id, task_id, annotation_id, op, created_at) VALUES ");
         for i in 0..chunk.len() {

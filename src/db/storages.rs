@@ -677,7 +677,8 @@ impl Db {
         }
         let now = now_micros();
         let mut tx = self.write_tx().await?;
-        for chunk in links.chunks(500) {
+        // sqlx-sqlite looks every numbered parameter up by a linear scan: keep statements small.
+        for chunk in links.chunks(100) {
             let mut sql = String::from(
                 "INSERT INTO export_links (storage_id, annotation_id, object_key, version, size, written_at) VALUES ",
             );

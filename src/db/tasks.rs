@@ -297,8 +297,10 @@ impl Db {
     /// multi-row inserts (hundreds of rows per statement). Every annotation is
     /// recorded in the change feed.
     pub async fn import_tasks(&self, project_id: i64, user_id: i64, tasks: &[NewTask]) -> DbResult<ImportSummary> {
-        const TASKS_PER_STATEMENT: usize = 500;
-        const ROWS_PER_STATEMENT: usize = 1000;
+        // sqlx-sqlite looks every numbered parameter up by a linear scan (quadratic in the
+        // parameters of one statement), so statements stay at a few hundred parameters.
+        const TASKS_PER_STATEMENT: usize = 200;
+        const ROWS_PER_STATEMENT: usize = 100;
         let now = now_micros();
         let mut summary = ImportSummary::default();
         let mut tx = self.write_tx().await?;

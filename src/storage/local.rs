@@ -257,20 +257,37 @@ impl StorageTarget for LocalFileSystem {
     }
 
     async fn size(&self, key: &str) -> Result<Option<u64>> {
-        if !is_safe_key(key) {
-            return Err(StorageError::PermissionDenied(format!("invalid key {key:?}")));
-        }
-        let (this, key) = (self.clone(), key.to_owned());
-        blocking(move || {
+        self.sizes(vec![key.to_owned()]).await.pop().unwrap_or(Ok(None))
+    }
+
+    async fn sizes(&self, keys: Vec<String>) -> Vec<Result<Option<u64>>> {
+        let this = self.clone();
+        let n = keys.len();
+        let outcome = blocking(move || {
             let dir = this.open()?;
-            match dir.symlink_metadata(&key) {
-                Ok(m) if m.is_file() => Ok(Some(m.len())),
-                Ok(_) => Ok(None),
-                Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(io_error(&this, &format!("checking {key}"), e)),
-            }
+            Ok(keys
+                .iter()
+                .map(|key| {
+                    if !is_safe_key(key) {
+                        return Err(StorageError::PermissionDenied(format!("invalid key {key:?}")));
+                    }
+                    match dir.symlink_metadata(key) {
+                        Ok(m) if m.is_file() => Ok(Some(m.len())),
+                        Ok(_) => Ok(None),
+                        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+                        Err(e) => Err(io_error(&this, &format!("checking {key}"), e)),
+                    }
+                })
+                .collect::<Vec<_>>())
         })
-        .await
+        .await;
+        match outcome {
+            Ok(sizes) => sizes,
+            Err(e) => {
+                let message = e.to_string();
+                (0..n).map(|_| Err(StorageError::Precondition(message.clone()))).collect()
+            }
+        }
     }
 
     async fn change_token(&self) -> Result<Option<String>> {

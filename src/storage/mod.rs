@@ -93,6 +93,15 @@ pub trait StorageTarget: Display + Send + Sync + 'static {
     /// The size in bytes of the document under `key`, `None` if there is none.
     async fn size(&self, key: &str) -> Result<Option<u64>>;
 
+    /// The sizes of many documents, in order; the default asks one by one.
+    async fn sizes(&self, keys: Vec<String>) -> Vec<Result<Option<u64>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.size(&key).await);
+        }
+        out
+    }
+
     /// Whether a document exists under `key`.
     async fn exists(&self, key: &str) -> Result<bool> {
         Ok(self.size(key).await?.is_some())

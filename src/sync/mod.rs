@@ -34,6 +34,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Builds the target of a storage.
@@ -47,6 +48,9 @@ pub enum ExecutionOutcome {
     /// Nothing to do.
     Idle,
 }
+
+/// An annotation with its task, as exported.
+type ExportRow = (Annotation, Task);
 
 /// Most failure lines kept in a traceback.
 const MAX_ERROR_LINES: usize = 20;
@@ -275,7 +279,8 @@ impl SyncEngine {
             }
             return Ok(tally);
         }
-        self.write_annotations(storage, target, rows, users, &mut tally).await?;
+        let written = self.write_annotations(target, rows, users, &mut tally).await?;
+        self.db.upsert_links(storage.id, &written).await?;
         let deletes = changes.iter().any(|c| c.op == ChangeOp::Delete);
         if deletes && !gone.is_empty() && storage.fields.can_delete_objects == Some(true) {
             let links = self.db.links(storage.id, &gone).await?;
@@ -320,17 +325,17 @@ impl SyncEngine {
         Ok(())
     }
 
-    /// Renders and writes annotation documents in parallel batches, then records links.
+    /// Renders and writes annotation documents in parallel batches; returns the links
+    /// of what was written, for the caller to record.
     async fn write_annotations(
         &self,
-        storage: &ExportStorage,
         target: &dyn StorageTarget,
         rows: Vec<(Annotation, Task)>,
         users: &mut Users,
         tally: &mut Tally,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Vec<Link>> {
         if rows.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         self.load_users(users, rows.iter().filter_map(|(a, _)| a.completed_by)).await?;
         let users = Arc::new(users.clone());
@@ -382,8 +387,7 @@ impl SyncEngine {
                 Err(e) => tally.fail(&link.key, &e),
             }
         }
-        self.db.upsert_links(storage.id, &written).await?;
-        Ok(())
+        Ok(written)
     }
 
     /// Task mode: writes each task's document (all its annotations), or deletes it
@@ -555,29 +559,50 @@ impl SyncEngine {
                 tracing::info!(storage = storage.id, files = n, "removed temporary files of interrupted writes");
             }
         }
+        // A two-stage pipeline with one page in flight each way, so memory stays flat:
+        // the next page is read, and the previous page's links and checkpoint are saved,
+        // while this page's files are written.
         let mut users = Users::new();
+        let mut next_page = Some(self.read_page(storage.project_id, progress.checkpoint_id));
+        let mut saving: Option<JoinHandle<anyhow::Result<bool>>> = None;
         loop {
             if stop.is_cancelled() {
+                if let Some(saving) = saving {
+                    saving.await??;
+                }
                 return Ok(None);
             }
-            let page =
-                self.db.export_page(storage.project_id, progress.checkpoint_id, self.settings.batch_size).await?;
+            let page = next_page.take().expect("a page is always requested").await??;
             let Some(last) = page.last().map(|(a, _)| a.id) else {
                 break;
             };
+            next_page = Some(self.read_page(storage.project_id, last));
             let count = page.len() as i64;
             let mut tally = Tally::default();
-            if storage.fields.export_mode == "task" {
+            let written = if storage.fields.export_mode == "task" {
                 let tasks: BTreeSet<i64> = page.iter().map(|(a, _)| a.task_id).collect();
                 self.export_tasks(storage, target, tasks, &mut users, &mut tally).await?;
+                Vec::new()
             } else {
                 let todo = self.unchanged_filter(storage, target, page).await?;
-                self.write_annotations(storage, target, todo, &mut users, &mut tally).await?;
-            }
+                self.write_annotations(target, todo, &mut users, &mut tally).await?
+            };
             tally.add_to(progress);
             progress.processed += count;
             progress.checkpoint_id = last;
-            if !self.checkpoint(storage.id, job, progress, progress.processed).await? {
+            if let Some(previous) = saving.take() {
+                if !previous.await?? {
+                    return Ok(None);
+                }
+            }
+            let (engine, job, snapshot, storage_id) = (self.clone(), job.clone(), progress.clone(), storage.id);
+            saving = Some(tokio::spawn(async move {
+                engine.db.upsert_links(storage_id, &written).await?;
+                engine.checkpoint(storage_id, &job, &snapshot, snapshot.processed).await
+            }));
+        }
+        if let Some(saving) = saving {
+            if !saving.await?? {
                 return Ok(None);
             }
         }
@@ -612,6 +637,12 @@ impl SyncEngine {
         Ok(Some(job.start_seq))
     }
 
+    /// Starts reading the page of annotations after `after` in the background.
+    fn read_page(&self, project_id: i64, after: i64) -> JoinHandle<anyhow::Result<Vec<ExportRow>>> {
+        let (db, limit) = (self.db.clone(), self.settings.batch_size);
+        tokio::spawn(async move { Ok(db.export_page(project_id, after, limit).await?) })
+    }
+
     /// Drops rows whose document is already in place with the same fingerprint.
     async fn unchanged_filter(
         &self,
@@ -622,16 +653,17 @@ impl SyncEngine {
         let ids: Vec<i64> = page.iter().map(|(a, _)| a.id).collect();
         let links: BTreeMap<i64, Link> =
             self.db.links(storage.id, &ids).await?.into_iter().map(|l| (l.annotation_id, l)).collect();
-        let mut todo = Vec::with_capacity(page.len());
-        for (a, t) in page {
-            // Skip only what is in place as we wrote it: same fingerprint, same size on the target.
-            if let Some(link) = links.get(&a.id).filter(|l| l.version == version(&a, &t)) {
-                if target.size(&link.key).await.ok().flatten() == Some(link.size as u64) {
-                    continue;
-                }
-            }
-            todo.push((a, t));
-        }
+        // Skip only what is in place as we wrote it: same fingerprint, same size on the target.
+        let candidates: Vec<&Link> =
+            page.iter().filter_map(|(a, t)| links.get(&a.id).filter(|l| l.version == version(a, t))).collect();
+        let sizes = target.sizes(candidates.iter().map(|l| l.key.clone()).collect()).await;
+        let in_place: BTreeSet<i64> = candidates
+            .iter()
+            .zip(sizes)
+            .filter(|(link, size)| matches!(size, Ok(Some(n)) if *n == link.size as u64))
+            .map(|(link, _)| link.annotation_id)
+            .collect();
+        let todo: Vec<(Annotation, Task)> = page.into_iter().filter(|(a, _)| !in_place.contains(&a.id)).collect();
         Ok(todo)
     }
 
