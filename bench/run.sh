@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# labelport benchmark harness. See docs/BENCHMARKS.md.
+#
+#   bench/run.sh [--n 100000] [--repeats 3] [--postgres] [--with-label-studio] [--ls-n 10000]
+#                [--ls-only] [--rate 200] [--lag-seconds 15] [--no-doc] [--keep]
+#
+# Builds labelport (release) and the floor program, starts the server(s) on 127.0.0.1 with
+# a temporary data dir, runs bench/bench.py, prints one table and updates docs/BENCHMARKS.md.
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+N=100000; REPEATS=3; LS_N=10000; WITH_LS=0; LS_ONLY=0; POSTGRES=0; DOC=1; KEEP=0; EXTRA=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --n) N="$2"; shift 2;;
+    --repeats) REPEATS="$2"; shift 2;;
+    --ls-n) LS_N="$2"; shift 2;;
+    --with-label-studio) WITH_LS=1; shift;;
+    --ls-only) WITH_LS=1; LS_ONLY=1; shift;;
+    --postgres) POSTGRES=1; shift;;
+    --no-doc) DOC=0; shift;;
+    --keep) KEEP=1; shift;;
+    --rate|--lag-seconds|--ls-lag-seconds|--chunk|--inc-repeats|--floor-threads|--ls-repeats)
+      EXTRA+=("$1" "$2"); shift 2;;
+    --skip-lag|--skip-incremental|--restart-before-sync|--no-floor) EXTRA+=("$1"); shift;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0;;
+    *) echo "unknown option $1" >&2; exit 2;;
+  esac
+done
+
+WORK="$(mktemp -d "${BENCH_TMPDIR:-/tmp}/labelport-bench.XXXXXX")"
+PGDB=""
+PY_PID=""
+cleanup() {
+  if [[ -n "$PY_PID" ]] && kill -0 "$PY_PID" 2>/dev/null; then kill -TERM "$PY_PID" 2>/dev/null || true; wait "$PY_PID" 2>/dev/null || true; fi
+  if [[ -n "$PGDB" ]]; then psql -h 127.0.0.1 -U postgres -q -c "DROP DATABASE IF EXISTS $PGDB" >/dev/null 2>&1 || true; fi
+  if [[ $KEEP == 0 ]]; then rm -rf "$WORK"; else echo "kept $WORK" >&2; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "== building labelport (release)" >&2
+(cd "$REPO" && cargo build --release --bin labelport >&2)
+LABELPORT="$REPO/target/release/labelport"
+FLOOR="$WORK/floor"
+echo "== building the floor program" >&2
+rustc -O --edition 2021 -o "$FLOOR" "$HERE/floor.rs"
+
+ARGS=(--labelport "$LABELPORT" --floor "$FLOOR" --n "$N" --repeats "$REPEATS" --work "$WORK" --ls-n "$LS_N"
+      --json "$WORK/results.json")
+if [[ $DOC == 1 ]]; then ARGS+=(--doc "$REPO/docs/BENCHMARKS.md"); fi
+if [[ $POSTGRES == 1 ]]; then
+  PGDB="labelport_bench_$$_$RANDOM"
+  psql -h 127.0.0.1 -U postgres -q -c "CREATE DATABASE $PGDB" >/dev/null
+  ARGS+=(--database-url "postgres://postgres@127.0.0.1:5432/$PGDB")
+fi
+if [[ $WITH_LS == 1 ]]; then
+  LS_VENV="${LS_VENV:-$WORK/ls-venv}"
+  if [[ ! -x "$LS_VENV/bin/label-studio" ]]; then
+    echo "== installing label-studio==1.23.2 into $LS_VENV (takes minutes)" >&2
+    python3 -m venv "$LS_VENV"
+    "$LS_VENV/bin/pip" install -q --disable-pip-version-check label-studio==1.23.2 >&2
+  fi
+  ARGS+=(--with-label-studio --ls-venv "$LS_VENV")
+  [[ $LS_ONLY == 1 ]] && ARGS+=(--ls-only)
+fi
+mkdir -p "$REPO/bench/results"
+python3 "$HERE/bench.py" "${ARGS[@]}" "${EXTRA[@]}" &
+PY_PID=$!
+wait "$PY_PID"
+RC=$?
+PY_PID=""
+cp "$WORK/results.json" "$REPO/bench/results/last-run.json" 2>/dev/null || true
+exit $RC
