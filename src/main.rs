@@ -1,5 +1,10 @@
 use clap::Parser;
 
+// mimalloc hands freed memory back to the OS; glibc's arenas kept the peak of a large
+// import for the life of the process (bench: 188 MB vs 60 MB after a 100k import).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     labelport::telemetry::init();

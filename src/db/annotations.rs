@@ -199,6 +199,7 @@ impl Db {
             "SELECT {ANNOTATION_COLUMNS} FROM annotations a WHERE a.task_id IN ({}){cancelled} ORDER BY a.task_id, a.id",
             list.join(",")
         ))
+        .persistent(false)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(Annotation::from_row).collect())

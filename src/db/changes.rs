@@ -97,7 +97,7 @@ pub(crate) async fn record_changes(
             let b = 4 + i * 2;
             sql.push_str(&format!("{}($1, ${b}, ${}, $2, $3)", if i == 0 { "" } else { "," }, b + 1));
         }
-        let mut q = sqlx::query(&sql).bind(project_id).bind(op.as_str()).bind(now_micros());
+        let mut q = sqlx::query(&sql).persistent(false).bind(project_id).bind(op.as_str()).bind(now_micros());
         for (task_id, annotation_id) in chunk {
             q = q.bind(*task_id).bind(*annotation_id);
         }

@@ -227,7 +227,7 @@ impl Db {
     pub async fn count_projects(&self, organization_id: i64, filter: &ProjectFilter) -> DbResult<i64> {
         let (extra, params) = filter_sql(filter, 2);
         let sql = format!("SELECT COUNT(*) FROM projects p WHERE p.organization_id = $1{extra}");
-        let mut q = sqlx::query_scalar(&sql).bind(organization_id);
+        let mut q = sqlx::query_scalar(&sql).persistent(false).bind(organization_id);
         for p in params {
             q = q.bind(p);
         }
@@ -247,7 +247,7 @@ impl Db {
             "SELECT {PROJECT_COLUMNS} FROM projects p WHERE p.organization_id = $1{extra} \
              ORDER BY p.created_at DESC, p.id DESC LIMIT $2 OFFSET $3"
         );
-        let mut q = sqlx::query(&sql).bind(organization_id).bind(limit).bind(offset);
+        let mut q = sqlx::query(&sql).persistent(false).bind(organization_id).bind(limit).bind(offset);
         for p in params {
             q = q.bind(p);
         }

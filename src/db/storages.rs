@@ -573,15 +573,18 @@ impl Db {
         Ok(true)
     }
 
-    /// Advances a storage's cursor (auto-export), only while holding the lease.
-    pub async fn advance_cursor(&self, storage_id: i64, owner: &str, seq: i64) -> DbResult<bool> {
+    /// Advances a storage's cursor, only while holding the lease; with `token`, also
+    /// records the target's change token after these writes (one transaction).
+    pub async fn advance_cursor(&self, storage_id: i64, owner: &str, seq: i64, token: Option<&str>) -> DbResult<bool> {
         let mut tx = self.write_tx().await?;
         let done = sqlx::query(
-            "UPDATE export_storages SET cursor_seq = $1 WHERE id = $2 AND lease_owner = $3 AND cursor_seq < $1",
+            "UPDATE export_storages SET cursor_seq = $1, target_token = COALESCE($4, target_token) \
+             WHERE id = $2 AND lease_owner = $3 AND cursor_seq < $1",
         )
         .bind(seq)
         .bind(storage_id)
         .bind(owner)
+        .bind(token)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -640,6 +643,7 @@ impl Db {
              WHERE a.id IN ({}) ORDER BY a.id",
             list.join(",")
         ))
+        .persistent(false)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(|row| (Annotation::from_row(row), task_from_prefixed(row))).collect())
@@ -664,6 +668,7 @@ impl Db {
             "SELECT annotation_id, object_key, version, size FROM export_links WHERE storage_id = $1 AND annotation_id IN ({})",
             list.join(",")
         ))
+        .persistent(false)
         .bind(storage_id)
         .fetch_all(&self.pool)
         .await?;
@@ -693,7 +698,7 @@ impl Db {
                 " ON CONFLICT (storage_id, annotation_id) DO UPDATE SET object_key = excluded.object_key, \
                  version = excluded.version, size = excluded.size, written_at = excluded.written_at",
             );
-            let mut q = sqlx::query(&sql).bind(storage_id).bind(now);
+            let mut q = sqlx::query(&sql).persistent(false).bind(storage_id).bind(now);
             for link in chunk {
                 q = q.bind(link.annotation_id).bind(&link.key).bind(&link.version).bind(link.size);
             }
@@ -714,6 +719,7 @@ impl Db {
             "DELETE FROM export_links WHERE storage_id = $1 AND annotation_id IN ({})",
             list.join(",")
         ))
+        .persistent(false)
         .bind(storage_id)
         .execute(&mut *tx)
         .await?;

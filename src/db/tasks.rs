@@ -288,6 +288,7 @@ impl Db {
              FROM predictions WHERE task_id IN ({}) ORDER BY task_id, id",
             list.join(",")
         ))
+        .persistent(false)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(Prediction::from_row).collect())
@@ -318,7 +319,7 @@ impl Db {
                 sql.push_str(&format!("{sep}($1, ${b}, ${}, ${}, $2, $2, $2, $2, $3, $3)", b + 1, b + 2));
             }
             sql.push_str(" RETURNING id, inner_id");
-            let mut q = sqlx::query(&sql).bind(project_id).bind(0i64).bind(now);
+            let mut q = sqlx::query(&sql).persistent(false).bind(project_id).bind(0i64).bind(now);
             for (i, task) in chunk.iter().enumerate() {
                 q = q.bind(task.data.to_string()).bind(task.meta.to_string()).bind(first + i as i64);
             }
@@ -343,7 +344,7 @@ impl Db {
                 let sep = if i == 0 { "" } else { "," };
                 sql.push_str(&format!("{sep}(${b}, $1, ${}, ${}, ${}, $2, $2)", b + 1, b + 2, b + 3));
             }
-            let mut q = sqlx::query(&sql).bind(project_id).bind(now);
+            let mut q = sqlx::query(&sql).persistent(false).bind(project_id).bind(now);
             for (task_id, p) in chunk {
                 q = q
                     .bind(*task_id)
@@ -373,7 +374,7 @@ impl Db {
                 ));
             }
             sql.push_str(" RETURNING id, task_id");
-            let mut q = sqlx::query(&sql).bind(project_id).bind(user_id).bind(now);
+            let mut q = sqlx::query(&sql).persistent(false).bind(project_id).bind(user_id).bind(now);
             for (task_id, a) in chunk {
                 q = q
                     .bind(*task_id)
@@ -412,12 +413,14 @@ impl Db {
                  total_predictions = (SELECT COUNT(*) FROM predictions r WHERE r.task_id = tasks.id) WHERE id IN ({})",
                 list.join(",")
             ))
+        .persistent(false)
             .execute(&mut *tx)
             .await?;
             sqlx::query(&format!(
                 "UPDATE tasks SET is_labeled = CASE WHEN total_annotations >= overlap THEN 1 ELSE 0 END WHERE id IN ({})",
                 list.join(",")
             ))
+        .persistent(false)
             .execute(&mut *tx)
             .await?;
         }

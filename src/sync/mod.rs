@@ -241,12 +241,12 @@ impl SyncEngine {
             if tally.failed > 0 {
                 return Ok(Some(tally.errors.join("; ")));
             }
-            if !self.db.advance_cursor(storage.id, &self.owner, last).await? {
+            let token = target.change_token().await.ok().flatten();
+            if !self.db.advance_cursor(storage.id, &self.owner, last, token.as_deref()).await? {
                 break;
             }
             cursor = last;
         }
-        self.record_token(storage.id, target.as_ref()).await?;
         Ok(None)
     }
 
@@ -689,7 +689,7 @@ impl SyncEngine {
             let tally = self.apply_changes(storage, target, &changes, &mut users).await?;
             tally.add_to(progress);
             progress.processed += changes.len() as i64;
-            if !self.db.advance_cursor(storage.id, &self.owner, last).await? {
+            if !self.db.advance_cursor(storage.id, &self.owner, last, None).await? {
                 return Ok(None);
             }
             cursor = last;
