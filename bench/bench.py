@@ -351,12 +351,12 @@ def rmtree(path):
     shutil.rmtree(path, ignore_errors=True)
 
 
-def run_floor(floor_bin, manifest, path, threads):
+def run_floor(floor_bin, manifest, path, threads, mode="tmpfile"):
     rmtree(path)
     os.makedirs(path)
     os.sync()
     t0 = time.monotonic()
-    out = subprocess.run([floor_bin, manifest, path, str(threads)], capture_output=True, text=True, timeout=3600)
+    out = subprocess.run([floor_bin, manifest, path, str(threads), mode], capture_output=True, text=True, timeout=3600)
     dt = time.monotonic() - t0
     if out.returncode != 0:
         raise RuntimeError(f"floor failed: {out.stderr}")
@@ -547,7 +547,7 @@ def workload(a, kind, server, token, root, n, floor_pairs, repeats, poll, sync_t
         floor_first = bool(r % 2) and sizes is not None and a.floor and kind == "labelport"
         if floor_first:  # A B B A …: neither side always runs second
             fpath = os.path.join(root, f"floor-{r}")
-            fdt, finner = run_floor(a.floor, manifest, fpath, a.floor_threads)
+            fdt, finner = run_floor(a.floor, manifest, fpath, a.floor_threads, a.floor_mode)
             floors.append(fdt)
             log(f"[floor] {fdt:.3f}s (inner {finner:.3f}s)")
         sid = create_storage(cl, pid, path, f"bench full {r}")
@@ -579,7 +579,7 @@ def workload(a, kind, server, token, root, n, floor_pairs, repeats, poll, sync_t
         if a.floor and kind == "labelport":
             if not floor_first:
                 fpath = os.path.join(root, f"floor-{r}")
-                fdt, finner = run_floor(a.floor, manifest, fpath, a.floor_threads)
+                fdt, finner = run_floor(a.floor, manifest, fpath, a.floor_threads, a.floor_mode)
                 floors.append(fdt)
                 log(f"[floor] {fdt:.3f}s (inner {finner:.3f}s)")
             ratios.append(dt / floors[-1])
@@ -718,6 +718,8 @@ def main():
     ap.add_argument("--floor")
     ap.add_argument("--no-floor", action="store_true")
     ap.add_argument("--floor-threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--floor-mode", choices=["tmpfile", "rename"], default="tmpfile",
+                    help="tmpfile: O_TMPFILE + link, as labelport writes new files; rename: temp file + rename")
     ap.add_argument("--n", type=int, default=100000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--inc-repeats", type=int, default=5)
@@ -798,7 +800,7 @@ def main():
         "",
         f"{info['date']}, commit {info['commit']}; {info['nproc']} cores ({info['cpu']}), {info['mem']} RAM, "
         f"disk {info['disk']}, kernel {info['kernel']}. Full sync: {a.repeats} interleaved labelport/floor pairs "
-        f"(fresh storage and directory each)" + (f", floor with {a.floor_threads} threads" if a.floor else ", no floor")
+        f"(fresh storage and directory each)" + (f", floor with {a.floor_threads} threads, {a.floor_mode} mode" if a.floor else ", no floor")
         + ("; server restarted after seeding" if a.restart_before_sync else "")
         + ("" if a.skip_incremental else f"; incremental: {a.inc_repeats} runs each")
         + ("" if a.skip_lag else f"; lag: {a.rate:.0f} saves/s for {a.lag_seconds:.0f} s") + ".",

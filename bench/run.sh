@@ -20,7 +20,7 @@ while [[ $# -gt 0 ]]; do
     --postgres) POSTGRES=1; shift;;
     --no-doc) DOC=0; shift;;
     --keep) KEEP=1; shift;;
-    --rate|--lag-seconds|--ls-lag-seconds|--chunk|--inc-repeats|--floor-threads|--ls-repeats)
+    --rate|--lag-seconds|--ls-lag-seconds|--chunk|--inc-repeats|--floor-threads|--floor-mode|--ls-repeats)
       EXTRA+=("$1" "$2"); shift 2;;
     --skip-lag|--skip-incremental|--restart-before-sync|--no-floor) EXTRA+=("$1"); shift;;
     -h|--help) sed -n '2,8p' "$0"; exit 0;;
