@@ -72,6 +72,100 @@ pub fn annotation_document(a: &Annotation, task: &Task, users: &Users) -> Value 
     })
 }
 
+/// The annotation-mode document serialised straight to bytes, without building a
+/// `Value` tree (which cloned the task data and the result for every document). The
+/// bytes are identical to `to_bytes(&annotation_document(..))`; a test checks it.
+pub fn annotation_document_bytes(a: &Annotation, task: &Task, users: &Users) -> Vec<u8> {
+    to_bytes(&AnnotationDoc { a, t: task, users, now: now_micros() })
+}
+
+struct AnnotationDoc<'a> {
+    a: &'a Annotation,
+    t: &'a Task,
+    users: &'a Users,
+    now: crate::time::Micros,
+}
+
+struct CompletedBy<'a>(Option<&'a User>);
+
+struct NestedTask<'a>(&'a Task);
+
+fn iso_or_null(us: Option<crate::time::Micros>) -> Option<String> {
+    us.map(iso)
+}
+
+impl serde::Serialize for CompletedBy<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Some(u) = self.0 else { return s.serialize_none() };
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("id", &u.id)?;
+        m.serialize_entry("first_name", &u.first_name)?;
+        m.serialize_entry("last_name", &u.last_name)?;
+        m.serialize_entry("email", &u.email)?;
+        m.end()
+    }
+}
+
+impl serde::Serialize for NestedTask<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let t = self.0;
+        let mut m = s.serialize_map(Some(20))?;
+        m.serialize_entry("id", &t.id)?;
+        m.serialize_entry("data", &t.data)?;
+        m.serialize_entry("meta", &t.meta)?;
+        m.serialize_entry("created_at", &iso(t.created_at))?;
+        m.serialize_entry("updated_at", &iso(t.updated_at))?;
+        m.serialize_entry("is_labeled", &t.is_labeled)?;
+        m.serialize_entry("allow_skip", &true)?;
+        m.serialize_entry("overlap", &t.overlap)?;
+        m.serialize_entry("inner_id", &t.inner_id)?;
+        m.serialize_entry("total_annotations", &t.total_annotations)?;
+        m.serialize_entry("cancelled_annotations", &t.cancelled_annotations)?;
+        m.serialize_entry("total_predictions", &t.total_predictions)?;
+        m.serialize_entry("precomputed_agreement", &())?;
+        m.serialize_entry("comment_count", &0)?;
+        m.serialize_entry("unresolved_comment_count", &0)?;
+        m.serialize_entry("last_comment_updated_at", &())?;
+        m.serialize_entry("project", &t.project_id)?;
+        m.serialize_entry("updated_by", &t.updated_by)?;
+        m.serialize_entry("file_upload", &())?;
+        m.serialize_entry("comment_authors", &[(); 0])?;
+        m.end()
+    }
+}
+
+impl serde::Serialize for AnnotationDoc<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let (a, users) = (self.a, self.users);
+        let author = a.completed_by.and_then(|id| users.get(&id));
+        let mut m = s.serialize_map(Some(20))?;
+        m.serialize_entry("id", &a.id)?;
+        m.serialize_entry("result", &a.result)?;
+        m.serialize_entry("created_username", &crate::api::users::created_username(author))?;
+        m.serialize_entry("created_ago", &timesince(a.created_at, self.now))?;
+        m.serialize_entry("completed_by", &CompletedBy(author))?;
+        m.serialize_entry("task", &NestedTask(self.t))?;
+        m.serialize_entry("was_cancelled", &a.was_cancelled)?;
+        m.serialize_entry("ground_truth", &a.ground_truth)?;
+        m.serialize_entry("created_at", &iso(a.created_at))?;
+        m.serialize_entry("updated_at", &iso(a.updated_at))?;
+        m.serialize_entry("draft_created_at", &iso_or_null(a.draft_created_at))?;
+        m.serialize_entry("lead_time", &a.lead_time)?;
+        m.serialize_entry("import_id", &a.import_id)?;
+        m.serialize_entry("last_action", &a.last_action)?;
+        m.serialize_entry("bulk_created", &a.bulk_created)?;
+        m.serialize_entry("project", &a.project_id)?;
+        m.serialize_entry("updated_by", &a.updated_by)?;
+        m.serialize_entry("parent_prediction", &a.parent_prediction)?;
+        m.serialize_entry("parent_annotation", &a.parent_annotation)?;
+        m.serialize_entry("last_created_by", &a.last_created_by)?;
+        m.end()
+    }
+}
+
 /// A stable UUID for an annotation (Label Studio's `unique_id`).
 fn unique_id(annotation_id: i64) -> String {
     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("labelport/annotation/{annotation_id}").as_bytes())
@@ -185,7 +279,7 @@ impl Formatter for AsciiPretty<'_> {
 }
 
 /// Serialises a document the way Label Studio writes it to disk.
-pub fn to_bytes(doc: &Value) -> Vec<u8> {
+pub fn to_bytes<T: serde::Serialize + ?Sized>(doc: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(2048);
     let mut ser = serde_json::Serializer::with_formatter(&mut out, AsciiPretty(PrettyFormatter::with_indent(b"  ")));
     serde::Serialize::serialize(doc, &mut ser).expect("serialising a JSON value into memory cannot fail");
@@ -294,6 +388,8 @@ mod tests {
         );
         let text = String::from_utf8(to_bytes(&doc)).unwrap();
         assert!(text.contains("\"lead_time\": 3.0,"), "an integral lead time is written as a float");
+        let direct = String::from_utf8(annotation_document_bytes(&a, &task, &users)).unwrap();
+        assert_eq!(direct, text, "the direct serialiser writes the same bytes as the Value tree");
         let task_keys: Vec<&str> = doc["task"].as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(task_keys[..6], ["id", "data", "meta", "created_at", "updated_at", "is_labeled"]);
         assert_eq!(task_keys.len(), 20);

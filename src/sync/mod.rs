@@ -355,7 +355,7 @@ impl SyncEngine {
                         .iter()
                         .map(|(a, t)| {
                             let key = keys::annotation_key(a.id);
-                            let body = Bytes::from(document::to_bytes(&document::annotation_document(a, t, &users)));
+                            let body = Bytes::from(document::annotation_document_bytes(a, t, &users));
                             let link = Link {
                                 annotation_id: a.id,
                                 key: key.clone(),
