@@ -794,7 +794,8 @@ def main():
         return
     tbl = table(ours, ls, info)
     db = results["db"]
-    title = f"N={ours['n']:,}, {db}" + (f", with Label Studio at N={ls['n']:,}" if ls else "")
+    title = (f"N={ours['n']:,}, {db}" + (f", with Label Studio at N={ls['n']:,}" if ls else "")
+             + (", temp+rename floor" if a.floor and a.floor_mode == "rename" else ""))
     body = "\n".join([
         f"### {title}",
         "",
@@ -809,7 +810,7 @@ def main():
     ])
     print("\n" + body + "\n")
     if a.doc:
-        key = f"n{ours['n']}-{db}" + ("-ls" if ls else "")
+        key = f"n{ours['n']}-{db}" + ("-ls" if ls else "") + ("-floor-rename" if a.floor and a.floor_mode == "rename" else "")
         write_doc(a.doc, key, body)
         log(f"wrote {a.doc} section {key}")
 
