@@ -760,16 +760,40 @@ impl Db {
     /// Deletes change-feed entries every storage of their project has passed; a
     /// project without storages needs none of its entries. Returns how many.
     pub async fn prune_change_feed(&self) -> DbResult<u64> {
-        let mut tx = self.write_tx().await?;
-        let done = sqlx::query(
-            "DELETE FROM annotation_changes WHERE seq <= COALESCE( \
-               (SELECT MIN(s.cursor_seq) FROM export_storages s WHERE s.project_id = annotation_changes.project_id), \
-               (SELECT MAX(c.seq) FROM annotation_changes c))",
+        // Per project, up to the slowest storage's cursor; in bounded batches, so no
+        // transaction holds the writer (SQLite) or many row locks for long.
+        const BATCH: i64 = 5000;
+        let horizons: Vec<(i64, i64)> = sqlx::query(
+            "SELECT c.project_id, COALESCE((SELECT MIN(s.cursor_seq) FROM export_storages s \
+               WHERE s.project_id = c.project_id), (SELECT MAX(m.seq) FROM annotation_changes m)) AS horizon \
+             FROM (SELECT DISTINCT project_id FROM annotation_changes) c",
         )
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| (r.get("project_id"), r.get("horizon")))
+        .collect();
+        let mut deleted = 0;
+        for (project_id, horizon) in horizons {
+            loop {
+                let mut tx = self.write_tx().await?;
+                let done = sqlx::query(
+                    "DELETE FROM annotation_changes WHERE seq IN (SELECT seq FROM annotation_changes \
+                     WHERE project_id = $1 AND seq <= $2 ORDER BY seq LIMIT $3)",
+                )
+                .bind(project_id)
+                .bind(horizon)
+                .bind(BATCH)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                deleted += done.rows_affected();
+                if done.rows_affected() < BATCH as u64 {
+                    break;
+                }
+            }
+        }
+        Ok(deleted)
     }
 
     /// How far behind the change feed each storage of a project is: (storage id,

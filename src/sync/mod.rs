@@ -32,7 +32,7 @@ use state::Outcome;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -147,7 +147,8 @@ impl SyncEngine {
             }
         }
         tracing::info!(worker = %self.owner, "sync engine started");
-        let mut last_prune = Instant::now();
+        // Pruning runs beside the worker, so a large delete never delays an export.
+        let pruner = tokio::spawn(prune_until_stopped(self.db.clone(), stop.clone()));
         let mut backoff = Duration::from_millis(100);
         while !stop.is_cancelled() {
             match self.try_execute_task_until(&stop).await {
@@ -156,18 +157,6 @@ impl SyncEngine {
                     continue;
                 }
                 Ok(ExecutionOutcome::Idle) => {
-                    if last_prune.elapsed() > Duration::from_secs(60) {
-                        last_prune = Instant::now();
-                        match self.db.prune_change_feed().await {
-                            Ok(n) if n > 0 => {
-                                tracing::debug!(entries = n, "pruned the change feed")
-                            }
-                            Ok(_) => {}
-                            Err(e) => {
-                                tracing::warn!(error.message = %e, "pruning the change feed failed")
-                            }
-                        }
-                    }
                     tokio::select! {
                         _ = self.wake.notified() => {},
                         _ = tokio::time::sleep(self.settings.poll_interval) => {},
@@ -184,6 +173,7 @@ impl SyncEngine {
                 }
             }
         }
+        let _ = pruner.await;
         tracing::info!(worker = %self.owner, "sync engine stopped");
     }
 
@@ -698,6 +688,21 @@ impl SyncEngine {
             }
         }
         Ok(Some(cursor))
+    }
+}
+
+/// Every minute, deletes the change-feed entries that every storage has passed.
+async fn prune_until_stopped(db: Db, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {},
+            _ = stop.cancelled() => return,
+        }
+        match db.prune_change_feed().await {
+            Ok(n) if n > 0 => tracing::debug!(entries = n, "pruned the change feed"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error.message = %e, "pruning the change feed failed"),
+        }
     }
 }
 

@@ -153,3 +153,35 @@ async fn two_servers_on_one_postgres_database_run_each_job_once() {
         assert!(!states.is_empty() && states.len() <= 2, "at most the create-time job and one coalesced request");
     }
 }
+
+async fn the_change_feed_is_pruned_only_up_to_what_every_storage_has_exported(backend: Backend) {
+    // Arrange: project A has a storage that has not exported anything since it was
+    // created; project B has no storage at all.
+    let app = no_worker(backend).await;
+    let a = app.create_project("with storage").await;
+    let b = app.create_project("without storage").await;
+    app.import(a, &json!([{"data": {"n": 1}, "annotations": [{"result": []}]}])).await;
+    create_storage(&app, a).await;
+    let pending = app.import(a, &json!([{"data": {"n": 2}, "annotations": [{"result": []}]}])).await;
+    app.import(b, &json!([{"data": {"n": 3}, "annotations": [{"result": []}]}])).await;
+    let db = &app.state.db;
+
+    // Act
+    let pruned = db.prune_change_feed().await.unwrap();
+
+    // Assert: A keeps the entry its storage still needs, B keeps nothing.
+    assert_eq!(pruned, 2, "A's entry from before the storage existed, and B's");
+    let left = db.changes_since(a, 0, 100).await.unwrap();
+    assert_eq!(left.iter().map(|c| c.task_id).collect::<Vec<_>>(), pending);
+    assert!(db.changes_since(b, 0, 100).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_the_change_feed_is_pruned_only_up_to_what_every_storage_has_exported() {
+    the_change_feed_is_pruned_only_up_to_what_every_storage_has_exported(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_the_change_feed_is_pruned_only_up_to_what_every_storage_has_exported() {
+    the_change_feed_is_pruned_only_up_to_what_every_storage_has_exported(Backend::Postgres).await;
+}
