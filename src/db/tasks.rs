@@ -132,23 +132,25 @@ impl Prediction {
 }
 
 /// Recomputes a task's annotation counters after its annotations changed.
+/// `SET` list recomputing a task's counters from its annotations and predictions.
+const COUNTERS_SET: &str =
+    "total_annotations = (SELECT COUNT(*) FROM annotations a WHERE a.task_id = tasks.id AND a.was_cancelled = 0), \
+     cancelled_annotations = (SELECT COUNT(*) FROM annotations a WHERE a.task_id = tasks.id AND a.was_cancelled = 1), \
+     total_predictions = (SELECT COUNT(*) FROM predictions r WHERE r.task_id = tasks.id)";
+
+/// `SET` clause deriving `is_labeled` from the (already refreshed) counters.
+const IS_LABELED_SET: &str = "is_labeled = CASE WHEN total_annotations >= overlap THEN 1 ELSE 0 END";
+
 pub(crate) async fn refresh_task_counters(tx: &mut WriteTx, task_id: i64, updated_by: Option<i64>) -> DbResult<()> {
-    sqlx::query(
-        "UPDATE tasks SET \
-         total_annotations = (SELECT COUNT(*) FROM annotations a WHERE a.task_id = tasks.id AND a.was_cancelled = 0), \
-         cancelled_annotations = (SELECT COUNT(*) FROM annotations a WHERE a.task_id = tasks.id AND a.was_cancelled = 1), \
-         total_predictions = (SELECT COUNT(*) FROM predictions r WHERE r.task_id = tasks.id), \
-         updated_by = COALESCE($2, updated_by), updated_at = $3 WHERE id = $1",
-    )
+    sqlx::query(&format!(
+        "UPDATE tasks SET {COUNTERS_SET}, updated_by = COALESCE($2, updated_by), updated_at = $3 WHERE id = $1"
+    ))
     .bind(task_id)
     .bind(updated_by)
     .bind(now_micros())
     .execute(&mut **tx)
     .await?;
-    sqlx::query("UPDATE tasks SET is_labeled = CASE WHEN total_annotations >= overlap THEN 1 ELSE 0 END WHERE id = $1")
-        .bind(task_id)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(&format!("UPDATE tasks SET {IS_LABELED_SET} WHERE id = $1")).bind(task_id).execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -406,23 +408,14 @@ impl Db {
         let touched: Vec<i64> = touched.into_iter().collect();
         for chunk in touched.chunks(ROWS_PER_STATEMENT) {
             let list: Vec<String> = chunk.iter().map(i64::to_string).collect();
-            sqlx::query(&format!(
-                "UPDATE tasks SET \
-                 total_annotations = (SELECT COUNT(*) FROM annotations a WHERE a.task_id = tasks.id AND a.was_cancelled = 0), \
-                 cancelled_annotations = (SELECT COUNT(*) FROM annotations a WHERE a.task_id = tasks.id AND a.was_cancelled = 1), \
-                 total_predictions = (SELECT COUNT(*) FROM predictions r WHERE r.task_id = tasks.id) WHERE id IN ({})",
-                list.join(",")
-            ))
-        .persistent(false)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(&format!(
-                "UPDATE tasks SET is_labeled = CASE WHEN total_annotations >= overlap THEN 1 ELSE 0 END WHERE id IN ({})",
-                list.join(",")
-            ))
-        .persistent(false)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(&format!("UPDATE tasks SET {COUNTERS_SET} WHERE id IN ({})", list.join(",")))
+                .persistent(false)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(&format!("UPDATE tasks SET {IS_LABELED_SET} WHERE id IN ({})", list.join(",")))
+                .persistent(false)
+                .execute(&mut *tx)
+                .await?;
         }
         summary.task_ids = task_ids;
         tx.commit().await?;
