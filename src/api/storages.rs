@@ -23,6 +23,8 @@ use serde_json::{json, Value};
 pub struct StorageType {
     /// URL segment and `type` value.
     pub name: &'static str,
+    /// Display title in `GET /types`.
+    pub title: &'static str,
     /// Model name in `No <Model> matches the given query.`
     pub model: &'static str,
     /// UI form layout (`GET .../form`), verbatim from Label Studio.
@@ -35,30 +37,35 @@ pub struct StorageType {
 pub const TYPES: [StorageType; 5] = [
     StorageType {
         name: "s3",
+        title: "AWS S3",
         model: "S3ExportStorage",
         form: r#"[{"columnCount":3,"fields":[{"type":"text","name":"title","label":"Storage Name","required":true},{"type":"text","name":"bucket","label":"Bucket Name","allowEmpty":false,"required":true},{"type":"text","name":"prefix","label":"Bucket Prefix"}]},{"columnCount":3,"fields":[{"type":"text","name":"region_name","label":"Region Name","placeholder":"us-east-1"},{"type":"text","name":"s3_endpoint","label":"S3 Endpoint"},{"type":"text","name":"aws_sse_kms_key_id","label":"SSE KMS Key ID"},{"type":"password","name":"aws_access_key_id","label":"Access Key ID","autoComplete":"off","skipAutofill":true,"allowEmpty":false,"protectedValue":true},{"type":"password","name":"aws_secret_access_key","label":"Secret Access Key","autoComplete":"new-password","skipAutofill":true,"allowEmpty":false,"protectedValue":true},{"type":"password","name":"aws_session_token","autoComplete":"new-password","label":"Session Token","skipAutofill":true,"allowEmpty":true,"protectedValue":true}]},{"columnCount":1,"columns":[{"fields":[{"type":"toggle","name":"can_delete_objects","label":"Can delete objects from storage","description":"If unchecked, annotations will not be deleted from storage"}]}]}]"#,
         supported: false,
     },
     StorageType {
         name: "gcs",
+        title: "Google Cloud Storage",
         model: "GCSExportStorage",
         form: r#"[{"columnCount":3,"fields":[{"type":"text","name":"title","label":"Storage Name","required":true},{"type":"text","name":"bucket","label":"Bucket Name","required":true},{"type":"text","name":"prefix","label":"Bucket Prefix"}]},{"columnCount":1,"fields":[{"type":"password","name":"google_application_credentials","label":"Google Application Credentials","footer":"Paste the contents of credentials.json in this field OR leave it blank to use ADC.","autoComplete":"new-password","skipAutofill":true,"allowEmpty":false,"validators":["json"]}]},{"columnCount":1,"fields":[{"type":"text","name":"google_project_id","label":"Google Project ID","footer":"Leave blank to inherit from Google Application Credentials."}]}]"#,
         supported: false,
     },
     StorageType {
         name: "azure",
+        title: "Microsoft Azure",
         model: "AzureBlobExportStorage",
         form: r#"[{"columnCount":3,"fields":[{"type":"text","name":"title","label":"Storage Name","required":true},{"type":"text","name":"container","label":"Container Name","required":true},{"type":"text","name":"prefix","label":"Container Prefix"}]},{"columnCount":2,"fields":[{"type":"password","name":"account_name","label":"Account Name","autoComplete":"off","skipAutofill":true,"allowEmpty":false,"protectedValue":true},{"type":"password","name":"account_key","label":"Account Key","autoComplete":"new-password","skipAutofill":true,"allowEmpty":false,"protectedValue":true}]}]"#,
         supported: false,
     },
     StorageType {
         name: "redis",
+        title: "Redis",
         model: "RedisExportStorage",
         form: r#"[{"columnCount":2,"fields":[{"type":"text","name":"db","label":"Database Number (db)","placeholder":1},{"type":"text","name":"path","label":"Path"},{"type":"password","name":"password","label":"Password","autoComplete":"new-password"},{"type":"text","name":"host","label":"Host","placeholder":"localhost"},{"type":"text","name":"port","label":"Port"}]}]"#,
         supported: false,
     },
     StorageType {
         name: "localfiles",
+        title: "Local files",
         model: "LocalFilesExportStorage",
         form: r#"[{"columnCount":3,"fields":[{"type":"text","name":"title","label":"Storage Name","required":true},{"type":"text","name":"path","label":"Absolute local path","required":true}]}]"#,
         supported: true,
@@ -218,19 +225,7 @@ async fn find(state: &AppState, user: &User, t: StorageType, raw_id: &str) -> Ap
     responses((status = 200, description = "Every storage type, in Label Studio's order (also served at `/api/storages/types`)", body = Vec<crate::api::openapi::StorageTypeInfo>)),
 )]
 pub async fn types() -> Json<Value> {
-    let list: Vec<Value> = TYPES
-        .iter()
-        .map(|t| {
-            let title = match t.name {
-                "s3" => "AWS S3",
-                "gcs" => "Google Cloud Storage",
-                "azure" => "Microsoft Azure",
-                "redis" => "Redis",
-                _ => "Local files",
-            };
-            json!({ "name": t.name, "title": title })
-        })
-        .collect();
+    let list: Vec<Value> = TYPES.iter().map(|t| json!({ "name": t.name, "title": t.title })).collect();
     Json(Value::Array(list))
 }
 

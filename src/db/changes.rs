@@ -7,7 +7,7 @@
 //! writer takes a transaction-scoped advisory lock before taking its number. A
 //! consumer that remembers the last `seq` it processed can therefore read
 //! `WHERE seq > cursor` and never miss an entry that commits later with a smaller
-//! number. Consumers prune what every reader has passed with [`Db::prune_changes`].
+//! number. [`Db::prune_change_feed`] deletes what every storage has passed.
 
 use super::{Backend, Db, DbResult, WriteTx};
 use crate::time::{now_micros, Micros};
@@ -136,17 +136,5 @@ impl Db {
         let seq: Option<i64> =
             sqlx::query_scalar("SELECT MAX(seq) FROM annotation_changes").fetch_one(&self.pool).await?;
         Ok(seq.unwrap_or(0))
-    }
-
-    /// Deletes a project's entries up to and including `through_seq`; returns how many.
-    pub async fn prune_changes(&self, project_id: i64, through_seq: i64) -> DbResult<u64> {
-        let mut tx = self.write_tx().await?;
-        let done = sqlx::query("DELETE FROM annotation_changes WHERE project_id = $1 AND seq <= $2")
-            .bind(project_id)
-            .bind(through_seq)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected())
     }
 }

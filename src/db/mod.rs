@@ -24,7 +24,6 @@ pub use tasks::*;
 pub use users::*;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use std::time::Duration;
 
@@ -143,11 +142,6 @@ impl Db {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
         })
-    }
-
-    /// A pooled connection, for a series of reads.
-    pub async fn conn(&self) -> DbResult<PoolConnection<Any>> {
-        Ok(self.pool.acquire().await?)
     }
 
     /// Checks that the database answers.
