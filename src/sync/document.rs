@@ -12,69 +12,8 @@ use std::io;
 /// Users by id, for `completed_by` and `created_username`.
 pub type Users = HashMap<i64, User>;
 
-fn completed_by(users: &Users, id: Option<i64>) -> Value {
-    id.and_then(|id| users.get(&id)).map_or(
-        Value::Null,
-        |u| json!({ "id": u.id, "first_name": u.first_name, "last_name": u.last_name, "email": u.email }),
-    )
-}
-
-/// The nested task of an annotation-mode document (no annotations).
-fn nested_task(t: &Task) -> Value {
-    json!({
-        "id": t.id,
-        "data": t.data,
-        "meta": t.meta,
-        "created_at": iso(t.created_at),
-        "updated_at": iso(t.updated_at),
-        "is_labeled": t.is_labeled,
-        "allow_skip": true,
-        "overlap": t.overlap,
-        "inner_id": t.inner_id,
-        "total_annotations": t.total_annotations,
-        "cancelled_annotations": t.cancelled_annotations,
-        "total_predictions": t.total_predictions,
-        "precomputed_agreement": null,
-        "comment_count": 0,
-        "unresolved_comment_count": 0,
-        "last_comment_updated_at": null,
-        "project": t.project_id,
-        "updated_by": t.updated_by,
-        "file_upload": null,
-        "comment_authors": [],
-    })
-}
-
-/// The annotation-mode document of one annotation.
-pub fn annotation_document(a: &Annotation, task: &Task, users: &Users) -> Value {
-    let author = a.completed_by.and_then(|id| users.get(&id));
-    json!({
-        "id": a.id,
-        "result": a.result,
-        "created_username": crate::api::users::created_username(author),
-        "created_ago": timesince(a.created_at, now_micros()),
-        "completed_by": completed_by(users, a.completed_by),
-        "task": nested_task(task),
-        "was_cancelled": a.was_cancelled,
-        "ground_truth": a.ground_truth,
-        "created_at": iso(a.created_at),
-        "updated_at": iso(a.updated_at),
-        "draft_created_at": iso_opt(a.draft_created_at),
-        "lead_time": a.lead_time,
-        "import_id": a.import_id,
-        "last_action": a.last_action,
-        "bulk_created": a.bulk_created,
-        "project": a.project_id,
-        "updated_by": a.updated_by,
-        "parent_prediction": a.parent_prediction,
-        "parent_annotation": a.parent_annotation,
-        "last_created_by": a.last_created_by,
-    })
-}
-
-/// The annotation-mode document serialised straight to bytes, without building a
-/// `Value` tree (which cloned the task data and the result for every document). The
-/// bytes are identical to `to_bytes(&annotation_document(..))`; a test checks it.
+/// The annotation-mode document (contract §5.3), serialised straight from the rows to
+/// bytes: no `Value` tree, which would clone the task data and the result per document.
 pub fn annotation_document_bytes(a: &Annotation, task: &Task, users: &Users) -> Vec<u8> {
     to_bytes(&AnnotationDoc { a, t: task, users, now: now_micros() })
 }
@@ -354,7 +293,8 @@ mod tests {
                 last_activity: 0,
             },
         )]);
-        let doc = annotation_document(&a, &task, &users);
+        let text = String::from_utf8(annotation_document_bytes(&a, &task, &users)).unwrap();
+        let doc: Value = serde_json::from_str(&text).unwrap();
         let keys: Vec<&str> = doc.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(
             keys,
@@ -386,10 +326,9 @@ mod tests {
             doc["completed_by"],
             json!({"id": 1, "first_name": "", "last_name": "", "email": "admin@example.com"})
         );
-        let text = String::from_utf8(to_bytes(&doc)).unwrap();
         assert!(text.contains("\"lead_time\": 3.0,"), "an integral lead time is written as a float");
-        let direct = String::from_utf8(annotation_document_bytes(&a, &task, &users)).unwrap();
-        assert_eq!(direct, text, "the direct serialiser writes the same bytes as the Value tree");
+        let canonical = String::from_utf8(to_bytes(&doc)).unwrap();
+        assert_eq!(text, canonical, "the direct serialiser formats exactly like the Value path");
         let task_keys: Vec<&str> = doc["task"].as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(task_keys[..6], ["id", "data", "meta", "created_at", "updated_at", "is_labeled"]);
         assert_eq!(task_keys.len(), 20);
