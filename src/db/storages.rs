@@ -220,26 +220,21 @@ impl Db {
         let mut tx = self.write_tx().await?;
         let cursor: Option<i64> =
             sqlx::query_scalar("SELECT MAX(seq) FROM annotation_changes").fetch_one(&mut *tx).await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO export_storages (type, project_id, title, description, synchronizable, path, regex_filter, \
-             use_blob_urls, can_delete_objects, config, export_mode, created_at, cursor_seq) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+        let id: i64 = bind_fields(
+            sqlx::query(
+                "INSERT INTO export_storages (title, description, synchronizable, path, regex_filter, use_blob_urls, \
+                 can_delete_objects, config, export_mode, type, project_id, created_at, cursor_seq) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+            ),
+            f,
         )
         .bind(storage_type)
         .bind(project_id)
-        .bind(f.title.as_deref())
-        .bind(f.description.as_deref())
-        .bind(f.synchronizable as i64)
-        .bind(f.path.as_deref())
-        .bind(f.regex_filter.as_deref())
-        .bind(f.use_blob_urls as i64)
-        .bind(f.can_delete_objects.map(i64::from))
-        .bind(f.config.to_string())
-        .bind(&f.export_mode)
         .bind(now_micros())
         .bind(cursor.unwrap_or(0))
         .fetch_one(&mut *tx)
-        .await?;
+        .await?
+        .get("id");
         tx.commit().await?;
         self.storage_by_id(id).await
     }
@@ -295,20 +290,14 @@ impl Db {
     /// new full export, so the baseline is reset then.
     pub async fn update_storage(&self, id: i64, f: &StorageFields, location_changed: bool) -> DbResult<ExportStorage> {
         let mut tx = self.write_tx().await?;
-        let done = sqlx::query(
-            "UPDATE export_storages SET title = $1, description = $2, synchronizable = $3, path = $4, \
-             regex_filter = $5, use_blob_urls = $6, can_delete_objects = $7, config = $8, export_mode = $9, \
-             baseline_done = CASE WHEN $10 = 1 THEN 0 ELSE baseline_done END WHERE id = $11",
+        let done = bind_fields(
+            sqlx::query(
+                "UPDATE export_storages SET title = $1, description = $2, synchronizable = $3, path = $4, \
+                 regex_filter = $5, use_blob_urls = $6, can_delete_objects = $7, config = $8, export_mode = $9, \
+                 baseline_done = CASE WHEN $10 = 1 THEN 0 ELSE baseline_done END WHERE id = $11",
+            ),
+            f,
         )
-        .bind(f.title.as_deref())
-        .bind(f.description.as_deref())
-        .bind(f.synchronizable as i64)
-        .bind(f.path.as_deref())
-        .bind(f.regex_filter.as_deref())
-        .bind(f.use_blob_urls as i64)
-        .bind(f.can_delete_objects.map(i64::from))
-        .bind(f.config.to_string())
-        .bind(&f.export_mode)
         .bind(location_changed as i64)
         .bind(id)
         .execute(&mut *tx)
@@ -810,6 +799,22 @@ impl Db {
         .await?;
         Ok(rows.iter().map(|r| (r.get("id"), r.get("pending"), r.get("oldest"))).collect())
     }
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds the writable fields as `$1`…`$9`, in the order both the INSERT and the
+/// UPDATE of a storage list them.
+fn bind_fields<'q>(q: AnyQuery<'q>, f: &'q StorageFields) -> AnyQuery<'q> {
+    q.bind(f.title.as_deref())
+        .bind(f.description.as_deref())
+        .bind(f.synchronizable as i64)
+        .bind(f.path.as_deref())
+        .bind(f.regex_filter.as_deref())
+        .bind(f.use_blob_urls as i64)
+        .bind(f.can_delete_objects.map(i64::from))
+        .bind(f.config.to_string())
+        .bind(f.export_mode.as_str())
 }
 
 fn link_from_row(r: &AnyRow) -> Link {
