@@ -25,6 +25,43 @@ pub struct Settings {
     pub local_files: LocalFilesSettings,
     /// Sync engine settings.
     pub sync: SyncSettings,
+    /// Cloud target settings (SSRF protection, concurrency, retries).
+    pub targets: TargetSettings,
+    /// Key sealing stored secrets (`LABELPORT_SECRET_KEY`); `None`: the key file in
+    /// the data directory. Processes sharing one database must share the key.
+    pub secret_key: Option<String>,
+}
+
+/// How cloud targets (S3, GCS, Azure, Redis) are reached.
+#[derive(Debug, Clone)]
+pub struct TargetSettings {
+    /// Refuse endpoints that resolve to loopback, private, link-local or reserved
+    /// addresses (`SSRF_PROTECTION_ENABLED`, default true, as in Label Studio).
+    pub ssrf_protection: bool,
+    /// Requests in flight at once per target (`LABELPORT_TARGET_CONCURRENCY`, default 32).
+    pub max_in_flight: usize,
+    /// Attempts per request on throttling, 5xx and connection errors, with
+    /// exponential backoff and jitter (`LABELPORT_TARGET_ATTEMPTS`, default 8).
+    pub max_attempts: u32,
+    /// First backoff delay; doubles per attempt up to 20 s (`LABELPORT_TARGET_BACKOFF_MS`, default 100).
+    pub backoff: std::time::Duration,
+    /// Time limit of one request (`LABELPORT_TARGET_TIMEOUT_SECS`, default 30).
+    pub request_timeout: std::time::Duration,
+}
+
+impl TargetSettings {
+    /// From the environment, with defaults.
+    pub fn from_env() -> TargetSettings {
+        let num =
+            |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default);
+        TargetSettings {
+            ssrf_protection: env_flag(std::env::var("SSRF_PROTECTION_ENABLED").ok(), true),
+            max_in_flight: num("LABELPORT_TARGET_CONCURRENCY", 32).clamp(1, 1024) as usize,
+            max_attempts: num("LABELPORT_TARGET_ATTEMPTS", 8).clamp(1, 100) as u32,
+            backoff: std::time::Duration::from_millis(num("LABELPORT_TARGET_BACKOFF_MS", 100).clamp(1, 60_000)),
+            request_timeout: std::time::Duration::from_secs(num("LABELPORT_TARGET_TIMEOUT_SECS", 30).clamp(1, 3600)),
+        }
+    }
 }
 
 /// How the sync engine works.
@@ -120,6 +157,8 @@ impl fmt::Debug for Settings {
             .field("bootstrap_user", &self.bootstrap_user)
             .field("local_files", &self.local_files)
             .field("sync", &self.sync)
+            .field("targets", &self.targets)
+            .field("secret_key", &self.secret_key.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -157,6 +196,15 @@ pub fn default_database_url(data_dir: &Path) -> String {
 }
 
 impl Settings {
+    /// What storage targets need from these settings.
+    pub fn target_context(&self) -> crate::storage::spec::TargetContext {
+        crate::storage::spec::TargetContext {
+            local_files: self.local_files.clone(),
+            fsync: self.sync.fsync,
+            targets: self.targets.clone(),
+        }
+    }
+
     /// Settings for `data_dir` with everything else from the environment.
     pub fn from_env(host: String, port: u16, data_dir: PathBuf, max_body_bytes: usize) -> Settings {
         let database_url = std::env::var("DATABASE_URL")
@@ -181,6 +229,8 @@ impl Settings {
                 document_root: ls_env("LOCAL_FILES_DOCUMENT_ROOT").unwrap_or_else(|| "/".into()),
             },
             sync: SyncSettings::from_env(),
+            targets: TargetSettings::from_env(),
+            secret_key: std::env::var(crate::secrets::KEY_ENV).ok().filter(|k| !k.trim().is_empty()),
         }
     }
 }

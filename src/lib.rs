@@ -6,6 +6,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod secrets;
 pub mod startup;
 pub mod storage;
 pub mod sync;

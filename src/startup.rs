@@ -3,6 +3,7 @@
 use crate::api::{self, auth, AppState};
 use crate::config::{BootstrapUser, Settings};
 use crate::db::{Db, DbError, NewUser};
+use crate::secrets::SecretBox;
 use crate::sync::{default_targets, SyncEngine};
 use anyhow::Context;
 use std::future::Future;
@@ -35,12 +36,15 @@ impl Application {
             );
         }
         let secret = db.server_secret("jwt_secret", crate::db::generate_legacy_token).await?;
+        let secrets = secret_box(&db, &settings).await?;
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .await
             .with_context(|| format!("Failed to listen on {}:{}", settings.host, settings.port))?;
         let changes = Arc::new(tokio::sync::Notify::new());
-        let engine = settings.sync.run_worker.then(|| engine(&db, &settings, changes.clone()));
-        let state = AppState { db, settings: Arc::new(settings), jwt: auth::JwtKeys::new(&secret), changes };
+        let engine = settings.sync.run_worker.then(|| engine(&db, &settings, &secrets, changes.clone()));
+        let targets = settings.target_context();
+        let state =
+            AppState { db, settings: Arc::new(settings), jwt: auth::JwtKeys::new(&secret), changes, secrets, targets };
         Ok(Application { listener, state, engine })
     }
 
@@ -84,9 +88,27 @@ impl Application {
 }
 
 /// The sync engine for these settings.
-pub fn engine(db: &Db, settings: &Settings, wake: Arc<tokio::sync::Notify>) -> SyncEngine {
-    let targets = default_targets(settings.local_files.clone(), settings.sync.fsync);
+pub fn engine(db: &Db, settings: &Settings, secrets: &SecretBox, wake: Arc<tokio::sync::Notify>) -> SyncEngine {
+    let targets = default_targets(settings.target_context(), secrets.clone());
     SyncEngine::new(db.clone(), settings.sync.clone(), targets, wake)
+}
+
+/// The key for stored secrets, checked against the value sealed with it at first
+/// start: another key refuses to start instead of handing out garbage credentials.
+pub async fn secret_box(db: &Db, settings: &Settings) -> anyhow::Result<SecretBox> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("Failed to create the data directory {}", settings.data_dir.display()))?;
+    let secrets = SecretBox::load(settings.secret_key.as_deref(), &settings.data_dir)?;
+    let stored = db.server_secret(crate::secrets::KEY_CHECK, || secrets.check_value()).await?;
+    if !secrets.matches(&stored) {
+        anyhow::bail!(
+            "the secret key ({} or {} in the data directory) is not the key the stored storage credentials were \
+             encrypted with: start with the original key, or re-encrypt them with `labelport secrets rotate`",
+            crate::secrets::KEY_ENV,
+            crate::secrets::KEY_FILE
+        );
+    }
+    Ok(secrets)
 }
 
 /// Runs only the sync worker (no HTTP), for scale-out on a shared PostgreSQL database.
@@ -95,9 +117,11 @@ pub async fn run_worker_until_stopped(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let db = Db::connect(&settings.database_url).await?;
+    let secrets = secret_box(&db, &settings).await?;
     let stop = CancellationToken::new();
-    let worker =
-        tokio::spawn(engine(&db, &settings, Arc::new(tokio::sync::Notify::new())).run_until_stopped(stop.clone()));
+    let worker = tokio::spawn(
+        engine(&db, &settings, &secrets, Arc::new(tokio::sync::Notify::new())).run_until_stopped(stop.clone()),
+    );
     shutdown.await;
     stop.cancel();
     worker.await?;

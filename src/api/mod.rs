@@ -21,6 +21,8 @@ pub mod users;
 
 use crate::config::Settings;
 use crate::db::Db;
+use crate::secrets::SecretBox;
+use crate::storage::spec::TargetContext;
 use axum::extract::Request;
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
@@ -44,6 +46,10 @@ pub struct AppState {
     pub jwt: auth::JwtKeys,
     /// Woken whenever annotation changes were committed (the sync engine listens).
     pub changes: Arc<Notify>,
+    /// Seals and opens the write-only fields of storages.
+    pub secrets: SecretBox,
+    /// What storage targets need from the settings.
+    pub targets: TargetContext,
 }
 
 impl AppState {

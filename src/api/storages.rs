@@ -10,113 +10,69 @@ use super::fields::Form;
 use super::AppState;
 use crate::db::{DbError, ExportStorage, StorageFields, User};
 use crate::storage::local_path;
-use crate::sync::state;
+use crate::storage::spec::{type_spec, ConfigError, FieldKind, TargetConfig, TypeSpec, TYPES};
+use crate::sync::{state, target_config};
 use crate::time::{iso, iso_opt, now_micros};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
-/// A storage type of the URL, with Label Studio's model name for 404 messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StorageType {
-    /// URL segment and `type` value.
-    pub name: &'static str,
-    /// Display title in `GET /types`.
-    pub title: &'static str,
-    /// Model name in `No <Model> matches the given query.`
-    pub model: &'static str,
-    /// UI form layout (`GET .../form`), verbatim from Label Studio.
-    pub form: &'static str,
-    /// Whether labelport can export to it yet.
-    pub supported: bool,
+/// The spec whose response layout serves unknown types (never reached in practice).
+const LOCAL_SPEC: &TypeSpec = TYPES[4];
+
+fn storage_type(name: &str) -> ApiResult<&'static TypeSpec> {
+    type_spec(name).ok_or_else(ApiError::no_route)
 }
 
-/// All types, in Label Studio's order.
-pub const TYPES: [StorageType; 5] = [
-    StorageType {
-        name: "s3",
-        title: "AWS S3",
-        model: "S3ExportStorage",
-        form: r#"[{"columnCount":3,"fields":[{"type":"text","name":"title","label":"Storage Name","required":true},{"type":"text","name":"bucket","label":"Bucket Name","allowEmpty":false,"required":true},{"type":"text","name":"prefix","label":"Bucket Prefix"}]},{"columnCount":3,"fields":[{"type":"text","name":"region_name","label":"Region Name","placeholder":"us-east-1"},{"type":"text","name":"s3_endpoint","label":"S3 Endpoint"},{"type":"text","name":"aws_sse_kms_key_id","label":"SSE KMS Key ID"},{"type":"password","name":"aws_access_key_id","label":"Access Key ID","autoComplete":"off","skipAutofill":true,"allowEmpty":false,"protectedValue":true},{"type":"password","name":"aws_secret_access_key","label":"Secret Access Key","autoComplete":"new-password","skipAutofill":true,"allowEmpty":false,"protectedValue":true},{"type":"password","name":"aws_session_token","autoComplete":"new-password","label":"Session Token","skipAutofill":true,"allowEmpty":true,"protectedValue":true}]},{"columnCount":1,"columns":[{"fields":[{"type":"toggle","name":"can_delete_objects","label":"Can delete objects from storage","description":"If unchecked, annotations will not be deleted from storage"}]}]}]"#,
-        supported: false,
-    },
-    StorageType {
-        name: "gcs",
-        title: "Google Cloud Storage",
-        model: "GCSExportStorage",
-        form: r#"[{"columnCount":3,"fields":[{"type":"text","name":"title","label":"Storage Name","required":true},{"type":"text","name":"bucket","label":"Bucket Name","required":true},{"type":"text","name":"prefix","label":"Bucket Prefix"}]},{"columnCount":1,"fields":[{"type":"password","name":"google_application_credentials","label":"Google Application Credentials","footer":"Paste the contents of credentials.json in this field OR leave it blank to use ADC.","autoComplete":"new-password","skipAutofill":true,"allowEmpty":false,"validators":["json"]}]},{"columnCount":1,"fields":[{"type":"text","name":"google_project_id","label":"Google Project ID","footer":"Leave blank to inherit from Google Application Credentials."}]}]"#,
-        supported: false,
-    },
-    StorageType {
-        name: "azure",
-        title: "Microsoft Azure",
-        model: "AzureBlobExportStorage",
-        form: r#"[{"columnCount":3,"fields":[{"type":"text","name":"title","label":"Storage Name","required":true},{"type":"text","name":"container","label":"Container Name","required":true},{"type":"text","name":"prefix","label":"Container Prefix"}]},{"columnCount":2,"fields":[{"type":"password","name":"account_name","label":"Account Name","autoComplete":"off","skipAutofill":true,"allowEmpty":false,"protectedValue":true},{"type":"password","name":"account_key","label":"Account Key","autoComplete":"new-password","skipAutofill":true,"allowEmpty":false,"protectedValue":true}]}]"#,
-        supported: false,
-    },
-    StorageType {
-        name: "redis",
-        title: "Redis",
-        model: "RedisExportStorage",
-        form: r#"[{"columnCount":2,"fields":[{"type":"text","name":"db","label":"Database Number (db)","placeholder":1},{"type":"text","name":"path","label":"Path"},{"type":"password","name":"password","label":"Password","autoComplete":"new-password"},{"type":"text","name":"host","label":"Host","placeholder":"localhost"},{"type":"text","name":"port","label":"Port"}]}]"#,
-        supported: false,
-    },
-    StorageType {
-        name: "localfiles",
-        title: "Local files",
-        model: "LocalFilesExportStorage",
-        form: r#"[{"columnCount":3,"fields":[{"type":"text","name":"title","label":"Storage Name","required":true},{"type":"text","name":"path","label":"Absolute local path","required":true}]}]"#,
-        supported: true,
-    },
-];
-
-fn storage_type(name: &str) -> ApiResult<StorageType> {
-    TYPES.iter().copied().find(|t| t.name == name).ok_or_else(ApiError::no_route)
-}
-
-fn not_supported(t: StorageType) -> ApiError {
+fn not_supported(t: &TypeSpec) -> ApiError {
     ApiError::new(
         StatusCode::NOT_IMPLEMENTED,
-        format!(
-            "Export storage type \"{}\" is not supported by this labelport version yet; use \"localfiles\".",
-            t.name
-        ),
+        format!("Export storage type \"{}\" is not supported by this labelport version yet.", t.name),
     )
 }
 
-/// Renders a local-files storage with Label Studio's keys and order, plus
-/// `export_mode` (ours).
+/// Renders a storage with its type's keys in Label Studio's order (write-only
+/// fields never appear), plus `export_mode` (ours).
 pub fn storage_json(s: &ExportStorage) -> Value {
     let f = &s.fields;
-    json!({
-        "id": s.id,
-        "type": s.storage_type,
-        "synchronizable": f.synchronizable,
-        "path": f.path,
-        "regex_filter": f.regex_filter,
-        "use_blob_urls": f.use_blob_urls,
-        "last_sync": iso_opt(s.last_sync),
-        "last_sync_count": s.last_sync_count,
-        "last_sync_job": s.last_sync_job,
-        "status": s.status,
-        "traceback": s.traceback,
-        "meta": s.meta,
-        "title": f.title,
-        "description": f.description,
-        "created_at": iso(s.created_at),
-        "can_delete_objects": f.can_delete_objects,
-        "project": s.project_id,
-        "export_mode": f.export_mode,
-    })
+    let keys = type_spec(&s.storage_type).map_or(LOCAL_SPEC.response, |t| t.response);
+    let mut out = Map::new();
+    for key in keys {
+        let value = match *key {
+            "id" => json!(s.id),
+            "type" => json!(s.storage_type),
+            "synchronizable" => json!(f.synchronizable),
+            "path" if s.storage_type == "localfiles" => json!(f.path),
+            "regex_filter" => json!(f.regex_filter),
+            "use_blob_urls" => json!(f.use_blob_urls),
+            "last_sync" => json!(iso_opt(s.last_sync)),
+            "last_sync_count" => json!(s.last_sync_count),
+            "last_sync_job" => json!(s.last_sync_job),
+            "status" => json!(s.status),
+            "traceback" => json!(s.traceback),
+            "meta" => s.meta.clone(),
+            "title" => json!(f.title),
+            "description" => json!(f.description),
+            "created_at" => json!(iso(s.created_at)),
+            "can_delete_objects" => json!(f.can_delete_objects),
+            "project" => json!(s.project_id),
+            other => f.config.get(other).cloned().unwrap_or(Value::Null),
+        };
+        out.insert((*key).to_owned(), value);
+    }
+    out.insert("export_mode".into(), json!(f.export_mode));
+    Value::Object(out)
 }
 
 /// Validates the fields of a body over `base`; returns the merged fields and the
 /// project id (checked against the caller's organization) if the body has one.
+/// Write-only fields are merged into the sealed secrets.
 async fn read_fields(
     state: &AppState,
     user: &User,
+    t: &TypeSpec,
     body: Value,
     mut f: StorageFields,
     project_required: bool,
@@ -144,8 +100,53 @@ async fn read_fields(
     if let Some(v) = form.boolean("can_delete_objects", true) {
         f.can_delete_objects = v;
     }
-    if let Some(v) = form.string("path", None, true) {
-        f.path = local_path::normalize(v.as_deref());
+    let mut config = match std::mem::take(&mut f.config) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    let mut secrets = open_secrets(state, &f)?;
+    let had_secrets = !secrets.is_empty();
+    let mut secrets_changed = false;
+    for field in t.fields {
+        match field.kind {
+            FieldKind::LocalPath => {
+                if let Some(v) = form.string(field.name, None, true) {
+                    f.path = local_path::normalize(v.as_deref());
+                }
+            }
+            FieldKind::Text => match form.string(field.name, None, true) {
+                Some(v) if field.secret => {
+                    secrets_changed = true;
+                    match v.filter(|v| !v.is_empty()) {
+                        Some(v) => secrets.insert(field.name.into(), Value::String(v)),
+                        None => secrets.remove(field.name),
+                    };
+                }
+                Some(v) => {
+                    config.insert(field.name.into(), v.map_or(Value::Null, Value::String));
+                }
+                None => {
+                    if !field.secret {
+                        config.entry(field.name).or_insert(Value::Null);
+                    }
+                }
+            },
+            FieldKind::SmallInt { default } => match form.integer(field.name, true) {
+                Some(Some(v)) if !(0..=32767).contains(&v) => {
+                    form.error(field.name, "Ensure this value is less than or equal to 32767.");
+                }
+                Some(v) => {
+                    config.insert(field.name.into(), v.map_or(Value::Null, |v| json!(v)));
+                }
+                None => {
+                    config.entry(field.name).or_insert(json!(default));
+                }
+            },
+        }
+    }
+    f.config = Value::Object(config);
+    if secrets_changed || had_secrets {
+        f.secrets = state.secrets.seal_map(&secrets);
     }
     if let Some(Some(mode)) = form.string("export_mode", None, false) {
         if mode == "annotation" || mode == "task" {
@@ -164,15 +165,60 @@ async fn read_fields(
     Ok((f, project))
 }
 
-fn check_path(state: &AppState, f: &StorageFields) -> ApiResult<()> {
-    local_path::check(f.path.as_deref(), &state.settings.local_files).map(|_| ()).map_err(ApiError::non_field)
+fn open_secrets(state: &AppState, f: &StorageFields) -> ApiResult<Map<String, Value>> {
+    state.secrets.open_map(f.secrets.as_deref()).map_err(|e| ApiError::internal(anyhow::anyhow!(e)))
 }
 
-fn default_fields(state: &AppState) -> StorageFields {
+/// The type's field checks (no connection): Label Studio's messages and statuses.
+async fn check_fields(state: &AppState, t: &TypeSpec, f: &StorageFields) -> ApiResult<TargetConfig> {
+    let config = target_config(f, &state.secrets).map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
+    (t.check)(&config, &state.targets).await.map_err(config_error)?;
+    Ok(config)
+}
+
+fn config_error(e: ConfigError) -> ApiError {
+    match e {
+        ConfigError::Field(field, message) => ApiError::field(field, message),
+        ConfigError::NonField(message) => ApiError::non_field(message),
+        ConfigError::Forbidden(message) => ApiError::new(StatusCode::FORBIDDEN, message),
+    }
+}
+
+/// Reaches the target as configured (list, HEAD, PING); a failure is a 400 with the
+/// cause, or with Label Studio's generic message where it hides the cause.
+async fn check_connection(state: &AppState, t: &TypeSpec, config: &TargetConfig, masked: bool) -> ApiResult<()> {
+    if !t.checks_connection {
+        return Ok(());
+    }
+    let outcome = match crate::storage::spec::build(t.name, config, &state.targets) {
+        Ok(target) => target.validate().await,
+        Err(e) => Err(e),
+    };
+    outcome.map_err(|e| {
+        tracing::info!(storage_type = t.name, error.message = %e, "storage connection check failed");
+        if masked {
+            ApiError::non_field("Error validating storage connection")
+        } else {
+            ApiError::non_field(e.to_string())
+        }
+    })
+}
+
+fn default_fields(state: &AppState, t: &TypeSpec) -> StorageFields {
+    let mut config = Map::new();
+    for field in t.fields.iter().filter(|f| !f.secret) {
+        let value = match field.kind {
+            FieldKind::SmallInt { default } => json!(default),
+            _ => Value::Null,
+        };
+        if field.kind != FieldKind::LocalPath {
+            config.insert(field.name.into(), value);
+        }
+    }
     StorageFields {
         synchronizable: true,
         export_mode: if state.settings.sync.task_mode_default { "task" } else { "annotation" }.into(),
-        config: json!({}),
+        config: Value::Object(config),
         ..Default::default()
     }
 }
@@ -211,7 +257,7 @@ async fn health_check(state: &AppState, storages: &mut [ExportStorage]) -> ApiRe
     Ok(())
 }
 
-async fn find(state: &AppState, user: &User, t: StorageType, raw_id: &str) -> ApiResult<ExportStorage> {
+async fn find(state: &AppState, user: &User, t: &TypeSpec, raw_id: &str) -> ApiResult<ExportStorage> {
     let id = parse_id(raw_id).ok_or_else(ApiError::no_route)?;
     state.db.storage(user.organization_id, t.name, id).await.or_not_found(t.model)
 }
@@ -327,11 +373,12 @@ pub async fn create(
     Body(body): Body,
 ) -> ApiResult<Response> {
     let t = storage_type(&kind)?;
-    let (fields, project) = read_fields(&state, &user, body, default_fields(&state), true).await?;
-    if !t.supported {
+    let (fields, project) = read_fields(&state, &user, t, body, default_fields(&state, t), true).await?;
+    if t.build.is_none() {
         return Err(not_supported(t));
     }
-    check_path(&state, &fields)?;
+    let config = check_fields(&state, t, &fields).await?;
+    check_connection(&state, t, &config, false).await?;
     let project = project.ok_or_else(|| ApiError::field("project", "This field is required."))?;
     let mut storage = state.db.create_storage(t.name, project, &fields).await?;
     if state.settings.sync.sync_on_create {
@@ -368,18 +415,19 @@ pub async fn validate(
 ) -> ApiResult<Response> {
     let t = storage_type(&kind)?;
     let base = match body.get("id") {
-        None | Some(Value::Null) => default_fields(&state),
+        None | Some(Value::Null) => default_fields(&state, t),
         Some(id) => {
             let id =
                 id.as_i64().or_else(|| id.as_str().and_then(parse_id)).ok_or_else(|| ApiError::not_found(t.model))?;
             state.db.storage(user.organization_id, t.name, id).await.or_not_found(t.model)?.fields
         }
     };
-    let (fields, _) = read_fields(&state, &user, body, base, true).await?;
-    if !t.supported {
+    let (fields, _) = read_fields(&state, &user, t, body, base, true).await?;
+    if t.build.is_none() {
         return Err(not_supported(t));
     }
-    check_path(&state, &fields)?;
+    let config = check_fields(&state, t, &fields).await?;
+    check_connection(&state, t, &config, t.masks_validate_errors).await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -436,12 +484,15 @@ async fn update(
 ) -> ApiResult<Json<Value>> {
     let t = storage_type(&kind)?;
     let current = find(&state, &user, t, &id).await?;
-    let (fields, project) = read_fields(&state, &user, body, current.fields.clone(), put).await?;
-    check_path(&state, &fields)?;
+    let (fields, project) = read_fields(&state, &user, t, body, current.fields.clone(), put).await?;
+    check_fields(&state, t, &fields).await?;
     if project.is_some_and(|p| p != current.project_id) {
         return Err(ApiError::field("project", "An export storage cannot be moved to another project."));
     }
-    let moved = fields.path != current.fields.path || fields.export_mode != current.fields.export_mode;
+    // A new location (path, bucket, prefix, endpoint, …) needs a new full export.
+    let moved = fields.path != current.fields.path
+        || fields.export_mode != current.fields.export_mode
+        || fields.config != current.fields.config;
     let storage = state.db.update_storage(current.id, &fields, moved).await.or_not_found(t.model)?;
     Ok(Json(storage_json(&storage)))
 }
@@ -571,7 +622,7 @@ pub async fn sync(
             json!({ "message": format!("Storage {} is not synchronizable", storage.id) }),
         ));
     }
-    check_path(&state, &storage.fields)?;
+    check_fields(&state, t, &storage.fields).await?;
     let storage = queue_sync(&state, &storage, query.flag("full")).await?;
     Ok(Json(storage_json(&storage)))
 }

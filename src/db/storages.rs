@@ -64,8 +64,10 @@ pub struct StorageFields {
     pub can_delete_objects: Option<bool>,
     /// `annotation` or `task`.
     pub export_mode: String,
-    /// Type-specific settings.
+    /// Type-specific settings (not secret).
     pub config: Value,
+    /// The write-only fields, sealed (see [`crate::secrets`]); never plain text.
+    pub secrets: Option<String>,
 }
 
 /// A sync job row.
@@ -145,7 +147,7 @@ pub struct Link {
 }
 
 const STORAGE_COLUMNS: &str = "s.id, s.type, s.project_id, s.title, s.description, s.synchronizable, s.path, \
-     s.regex_filter, s.use_blob_urls, s.can_delete_objects, s.config, s.export_mode, s.status, s.last_sync, \
+     s.regex_filter, s.use_blob_urls, s.can_delete_objects, s.config, s.secrets, s.export_mode, s.status, s.last_sync, \
      s.last_sync_count, s.last_sync_job, s.traceback, s.meta, s.created_at, s.cursor_seq, s.baseline_done, s.target_token";
 
 /// The task columns of an export row, prefixed `t_` (read by [`task_from_prefixed`]);
@@ -174,6 +176,7 @@ impl ExportStorage {
                 can_delete_objects: row.get::<Option<i64>, _>("can_delete_objects").map(|v| v != 0),
                 export_mode: row.get("export_mode"),
                 config: json_col(row, "config"),
+                secrets: row.get("secrets"),
             },
             status: row.get("status"),
             last_sync: row.get("last_sync"),
@@ -223,8 +226,8 @@ impl Db {
         let id: i64 = bind_fields(
             sqlx::query(
                 "INSERT INTO export_storages (title, description, synchronizable, path, regex_filter, use_blob_urls, \
-                 can_delete_objects, config, export_mode, type, project_id, created_at, cursor_seq) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+                 can_delete_objects, config, export_mode, secrets, type, project_id, created_at, cursor_seq) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
             ),
             f,
         )
@@ -294,7 +297,7 @@ impl Db {
             sqlx::query(
                 "UPDATE export_storages SET title = $1, description = $2, synchronizable = $3, path = $4, \
                  regex_filter = $5, use_blob_urls = $6, can_delete_objects = $7, config = $8, export_mode = $9, \
-                 baseline_done = CASE WHEN $10 = 1 THEN 0 ELSE baseline_done END WHERE id = $11",
+                 secrets = $10, baseline_done = CASE WHEN $11 = 1 THEN 0 ELSE baseline_done END WHERE id = $12",
             ),
             f,
         )
@@ -310,6 +313,41 @@ impl Db {
         }
         tx.commit().await?;
         self.storage_by_id(id).await
+    }
+
+    /// Re-seals every storage's secrets and the key check value in one transaction
+    /// (`labelport secrets rotate`); returns how many storages had secrets.
+    pub async fn reseal_secrets(
+        &self,
+        reseal: impl Fn(&str) -> anyhow::Result<String>,
+        check_name: &str,
+        check_value: &str,
+    ) -> DbResult<usize> {
+        let mut tx = self.write_tx().await?;
+        let rows: Vec<(i64, String)> =
+            sqlx::query("SELECT id, secrets FROM export_storages WHERE secrets IS NOT NULL ORDER BY id")
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| (r.get("id"), r.get("secrets")))
+                .collect();
+        for (id, sealed) in &rows {
+            let resealed = reseal(sealed).map_err(|e| DbError::Other(e.context(format!("storage {id}"))))?;
+            sqlx::query("UPDATE export_storages SET secrets = $1 WHERE id = $2")
+                .bind(resealed)
+                .bind(*id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = $2",
+        )
+        .bind(check_name)
+        .bind(check_value)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows.len())
     }
 
     /// Deletes a storage with its jobs and links (files stay, as in Label Studio).
@@ -803,7 +841,7 @@ impl Db {
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
-/// Binds the writable fields as `$1`…`$9`, in the order both the INSERT and the
+/// Binds the writable fields as `$1`…`$10`, in the order both the INSERT and the
 /// UPDATE of a storage list them.
 fn bind_fields<'q>(q: AnyQuery<'q>, f: &'q StorageFields) -> AnyQuery<'q> {
     q.bind(f.title.as_deref())
@@ -815,6 +853,7 @@ fn bind_fields<'q>(q: AnyQuery<'q>, f: &'q StorageFields) -> AnyQuery<'q> {
         .bind(f.can_delete_objects.map(i64::from))
         .bind(f.config.to_string())
         .bind(f.export_mode.as_str())
+        .bind(f.secrets.as_deref())
 }
 
 fn link_from_row(r: &AnyRow) -> Link {

@@ -17,9 +17,11 @@
 //! content also survives a power cut; off by default, as a crash of the process alone
 //! cannot lose linked or renamed data.
 
-use super::{keys::is_safe_key, Result, StorageError, StorageTarget};
+use super::spec::{ConfigError, FieldKind, FieldSpec, TargetConfig, TargetContext, TypeSpec};
+use super::{keys::is_safe_key, local_path, Result, StorageError, StorageTarget};
 use bytes::Bytes;
 use cap_std::fs::Dir;
+use futures::future::BoxFuture;
 use std::fmt;
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
@@ -36,6 +38,52 @@ const TEMP_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Makes temporary names unique across every writer of this process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The `localfiles` type (contract §3).
+pub const SPEC: TypeSpec = TypeSpec {
+    name: "localfiles",
+    title: "Local files",
+    model: "LocalFilesExportStorage",
+    form: r#"[{"columnCount":3,"fields":[{"type":"text","name":"title","label":"Storage Name","required":true},{"type":"text","name":"path","label":"Absolute local path","required":true}]}]"#,
+    fields: &[FieldSpec { name: "path", secret: false, kind: FieldKind::LocalPath }],
+    response: &[
+        "id",
+        "type",
+        "synchronizable",
+        "path",
+        "regex_filter",
+        "use_blob_urls",
+        "last_sync",
+        "last_sync_count",
+        "last_sync_job",
+        "status",
+        "traceback",
+        "meta",
+        "title",
+        "description",
+        "created_at",
+        "can_delete_objects",
+        "project",
+    ],
+    check: check_config,
+    build: Some(build),
+    checks_connection: false,
+    masks_validate_errors: false,
+};
+
+/// The path rules of contract §3.12, with Label Studio's messages.
+fn check_config<'a>(config: &'a TargetConfig, ctx: &'a TargetContext) -> BoxFuture<'a, Result<(), ConfigError>> {
+    Box::pin(async move {
+        local_path::check(config.path.as_deref(), &ctx.local_files).map(|_| ()).map_err(ConfigError::NonField)
+    })
+}
+
+fn build(config: &TargetConfig, ctx: &TargetContext) -> Result<Arc<dyn StorageTarget>> {
+    let path = config.path.as_deref().unwrap_or_default();
+    local_path::check(Some(path), &ctx.local_files).map_err(StorageError::Precondition)?;
+    let root = local_path::document_root(&ctx.local_files);
+    Ok(Arc::new(LocalFileSystem::new(root, Path::new(path), ctx.fsync)?))
+}
 
 /// A directory `relative` below `root`.
 #[derive(Clone)]

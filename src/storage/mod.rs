@@ -8,21 +8,32 @@
 //! - [`StorageTarget::delete`] of a missing key succeeds.
 //! - Keys are produced by [`keys`] and never contain `/` or `..`.
 //!
-//! Local files ([`LocalFileSystem`]) is the first real target; [`InMemory`] is the
-//! reference implementation and the sync engine's test double. The cloud targets
-//! will plug in beside them. [`conformance`] is the suite every target must pass.
+//! Each type of export storage is one module with its [`spec::TypeSpec`]: local
+//! files ([`LocalFileSystem`]), S3 ([`AmazonS3`]), GCS, Azure and Redis. [`InMemory`]
+//! is the reference implementation and the sync engine's test double.
+//! [`conformance`] is the suite every target must pass; [`retry`] and [`ssrf`] are
+//! shared by the network targets.
 #![warn(missing_docs)]
 
+pub mod azure;
 pub mod conformance;
+pub mod gcs;
 pub mod keys;
 mod local;
 pub mod local_path;
 mod memory;
+pub mod redis;
+pub mod retry;
+pub mod s3;
+pub mod spec;
+pub mod ssrf;
 
 pub use local::LocalFileSystem;
 pub use memory::InMemory;
+pub use s3::AmazonS3;
 
 use bytes::Bytes;
+use std::collections::HashMap;
 use std::fmt::Display;
 
 /// What went wrong, worded by what the caller can do about it.
@@ -100,6 +111,24 @@ pub trait StorageTarget: Display + Send + Sync + 'static {
             out.push(self.size(&key).await);
         }
         out
+    }
+
+    /// Removes many documents; the default calls [`StorageTarget::delete`] for each.
+    /// Returns one result per key, in order.
+    async fn delete_many(&self, keys: Vec<String>) -> Vec<Result<()>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.delete(&key).await);
+        }
+        out
+    }
+
+    /// The size of every document at the target's location, by key, when the target
+    /// can list them in bulk (one request per ~1,000 keys); `None` when it cannot, and
+    /// callers ask [`StorageTarget::sizes`] instead. Full syncs use it to skip what is
+    /// already in place without one request per document.
+    async fn list_sizes(&self) -> Result<Option<HashMap<String, u64>>> {
+        Ok(None)
     }
 
     /// Whether a document exists under `key`.

@@ -22,15 +22,18 @@
 pub mod document;
 pub mod state;
 
-use crate::config::{LocalFilesSettings, SyncSettings};
-use crate::db::{Annotation, Backend, ChangeOp, Db, DbError, ExportStorage, JobProgress, Link, SyncJob, Task};
-use crate::storage::{keys, local_path, LocalFileSystem, StorageError, StorageTarget};
+use crate::config::SyncSettings;
+use crate::db::{
+    Annotation, Backend, ChangeOp, Db, DbError, ExportStorage, JobProgress, Link, StorageFields, SyncJob, Task,
+};
+use crate::secrets::{OpenError, SecretBox};
+use crate::storage::spec::{self, TargetConfig, TargetContext};
+use crate::storage::{keys, StorageError, StorageTarget};
 use crate::time::now_micros;
 use bytes::Bytes;
 use document::Users;
 use state::Outcome;
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -52,6 +55,12 @@ pub enum ExecutionOutcome {
 /// An annotation with its task, as exported.
 type ExportRow = (Annotation, Task);
 
+/// A job that cannot go on: the target refuses every write for a reason retrying
+/// cannot fix. The job fails with this cause as its traceback.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct JobFailed(String);
+
 /// Most failure lines kept in a traceback.
 const MAX_ERROR_LINES: usize = 20;
 
@@ -65,18 +74,20 @@ pub struct SyncEngine {
     wake: Arc<Notify>,
 }
 
-/// The target for a storage as configured: local files below the document root.
-pub fn default_targets(local: LocalFilesSettings, fsync: bool) -> TargetFactory {
+/// The target of a storage as configured, its write-only fields opened with `secrets`.
+pub fn default_targets(ctx: TargetContext, secrets: SecretBox) -> TargetFactory {
     Arc::new(move |storage: &ExportStorage| -> Result<Arc<dyn StorageTarget>, StorageError> {
-        match storage.storage_type.as_str() {
-            "localfiles" => {
-                let path = storage.fields.path.as_deref().unwrap_or_default();
-                local_path::check(Some(path), &local).map_err(StorageError::Precondition)?;
-                let root = local_path::document_root(&local);
-                Ok(Arc::new(LocalFileSystem::new(root, Path::new(path), fsync)?))
-            }
-            other => Err(StorageError::NotSupported(format!("export storage type \"{other}\" is not supported yet"))),
-        }
+        let config = target_config(&storage.fields, &secrets).map_err(|e| StorageError::Precondition(e.to_string()))?;
+        spec::build(&storage.storage_type, &config, &ctx)
+    })
+}
+
+/// A storage's configuration as its target sees it, secrets opened.
+pub fn target_config(f: &StorageFields, secrets: &SecretBox) -> Result<TargetConfig, OpenError> {
+    Ok(TargetConfig {
+        path: f.path.clone(),
+        values: f.config.as_object().cloned().unwrap_or_default(),
+        secrets: secrets.open_map(f.secrets.as_deref())?,
     })
 }
 
@@ -91,10 +102,16 @@ struct Tally {
     deleted: i64,
     failed: i64,
     errors: Vec<String>,
+    /// A failure that retrying cannot fix (no such bucket, access denied): when a
+    /// whole batch fails with one, the job fails at once instead of trying the rest.
+    permanent: Option<String>,
 }
 
 impl Tally {
     fn fail(&mut self, key: &str, e: &StorageError) {
+        if e.is_permanent() && self.permanent.is_none() {
+            self.permanent = Some(e.to_string());
+        }
         self.failed += 1;
         if self.errors.len() < MAX_ERROR_LINES {
             self.errors.push(format!("{key}: {e}"));
@@ -287,8 +304,9 @@ impl SyncEngine {
         tally: &mut Tally,
     ) -> anyhow::Result<()> {
         let mut removed = Vec::new();
-        for link in links {
-            match target.delete(&link.key).await {
+        let results = target.delete_many(links.iter().map(|l| l.key.clone()).collect()).await;
+        for (link, result) in links.into_iter().zip(results) {
+            match result {
                 Ok(()) => {
                     tally.deleted += 1;
                     removed.push(link.annotation_id);
@@ -475,9 +493,19 @@ impl SyncEngine {
             return self.fail_job(&storage, &job, &progress, &e.to_string()).await;
         }
         let finished = if job.mode == "full" {
-            self.full_pass(&storage, &job, target.as_ref(), &mut progress, stop).await?
+            self.full_pass(&storage, &job, target.as_ref(), &mut progress, stop).await
         } else {
-            self.incremental_pass(&storage, &job, target.as_ref(), &mut progress, stop).await?
+            self.incremental_pass(&storage, &job, target.as_ref(), &mut progress, stop).await
+        };
+        let finished = match finished {
+            Ok(f) => f,
+            Err(e) => match e.downcast::<JobFailed>() {
+                Ok(JobFailed(cause)) => {
+                    let message = format!("Export to {target} stopped: {cause}");
+                    return self.fail_job(&storage, &job, &progress, &message).await;
+                }
+                Err(e) => return Err(e),
+            },
         };
         let Some(cursor) = finished else {
             return Ok(());
@@ -549,6 +577,15 @@ impl SyncEngine {
                 tracing::info!(storage = storage.id, files = n, "removed temporary files of interrupted writes");
             }
         }
+        // Targets that list in bulk tell what is in place with one request per 1,000
+        // keys, instead of one per document.
+        let inventory = match target.list_sizes().await {
+            Ok(found) => found.map(Arc::new),
+            Err(e) => {
+                tracing::warn!(storage = storage.id, error.message = %e, "listing the target failed; checking documents one by one");
+                None
+            }
+        };
         // A two-stage pipeline with one page in flight each way, so memory stays flat:
         // the next page is read, and the previous page's links and checkpoint are saved,
         // while this page's files are written.
@@ -574,8 +611,19 @@ impl SyncEngine {
                 self.export_tasks(storage, target, tasks, &mut users, &mut tally).await?;
                 Vec::new()
             } else {
-                let todo = self.unchanged_filter(storage, target, page).await?;
-                self.write_annotations(target, todo, &mut users, &mut tally).await?
+                let todo = self.unchanged_filter(storage, target, inventory.as_deref(), page).await?;
+                let attempted = todo.len() as i64;
+                let written = self.write_annotations(target, todo, &mut users, &mut tally).await?;
+                if attempted > 0 && tally.written == 0 {
+                    if let Some(cause) = tally.permanent.take() {
+                        if let Some(saving) = saving.take() {
+                            saving.await??;
+                        }
+                        tally.add_to(progress);
+                        return Err(JobFailed(cause).into());
+                    }
+                }
+                written
             };
             tally.add_to(progress);
             progress.processed += count;
@@ -634,10 +682,12 @@ impl SyncEngine {
     }
 
     /// Drops rows whose document is already in place with the same fingerprint.
+    /// `inventory` is the target's listing, when it has one.
     async fn unchanged_filter(
         &self,
         storage: &ExportStorage,
         target: &dyn StorageTarget,
+        inventory: Option<&HashMap<String, u64>>,
         page: Vec<(Annotation, Task)>,
     ) -> anyhow::Result<Vec<(Annotation, Task)>> {
         let ids: Vec<i64> = page.iter().map(|(a, _)| a.id).collect();
@@ -646,7 +696,10 @@ impl SyncEngine {
         // Skip only what is in place as we wrote it: same fingerprint, same size on the target.
         let candidates: Vec<&Link> =
             page.iter().filter_map(|(a, t)| links.get(&a.id).filter(|l| l.version == version(a, t))).collect();
-        let sizes = target.sizes(candidates.iter().map(|l| l.key.clone()).collect()).await;
+        let sizes = match inventory {
+            Some(listed) => candidates.iter().map(|l| Ok(listed.get(&l.key).copied())).collect(),
+            None => target.sizes(candidates.iter().map(|l| l.key.clone()).collect()).await,
+        };
         let in_place: BTreeSet<i64> = candidates
             .iter()
             .zip(sizes)

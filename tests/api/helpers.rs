@@ -2,13 +2,16 @@
 //! fresh PostgreSQL database (dropped afterwards), and one HTTP client.
 
 use labelport::api::AppState;
-use labelport::config::{LocalFilesSettings, Settings, SyncSettings};
+use labelport::config::{LocalFilesSettings, Settings, SyncSettings, TargetSettings};
 use labelport::db::NewUser;
 use labelport::startup::Application;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 use std::path::PathBuf;
 use tempfile::TempDir;
+
+/// The `LABELPORT_SECRET_KEY` of test servers (32 bytes, hex).
+pub const TEST_SECRET_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
 /// Which database a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +134,10 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
         }),
         local_files: LocalFilesSettings { serving_enabled: true, document_root: files_root.display().to_string() },
         sync: SyncSettings { poll_interval: std::time::Duration::from_millis(50), ..SyncSettings::from_env() },
+        // The emulators of the tests listen on loopback.
+        targets: TargetSettings { ssrf_protection: false, ..TargetSettings::from_env() },
+        // One key for every test server, so servers sharing a database can start.
+        secret_key: Some(TEST_SECRET_KEY.into()),
     };
     configure(&mut settings);
     let token = settings.bootstrap_user.as_ref().and_then(|u| u.token.clone()).unwrap_or(token);
