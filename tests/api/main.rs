@@ -1,5 +1,6 @@
 //! API tests: the real server over HTTP, on SQLite and on PostgreSQL.
 
+mod emulators;
 mod helpers;
 
 mod annotations;
