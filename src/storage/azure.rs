@@ -1,7 +1,7 @@
 //! Azure Blob Storage (`azure`, contract §6.5). Not implemented yet: the type
 //! lists, validates its fields and answers 501 on create.
 
-use super::spec::{no_check, FieldSpec, TypeSpec};
+use super::spec::{no_check, DocumentStyle, FieldSpec, TypeSpec};
 
 /// The `azure` type.
 pub const SPEC: TypeSpec = TypeSpec {
@@ -39,4 +39,5 @@ pub const SPEC: TypeSpec = TypeSpec {
     build: None,
     checks_connection: true,
     masks_validate_errors: true,
+    document: DocumentStyle::Compact,
 };
