@@ -13,6 +13,7 @@ mod import;
 mod openapi;
 mod projects;
 mod s3_storage;
+mod secrets;
 mod storages;
 mod storages_sync;
 mod tasks;
