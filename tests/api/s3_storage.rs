@@ -517,7 +517,28 @@ async fn a_sync_to_a_deleted_bucket_fails_naming_the_bucket(app: TestApp) {
     }
 }
 
+async fn objects_are_encrypted_with_the_kms_key_when_one_is_set(app: TestApp) {
+    // Arrange
+    let bucket = new_bucket().await;
+    let (project, ids) = project_with_annotations(&app, 1).await;
+
+    // Act
+    let id = create_s3(&app, project, &bucket, json!({"aws_sse_kms_key_id": "alias/labelport-test"})).await["id"]
+        .as_i64()
+        .unwrap();
+    wait_s3_completed(&app, id).await;
+
+    // Assert: S3 reports SSE-KMS with that key on the object.
+    let r = signed(Method::GET, &bucket, Some(&ids[0].to_string()), &[]).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let header = |name: &str| r.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    assert_eq!(header("x-amz-server-side-encryption").as_deref(), Some("aws:kms"));
+    assert!(header("x-amz-server-side-encryption-aws-kms-key-id").unwrap_or_default().contains("labelport-test"));
+    assert_eq!(header("content-type").as_deref(), Some("application/json"));
+}
+
 crate::backend_tests!(
+    objects_are_encrypted_with_the_kms_key_when_one_is_set,
     an_s3_storage_is_created_read_and_listed_without_its_secrets,
     secrets_are_stored_sealed_and_kept_across_partial_updates,
     a_sync_writes_each_annotation_as_compact_json_under_the_prefix,
