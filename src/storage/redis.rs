@@ -188,10 +188,13 @@ fn is_transient(e: &RedisError) -> bool {
     }
 }
 
+/// A missing or wrong password, or an ACL refusal. Without a password, the first
+/// command of the handshake (`SELECT db`) is the one refused, as a plain error.
 fn is_auth_error(e: &RedisError) -> bool {
     e.kind() == ErrorKind::AuthenticationFailed
         || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
         || e.kind() == ErrorKind::Server(ServerErrorKind::NoPerm)
+        || e.detail().is_some_and(|d| d.contains("Authentication required") || d.starts_with("NOAUTH"))
 }
 
 impl Redis {

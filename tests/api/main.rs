@@ -12,6 +12,7 @@ mod engine;
 mod import;
 mod openapi;
 mod projects;
+mod redis_storage;
 mod storages;
 mod storages_sync;
 mod tasks;
