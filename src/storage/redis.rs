@@ -123,6 +123,8 @@ struct Inner {
     permits: Semaphore,
     /// Made on first use, to an address checked by [`ssrf::resolve`].
     connection: Mutex<Option<ConnectionManager>>,
+    /// The server's `run_id` when this target first connected (see `change_token`).
+    first_run_id: std::sync::Mutex<Option<String>>,
 }
 
 impl fmt::Display for Redis {
@@ -223,6 +225,7 @@ impl Redis {
                 request_timeout: ctx.targets.request_timeout,
                 permits: Semaphore::new(ctx.targets.max_in_flight),
                 connection: Mutex::new(None),
+                first_run_id: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -264,7 +267,9 @@ impl Redis {
                 .set_redis_settings(settings.clone());
             let client = redis::Client::open(info)?;
             match ConnectionManager::new_with_config(client, config.clone()).await {
-                Ok(manager) => {
+                Ok(mut manager) => {
+                    let run_id = server_state(&mut manager).await.ok().map(|(run_id, _)| run_id);
+                    *self.inner.first_run_id.lock().expect("never poisoned") = run_id;
                     *slot = Some(manager.clone());
                     return Ok(manager);
                 }
@@ -569,6 +574,33 @@ impl StorageTarget for Redis {
     // `list_sizes` stays `None` (the trait's default): the database may hold anyone's
     // keys, and the only way to list ours would be a `SCAN` of the whole keyspace.
     // The engine then calls `sizes` per page, one pipelined round trip each.
+
+    /// The server's `run_id` and the database's key count: a restart (which loses
+    /// what was not persisted), a `FLUSHDB`, an eviction or a key removed by hand all
+    /// change it, and the next sync then checks every document (one round trip per
+    /// page) instead of only the changes. A value rewritten in place is not seen.
+    /// If the server restarted while this target was in use, the token is marked so
+    /// that it matches nothing: what was written before the restart may be gone.
+    async fn change_token(&self) -> Result<Option<String>> {
+        let policy =
+            RetryPolicy { max_attempts: self.inner.retry.max_attempts.min(VALIDATE_ATTEMPTS), ..self.inner.retry };
+        let (run_id, keys) = self
+            .run(policy, |mut connection| async move { Ok(server_state(&mut connection).await?) })
+            .await
+            .map_err(|e| self.error(e))?;
+        let first = self.inner.first_run_id.lock().expect("never poisoned").clone();
+        let restarted = if first.is_some_and(|f| f != run_id) { ":restarted" } else { "" };
+        Ok(Some(format!("{run_id}:{keys}{restarted}")))
+    }
+}
+
+/// The server's `run_id` (new at every start) and `DBSIZE`, in one round trip.
+async fn server_state(connection: &mut ConnectionManager) -> redis::RedisResult<(String, u64)> {
+    let (info, keys): (String, u64) =
+        redis::pipe().cmd("INFO").arg("server").cmd("DBSIZE").query_async(connection).await?;
+    let run_id =
+        info.lines().find_map(|l| l.strip_prefix("run_id:")).map(|id| id.trim().to_owned()).unwrap_or_default();
+    Ok((run_id, keys))
 }
 
 fn check_key(key: &str) -> Result<()> {

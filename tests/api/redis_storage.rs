@@ -67,7 +67,7 @@ backend_tests!(
 configured_backend_tests!(
     with_ssrf_protection_on_reserved_hosts_are_refused_on_create_and_validate,
     a_server_killed_and_restarted_mid_sync_loses_nothing_the_job_completes,
-    a_server_without_persistence_restarted_mid_sync_is_refilled_by_a_full_sync,
+    a_server_without_persistence_restarted_mid_sync_is_refilled_by_the_next_sync,
 );
 
 // ---------------------------------------------------------------------------------
@@ -381,6 +381,10 @@ async fn the_redis_target_passes_the_conformance_suite() {
     assert!(results[items.len()].is_err(), "unsafe keys are refused");
     assert_eq!(db.keys(), BTreeSet::from(["empty".to_owned(), "hash".to_owned()]));
     assert_eq!(target.list_sizes().await.unwrap(), None, "a shared database is not listed");
+    let token = target.change_token().await.unwrap().expect("a change token");
+    assert_eq!(target.change_token().await.unwrap(), Some(token.clone()), "stable while nothing changes");
+    db.cmd(redis::cmd("DEL").arg("empty"));
+    assert_ne!(target.change_token().await.unwrap(), Some(token), "a key removed behind our back");
     assert_eq!(target.to_string(), format!("Redis({}:{}/{})", db.host, db.port, db.db));
 }
 
@@ -622,6 +626,18 @@ async fn a_full_sync_restores_a_key_deleted_by_hand_and_rewrites_nothing_else(ap
         let ttl: i64 = redis::from_redis_value(db.cmd(redis::cmd("TTL").arg(a.to_string()))).unwrap();
         assert!(ttl > 0, "annotation {a} was rewritten");
     }
+    // A plain sync sees the key count change (the change token) and checks everything,
+    // as Label Studio's sync (which rewrites everything) would restore the key too.
+    let gone = annotations[1].to_string();
+    let original = db.get(&gone).unwrap();
+    db.cmd(redis::cmd("DEL").arg(&gone));
+    json_of(app.post(&format!("{RS}/{id}/sync"), &json!({})).await, StatusCode::OK).await;
+    wait_redis_completed(&app, id).await;
+    assert_eq!(db.get(&gone), Some(original), "restored by a plain sync");
+    for a in &annotations[2..] {
+        let ttl: i64 = redis::from_redis_value(db.cmd(redis::cmd("TTL").arg(a.to_string()))).unwrap();
+        assert!(ttl > 0, "annotation {a} was rewritten");
+    }
 }
 
 async fn a_password_protected_server_needs_the_right_password_which_is_never_shown_nor_stored_in_plain_text(
@@ -772,8 +788,9 @@ async fn a_server_killed_and_restarted_mid_sync_loses_nothing_the_job_completes(
 
 /// Without persistence, a restarted redis comes back empty: the job still completes
 /// once the server answers again, and what the kill wiped is rewritten by the next
-/// full sync, which finds the missing keys with one round trip per page.
-async fn a_server_without_persistence_restarted_mid_sync_is_refilled_by_a_full_sync(backend: Backend) {
+/// sync: the target saw the restart (a new `run_id`), so that sync checks every
+/// document, with one round trip per page, and writes the missing ones.
+async fn a_server_without_persistence_restarted_mid_sync_is_refilled_by_the_next_sync(backend: Backend) {
     let app = slow_app(backend).await;
     let mut server = OwnRedis::start(&[]);
     let project = many_annotations(&app).await;
@@ -787,7 +804,7 @@ async fn a_server_without_persistence_restarted_mid_sync_is_refilled_by_a_full_s
     let mut connection = server.connection(6, None);
     let after_job = key_set(&mut connection).len();
     assert!(after_job < MANY, "the restarted server lost what was written before the kill");
-    json_of(app.post(&format!("{RS}/{id}/sync?full=true"), &json!({})).await, StatusCode::OK).await;
-    wait_redis_completed(&app, id).await;
-    assert_eq!(key_set(&mut connection).len(), MANY, "every key is back");
+    json_of(app.post(&format!("{RS}/{id}/sync"), &json!({})).await, StatusCode::OK).await;
+    let s = wait_redis_completed(&app, id).await;
+    assert_eq!(key_set(&mut connection).len(), MANY, "every key is back: {s}");
 }
