@@ -68,6 +68,7 @@ configured_backend_tests!(
     with_ssrf_protection_on_reserved_hosts_are_refused_on_create_and_validate,
     a_server_killed_and_restarted_mid_sync_loses_nothing_the_job_completes,
     a_server_without_persistence_restarted_mid_sync_is_refilled_by_the_next_sync,
+    a_server_gone_longer_than_the_retries_ends_the_job_with_errors_and_the_next_sync_writes_the_rest,
 );
 
 // ---------------------------------------------------------------------------------
@@ -250,7 +251,7 @@ async fn wait_done(app: &TestApp, id: i64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let s = get(app, id).await;
-        if ["completed", "failed"].contains(&s["status"].as_str().unwrap_or_default()) {
+        if ["completed", "completed_with_errors", "failed"].contains(&s["status"].as_str().unwrap_or_default()) {
             return s;
         }
         assert!(Instant::now() < deadline, "storage {id} did not finish: {s}");
@@ -807,4 +808,35 @@ async fn a_server_without_persistence_restarted_mid_sync_is_refilled_by_the_next
     json_of(app.post(&format!("{RS}/{id}/sync"), &json!({})).await, StatusCode::OK).await;
     let s = wait_redis_completed(&app, id).await;
     assert_eq!(key_set(&mut connection).len(), MANY, "every key is back: {s}");
+}
+
+/// A server that stays away longer than the retries: the writes that ran out of
+/// attempts are reported (`completed_with_errors`, the keys in the traceback), and the
+/// next sync, once the server is back, writes everything that is missing.
+async fn a_server_gone_longer_than_the_retries_ends_the_job_with_errors_and_the_next_sync_writes_the_rest(
+    backend: Backend,
+) {
+    let app = spawn_app_with(backend, |s| {
+        s.sync.batch_size = 100;
+        s.sync.writers = 2;
+        s.sync.write_delay = Duration::from_millis(40);
+        s.targets.max_attempts = 2;
+        s.targets.backoff = Duration::from_millis(5);
+    })
+    .await;
+    let mut server = OwnRedis::start(&[]);
+    let project = many_annotations(&app).await;
+    let body = json!({"project": project, "host": "127.0.0.1", "port": server.port.to_string(), "db": 7});
+    let id = json_of(app.post(RS, &body).await, StatusCode::CREATED).await["id"].as_i64().unwrap();
+    kill_after(&mut server, 7, 500).await;
+    let s = wait_done(&app, id).await;
+    assert_eq!(s["status"], "completed_with_errors", "{s}");
+    let traceback = s["traceback"].as_str().unwrap();
+    assert!(traceback.contains("document(s) could not be written"), "{traceback}");
+    assert!(traceback.contains(&format!("Redis 127.0.0.1:{}/7", server.port)), "{traceback}");
+    server.restart();
+    json_of(app.post(&format!("{RS}/{id}/sync"), &json!({})).await, StatusCode::OK).await;
+    let s = wait_redis_completed(&app, id).await;
+    let mut connection = server.connection(7, None);
+    assert_eq!(key_set(&mut connection).len(), MANY, "every key is written: {s}");
 }
