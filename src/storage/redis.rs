@@ -202,7 +202,12 @@ fn is_auth_error(e: &RedisError) -> bool {
 impl Redis {
     /// A target for the storage's host, port and database. Nothing is contacted yet.
     pub fn new(config: &TargetConfig, ctx: &TargetContext) -> Result<Redis> {
-        let host = config.text("host").map(str::trim).filter(|h| !h.is_empty()).unwrap_or("localhost").to_owned();
+        let host = config
+            .text("host")
+            .map(|h| h.trim().trim_start_matches('[').trim_end_matches(']'))
+            .filter(|h| !h.is_empty())
+            .unwrap_or("localhost")
+            .to_owned();
         let port =
             match config.text("port").map(str::trim).filter(|p| !p.is_empty()) {
                 None => DEFAULT_PORT,
@@ -642,8 +647,10 @@ mod tests {
     fn host_and_port_have_redis_pys_defaults() {
         let r = Redis::new(&config(json!({"db": 2, "host": null, "port": ""})), &ctx(true)).unwrap();
         assert_eq!(r.to_string(), "Redis(localhost:6379/2)");
-        let r = Redis::new(&config(json!({"db": 5, "host": "::1", "port": "7000"})), &ctx(true)).unwrap();
-        assert_eq!(r.to_string(), "Redis([::1]:7000/5)");
+        for host in ["::1", "[::1]"] {
+            let r = Redis::new(&config(json!({"db": 5, "host": host, "port": "7000"})), &ctx(true)).unwrap();
+            assert_eq!(r.to_string(), "Redis([::1]:7000/5)");
+        }
         for bad in ["abc", "0", "70000", "-1"] {
             let err = Redis::new(&config(json!({"db": 2, "port": bad})), &ctx(true)).unwrap_err();
             assert_eq!(err.to_string(), format!("Redis port \"{bad}\" is not a valid port number"));
