@@ -499,6 +499,14 @@ async fn an_unreachable_server_is_a_400_with_the_cause_on_create_and_the_generic
     assert_eq!(message, "Error validating storage connection");
     let body = json!({"project": project, "host": "no-such-host.invalid", "db": 3});
     assert_eq!(non_field_error(app.post(RS, &body).await).await, "Can't resolve hostname no-such-host.invalid");
+    // A database the server does not have (16 by default): refused by SELECT, nothing written.
+    let (host, port) = redis_address().rsplit_once(':').map(|(h, p)| (h.to_owned(), p.to_owned())).unwrap();
+    let body = json!({"project": project, "host": host, "port": port, "db": 16});
+    let message = non_field_error(app.post(RS, &body).await).await;
+    assert!(message.starts_with(&format!("Cannot select database 16 on Redis {host}:{port}/16: ")), "{message}");
+    assert!(message.contains("DB index is out of range"), "{message}");
+    let message = non_field_error(app.post(&format!("{RS}/validate"), &body).await).await;
+    assert_eq!(message, "Error validating storage connection");
     let list = json_of(app.get(&format!("{RS}?project={project}")).await, StatusCode::OK).await;
     assert_eq!(list, json!([]), "nothing was created");
 }
