@@ -12,6 +12,7 @@ mod engine;
 mod import;
 mod openapi;
 mod projects;
+mod redis_storage;
 mod s3_storage;
 mod secrets;
 mod storages;
