@@ -678,3 +678,117 @@ async fn a_sync_to_a_container_deleted_after_creation_fails_with_a_clear_traceba
         "No AzureBlobExportStorage matches the given query."
     );
 }
+
+// ---------------------------------------------------------------------------------
+// Retries, permanent errors and the concurrency bound, against a scripted server
+// ---------------------------------------------------------------------------------
+
+/// What the scripted Blob service saw.
+#[derive(Default)]
+struct Script {
+    requests: std::sync::Mutex<Vec<(String, String)>>,
+    in_flight: std::sync::atomic::AtomicUsize,
+    max_in_flight: std::sync::atomic::AtomicUsize,
+}
+
+/// A Blob service that answers by blob name: `busy-N` is 503 ServerBusy N times then
+/// 201, `denied` is 403 AuthenticationFailed (quoting the account, as Azure does),
+/// `broken` is always 500, anything else 201 after 20 ms. Every request must be signed.
+async fn scripted_service() -> (String, std::sync::Arc<Script>) {
+    use axum::http::{HeaderMap, StatusCode as S};
+    use std::sync::atomic::Ordering;
+    let script = std::sync::Arc::new(Script::default());
+    let seen = script.clone();
+    let app = axum::Router::new().fallback(move |method: axum::http::Method, uri: axum::http::Uri, headers: HeaderMap| {
+        let script = seen.clone();
+        async move {
+            let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+            assert!(auth.starts_with(&format!("SharedKey {DEV_ACCOUNT}:")), "signed: {auth:?}");
+            assert!(headers.contains_key("x-ms-date") && headers.contains_key("x-ms-version"));
+            let path = uri.path().to_owned();
+            let blob = path.rsplit('/').next().unwrap_or("").to_owned();
+            let tries = {
+                let mut log = script.requests.lock().unwrap();
+                log.push((method.to_string(), path.clone()));
+                log.iter().filter(|(_, p)| *p == path).count()
+            };
+            let now = script.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            script.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            let answer = if let Some(n) = blob.strip_prefix("busy-") {
+                if tries <= n.parse::<usize>().unwrap() {
+                    (S::SERVICE_UNAVAILABLE, [("x-ms-error-code", "ServerBusy")], String::new())
+                } else {
+                    (S::CREATED, [("x-ms-error-code", "")], String::new())
+                }
+            } else if blob == "denied" {
+                let body = format!(
+                    "<?xml version=\"1.0\"?><Error><Code>AuthenticationFailed</Code><Message>Server failed to authenticate the request.\nRequestId:1</Message><AuthenticationErrorDetail>string to sign: '/{DEV_ACCOUNT}{path}'</AuthenticationErrorDetail></Error>"
+                );
+                (S::FORBIDDEN, [("x-ms-error-code", "AuthenticationFailed")], body)
+            } else if blob == "broken" {
+                (S::INTERNAL_SERVER_ERROR, [("x-ms-error-code", "InternalError")], String::new())
+            } else {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                (S::CREATED, [("x-ms-error-code", "")], String::new())
+            };
+            script.in_flight.fetch_sub(1, Ordering::SeqCst);
+            answer
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{address}/{DEV_ACCOUNT}"), script)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_writes_retry_throttling_fail_fast_on_permanent_errors_and_stay_within_the_bound() {
+    // Arrange
+    let (endpoint, script) = scripted_service().await;
+    std::env::set_var("AZURE_STORAGE_USE_EMULATOR", "true");
+    std::env::set_var("AZURITE_BLOB_STORAGE_URL", &endpoint);
+    let mut config = labelport::storage::spec::TargetConfig::default();
+    config.values.insert("container".into(), json!("c"));
+    config.secrets.insert("account_name".into(), json!(DEV_ACCOUNT));
+    config.secrets.insert("account_key".into(), json!(DEV_KEY));
+    let ctx = labelport::storage::spec::TargetContext {
+        local_files: labelport::config::LocalFilesSettings { serving_enabled: false, document_root: "/".into() },
+        fsync: false,
+        targets: labelport::config::TargetSettings {
+            max_in_flight: 4,
+            max_attempts: 4,
+            backoff: std::time::Duration::from_millis(1),
+            ..labelport::config::TargetSettings::from_env()
+        },
+    };
+    let target = labelport::storage::spec::build("azure", &config, &ctx).unwrap();
+    let count = |blob: &str| {
+        let path = format!("/{DEV_ACCOUNT}/c/{blob}");
+        script.requests.lock().unwrap().iter().filter(|(_, p)| *p == path).count()
+    };
+
+    // Act + Assert: throttling is retried until it passes.
+    target.put("busy-2", bytes::Bytes::from_static(b"x")).await.unwrap();
+    assert_eq!(count("busy-2"), 3);
+
+    // Act + Assert: a permanent error is not retried, and names neither the account nor the key.
+    let denied = target.put("denied", bytes::Bytes::from_static(b"x")).await.unwrap_err();
+    assert_eq!(count("denied"), 1);
+    assert!(denied.is_permanent(), "{denied}");
+    let text = denied.to_string();
+    assert!(text.contains("Cannot access Azure container \"c\"") && text.contains("AuthenticationFailed"), "{text}");
+    assert_no_secret(&text);
+
+    // Act + Assert: server errors are retried a bounded number of times.
+    let broken = target.put("broken", bytes::Bytes::from_static(b"x")).await.unwrap_err();
+    assert_eq!(count("broken"), 4);
+    assert!(!broken.is_permanent() && broken.to_string().contains("InternalError"), "{broken}");
+    assert_no_secret(&broken.to_string());
+
+    // Act + Assert: many writes go out concurrently, never more than the bound.
+    let items: Vec<(String, bytes::Bytes)> =
+        (0..40).map(|i| (i.to_string(), bytes::Bytes::from_static(b"{}"))).collect();
+    assert!(target.put_many(items).await.iter().all(Result::is_ok));
+    let max = script.max_in_flight.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..=4).contains(&max), "at most 4 requests in flight, and more than one: {max}");
+}
