@@ -238,6 +238,8 @@ struct Inner {
     prefix: Option<String>,
     key: SharedKey,
     http: reqwest::Client,
+    /// Time limit of one request.
+    timeout: Duration,
     retry: RetryPolicy,
     permits: Semaphore,
 }
@@ -366,6 +368,21 @@ fn endpoint_from(
     }
 }
 
+/// One HTTP client for every Azure target of the process, so connections (and TLS
+/// sessions) to an account are reused across syncs and auto-exports instead of being
+/// set up per target; each request carries the configured time limit.
+fn shared_client() -> std::result::Result<reqwest::Client, reqwest::Error> {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    if let Some(client) = CLIENT.get() {
+        return Ok(client.clone());
+    }
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    Ok(CLIENT.get_or_init(|| client).clone())
+}
+
 /// A non-empty value from the storage's fields, else from Label Studio's environment.
 fn field_or_env(config: &TargetConfig, field: &str, env: &str) -> Option<String> {
     config
@@ -406,12 +423,7 @@ impl AzureBlob {
             }
         }
         let endpoint = endpoint(&account).map_err(StorageError::Precondition)?;
-        let http = reqwest::Client::builder()
-            .timeout(ctx.targets.request_timeout)
-            .connect_timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(ctx.targets.max_in_flight)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
+        let http = shared_client()
             .map_err(|e| StorageError::Generic { target: format!("AzureBlob({container})"), source: Box::new(e) })?;
         Ok(AzureBlob {
             inner: Arc::new(Inner {
@@ -420,6 +432,7 @@ impl AzureBlob {
                 prefix,
                 key,
                 http,
+                timeout: ctx.targets.request_timeout,
                 retry: RetryPolicy { max_attempts: ctx.targets.max_attempts, base: ctx.targets.backoff },
                 permits: Semaphore::new(ctx.targets.max_in_flight),
             }),
@@ -445,6 +458,16 @@ impl AzureBlob {
     /// Removes the account name from a text meant for users and logs.
     fn redact(&self, text: &str) -> String {
         text.replace(self.inner.key.account.as_str(), "<account>")
+    }
+
+    fn redact_error(&self, e: AzError) -> AzError {
+        match e {
+            AzError::Status { status, code, message } => {
+                AzError::Status { status, code, message: self.redact(&message) }
+            }
+            AzError::Transport(t) => AzError::Transport(self.redact(&t)),
+            AzError::Invalid(t) => AzError::Invalid(self.redact(&t)),
+        }
     }
 
     /// The mapped, user-facing error of a failed request.
@@ -483,13 +506,17 @@ impl AzureBlob {
         self.inner
             .retry
             .run(|| async {
-                let mut request = make().build().map_err(|e| AzError::Invalid(e.without_url().to_string()))?;
+                let mut request = make()
+                    .timeout(self.inner.timeout)
+                    .build()
+                    .map_err(|e| AzError::Invalid(e.without_url().to_string()))?;
                 self.inner.key.sign(&mut request);
-                let response = self.inner.http.execute(request).await.map_err(transport)?;
+                // Redacted before the retry loop logs them.
+                let response = self.inner.http.execute(request).await.map_err(|e| self.redact_error(transport(e)))?;
                 if response.status().is_success() {
                     return Ok(response);
                 }
-                Err(status_error(response).await)
+                Err(self.redact_error(status_error(response).await))
             })
             .await
     }
