@@ -30,6 +30,8 @@ crate::backend_tests!(
     a_sync_to_a_container_deleted_after_creation_fails_with_a_clear_traceback,
 );
 
+crate::configured_backend_tests!(an_unreachable_service_never_fails_annotation_requests_and_is_caught_up_later);
+
 /// Base path of the Azure export storage endpoints.
 const AZ: &str = "/api/storages/export/azure";
 
@@ -791,4 +793,105 @@ async fn azure_writes_retry_throttling_fail_fast_on_permanent_errors_and_stay_wi
     assert!(target.put_many(items).await.iter().all(Result::is_ok));
     let max = script.max_in_flight.load(std::sync::atomic::Ordering::SeqCst);
     assert!((2..=4).contains(&max), "at most 4 requests in flight, and more than one: {max}");
+}
+
+// ---------------------------------------------------------------------------------
+// The service going away and coming back
+// ---------------------------------------------------------------------------------
+
+/// A TCP proxy in front of Azurite that can be cut: when down, it drops every open
+/// connection (mid-request ones too) and every new one.
+struct Cut {
+    endpoint: String,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Cut {
+    async fn start() -> Cut {
+        let upstream = url::Url::parse(&azure_endpoint()).unwrap();
+        let upstream = format!("{}:{}", upstream.host_str().unwrap(), upstream.port().unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}/{DEV_ACCOUNT}", listener.local_addr().unwrap());
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (is_down, conns) = (down.clone(), open.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else { return };
+                if is_down.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                conns.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Cut { endpoint, down, open }
+    }
+
+    fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+        if down {
+            for task in self.open.lock().unwrap().drain(..) {
+                task.abort();
+            }
+        }
+    }
+}
+
+async fn an_unreachable_service_never_fails_annotation_requests_and_is_caught_up_later(
+    backend: crate::helpers::Backend,
+) {
+    // Arrange: Azure reached through the proxy; short leases and few attempts, so a
+    // failed auto-export is retried soon.
+    let c = Container::create().await;
+    let cut = Cut::start().await;
+    std::env::set_var("AZURITE_BLOB_STORAGE_URL", &cut.endpoint);
+    let app = crate::helpers::spawn_app_with(backend, |s| {
+        s.sync.lease = std::time::Duration::from_secs(1);
+        s.targets.max_attempts = 2;
+        s.targets.backoff = std::time::Duration::from_millis(1);
+    })
+    .await;
+    let project = app.create_project("cut").await;
+    let task = app.import(project, &json!([{"text": "a"}])).await[0];
+    let id = create(&app, &c.body(project, json!({"prefix": "p"}))).await["id"].as_i64().unwrap();
+    wait_completed(&app, id).await;
+
+    // Act: the service goes away; an annotation is saved; a sync is asked for.
+    cut.set_down(true);
+    let started = Instant::now();
+    let annotation = annotate(&app, task, "while down").await;
+    let saved_in = started.elapsed();
+    sync(&app, id, "?full=true").await;
+    let s = wait_sync(&app, id).await;
+
+    // Assert: the request did not wait for Azure, and the sync says what went wrong.
+    assert!(saved_in < std::time::Duration::from_secs(2), "the annotation request took {saved_in:?}");
+    assert_ne!(s["status"], "completed", "{s}");
+    let traceback = s["traceback"].as_str().unwrap_or_default();
+    assert!(traceback.contains(&c.name), "the traceback names the container: {traceback}");
+    assert_no_secret(&s.to_string());
+    assert_eq!(c.get(&format!("p/{annotation}")).await, None);
+
+    // Act: the service comes back.
+    cut.set_down(false);
+    let deadline = Instant::now() + TIMEOUT;
+    while c.get(&format!("p/{annotation}")).await.is_none() {
+        assert!(Instant::now() < deadline, "the annotation was never exported after the service came back");
+        tokio::time::sleep(POLL).await;
+    }
+    sync(&app, id, "?full=true").await;
+    let s = wait_completed(&app, id).await;
+
+    // Assert
+    assert_eq!(s["meta"]["total_annotations"], 1, "{s}");
+    let doc: Value = serde_json::from_slice(&c.get(&format!("p/{annotation}")).await.unwrap()).unwrap();
+    assert_eq!(doc["result"][0]["value"]["choices"], json!(["while down"]));
 }
