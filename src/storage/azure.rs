@@ -399,6 +399,8 @@ impl AzureBlob {
         let (Some(account), Some(key)) = (account, key) else {
             return Err(StorageError::Precondition(MISSING_CREDENTIALS.into()));
         };
+        // Account names are lowercase; host names and the user's typing are not.
+        let account = account.to_ascii_lowercase();
         if !valid_account_name(&account) {
             return Err(StorageError::Precondition(
                 "The Azure account name is not valid: storage account names are 3 to 24 lowercase letters and digits."
@@ -774,6 +776,10 @@ mod tests {
         c.secrets.insert("account_name".into(), "Bad.Host/x".into());
         let err = AzureBlob::new(&c, &ctx()).err().unwrap().to_string();
         assert!(!err.contains("Bad.Host"), "{err}");
+        let mut c = config(None);
+        c.secrets.insert("account_name".into(), "MyAcct1".into());
+        let t = AzureBlob::new(&c, &ctx()).unwrap();
+        assert_eq!(t.inner.key.account, "myacct1", "account names are lowercase");
         let mut c = config(None);
         c.secrets.insert("account_key".into(), "not base64!!".into());
         let err = AzureBlob::new(&c, &ctx()).err().unwrap().to_string();
