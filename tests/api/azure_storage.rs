@@ -20,6 +20,7 @@ crate::backend_tests!(
     creating_a_storage_answers_label_studios_shape_without_secrets_and_exports_every_annotation,
     list_get_patch_and_validate_never_show_the_secrets_and_the_database_holds_them_sealed,
     a_prefix_is_used_verbatim_and_no_prefix_writes_bare_keys,
+    task_mode_writes_one_blob_per_task_and_removes_it_with_its_last_annotation,
     a_missing_container_is_label_studios_message_on_create_and_masked_on_validate,
     missing_credentials_give_label_studios_message,
     a_wrong_account_key_is_refused_without_echoing_any_secret,
@@ -482,6 +483,38 @@ async fn a_prefix_is_used_verbatim_and_no_prefix_writes_bare_keys(app: TestApp) 
     c.wait_names(&[format!("a//{a}"), a.to_string(), format!("deep/er path/{a}")]).await;
     let bare = c.get(&a.to_string()).await.unwrap();
     assert_eq!(c.get(&format!("a//{a}")).await.unwrap(), bare);
+}
+
+async fn task_mode_writes_one_blob_per_task_and_removes_it_with_its_last_annotation(app: TestApp) {
+    // Arrange: 3 annotations on 2 tasks.
+    let c = Container::create().await;
+    let project = app.create_project("task mode").await;
+    let tasks = app.import(project, &json!([{"text": "a"}, {"text": "b"}])).await;
+    let a1 = annotate(&app, tasks[0], "x").await;
+    annotate(&app, tasks[0], "y").await;
+    let a3 = annotate(&app, tasks[1], "z").await;
+
+    // Act
+    let body = c.body(project, json!({"prefix": "t", "export_mode": "task", "can_delete_objects": true}));
+    let id = create(&app, &body).await["id"].as_i64().unwrap();
+    let s = wait_completed(&app, id).await;
+
+    // Assert
+    assert_eq!(s["export_mode"], "task");
+    assert_eq!(s["last_sync_count"], 3, "counts annotations, not blobs");
+    c.wait_names(&[format!("t/{}.json", tasks[0]), format!("t/{}.json", tasks[1])]).await;
+    let doc: Value = serde_json::from_slice(&c.get(&format!("t/{}.json", tasks[0])).await.unwrap()).unwrap();
+    assert_eq!(doc["id"], tasks[0]);
+    assert_eq!(doc["annotations"].as_array().map(Vec::len), Some(2), "{doc}");
+
+    // Act + Assert: one annotation of a two-annotation task rewrites its blob; the
+    // last one of a task removes it.
+    assert_eq!(app.delete(&format!("/api/annotations/{a1}/")).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.delete(&format!("/api/annotations/{a3}/")).await.status(), StatusCode::NO_CONTENT);
+    c.wait_names(&[format!("t/{}.json", tasks[0])]).await;
+    wait_caught_up(&app, id).await;
+    let doc: Value = serde_json::from_slice(&c.get(&format!("t/{}.json", tasks[0])).await.unwrap()).unwrap();
+    assert_eq!(doc["annotations"].as_array().map(Vec::len), Some(1), "{doc}");
 }
 
 async fn a_missing_container_is_label_studios_message_on_create_and_masked_on_validate(app: TestApp) {
