@@ -3,16 +3,22 @@
 #
 #   bench/run.sh [--n 100000] [--repeats 3] [--postgres] [--with-label-studio] [--ls-n 10000]
 #                [--ls-only] [--rate 200] [--lag-seconds 15] [--no-doc] [--keep]
+#   bench/run.sh --target s3 [--n 2000] [--repeats 3] [--postgres] [--endpoints moto,s3s-fs]
+#
+# --target s3: full syncs to moto and s3s-fs (if installed: `cargo install s3s-fs@0.14.1
+# --locked --features binary`, or S3S_FS=path) against bench/s3floor.rs (bench/s3.py).
 #
 # Builds labelport (release) and the floor program, starts the server(s) on 127.0.0.1 with
 # a temporary data dir, runs bench/bench.py, prints one table and updates docs/BENCHMARKS.md.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
-N=100000; REPEATS=3; LS_N=10000; WITH_LS=0; LS_ONLY=0; POSTGRES=0; DOC=1; KEEP=0; EXTRA=()
+TARGET=localfiles; ENDPOINTS="moto,s3s-fs"; N=""; REPEATS=3; LS_N=10000; WITH_LS=0; LS_ONLY=0; POSTGRES=0; DOC=1; KEEP=0; EXTRA=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --n) N="$2"; shift 2;;
+    --target) TARGET="$2"; shift 2;;
+    --endpoints) ENDPOINTS="$2"; shift 2;;
     --repeats) REPEATS="$2"; shift 2;;
     --ls-n) LS_N="$2"; shift 2;;
     --with-label-studio) WITH_LS=1; shift;;
@@ -23,7 +29,7 @@ while [[ $# -gt 0 ]]; do
     --rate|--lag-seconds|--ls-lag-seconds|--chunk|--inc-repeats|--floor-threads|--floor-mode|--ls-repeats)
       EXTRA+=("$1" "$2"); shift 2;;
     --skip-lag|--skip-incremental|--restart-before-sync|--no-floor) EXTRA+=("$1"); shift;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0;;
     *) echo "unknown option $1" >&2; exit 2;;
   esac
 done
@@ -43,6 +49,26 @@ echo "== building labelport (release)" >&2
 (cd "$REPO" && cargo build --release --bin labelport >&2)
 LABELPORT="$REPO/target/release/labelport"
 FLOOR="$WORK/floor"
+if [[ $TARGET == s3 ]]; then
+  "$REPO/scripts/emulators" install
+  echo "== building the S3 floor program" >&2
+  rustc -O --edition 2021 -o "$WORK/s3floor" "$HERE/s3floor.rs"
+  ARGS=(--labelport "$LABELPORT" --floor "$WORK/s3floor" --repo "$REPO" --n "${N:-2000}" --repeats "$REPEATS"
+        --endpoints "$ENDPOINTS" --work "$WORK" --json "$WORK/results.json")
+  S3S="${S3S_FS:-$(command -v s3s-fs || true)}"
+  [[ -n "$S3S" ]] && ARGS+=(--s3s-fs "$S3S")
+  [[ $DOC == 1 ]] && ARGS+=(--doc "$REPO/docs/BENCHMARKS.md")
+  if [[ $POSTGRES == 1 ]]; then
+    PGDB="labelport_bench_$$_$RANDOM"
+    psql -h 127.0.0.1 -U postgres -q -c "CREATE DATABASE $PGDB" >/dev/null
+    ARGS+=(--database-url "postgres://postgres@127.0.0.1:5432/$PGDB")
+  fi
+  mkdir -p "$REPO/bench/results"
+  python3 "$HERE/s3.py" "${ARGS[@]}"
+  cp "$WORK/results.json" "$REPO/bench/results/last-s3-run.json" 2>/dev/null || true
+  exit 0
+fi
+N="${N:-100000}"
 echo "== building the floor program" >&2
 rustc -O --edition 2021 -o "$FLOOR" "$HERE/floor.rs"
 

@@ -56,6 +56,27 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Manage the key that seals stored storage credentials.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
+}
+
+/// `labelport secrets …`
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Re-encrypt every stored secret under a new key. Stop the servers and workers
+    /// first, and start them again with the new key.
+    Rotate {
+        /// The new key (32 bytes, base64 or hex); generated when omitted. With
+        /// LABELPORT_SECRET_KEY in use, set it to the printed key afterwards; with the
+        /// key file in the data directory, the file is replaced.
+        #[arg(long, env = "LABELPORT_NEW_SECRET_KEY", hide_env_values = true)]
+        new_key: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 /// `labelport user …`
@@ -135,6 +156,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("created user {} (id {}, organization {})", user.email, user.id, user.organization_id);
             Ok(())
         }
+        Command::Secrets { command: SecretsCommand::Rotate { new_key, common } } => {
+            rotate_secrets(&common, new_key.as_deref()).await
+        }
         Command::Token { command: TokenCommand::Create { email, common } } => {
             let db = open_db(&common).await?;
             let user = db.user_by_email(&email).await.map_err(|_| anyhow::anyhow!("no user with email {email}"))?;
@@ -142,4 +166,55 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `labelport secrets rotate`: checks the current key, re-seals every storage's
+/// secrets and the check value under the new key in one transaction, then replaces
+/// the key file (when that is where the key lives).
+async fn rotate_secrets(common: &Common, new_key: Option<&str>) -> anyhow::Result<()> {
+    use crate::secrets::{write_key_file, SecretBox, KEY_CHECK, KEY_ENV, KEY_FILE};
+    let db = open_db(common).await?;
+    let env_key = std::env::var(KEY_ENV).ok().filter(|k| !k.trim().is_empty());
+    let current = SecretBox::load(env_key.as_deref(), &common.data_dir)?;
+    let stored = db.server_secret(KEY_CHECK, || current.check_value()).await?;
+    anyhow::ensure!(
+        current.matches(&stored),
+        "the current key ({KEY_ENV} or {KEY_FILE}) does not open the stored secrets; nothing was changed"
+    );
+    let generated = new_key.is_none();
+    let new_text = match new_key {
+        Some(k) => k.trim().to_owned(),
+        None => SecretBox::generate_key(),
+    };
+    let next = SecretBox::new(&SecretBox::parse_key(&new_text).context("the new key is invalid")?);
+    // The new key is on disk before the database switches to it, so a crash in
+    // between never leaves secrets sealed under a key that exists nowhere.
+    let key_path = common.data_dir.join(KEY_FILE);
+    let staged = common.data_dir.join(format!("{KEY_FILE}.new"));
+    if env_key.is_none() {
+        let _ = std::fs::remove_file(&staged);
+        write_key_file(&staged, &new_text)?;
+    }
+    let count = db
+        .reseal_secrets(
+            |sealed| {
+                let plain = current.open(sealed)?;
+                Ok(next.seal(&plain))
+            },
+            KEY_CHECK,
+            &next.check_value(),
+        )
+        .await?;
+    if env_key.is_none() {
+        std::fs::rename(&staged, &key_path).with_context(|| {
+            format!("Failed to replace {}; the new key is in {}", key_path.display(), staged.display())
+        })?;
+        println!("re-encrypted the secrets of {count} storage(s); {} holds the new key", key_path.display());
+    } else {
+        println!("re-encrypted the secrets of {count} storage(s); start labelport with {KEY_ENV} set to the new key");
+        if generated {
+            println!("{new_text}");
+        }
+    }
+    Ok(())
 }

@@ -83,8 +83,14 @@ use utoipa::{Modify, OpenApi, ToSchema};
         StorageTypeInfo,
         SyncStatus,
         ExportMode,
+        StorageCommon,
         LocalFilesStorage,
+        S3Storage,
+        ExportStorage,
+        StorageCommonInput,
         LocalFilesStorageInput,
+        S3StorageInput,
+        ExportStorageInput,
         NotSynchronizable,
         SyncRefused,
         ExportLag,
@@ -469,17 +475,16 @@ pub enum ExportMode {
     Task,
 }
 
-/// A local-files export storage (Label Studio's keys, in its order, plus `export_mode`).
+/// The fields every export storage type has (Label Studio's keys plus `export_mode`);
+/// each type adds its own and orders the keys as Label Studio does.
 #[derive(ToSchema)]
-pub struct LocalFilesStorage {
+pub struct StorageCommon {
     /// Per-type sequence.
     pub id: i64,
     #[schema(rename = "type")]
     pub storage_type: ExportStorageType,
     /// Whether `POST .../sync` may run.
     pub synchronizable: bool,
-    /// Absolute local path, normalized (no trailing slash).
-    pub path: Option<String>,
     /// Stored and echoed; ignored on export.
     pub regex_filter: Option<String>,
     /// Stored and echoed; ignored on export.
@@ -505,21 +510,50 @@ pub struct LocalFilesStorage {
     pub can_delete_objects: Option<bool>,
     /// Project id.
     pub project: i64,
-    /// labelport: file layout; default `annotation`.
+    /// labelport: document layout; default `annotation`.
     pub export_mode: ExportMode,
 }
 
-/// Writable export-storage fields; all optional unless noted. The bookkeeping fields
+/// A local-files export storage.
+#[derive(ToSchema)]
+pub struct LocalFilesStorage {
+    #[serde(flatten)]
+    pub common: StorageCommon,
+    /// Absolute local path, normalized (no trailing slash).
+    pub path: Option<String>,
+}
+
+/// An S3 export storage. `aws_access_key_id`, `aws_secret_access_key` and
+/// `aws_session_token` are write-only: never returned.
+#[derive(ToSchema)]
+pub struct S3Storage {
+    #[serde(flatten)]
+    pub common: StorageCommon,
+    pub bucket: Option<String>,
+    /// Used verbatim: objects are `<prefix>/<key>`.
+    pub prefix: Option<String>,
+    pub aws_sse_kms_key_id: Option<String>,
+    pub region_name: Option<String>,
+    pub s3_endpoint: Option<String>,
+}
+
+/// An export storage of any type (distinguished by `type`).
+#[derive(ToSchema)]
+#[serde(untagged)]
+pub enum ExportStorage {
+    LocalFiles(LocalFilesStorage),
+    S3(S3Storage),
+}
+
+/// Writable fields every type has; all optional unless noted. The bookkeeping fields
 /// (`status`, `meta`, `last_sync*`, `traceback`) are ignored (a bad `status` is still
 /// reported).
 #[derive(ToSchema)]
-pub struct LocalFilesStorageInput {
+pub struct StorageCommonInput {
     /// Validate only: an existing storage to merge the body over.
     pub id: Option<i64>,
     /// Default true; not null.
     pub synchronizable: Option<bool>,
-    /// Absolute local path under the configured root; required on create (in practice).
-    pub path: Option<String>,
     pub regex_filter: Option<String>,
     /// Not null.
     pub use_blob_urls: Option<bool>,
@@ -531,6 +565,44 @@ pub struct LocalFilesStorageInput {
     pub project: Option<i64>,
     /// labelport: `annotation` (default) or `task`.
     pub export_mode: Option<ExportMode>,
+}
+
+/// Writable fields of a local-files storage.
+#[derive(ToSchema)]
+pub struct LocalFilesStorageInput {
+    #[serde(flatten)]
+    pub common: StorageCommonInput,
+    /// Absolute local path under the configured root; required on create (in practice).
+    pub path: Option<String>,
+}
+
+/// Writable fields of an S3 storage (the key fields are write-only).
+#[derive(ToSchema)]
+pub struct S3StorageInput {
+    #[serde(flatten)]
+    pub common: StorageCommonInput,
+    /// Required on create; `^[a-zA-Z0-9.\-_]{1,255}$` or an access-point ARN.
+    pub bucket: Option<String>,
+    pub prefix: Option<String>,
+    /// Write-only.
+    pub aws_access_key_id: Option<String>,
+    /// Write-only.
+    pub aws_secret_access_key: Option<String>,
+    /// Write-only.
+    pub aws_session_token: Option<String>,
+    pub aws_sse_kms_key_id: Option<String>,
+    pub region_name: Option<String>,
+    /// `http(s)://` URL of an S3-compatible store; with SSRF protection on, it must not
+    /// resolve to a private or reserved address (403).
+    pub s3_endpoint: Option<String>,
+}
+
+/// A request body for any type.
+#[derive(ToSchema)]
+#[serde(untagged)]
+pub enum ExportStorageInput {
+    LocalFiles(LocalFilesStorageInput),
+    S3(S3StorageInput),
 }
 
 /// The raw 400 of `POST .../sync` on a storage with `synchronizable: false`.

@@ -25,7 +25,7 @@
 //!   Azurite, and the bounded concurrency already keeps a large delete quick.
 
 use super::retry::{RetryPolicy, Transient};
-use super::spec::{no_check, FieldSpec, TargetConfig, TargetContext, TypeSpec};
+use super::spec::{no_check, DocumentStyle, FieldSpec, TargetConfig, TargetContext, TypeSpec};
 use super::{keys::is_safe_key, Result, StorageError, StorageTarget};
 use base64::Engine as _;
 use bytes::Bytes;
@@ -78,6 +78,7 @@ pub const SPEC: TypeSpec = TypeSpec {
     build: Some(build),
     checks_connection: true,
     masks_validate_errors: true,
+    document: DocumentStyle::Compact,
 };
 
 /// Label Studio's message when neither the fields nor the environment hold credentials.

@@ -1,7 +1,7 @@
 //! Google Cloud Storage (`gcs`, contract §6.4). Not implemented yet: the type
 //! lists, validates its fields and answers 501 on create.
 
-use super::spec::{no_check, FieldSpec, TypeSpec};
+use super::spec::{no_check, DocumentStyle, FieldSpec, TypeSpec};
 
 /// The `gcs` type.
 pub const SPEC: TypeSpec = TypeSpec {
@@ -40,4 +40,5 @@ pub const SPEC: TypeSpec = TypeSpec {
     build: None,
     checks_connection: true,
     masks_validate_errors: true,
+    document: DocumentStyle::Compact,
 };

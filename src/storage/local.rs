@@ -17,7 +17,7 @@
 //! content also survives a power cut; off by default, as a crash of the process alone
 //! cannot lose linked or renamed data.
 
-use super::spec::{ConfigError, FieldKind, FieldSpec, TargetConfig, TargetContext, TypeSpec};
+use super::spec::{ConfigError, DocumentStyle, FieldKind, FieldSpec, TargetConfig, TargetContext, TypeSpec};
 use super::{keys::is_safe_key, local_path, Result, StorageError, StorageTarget};
 use bytes::Bytes;
 use cap_std::fs::Dir;
@@ -69,6 +69,7 @@ pub const SPEC: TypeSpec = TypeSpec {
     build: Some(build),
     checks_connection: false,
     masks_validate_errors: false,
+    document: DocumentStyle::Indented,
 };
 
 /// The path rules of contract §3.12, with Label Studio's messages.

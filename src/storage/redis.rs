@@ -1,7 +1,7 @@
 //! Redis (`redis`, contract §6.6). Not implemented yet: the type lists, validates
 //! its fields and answers 501 on create.
 
-use super::spec::{no_check, FieldKind, FieldSpec, TypeSpec};
+use super::spec::{no_check, DocumentStyle, FieldKind, FieldSpec, TypeSpec};
 
 /// The `redis` type.
 pub const SPEC: TypeSpec = TypeSpec {
@@ -42,4 +42,5 @@ pub const SPEC: TypeSpec = TypeSpec {
     build: None,
     checks_connection: true,
     masks_validate_errors: true,
+    document: DocumentStyle::Compact,
 };

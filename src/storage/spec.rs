@@ -44,6 +44,18 @@ pub struct TypeSpec {
     /// On the validate endpoint, a failed connection check answers Label Studio's
     /// generic `Error validating storage connection` instead of the cause.
     pub masks_validate_errors: bool,
+    /// How documents are serialised for this type.
+    pub document: DocumentStyle,
+}
+
+/// How a type's documents are serialised (both keep Label Studio's key order and
+/// escape non-ASCII characters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocumentStyle {
+    /// `json.dumps(doc, indent=2)`: local files.
+    Indented,
+    /// `json.dumps(doc)`: cloud objects (contract §6.3).
+    Compact,
 }
 
 /// Field checks of a type.

@@ -1,8 +1,10 @@
-//! The JSON documents export storages write (contract §5.3–5.5): Label Studio's key
-//! order, 2-space indentation, every non-ASCII character escaped as `\uXXXX`, no
-//! final newline.
+//! The JSON documents export storages write (contract §5.3–5.5, §6.3): Label Studio's
+//! key order, every non-ASCII character escaped as `\uXXXX`, no final newline; local
+//! files indented by 2 spaces (`json.dumps(doc, indent=2)`), cloud objects compact
+//! with Python's separators (`json.dumps(doc)`: `", "` and `": "`).
 
 use crate::db::{Annotation, Task, User};
+pub use crate::storage::spec::DocumentStyle;
 use crate::time::{iso, iso_opt, now_micros, timesince};
 use serde_json::ser::{Formatter, PrettyFormatter};
 use serde_json::{json, Value};
@@ -14,8 +16,8 @@ pub type Users = HashMap<i64, User>;
 
 /// The annotation-mode document (contract §5.3), serialised straight from the rows to
 /// bytes: no `Value` tree, which would clone the task data and the result per document.
-pub fn annotation_document_bytes(a: &Annotation, task: &Task, users: &Users) -> Vec<u8> {
-    to_bytes(&AnnotationDoc { a, t: task, users, now: now_micros() })
+pub fn annotation_document_bytes(a: &Annotation, task: &Task, users: &Users, style: DocumentStyle) -> Vec<u8> {
+    to_bytes_styled(&AnnotationDoc { a, t: task, users, now: now_micros() }, style)
 }
 
 struct AnnotationDoc<'a> {
@@ -217,11 +219,50 @@ impl Formatter for AsciiPretty<'_> {
     }
 }
 
+/// Python's `json.dumps(ensure_ascii=True)` formatting: `", "` and `": "` separators.
+struct AsciiCompact;
+
+impl Formatter for AsciiCompact {
+    fn write_string_fragment<W: ?Sized + io::Write>(&mut self, w: &mut W, fragment: &str) -> io::Result<()> {
+        AsciiPretty(PrettyFormatter::new()).write_string_fragment(w, fragment)
+    }
+    fn begin_array_value<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+    fn begin_object_key<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+    fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        w.write_all(b": ")
+    }
+}
+
 /// Serialises a document the way Label Studio writes it to disk.
 pub fn to_bytes<T: serde::Serialize + ?Sized>(doc: &T) -> Vec<u8> {
+    to_bytes_styled(doc, DocumentStyle::Indented)
+}
+
+/// Serialises a document in the given style.
+pub fn to_bytes_styled<T: serde::Serialize + ?Sized>(doc: &T, style: DocumentStyle) -> Vec<u8> {
     let mut out = Vec::with_capacity(2048);
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, AsciiPretty(PrettyFormatter::with_indent(b"  ")));
-    serde::Serialize::serialize(doc, &mut ser).expect("serialising a JSON value into memory cannot fail");
+    let written = match style {
+        DocumentStyle::Indented => serde::Serialize::serialize(
+            doc,
+            &mut serde_json::Serializer::with_formatter(&mut out, AsciiPretty(PrettyFormatter::with_indent(b"  "))),
+        ),
+        DocumentStyle::Compact => {
+            serde::Serialize::serialize(doc, &mut serde_json::Serializer::with_formatter(&mut out, AsciiCompact))
+        }
+    };
+    written.expect("serialising a JSON value into memory cannot fail");
     out
 }
 
@@ -240,6 +281,13 @@ mod tests {
         assert!(text.is_ascii());
         let back: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(back, doc);
+    }
+
+    #[test]
+    fn compact_documents_use_pythons_default_separators() {
+        let doc = json!({"a": "h\u{e9}", "b": [1, {"c": [], "d": {}}], "e": 1.5, "f": null});
+        let text = String::from_utf8(to_bytes_styled(&doc, DocumentStyle::Compact)).unwrap();
+        assert_eq!(text, r#"{"a": "h\u00e9", "b": [1, {"c": [], "d": {}}], "e": 1.5, "f": null}"#);
     }
 
     #[test]
@@ -293,7 +341,7 @@ mod tests {
                 last_activity: 0,
             },
         )]);
-        let text = String::from_utf8(annotation_document_bytes(&a, &task, &users)).unwrap();
+        let text = String::from_utf8(annotation_document_bytes(&a, &task, &users, DocumentStyle::Indented)).unwrap();
         let doc: Value = serde_json::from_str(&text).unwrap();
         let keys: Vec<&str> = doc.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(

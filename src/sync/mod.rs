@@ -82,6 +82,12 @@ pub fn default_targets(ctx: TargetContext, secrets: SecretBox) -> TargetFactory 
     })
 }
 
+/// How a storage's documents are serialised (indented for local files, compact for
+/// the cloud types, as Label Studio writes them).
+fn document_style(storage: &ExportStorage) -> document::DocumentStyle {
+    spec::type_spec(&storage.storage_type).map_or(document::DocumentStyle::Indented, |t| t.document)
+}
+
 /// A storage's configuration as its target sees it, secrets opened.
 pub fn target_config(f: &StorageFields, secrets: &SecretBox) -> Result<TargetConfig, OpenError> {
     Ok(TargetConfig {
@@ -102,20 +108,26 @@ struct Tally {
     deleted: i64,
     failed: i64,
     errors: Vec<String>,
-    /// A failure that retrying cannot fix (no such bucket, access denied): when a
-    /// whole batch fails with one, the job fails at once instead of trying the rest.
-    permanent: Option<String>,
+    /// The first failure's cause, without its key.
+    first_failure: Option<String>,
 }
 
 impl Tally {
     fn fail(&mut self, key: &str, e: &StorageError) {
-        if e.is_permanent() && self.permanent.is_none() {
-            self.permanent = Some(e.to_string());
+        if self.first_failure.is_none() {
+            self.first_failure = Some(e.to_string());
         }
         self.failed += 1;
         if self.errors.len() < MAX_ERROR_LINES {
             self.errors.push(format!("{key}: {e}"));
         }
+    }
+
+    /// Why the job cannot go on: a batch in which every write failed, after the
+    /// target's own retries (bucket gone, access denied, endpoint down). Trying the
+    /// rest of the project would only fail the same way, one document at a time.
+    fn refused_everything(&self) -> Option<&str> {
+        (self.failed > 0 && self.written == 0 && self.deleted == 0).then_some(()).and(self.first_failure.as_deref())
     }
 
     fn add_to(&self, p: &mut JobProgress) {
@@ -286,7 +298,7 @@ impl SyncEngine {
             }
             return Ok(tally);
         }
-        let written = self.write_annotations(target, rows, users, &mut tally).await?;
+        let written = self.write_annotations(storage, target, rows, users, &mut tally).await?;
         self.db.upsert_links(storage.id, &written).await?;
         let deletes = changes.iter().any(|c| c.op == ChangeOp::Delete);
         if deletes && !gone.is_empty() && storage.fields.can_delete_objects == Some(true) {
@@ -337,6 +349,7 @@ impl SyncEngine {
     /// of what was written, for the caller to record.
     async fn write_annotations(
         &self,
+        storage: &ExportStorage,
         target: &dyn StorageTarget,
         rows: Vec<(Annotation, Task)>,
         users: &mut Users,
@@ -347,6 +360,7 @@ impl SyncEngine {
         }
         self.load_users(users, rows.iter().filter_map(|(a, _)| a.completed_by)).await?;
         let users = Arc::new(users.clone());
+        let style = document_style(storage);
         let chunk = rows.len().div_ceil(self.settings.writers).max(1);
         let mut batches = Vec::new();
         let mut rows = rows;
@@ -363,7 +377,7 @@ impl SyncEngine {
                         .iter()
                         .map(|(a, t)| {
                             let key = keys::annotation_key(a.id);
-                            let body = Bytes::from(document::annotation_document_bytes(a, t, &users));
+                            let body = Bytes::from(document::annotation_document_bytes(a, t, &users, style));
                             let link = Link {
                                 annotation_id: a.id,
                                 key: key.clone(),
@@ -419,7 +433,8 @@ impl SyncEngine {
             match task {
                 Some(task) if !annotations.is_empty() => {
                     self.load_users(users, annotations.iter().filter_map(|a| a.completed_by)).await?;
-                    let body = Bytes::from(document::to_bytes(&document::task_document(&task, &annotations, users)));
+                    let doc = document::task_document(&task, &annotations, users);
+                    let body = Bytes::from(document::to_bytes_styled(&doc, document_style(storage)));
                     if !self.settings.write_delay.is_zero() {
                         tokio::time::sleep(self.settings.write_delay).await;
                     }
@@ -524,6 +539,10 @@ impl SyncEngine {
         let done = state::completed(&storage, now_micros(), &outcome);
         let job_state = if progress.failed > 0 { "failed" } else { "completed" };
         let baseline = job.mode == "full" && progress.failed == 0;
+        if progress.failed > 0 {
+            // What failed is behind the cursor now: the next sync must walk everything.
+            self.db.reset_baseline(storage.id).await?;
+        }
         self.record_token(storage.id, target.as_ref()).await?;
         self.db.finish_job(&job, &self.owner, &progress, job_state, &done, Some(cursor), baseline).await?;
         tracing::info!(storage = storage.id, job = %job.job_key, mode = %job.mode, processed = progress.processed,
@@ -540,6 +559,8 @@ impl SyncEngine {
     ) -> anyhow::Result<()> {
         let storage = self.db.storage_by_id(storage.id).await?;
         let failed = state::failed(&storage, now_micros(), message);
+        // Changes may have been passed over: the next sync walks everything.
+        self.db.reset_baseline(storage.id).await?;
         self.db.finish_job(job, &self.owner, progress, "failed", &failed, None, false).await?;
         tracing::warn!(storage = storage.id, job = %job.job_key, error.message = %message, "sync job failed");
         Ok(())
@@ -612,20 +633,15 @@ impl SyncEngine {
                 Vec::new()
             } else {
                 let todo = self.unchanged_filter(storage, target, inventory.as_deref(), page).await?;
-                let attempted = todo.len() as i64;
-                let written = self.write_annotations(target, todo, &mut users, &mut tally).await?;
-                if attempted > 0 && tally.written == 0 {
-                    if let Some(cause) = tally.permanent.take() {
-                        if let Some(saving) = saving.take() {
-                            saving.await??;
-                        }
-                        tally.add_to(progress);
-                        return Err(JobFailed(cause).into());
-                    }
-                }
-                written
+                self.write_annotations(storage, target, todo, &mut users, &mut tally).await?
             };
             tally.add_to(progress);
+            if let Some(cause) = tally.refused_everything() {
+                if let Some(saving) = saving.take() {
+                    saving.await??;
+                }
+                return Err(JobFailed(cause.to_owned()).into());
+            }
             progress.processed += count;
             progress.checkpoint_id = last;
             if let Some(previous) = saving.take() {
@@ -731,6 +747,9 @@ impl SyncEngine {
             };
             let tally = self.apply_changes(storage, target, &changes, &mut users).await?;
             tally.add_to(progress);
+            if let Some(cause) = tally.refused_everything() {
+                return Err(JobFailed(cause.to_owned()).into());
+            }
             progress.processed += changes.len() as i64;
             if !self.db.advance_cursor(storage.id, &self.owner, last, None).await? {
                 return Ok(None);

@@ -13,6 +13,8 @@ mod engine;
 mod import;
 mod openapi;
 mod projects;
+mod s3_storage;
+mod secrets;
 mod storages;
 mod storages_sync;
 mod tasks;

@@ -8,6 +8,20 @@ use std::collections::HashSet;
 
 backend_tests!(the_schema_is_an_openapi_document_of_the_core_api, every_documented_operation_is_routed,);
 
+/// The property names of a component schema, through `allOf` and `$ref`.
+fn properties(doc: &Value, name: &str) -> Vec<String> {
+    let schema = &doc["components"]["schemas"][name];
+    let mut out: Vec<String> =
+        schema["properties"].as_object().map(|p| p.keys().cloned().collect()).unwrap_or_default();
+    for part in schema["allOf"].as_array().into_iter().flatten() {
+        match part["$ref"].as_str() {
+            Some(r) => out.extend(properties(doc, r.rsplit('/').next().unwrap())),
+            None => out.extend(part["properties"].as_object().into_iter().flat_map(|p| p.keys().cloned())),
+        }
+    }
+    out
+}
+
 async fn schema(app: &TestApp) -> Value {
     let r = app.anon(Method::GET, "/api/schema").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
@@ -78,9 +92,17 @@ async fn the_schema_is_an_openapi_document_of_the_core_api(app: TestApp) {
     let refused = &doc["components"]["schemas"][refused.rsplit('/').next().unwrap()];
     assert!(refused["oneOf"].as_array().unwrap().contains(&json!({"$ref": "#/components/schemas/NotSynchronizable"})));
     assert!(paths["/api/storages/export/{type}"]["post"]["responses"]["501"].is_object());
-    let storage = &doc["components"]["schemas"]["LocalFilesStorage"]["properties"];
+    let local = properties(&doc, "LocalFilesStorage");
     for key in ["id", "type", "synchronizable", "path", "status", "meta", "project", "export_mode"] {
-        assert!(storage.get(key).is_some(), "LocalFilesStorage.{key}");
+        assert!(local.contains(&key.to_owned()), "LocalFilesStorage.{key}");
+    }
+    let s3 = properties(&doc, "S3Storage");
+    for key in ["id", "type", "bucket", "prefix", "s3_endpoint", "region_name", "aws_sse_kms_key_id", "project"] {
+        assert!(s3.contains(&key.to_owned()), "S3Storage.{key}");
+    }
+    for secret in ["aws_access_key_id", "aws_secret_access_key", "aws_session_token"] {
+        assert!(!s3.contains(&secret.to_owned()), "write-only {secret} is not in responses");
+        assert!(properties(&doc, "S3StorageInput").contains(&secret.to_owned()), "{secret} is accepted");
     }
     // Error bodies are described once
     let error = &doc["components"]["schemas"]["ErrorBody"];

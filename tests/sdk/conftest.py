@@ -251,7 +251,11 @@ def server(request, server_bin) -> Iterator[Server]:
             "LABEL_STUDIO_USER_TOKEN": token,
             "LOCAL_FILES_SERVING_ENABLED": "true",
             "LOCAL_FILES_DOCUMENT_ROOT": str(files_dir),
-            "RUST_LOG": "warn",
+            # Debug logs of labelport itself, so tests can check no secret is ever logged.
+            "RUST_LOG": "warn,labelport=debug",
+            # The storage emulators listen on loopback (scripts/emulators); production
+            # keeps Label Studio's default (on).
+            "SSRF_PROTECTION_ENABLED": "false",
             # Backtraces drown the one-line error causes in the failure excerpts; opt in with
             # LABELPORT_SDK_RUST_BACKTRACE=1.
             "RUST_BACKTRACE": os.environ.get("LABELPORT_SDK_RUST_BACKTRACE", "0"),
@@ -259,6 +263,12 @@ def server(request, server_bin) -> Iterator[Server]:
         }
     )
     env.pop("DATABASE_URL", None)
+    # Point the cloud clients at the emulators of this run, by their own conventions.
+    if os.environ.get("LABELPORT_TEST_GCS"):
+        env["STORAGE_EMULATOR_HOST"] = os.environ["LABELPORT_TEST_GCS"]
+    if os.environ.get("LABELPORT_TEST_AZURE"):
+        env["AZURE_STORAGE_USE_EMULATOR"] = "true"
+        env["AZURITE_BLOB_STORAGE_URL"] = os.environ["LABELPORT_TEST_AZURE"]
 
     db_name = None
     database_url = None

@@ -20,7 +20,7 @@
 mod credentials;
 
 use super::retry::{RetryPolicy, Transient};
-use super::spec::{ConfigError, FieldSpec, TargetConfig, TargetContext, TypeSpec};
+use super::spec::{ConfigError, DocumentStyle, FieldSpec, TargetConfig, TargetContext, TypeSpec};
 use super::ssrf::{self, CheckedResolver};
 use super::{keys::is_safe_key, Result, StorageError, StorageTarget};
 use bytes::Bytes;
@@ -79,6 +79,7 @@ pub const SPEC: TypeSpec = TypeSpec {
     build: Some(build),
     checks_connection: true,
     masks_validate_errors: false,
+    document: DocumentStyle::Compact,
 };
 
 /// Label Studio's bucket rule: a plain name, or an access-point / outposts ARN.
@@ -464,9 +465,8 @@ impl StorageTarget for AmazonS3 {
             .send(|creds| self.inner.http.head(self.inner.bucket.head_object(creds, &object).sign(SIGN_FOR)))
             .await
         {
-            Ok(r) => Ok(r.content_length().or_else(|| {
-                r.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
-            })),
+            // The header, not `content_length()`: a HEAD response's body is empty.
+            Ok(r) => Ok(r.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())),
             Err(S3Error::Status { status, .. }) if status == StatusCode::NOT_FOUND => Ok(None),
             Err(e) => Err(self.error(e)),
         }
