@@ -256,11 +256,6 @@ fn python_compact(v: &Value) -> String {
     ascii_escape(&String::from_utf8(out).unwrap())
 }
 
-/// Python's `json.dumps(v, indent=2)`, the local-files form.
-fn python_pretty(v: &Value) -> String {
-    ascii_escape(&serde_json::to_string_pretty(v).unwrap())
-}
-
 fn ascii_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for ch in text.chars() {
@@ -276,9 +271,9 @@ fn ascii_escape(text: &str) -> String {
     out
 }
 
-/// Checks a blob holds the annotation's document, byte for byte as the local-files
-/// storage of the same project writes it (whose bytes `storages_sync.rs` checks
-/// against Label Studio's), in one of Python's `json.dumps` forms.
+/// Checks a blob holds the annotation's document: the same document as the
+/// local-files storage of the same project writes (whose bytes `storages_sync.rs`
+/// checks against Label Studio's), byte for byte in Python's compact `json.dumps` form.
 async fn assert_blob_is_the_document(app: &TestApp, c: &Container, blob: &str, local: &std::path::Path, id: i64) {
     let bytes = c.get(blob).await.unwrap_or_else(|| panic!("blob {blob} is missing"));
     let text = String::from_utf8(bytes).expect("UTF-8");
@@ -289,9 +284,7 @@ async fn assert_blob_is_the_document(app: &TestApp, c: &Container, blob: &str, l
     wait_for("the local-files copy", || local_file.is_file()).await;
     let expected: Value = serde_json::from_slice(&std::fs::read(&local_file).unwrap()).unwrap();
     assert_eq!(stored, expected, "{blob} holds the same document as local files");
-    // TODO(azure): once the engine renders cloud documents in the compact form
-    // (lead's change), require `python_compact` only.
-    assert!(text == python_compact(&stored) || text == python_pretty(&stored), "Python's json.dumps form: {text}");
+    assert_eq!(text, python_compact(&expected), "{blob}: Python's json.dumps(doc)");
     let _ = app;
 }
 

@@ -25,6 +25,7 @@ import pytest
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
+from conftest import Server
 from test_export_storage import (
     assert_api_error,
     assert_export_doc,
@@ -37,9 +38,6 @@ from test_export_storage import (
 )
 
 AZURE_ENDPOINT = os.environ.get("LABELPORT_TEST_AZURE")
-if AZURE_ENDPOINT:
-    os.environ["AZURE_STORAGE_USE_EMULATOR"] = "true"
-    os.environ["AZURITE_BLOB_STORAGE_URL"] = AZURE_ENDPOINT
 
 # Azurite's well-known development account.
 DEV_ACCOUNT = "devstoreaccount1"
@@ -150,18 +148,16 @@ def wait_status(client: LabelStudio, storage_id: int, attempts: int):
 
 
 def assert_blob_bytes(client: LabelStudio, raw: bytes, ann_id: int, me, where: str) -> None:
-    """The blob holds the annotation's document as Python's json.dumps renders it."""
+    """The blob holds the annotation's document exactly as Python's json.dumps(doc) renders it."""
     assert raw.isascii(), f"{where}: non-ASCII bytes: {raw[:200]!r}"
     doc = json.loads(raw)
     assert_export_doc(client, doc, ann_id, me, where)
-    compact = json.dumps(doc).encode("ascii")
-    # TODO(azure): accept only the compact form once the engine renders cloud documents
-    # in it (contract 6.3/6.5); today it writes the local-files form (indent=2).
-    pretty = json.dumps(doc, indent=2).encode("ascii")
-    assert raw in (compact, pretty), f"{where}: not json.dumps of its document: {raw[:200]!r}"
+    expected = json.dumps(doc).encode("ascii")
+    assert raw == expected, f"{where}: not json.dumps of its document:\n{raw[:300]!r}\n{expected[:300]!r}"
 
 
-def test_azure_storage_lifecycle(client: LabelStudio, azure: Azurite):
+def test_azure_storage_lifecycle(client: LabelStudio, azure: Azurite, server: Server):
+    offsets = server.log_offsets()
     me = client.users.whoami()
     project = new_project(client)
     task = client.tasks.create(project=project.id, data={"text": "caf\u00e9 \U0001F642"})
@@ -211,6 +207,10 @@ def test_azure_storage_lifecycle(client: LabelStudio, azure: Azurite):
         client.export_storage.azure.get(created.id)
     assert_api_error(e.value, 404, "No AzureBlobExportStorage matches the given query.")
     assert azure.names() == expected
+
+    logs = server.logs_since(offsets)
+    for secret in (DEV_KEY, DEV_ACCOUNT):
+        assert secret not in logs, f"{secret!r} reached the server log"
 
 
 def test_azure_auto_export_updates_and_deletes_blobs(client: LabelStudio, azure: Azurite):
