@@ -401,7 +401,7 @@ impl AzureBlob {
             return Err(StorageError::Precondition(MISSING_CREDENTIALS.into()));
         };
         // Account names are lowercase; host names and the user's typing are not.
-        let account = account.to_ascii_lowercase();
+        let account = account.trim().to_ascii_lowercase();
         if !valid_account_name(&account) {
             return Err(StorageError::Precondition(
                 "The Azure account name is not valid: storage account names are 3 to 24 lowercase letters and digits."
