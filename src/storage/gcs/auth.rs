@@ -17,7 +17,9 @@
 use super::GcsError;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Deserialize;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The scope of every token: read and write objects.
@@ -37,11 +39,25 @@ enum Source {
     Metadata { base: String },
 }
 
-/// A source of access tokens with a cache.
+/// A source of access tokens. Tokens are cached for the whole process by the
+/// identity of their source, so the targets the sync engine builds for each pass
+/// share them instead of asking the token endpoint every time.
 pub struct TokenProvider {
     source: Source,
     http: reqwest::Client,
-    cache: tokio::sync::Mutex<Option<(Arc<str>, Instant)>>,
+    /// The cache key: the source's kind and public identifiers (a hash of the
+    /// refresh token for authorized users), never a secret itself.
+    cache_key: String,
+    /// Held while fetching, so concurrent requests wait for one refresh.
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+type TokenCache = std::sync::Mutex<HashMap<String, (Arc<str>, Instant)>>;
+
+/// Tokens of the process, by [`TokenProvider::cache_key`].
+fn tokens() -> &'static TokenCache {
+    static TOKENS: OnceLock<TokenCache> = OnceLock::new();
+    TOKENS.get_or_init(Default::default)
 }
 
 /// The fields of a credentials JSON that are used.
@@ -112,7 +128,24 @@ impl TokenProvider {
     }
 
     fn with(source: Source, http: reqwest::Client) -> TokenProvider {
-        TokenProvider { source, http, cache: tokio::sync::Mutex::new(None) }
+        let cache_key = match &source {
+            Source::Anonymous => String::new(),
+            Source::ServiceAccount { email, key_id, token_uri, .. } => {
+                format!("sa\n{email}\n{}\n{token_uri}", key_id.as_deref().unwrap_or(""))
+            }
+            Source::AuthorizedUser { client_id, refresh_token, token_uri, .. } => {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                refresh_token.hash(&mut hasher);
+                format!("user\n{client_id}\n{:x}\n{token_uri}", hasher.finish())
+            }
+            Source::Metadata { base } => format!("metadata\n{base}"),
+        };
+        TokenProvider { source, http, cache_key, refreshing: tokio::sync::Mutex::new(()) }
+    }
+
+    fn cached(&self) -> Option<Arc<str>> {
+        let cache = tokens().lock().unwrap_or_else(|e| e.into_inner());
+        cache.get(&self.cache_key).filter(|(_, refresh_at)| Instant::now() < *refresh_at).map(|(t, _)| t.clone())
     }
 
     /// The token endpoint a key names; `None` for other sources.
@@ -129,21 +162,24 @@ impl TokenProvider {
         if matches!(self.source, Source::Anonymous) {
             return Ok(None);
         }
-        let mut cache = self.cache.lock().await;
-        if let Some((token, refresh_at)) = cache.as_ref() {
-            if Instant::now() < *refresh_at {
-                return Ok(Some(token.clone()));
-            }
+        if let Some(token) = self.cached() {
+            return Ok(Some(token));
+        }
+        let _refreshing = self.refreshing.lock().await;
+        // Another request may have refreshed it while this one waited.
+        if let Some(token) = self.cached() {
+            return Ok(Some(token));
         }
         let (token, lifetime) = self.fetch().await?;
         let token: Arc<str> = token.into();
-        *cache = Some((token.clone(), Instant::now() + lifetime.saturating_sub(REFRESH_MARGIN)));
+        let refresh_at = Instant::now() + lifetime.saturating_sub(REFRESH_MARGIN);
+        tokens().lock().unwrap_or_else(|e| e.into_inner()).insert(self.cache_key.clone(), (token.clone(), refresh_at));
         Ok(Some(token))
     }
 
     /// Forgets the cached token (after a 401).
     pub async fn invalidate(&self) {
-        *self.cache.lock().await = None;
+        tokens().lock().unwrap_or_else(|e| e.into_inner()).remove(&self.cache_key);
     }
 
     async fn fetch(&self) -> Result<(String, Duration), GcsError> {
@@ -302,6 +338,9 @@ pub(crate) mod tests {
         assert_eq!(first.as_deref(), Some("tok-1"));
         assert_eq!(second.as_deref(), Some("tok-1"));
         assert_eq!(calls.0.load(Ordering::SeqCst), 1, "the second call uses the cache");
+        let again = TokenProvider::from_json(&service_account_json(&uri), reqwest::Client::new()).unwrap();
+        assert_eq!(again.token().await.unwrap().as_deref(), Some("tok-1"));
+        assert_eq!(calls.0.load(Ordering::SeqCst), 1, "a provider for the same key shares the cache");
         provider.invalidate().await;
         provider.token().await.unwrap();
         assert_eq!(calls.0.load(Ordering::SeqCst), 2, "invalidate forgets the token");

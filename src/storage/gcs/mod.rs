@@ -250,13 +250,7 @@ impl GoogleCloudStorage {
             .ok_or_else(|| StorageError::Precondition("the GCS bucket name is empty".into()))?
             .to_owned();
         let target = format!("GCS bucket \"{bucket}\"");
-        let http = reqwest::Client::builder()
-            .timeout(ctx.targets.request_timeout)
-            .connect_timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(ctx.targets.max_in_flight)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| StorageError::Generic { target: target.clone(), source: Box::new(e) })?;
+        let http = shared_client(ctx).map_err(|e| StorageError::Generic { target, source: Box::new(e) })?;
         let base_text = endpoints.emulator.clone().unwrap_or_else(|| GOOGLE_ENDPOINT.to_owned());
         let base = url::Url::parse(&base_text)
             .ok()
@@ -470,6 +464,27 @@ fn parse_batch_response(content_type: &str, body: &str) -> HashMap<usize, u16> {
         }
     }
     out
+}
+
+/// The HTTP client (and connection pool) of the process for these settings: the
+/// sync engine builds a target for each pass, and a new pool each time would open
+/// new TLS connections to Google for every batch of changes.
+fn shared_client(ctx: &TargetContext) -> reqwest::Result<reqwest::Client> {
+    type Clients = std::sync::Mutex<HashMap<(Duration, usize), reqwest::Client>>;
+    static CLIENTS: std::sync::OnceLock<Clients> = std::sync::OnceLock::new();
+    let key = (ctx.targets.request_timeout, ctx.targets.max_in_flight);
+    let mut clients = CLIENTS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(client) = clients.get(&key) {
+        return Ok(client.clone());
+    }
+    let client = reqwest::Client::builder()
+        .timeout(ctx.targets.request_timeout)
+        .connect_timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(ctx.targets.max_in_flight)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    clients.insert(key, client.clone());
+    Ok(client)
 }
 
 /// With SSRF protection on, a client for the token endpoint of a user-supplied key
