@@ -397,17 +397,23 @@ async fn a_sync_writes_each_annotation_as_compact_json_under_the_prefix(app: Tes
 async fn prefixes_are_used_verbatim_and_no_prefix_gives_bare_names(app: TestApp) {
     // Arrange
     let (project, ids) = project_with_annotations(&app, 1).await;
-    let (slash, bare) = (new_bucket().await, new_bucket().await);
+    let (slash, bare, odd) = (new_bucket().await, new_bucket().await, new_bucket().await);
 
     // Act
     let a = create_gcs(&app, project, &slash, json!({"prefix": "a/"})).await["id"].as_i64().unwrap();
     let b = create_gcs(&app, project, &bare, json!({})).await["id"].as_i64().unwrap();
+    let c = create_gcs(&app, project, &odd, json!({"prefix": "sp ace+plus&%/\u{e9}"})).await["id"].as_i64().unwrap();
     wait_gcs_completed(&app, a).await;
     wait_gcs_completed(&app, b).await;
+    wait_gcs_completed(&app, c).await;
 
     // Assert: Label Studio forms `<prefix>/<key>` without normalising.
     assert_eq!(object_names(&slash).await, vec![format!("a//{}", ids[0])]);
     assert_eq!(object_names(&bare).await, vec![ids[0].to_string()]);
+    assert_eq!(object_names(&odd).await, vec![format!("sp ace+plus&%/\u{e9}/{}", ids[0])]);
+    // A full resync lists the odd prefix back and finds the object in place.
+    json_of(app.post(&format!("{GCS}/{c}/sync?full=true"), &json!({})).await, StatusCode::OK).await;
+    assert_eq!(wait_gcs_completed(&app, c).await["meta"]["files_written"], 0);
 }
 
 async fn changes_reach_the_bucket_incrementally_and_deletions_remove_objects(app: TestApp) {

@@ -527,7 +527,7 @@ impl StorageTarget for GoogleCloudStorage {
         check_key(key)?;
         let object = self.object_name(key);
         let mut url = self.url(true, &["o"]);
-        url.query_pairs_mut().append_pair("uploadType", "media").append_pair("name", &object);
+        set_query(&mut url, &[("uploadType", "media"), ("name", &object)]);
         self.send(|| self.inner.http.post(url.clone()).header("content-type", "application/json").body(body.clone()))
             .await
             .map(|_| ())
@@ -613,16 +613,14 @@ impl StorageTarget for GoogleCloudStorage {
         let mut token: Option<String> = None;
         loop {
             let mut url = self.url(false, &["o"]);
-            {
-                let mut query = url.query_pairs_mut();
-                if let Some(p) = &list_prefix {
-                    query.append_pair("prefix", p);
-                }
-                if let Some(t) = &token {
-                    query.append_pair("pageToken", t);
-                }
-                query.append_pair("maxResults", "1000").append_pair("fields", "items(name,size),nextPageToken");
+            let mut query = vec![("maxResults", "1000"), ("fields", "items(name,size),nextPageToken")];
+            if let Some(p) = &list_prefix {
+                query.push(("prefix", p));
             }
+            if let Some(t) = &token {
+                query.push(("pageToken", t));
+            }
+            set_query(&mut url, &query);
             let response = self.send(|| self.inner.http.get(url.clone())).await.map_err(|e| self.error(e))?;
             let body = response.bytes().await.map_err(|e| self.error(transport(e)))?;
             let page: serde_json::Value =
@@ -644,6 +642,20 @@ impl StorageTarget for GoogleCloudStorage {
         }
         Ok(Some(sizes))
     }
+}
+
+/// Sets the query of `url`, every value percent-encoded with `%20` for a space: an
+/// object name or prefix may hold a literal `+`, and `+` for a space is a form
+/// convention that not every server applies to query strings.
+fn set_query(url: &mut url::Url, pairs: &[(&str, &str)]) {
+    let query: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| {
+            let v: String = url::form_urlencoded::byte_serialize(v.as_bytes()).collect();
+            format!("{k}={}", v.replace('+', "%20"))
+        })
+        .collect();
+    url.set_query(Some(&query.join("&")));
 }
 
 /// GCS sends sizes as decimal strings (64-bit integers in JSON).
@@ -695,6 +707,12 @@ mod tests {
         assert_eq!(
             t(Some("a b/c")).url(false, &["o", "a b/c/1"]).as_str(),
             "http://127.0.0.1:9/storage/v1/b/b/o/a%20b%2Fc%2F1"
+        );
+        let mut upload = t(None).url(true, &["o"]);
+        set_query(&mut upload, &[("uploadType", "media"), ("name", "a b+c/1&x=%")]);
+        assert_eq!(
+            upload.as_str(),
+            "http://127.0.0.1:9/upload/storage/v1/b/b/o?uploadType=media&name=a%20b%2Bc%2F1%26x%3D%25"
         );
     }
 
