@@ -593,6 +593,48 @@ crate::backend_tests!(
     a_sync_to_a_deleted_bucket_fails_naming_the_bucket,
 );
 
+async fn an_annotation_is_saved_while_gcs_is_unreachable_and_exported_once_it_is_back(backend: Backend) {
+    // Arrange: quick retries and a short lease, so a failed auto-export is retried soon.
+    let bucket = new_bucket().await;
+    let app = spawn_app_with(backend, |s| {
+        s.targets.backoff = Duration::from_millis(5);
+        s.targets.max_attempts = 2;
+        s.sync.lease = Duration::from_secs(1);
+    })
+    .await;
+    let (project, _) = project_with_annotations(&app, 1).await;
+    let id = create_gcs(&app, project, &bucket, json!({})).await["id"].as_i64().unwrap();
+    wait_gcs_completed(&app, id).await;
+    let task = first_task(&app, project).await;
+
+    // Act 1: GCS goes away (targets built from now on reach a closed port).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    std::env::set_var("STORAGE_EMULATOR_HOST", format!("http://{closed}"));
+    let started = Instant::now();
+    let new_id = annotate(&app, task, "Offline").await;
+
+    // Assert 1: the annotation request neither waited for nor failed because of GCS.
+    assert!(started.elapsed() < Duration::from_secs(5), "the save waited {:?}", started.elapsed());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(object(&bucket, &new_id.to_string()).await.is_none());
+
+    // Act 2: GCS is back.
+    use_emulator();
+
+    // Assert 2: the pending change is exported without a sync.
+    wait_names(&bucket, "the annotation saved while GCS was down", |n| n.contains(&new_id.to_string())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_an_annotation_is_saved_while_gcs_is_unreachable() {
+    an_annotation_is_saved_while_gcs_is_unreachable_and_exported_once_it_is_back(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_annotation_is_saved_while_gcs_is_unreachable() {
+    an_annotation_is_saved_while_gcs_is_unreachable_and_exported_once_it_is_back(Backend::Postgres).await
+}
+
 /// A loopback token endpoint that refuses every grant, as Google does for a
 /// revoked or unknown key; counts its calls.
 async fn refusing_token_endpoint() -> (String, Arc<AtomicU64>) {

@@ -24,7 +24,7 @@ import pytest
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
-from conftest import http_json
+from conftest import Server, http_json
 from test_export_storage import (
     RICH_DATA,
     assert_export_doc,
@@ -129,7 +129,8 @@ def annotated_project(client: LabelStudio, n: int):
     return project, ids
 
 
-def test_gcs_create_list_get_update_validate_sync_delete(client: LabelStudio, gcs: str, bucket: str):
+def test_gcs_create_list_get_update_validate_sync_delete(client: LabelStudio, server: Server, gcs: str, bucket: str):
+    offsets = server.log_offsets()
     project, ann_ids = annotated_project(client, 2)
 
     created = client.export_storage.gcs.create(
@@ -178,6 +179,11 @@ def test_gcs_create_list_get_update_validate_sync_delete(client: LabelStudio, gc
     with pytest.raises(ApiError) as e:
         client.export_storage.gcs.get(created.id)
     assert e.value.status_code == 404
+
+    # Nor in the server's log lines.
+    logs = server.logs_since(offsets)
+    for marker in SECRET_MARKERS:
+        assert marker not in logs, f"a secret in the server log: {marker!r}"
 
 
 def test_gcs_objects_are_json_dumps_of_each_annotation(client: LabelStudio, gcs: str, bucket: str):
