@@ -418,15 +418,18 @@ impl GoogleCloudStorage {
             response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         let text = response.text().await.unwrap_or_default();
         let statuses = parse_batch_response(&response_type, &text);
-        Some(
-            (0..keys.len())
-                .map(|i| match statuses.get(&i) {
-                    Some(s) if (200..300).contains(s) || *s == 404 => Ok(()),
-                    Some(s) => Err(self.generic(&format!("delete of {} failed: HTTP {s}", self.object_name(&keys[i])))),
-                    None => Err(self.generic(&format!("no answer for {} in the batch", self.object_name(&keys[i])))),
-                })
-                .collect(),
-        )
+        let mut out = Vec::with_capacity(keys.len());
+        for (i, key) in keys.iter().enumerate() {
+            out.push(match statuses.get(&i).copied() {
+                Some(s) if (200..300).contains(&s) || s == 404 => Ok(()),
+                // A part throttled or failed by the server, or missing from the
+                // answer: once more on its own, with the usual retries.
+                Some(s) if s == 429 || s == 408 || s >= 500 => self.delete_one(key).await,
+                None => self.delete_one(key).await,
+                Some(s) => Err(self.generic(&format!("delete of {} failed: HTTP {s}", self.object_name(key)))),
+            });
+        }
+        Some(out)
     }
 
     fn generic(&self, message: &str) -> StorageError {
@@ -771,6 +774,44 @@ mod tests {
         let statuses = parse_batch_response("multipart/mixed; boundary=xyz", body);
         assert_eq!(statuses, HashMap::from([(0, 204), (1, 404), (2, 403)]));
         assert!(parse_batch_response("application/json", body).is_empty());
+    }
+
+    #[tokio::test]
+    async fn batch_parts_that_failed_transiently_or_went_missing_are_deleted_one_by_one() {
+        use axum::routing::{delete, post};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // Arrange: a batch endpoint that answers item0 204, item1 503 and forgets
+        // item2; single deletes count themselves.
+        let singles = Arc::new(AtomicUsize::new(0));
+        let s = singles.clone();
+        let router = axum::Router::new()
+            .route(
+                "/batch/storage/v1",
+                post(|| async {
+                    let body = "--zz\r\nContent-ID: <response-item0>\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n\r\n\
+                                --zz\r\nContent-ID: <response-item1>\r\n\r\nHTTP/1.1 503 Service Unavailable\r\n\r\n\r\n--zz--";
+                    ([("content-type", "multipart/mixed; boundary=zz")], body)
+                }),
+            )
+            .route(
+                "/storage/v1/b/b/o/{name}",
+                delete(move || async move {
+                    s.fetch_add(1, Ordering::SeqCst);
+                    axum::http::StatusCode::NO_CONTENT
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        let endpoints = Endpoints { emulator: Some(base), ..Endpoints::default() };
+        let target = GoogleCloudStorage::with_endpoints(&config(&[("bucket", "b")]), &ctx(false), endpoints).unwrap();
+
+        // Act
+        let results = target.delete_many(vec!["1".into(), "2".into(), "3".into()]).await;
+
+        // Assert
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(singles.load(Ordering::SeqCst), 2, "item1 (503) and item2 (missing)");
     }
 
     #[tokio::test]
