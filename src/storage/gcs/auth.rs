@@ -28,6 +28,8 @@ pub const SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
 pub const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 /// The metadata server of Compute Engine, Cloud Run, GKE…
 pub const DEFAULT_METADATA_HOST: &str = "metadata.google.internal";
+/// Time limit of a metadata server request.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(3);
 /// Tokens are refreshed this long before they expire.
 const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 
@@ -206,11 +208,20 @@ impl TokenProvider {
             }
             Source::Metadata { base } => {
                 let url = format!("{base}/computeMetadata/v1/instance/service-accounts/default/token");
-                (self.http.get(url).header("Metadata-Flavor", "Google"), base.as_str())
+                // A short limit: off Google Cloud there is nobody to answer.
+                let request = self.http.get(url).header("Metadata-Flavor", "Google").timeout(METADATA_TIMEOUT);
+                (request, base.as_str())
             }
         };
         let host = url::Url::parse(endpoint).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
+        let metadata = matches!(self.source, Source::Metadata { .. });
         let response = request.send().await.map_err(|e| match super::transport(e) {
+            // No metadata server by that name: not on Google Cloud, and waiting will
+            // not change it.
+            GcsError::Transport(t) if metadata && t.contains("dns error") => GcsError::Auth(format!(
+                "no Google credentials: google_application_credentials is empty, GOOGLE_APPLICATION_CREDENTIALS \
+                 is not set, and there is no metadata server at {host} ({t})"
+            )),
             GcsError::Transport(t) => GcsError::Transport(format!("cannot get a Google access token from {host}: {t}")),
             other => other,
         })?;
@@ -390,6 +401,22 @@ pub(crate) mod tests {
         let provider = TokenProvider::metadata("http://127.0.0.1:9", reqwest::Client::new());
         let err = provider.token().await.unwrap_err();
         assert!(matches!(err, GcsError::Transport(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn without_a_metadata_server_there_are_no_credentials_at_once() {
+        // A resolver that knows no name, so no DNS query leaves the machine.
+        struct NoNames;
+        impl reqwest::dns::Resolve for NoNames {
+            fn resolve(&self, _: reqwest::dns::Name) -> reqwest::dns::Resolving {
+                Box::pin(async { Err("Name or service not known".into()) })
+            }
+        }
+        let http = reqwest::Client::builder().dns_resolver(Arc::new(NoNames)).build().unwrap();
+        let provider = TokenProvider::metadata("http://metadata.google.internal", http);
+        let err = provider.token().await.unwrap_err();
+        assert!(matches!(err, GcsError::Auth(_)), "permanent: {err}");
+        assert!(err.to_string().starts_with("no Google credentials: "), "{err}");
     }
 
     #[test]
