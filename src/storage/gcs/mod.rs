@@ -777,6 +777,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn adc_reads_the_credentials_file_and_refreshes_an_authorized_user_token() {
+        use axum::routing::{get, post};
+        // Arrange: a token endpoint for the refresh-token grant, and the bucket.
+        let router = axum::Router::new()
+            .route(
+                "/token",
+                post(|form: axum::extract::Form<HashMap<String, String>>| async move {
+                    let ok = form.get("grant_type").map(String::as_str) == Some("refresh_token")
+                        && form.get("refresh_token").map(String::as_str) == Some("r-1")
+                        && form.get("client_id").map(String::as_str) == Some("c-1")
+                        && form.get("client_secret").map(String::as_str) == Some("s-1");
+                    if ok {
+                        (axum::http::StatusCode::OK, r#"{"access_token":"user-tok","expires_in":3600}"#)
+                    } else {
+                        (axum::http::StatusCode::BAD_REQUEST, r#"{"error":"invalid_grant"}"#)
+                    }
+                }),
+            )
+            .route(
+                "/storage/v1/b/{bucket}",
+                get(|headers: axum::http::HeaderMap| async move {
+                    match headers.get("authorization").and_then(|v| v.to_str().ok()) {
+                        Some("Bearer user-tok") => axum::http::StatusCode::OK,
+                        _ => axum::http::StatusCode::UNAUTHORIZED,
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        let adc = serde_json::json!({
+            "type": "authorized_user", "client_id": "c-1", "client_secret": "s-1",
+            "refresh_token": "r-1", "token_uri": format!("{base}/token"),
+        });
+        std::io::Write::write_all(&mut file, adc.to_string().as_bytes()).unwrap();
+        let endpoints = Endpoints { credentials_file: Some(file.path().into()), ..Endpoints::default() };
+        let mut target =
+            GoogleCloudStorage::with_endpoints(&config(&[("bucket", "b")]), &ctx(false), endpoints).unwrap();
+        Arc::get_mut(&mut target.inner).unwrap().base = url::Url::parse(&base).unwrap();
+
+        // Act + Assert
+        target.validate().await.unwrap();
+    }
+
+    #[tokio::test]
     async fn batch_parts_that_failed_transiently_or_went_missing_are_deleted_one_by_one() {
         use axum::routing::{delete, post};
         use std::sync::atomic::{AtomicUsize, Ordering};
