@@ -4,10 +4,9 @@ against fake-gcs-server.
 Contract: shared/label-studio-api-contract.md, sections 6.1, 6.2, 6.4 and 6.7. Each test that
 takes ``client`` runs for every backend x auth kind.
 
-The server reaches the emulator through ``STORAGE_EMULATOR_HOST`` (Google's convention). The
-servers of this suite are started once per session from ``os.environ``, after every test module
-has been imported, so this module sets the variable at import time from ``LABELPORT_TEST_GCS``
-(printed by ``scripts/emulators start``). Objects are read back straight from the emulator.
+The server reaches the emulator through ``STORAGE_EMULATOR_HOST`` (Google's convention), which
+conftest.py sets from ``LABELPORT_TEST_GCS`` (printed by ``scripts/emulators start``). Objects are
+read back straight from the emulator.
 """
 
 from __future__ import annotations
@@ -36,8 +35,6 @@ from test_export_storage import (
 )
 
 GCS_URL = os.environ.get("LABELPORT_TEST_GCS")
-if GCS_URL:
-    os.environ["STORAGE_EMULATOR_HOST"] = GCS_URL
 
 # contract 6.1: response keys in LS order (plus our export_mode)
 GCS_KEYS = [
@@ -180,7 +177,7 @@ def test_gcs_create_list_get_update_validate_sync_delete(client: LabelStudio, se
         client.export_storage.gcs.get(created.id)
     assert e.value.status_code == 404
 
-    # Nor in the server's log lines.
+    # Nor in the server's log lines (labelport logs at debug level in this suite).
     logs = server.logs_since(offsets)
     for marker in SECRET_MARKERS:
         assert marker not in logs, f"a secret in the server log: {marker!r}"
