@@ -17,8 +17,8 @@
 use super::GcsError;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -36,7 +36,7 @@ const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// Where tokens come from.
 enum Source {
     Anonymous,
-    ServiceAccount { email: String, key: EncodingKey, key_id: Option<String>, token_uri: String },
+    ServiceAccount { email: String, key: EncodingKey, pem: String, key_id: Option<String>, token_uri: String },
     AuthorizedUser { client_id: String, client_secret: String, refresh_token: String, token_uri: String },
     Metadata { base: String },
 }
@@ -47,8 +47,8 @@ enum Source {
 pub struct TokenProvider {
     source: Source,
     http: reqwest::Client,
-    /// The cache key: the source's kind and public identifiers (a hash of the
-    /// refresh token for authorized users), never a secret itself.
+    /// The cache key: the source's kind, its public identifiers and a SHA-256 of
+    /// its secrets, never a secret itself.
     cache_key: String,
     /// Held while fetching, so concurrent requests wait for one refresh.
     refreshing: tokio::sync::Mutex<()>,
@@ -116,7 +116,7 @@ impl TokenProvider {
                 let key = EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|_| {
                     "Google credentials: \"private_key\" is not an RSA private key in PEM form".to_owned()
                 })?;
-                Source::ServiceAccount { email, key, key_id: file.private_key_id, token_uri }
+                Source::ServiceAccount { email, key, pem, key_id: file.private_key_id, token_uri }
             }
             Some("authorized_user") => Source::AuthorizedUser {
                 client_id: file.client_id.ok_or("Google credentials: missing field \"client_id\"")?,
@@ -130,15 +130,23 @@ impl TokenProvider {
     }
 
     fn with(source: Source, http: reqwest::Client) -> TokenProvider {
+        // The key proves possession of the secret: two keys that name the same
+        // account but hold different secrets must not share a token.
+        let digest = |parts: &[&str]| {
+            let mut hasher = Sha256::new();
+            for part in parts {
+                hasher.update(part.as_bytes());
+                hasher.update([0u8]);
+            }
+            hex::encode(hasher.finalize())
+        };
         let cache_key = match &source {
             Source::Anonymous => String::new(),
-            Source::ServiceAccount { email, key_id, token_uri, .. } => {
-                format!("sa\n{email}\n{}\n{token_uri}", key_id.as_deref().unwrap_or(""))
+            Source::ServiceAccount { email, key_id, token_uri, pem, .. } => {
+                format!("sa\n{email}\n{}\n{token_uri}\n{}", key_id.as_deref().unwrap_or(""), digest(&[pem]))
             }
-            Source::AuthorizedUser { client_id, refresh_token, token_uri, .. } => {
-                let mut hasher = std::collections::hash_map::DefaultHasher::new();
-                refresh_token.hash(&mut hasher);
-                format!("user\n{client_id}\n{:x}\n{token_uri}", hasher.finish())
+            Source::AuthorizedUser { client_id, client_secret, refresh_token, token_uri } => {
+                format!("user\n{client_id}\n{token_uri}\n{}", digest(&[client_secret, refresh_token]))
             }
             Source::Metadata { base } => format!("metadata\n{base}"),
         };
@@ -187,7 +195,7 @@ impl TokenProvider {
     async fn fetch(&self) -> Result<(String, Duration), GcsError> {
         let (request, endpoint) = match &self.source {
             Source::Anonymous => unreachable!("anonymous sources have no token"),
-            Source::ServiceAccount { email, key, key_id, token_uri } => {
+            Source::ServiceAccount { email, key, key_id, token_uri, .. } => {
                 let iat = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
                 let claims = Claims { iss: email, scope: SCOPE, aud: token_uri, iat, exp: iat + 3600 };
                 let mut header = Header::new(Algorithm::RS256);
@@ -277,6 +285,8 @@ pub(crate) mod tests {
     /// A throwaway 2048-bit RSA key, made for these tests only.
     pub const TEST_KEY: &str = include_str!("testdata/test_key.pem");
     const TEST_PUBLIC_KEY: &str = include_str!("testdata/test_key.pub.pem");
+    /// Another throwaway key, for a key that claims TEST_KEY's account.
+    const OTHER_KEY: &str = include_str!("testdata/other_key.pem");
 
     #[derive(Clone, Default)]
     struct Calls(Arc<AtomicUsize>);
@@ -317,11 +327,15 @@ pub(crate) mod tests {
     }
 
     pub fn service_account_json(token_uri: &str) -> String {
+        service_account_json_with_key(token_uri, TEST_KEY)
+    }
+
+    fn service_account_json_with_key(token_uri: &str, key: &str) -> String {
         serde_json::json!({
             "type": "service_account",
             "project_id": "p",
             "private_key_id": "kid-1",
-            "private_key": TEST_KEY,
+            "private_key": key,
             "client_email": "sa@p.iam.gserviceaccount.com",
             "token_uri": token_uri,
         })
@@ -352,9 +366,14 @@ pub(crate) mod tests {
         let again = TokenProvider::from_json(&service_account_json(&uri), reqwest::Client::new()).unwrap();
         assert_eq!(again.token().await.unwrap().as_deref(), Some("tok-1"));
         assert_eq!(calls.0.load(Ordering::SeqCst), 1, "a provider for the same key shares the cache");
+        // Same account and key id, another key: no token without proving the key.
+        let forged = service_account_json_with_key(&uri, OTHER_KEY);
+        let forged = TokenProvider::from_json(&forged, reqwest::Client::new()).unwrap();
+        assert!(matches!(forged.token().await, Err(GcsError::Auth(_))), "the forged key asked and was refused");
+        assert_eq!(calls.0.load(Ordering::SeqCst), 2);
         provider.invalidate().await;
         provider.token().await.unwrap();
-        assert_eq!(calls.0.load(Ordering::SeqCst), 2, "invalidate forgets the token");
+        assert_eq!(calls.0.load(Ordering::SeqCst), 3, "invalidate forgets the token");
     }
 
     #[tokio::test]
