@@ -10,6 +10,7 @@ mod bad_input;
 mod core;
 mod crash;
 mod engine;
+mod gcs_storage;
 mod import;
 mod openapi;
 mod projects;
