@@ -17,8 +17,10 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// `sqlite://…` or `postgres://…`.
     pub database_url: String,
-    /// Largest accepted request body, in bytes.
+    /// Largest accepted request body, in bytes (all routes but import).
     pub max_body_bytes: usize,
+    /// Limits of the HTTP server other than `max_body_bytes`.
+    pub http: HttpSettings,
     /// User created (if missing) at start, from `LABEL_STUDIO_USERNAME` etc.
     pub bootstrap_user: Option<BootstrapUser>,
     /// Local-files storage settings.
@@ -116,6 +118,24 @@ impl SyncSettings {
     }
 }
 
+/// Default largest request body on every route but import: 1 MiB. No Label Studio
+/// body other than an import comes near it, and the JSON tree of a body takes many
+/// times the body's size in memory.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Limits that keep one client from exhausting the server (docs/SECURITY.md).
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Largest accepted body of `POST /api/projects/{id}/import`, in bytes.
+    pub max_import_bytes: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> HttpSettings {
+        HttpSettings { max_import_bytes: 100 * 1024 * 1024 }
+    }
+}
+
 /// The user named by `LABEL_STUDIO_USERNAME`, `LABEL_STUDIO_PASSWORD`, `LABEL_STUDIO_USER_TOKEN`.
 #[derive(Clone)]
 pub struct BootstrapUser {
@@ -154,6 +174,7 @@ impl fmt::Debug for Settings {
             .field("data_dir", &self.data_dir)
             .field("database_url", &redact_url(&self.database_url))
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("http", &self.http)
             .field("bootstrap_user", &self.bootstrap_user)
             .field("local_files", &self.local_files)
             .field("sync", &self.sync)
@@ -223,6 +244,7 @@ impl Settings {
             data_dir,
             database_url,
             max_body_bytes,
+            http: HttpSettings::default(),
             bootstrap_user,
             local_files: LocalFilesSettings {
                 serving_enabled: env_flag(ls_env("LOCAL_FILES_SERVING_ENABLED"), false),

@@ -10,6 +10,7 @@ mod core;
 mod crash;
 mod engine;
 mod import;
+mod limits;
 mod openapi;
 mod projects;
 mod s3_storage;
