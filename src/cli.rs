@@ -81,18 +81,41 @@ pub enum SecretsCommand {
     },
 }
 
-/// Limits of the HTTP server (docs/SECURITY.md).
+/// Limits and timeouts of the HTTP server (docs/SECURITY.md).
 #[derive(Debug, Args)]
 pub struct HttpArgs {
     /// Largest accepted body of `POST /api/projects/{id}/import`, in bytes.
     #[arg(long, env = "LABELPORT_MAX_IMPORT_BYTES", default_value_t = HttpSettings::default().max_import_bytes)]
     pub max_import_bytes: usize,
+    /// Seconds a client has to send a request's headers (slow or half-sent ones are closed).
+    #[arg(long, env = "LABELPORT_HEADER_TIMEOUT_SECS", default_value_t = HttpSettings::default().header_timeout.as_secs())]
+    pub header_timeout_secs: u64,
+    /// Seconds a whole request may take, body upload included (then 408).
+    #[arg(long, env = "LABELPORT_REQUEST_TIMEOUT_SECS", default_value_t = HttpSettings::default().request_timeout.as_secs())]
+    pub request_timeout_secs: u64,
+    /// Seconds an idle keep-alive connection stays open.
+    #[arg(
+        long,
+        env = "LABELPORT_KEEP_ALIVE_TIMEOUT_SECS",
+        default_value_t = HttpSettings::default().keep_alive_timeout.as_secs()
+    )]
+    pub keep_alive_timeout_secs: u64,
+    /// Most connections open at once.
+    #[arg(long, env = "LABELPORT_MAX_CONNECTIONS", default_value_t = HttpSettings::default().max_connections)]
+    pub max_connections: usize,
 }
 
 impl HttpArgs {
-    /// The settings these flags describe.
+    /// The settings these flags describe; zero durations and counts are raised to the smallest useful value.
     pub fn settings(&self) -> HttpSettings {
-        HttpSettings { max_import_bytes: self.max_import_bytes }
+        let secs = |s: u64| std::time::Duration::from_secs(s.max(1));
+        HttpSettings {
+            max_import_bytes: self.max_import_bytes,
+            header_timeout: secs(self.header_timeout_secs),
+            request_timeout: secs(self.request_timeout_secs),
+            keep_alive_timeout: secs(self.keep_alive_timeout_secs),
+            max_connections: self.max_connections.max(1),
+        }
     }
 }
 

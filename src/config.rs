@@ -19,7 +19,7 @@ pub struct Settings {
     pub database_url: String,
     /// Largest accepted request body, in bytes (all routes but import).
     pub max_body_bytes: usize,
-    /// Limits of the HTTP server other than `max_body_bytes`.
+    /// Connection limits and timeouts of the HTTP server, and the import body limit.
     pub http: HttpSettings,
     /// User created (if missing) at start, from `LABEL_STUDIO_USERNAME` etc.
     pub bootstrap_user: Option<BootstrapUser>,
@@ -123,16 +123,33 @@ impl SyncSettings {
 /// times the body's size in memory.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// Limits that keep one client from exhausting the server (docs/SECURITY.md).
+/// Limits that keep one client from exhausting memory, connections or file
+/// descriptors (docs/SECURITY.md explains each).
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
     /// Largest accepted body of `POST /api/projects/{id}/import`, in bytes.
     pub max_import_bytes: usize,
+    /// Time a client has to send a request's line and headers, counted from when the
+    /// server starts waiting for it (a new connection, or the end of the previous response).
+    pub header_timeout: std::time::Duration,
+    /// Time for a whole request, body upload included; after it the client gets a 408.
+    pub request_timeout: std::time::Duration,
+    /// A connection with no request in progress and no bytes moved for this long is closed.
+    pub keep_alive_timeout: std::time::Duration,
+    /// Most connections open at once; past it new ones wait, and idle ones are closed
+    /// to make room.
+    pub max_connections: usize,
 }
 
 impl Default for HttpSettings {
     fn default() -> HttpSettings {
-        HttpSettings { max_import_bytes: 100 * 1024 * 1024 }
+        HttpSettings {
+            max_import_bytes: 100 * 1024 * 1024,
+            header_timeout: std::time::Duration::from_secs(10),
+            request_timeout: std::time::Duration::from_secs(300),
+            keep_alive_timeout: std::time::Duration::from_secs(5),
+            max_connections: 512,
+        }
     }
 }
 

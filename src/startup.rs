@@ -67,15 +67,8 @@ impl Application {
         let stop = CancellationToken::new();
         let worker = engine.map(|e| tokio::spawn(e.run_until_stopped(stop.clone())));
         tracing::info!(address = %listener.local_addr()?, "labelport is listening");
-        let stop_server = stop.clone();
-        let served = axum::serve(listener, api::router(state))
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    _ = shutdown => {},
-                    _ = stop_server.cancelled() => {},
-                }
-            })
-            .await;
+        let http = state.settings.http.clone();
+        crate::serve::serve_until_stopped(listener, api::router(state), http, shutdown).await;
         stop.cancel();
         if let Some(worker) = worker {
             if let Err(e) = worker.await {
@@ -83,7 +76,7 @@ impl Application {
             }
         }
         db.close().await;
-        served.map_err(Into::into)
+        Ok(())
     }
 }
 
