@@ -5,7 +5,7 @@
 use super::error::{ApiError, ApiResult};
 use super::extract::Typed;
 use super::AppState;
-use crate::db::{DbError, User};
+use crate::db::{DbError, PersonalTokenState, User};
 use crate::time::now_micros;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
@@ -98,10 +98,13 @@ impl FromRequestParts<AppState> for Auth {
             },
             ["Bearer", token] => {
                 let claims = state.jwt.verify(token, "access").ok_or_else(|| ApiError::unauthorized(NO_CREDENTIALS))?;
-                if state.db.personal_token_revoked(&claims.jti).await? != Some(false) {
-                    return Err(ApiError::unauthorized(NO_CREDENTIALS));
-                }
-                let id: i64 = claims.user_id.parse().map_err(|_| ApiError::unauthorized(NO_CREDENTIALS))?;
+                // The token's user must be the one its personal access token was issued to.
+                let id = match state.db.personal_token_state(&claims.jti).await? {
+                    Some(PersonalTokenState { user_id, revoked: false }) if claims.user_id == user_id.to_string() => {
+                        user_id
+                    }
+                    _ => return Err(ApiError::unauthorized(NO_CREDENTIALS)),
+                };
                 match state.db.user_by_id(id).await {
                     Ok(user) => Ok(Auth(user)),
                     Err(DbError::NotFound) => Err(ApiError::unauthorized(NO_CREDENTIALS)),
@@ -341,10 +344,13 @@ fn refresh_field(body: RefreshBody) -> ApiResult<String> {
 pub async fn refresh_token(State(state): State<AppState>, Typed(body): Typed<RefreshBody>) -> ApiResult<Json<Value>> {
     let token = refresh_field(body)?;
     let claims = state.jwt.verify(&token, "refresh").ok_or_else(|| ApiError::unauthorized("Token is invalid"))?;
-    match state.db.personal_token_revoked(&claims.jti).await? {
+    match state.db.personal_token_state(&claims.jti).await? {
+        Some(token) if claims.user_id != token.user_id.to_string() => {
+            return Err(ApiError::unauthorized("Token is invalid"))
+        }
         None => return Err(ApiError::unauthorized("Token is invalid")),
-        Some(true) => return Err(ApiError::unauthorized("Token is blacklisted")),
-        Some(false) => {}
+        Some(PersonalTokenState { revoked: true, .. }) => return Err(ApiError::unauthorized("Token is blacklisted")),
+        Some(PersonalTokenState { revoked: false, .. }) => {}
     }
     let now = now_micros() / 1_000_000;
     let access = Claims {

@@ -24,6 +24,7 @@ backend_tests!(
     a_blacklisted_token_can_neither_be_refreshed_nor_used,
     an_expired_or_foreign_access_token_is_401,
     a_reset_legacy_token_stays_reset_after_a_restart,
+    a_token_naming_another_user_than_the_owner_of_its_jti_is_401,
 );
 
 crate::configured_backend_tests!(a_user_token_of_5_characters_or_fewer_is_not_applied);
@@ -428,4 +429,35 @@ async fn a_user_token_of_5_characters_or_fewer_is_not_applied(backend: Backend) 
     // Six characters are enough
     let app = spawn_app_with(backend, |s| s.bootstrap_user.as_mut().unwrap().token = Some("abcdef".into())).await;
     assert_eq!(app.get("/api/current-user/whoami").await.status(), StatusCode::OK);
+}
+
+async fn a_token_naming_another_user_than_the_owner_of_its_jti_is_401(app: TestApp) {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    // Arrange: the admin's live PAT, a user of another organization, and tokens signed
+    // with the server's secret that pair the admin's jti with the other user's id
+    let pat = new_pat(&app).await;
+    let jti = claims(&pat)["jti"].as_str().unwrap().to_owned();
+    let other_token = app.user_in_other_organization("other@example.com").await;
+    let other = app.state.db.user_by_legacy_token(&other_token).await.unwrap();
+    let secret = app.state.db.server_secret("jwt_secret", String::new).await.unwrap();
+    let now = chrono_now();
+    let forge = |token_type: &str, exp: i64| {
+        let claims =
+            json!({"token_type": token_type, "exp": exp, "iat": now, "jti": jti, "user_id": other.id.to_string()});
+        encode(&Header::default(), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    };
+
+    // Act
+    let access = whoami_with(&app, "Authorization", &format!("Bearer {}", forge("access", now + 300))).await;
+    let refreshed = refresh(&app, &forge("refresh", now + 3600)).await;
+
+    // Assert
+    let err = assert_error(access, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(err["detail"], NO_CREDENTIALS);
+    let err = assert_error(refreshed, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(err["detail"], "Token is invalid");
+    // ... while the genuine PAT still works
+    let access = access_token(&app, &pat).await;
+    let r = whoami_with(&app, "Authorization", &format!("Bearer {access}")).await;
+    assert_eq!(json_of(r, StatusCode::OK).await["email"], "admin@example.com");
 }
