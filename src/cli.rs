@@ -1,6 +1,6 @@
 //! The command line: `serve`, and admin commands for users and tokens.
 
-use crate::config::{default_database_url, Settings};
+use crate::config::{default_database_url, HttpSettings, Settings, DEFAULT_MAX_BODY_BYTES};
 use crate::db::{Db, NewUser};
 use crate::startup::{shutdown_signal, Application};
 use anyhow::Context;
@@ -35,9 +35,11 @@ pub enum Command {
         /// Port to listen on (0 picks a free one).
         #[arg(long, env = "LABELPORT_PORT", default_value_t = 8080)]
         port: u16,
-        /// Largest accepted request body in bytes (larger ones get 413).
-        #[arg(long, env = "LABELPORT_MAX_BODY_BYTES", default_value_t = 100 * 1024 * 1024)]
+        /// Largest accepted request body in bytes, on every route but import (larger ones get 413).
+        #[arg(long, env = "LABELPORT_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
         max_body_bytes: usize,
+        #[command(flatten)]
+        http: HttpArgs,
         #[command(flatten)]
         common: Common,
     },
@@ -77,6 +79,44 @@ pub enum SecretsCommand {
         #[command(flatten)]
         common: Common,
     },
+}
+
+/// Limits and timeouts of the HTTP server (docs/SECURITY.md).
+#[derive(Debug, Args)]
+pub struct HttpArgs {
+    /// Largest accepted body of `POST /api/projects/{id}/import`, in bytes.
+    #[arg(long, env = "LABELPORT_MAX_IMPORT_BYTES", default_value_t = HttpSettings::default().max_import_bytes)]
+    pub max_import_bytes: usize,
+    /// Seconds a client has to send a request's headers (slow or half-sent ones are closed).
+    #[arg(long, env = "LABELPORT_HEADER_TIMEOUT_SECS", default_value_t = HttpSettings::default().header_timeout.as_secs())]
+    pub header_timeout_secs: u64,
+    /// Seconds a whole request may take, body upload included (then 408).
+    #[arg(long, env = "LABELPORT_REQUEST_TIMEOUT_SECS", default_value_t = HttpSettings::default().request_timeout.as_secs())]
+    pub request_timeout_secs: u64,
+    /// Seconds an idle keep-alive connection stays open.
+    #[arg(
+        long,
+        env = "LABELPORT_KEEP_ALIVE_TIMEOUT_SECS",
+        default_value_t = HttpSettings::default().keep_alive_timeout.as_secs()
+    )]
+    pub keep_alive_timeout_secs: u64,
+    /// Most connections open at once.
+    #[arg(long, env = "LABELPORT_MAX_CONNECTIONS", default_value_t = HttpSettings::default().max_connections)]
+    pub max_connections: usize,
+}
+
+impl HttpArgs {
+    /// The settings these flags describe; zero durations and counts are raised to the smallest useful value.
+    pub fn settings(&self) -> HttpSettings {
+        let secs = |s: u64| std::time::Duration::from_secs(s.max(1));
+        HttpSettings {
+            max_import_bytes: self.max_import_bytes,
+            header_timeout: secs(self.header_timeout_secs),
+            request_timeout: secs(self.request_timeout_secs),
+            keep_alive_timeout: secs(self.keep_alive_timeout_secs),
+            max_connections: self.max_connections.max(1),
+        }
+    }
 }
 
 /// `labelport user …`
@@ -124,8 +164,9 @@ async fn open_db(common: &Common) -> anyhow::Result<Db> {
 /// Runs the parsed command line. Admin commands print their result to stdout.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { host, port, max_body_bytes, common } => {
-            let settings = Settings::from_env(host, port, common.data_dir, max_body_bytes);
+        Command::Serve { host, port, max_body_bytes, http, common } => {
+            let mut settings = Settings::from_env(host, port, common.data_dir, max_body_bytes);
+            settings.http = http.settings();
             tracing::info!(settings = ?settings, "starting");
             let app = Application::build(settings).await?;
             app.run_until_stopped(shutdown_signal()).await

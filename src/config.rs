@@ -17,8 +17,10 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// `sqlite://…` or `postgres://…`.
     pub database_url: String,
-    /// Largest accepted request body, in bytes.
+    /// Largest accepted request body, in bytes (all routes but import).
     pub max_body_bytes: usize,
+    /// Connection limits and timeouts of the HTTP server, and the import body limit.
+    pub http: HttpSettings,
     /// User created (if missing) at start, from `LABEL_STUDIO_USERNAME` etc.
     pub bootstrap_user: Option<BootstrapUser>,
     /// Local-files storage settings.
@@ -116,6 +118,41 @@ impl SyncSettings {
     }
 }
 
+/// Default largest request body on every route but import: 1 MiB. No Label Studio
+/// body other than an import comes near it, and the JSON tree of a body takes many
+/// times the body's size in memory.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Limits that keep one client from exhausting memory, connections or file
+/// descriptors (docs/SECURITY.md explains each).
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Largest accepted body of `POST /api/projects/{id}/import`, in bytes.
+    pub max_import_bytes: usize,
+    /// Time a client has to send a request's line and headers, counted from when the
+    /// server starts waiting for it (a new connection, or the end of the previous response).
+    pub header_timeout: std::time::Duration,
+    /// Time for a whole request, body upload included; after it the client gets a 408.
+    pub request_timeout: std::time::Duration,
+    /// A connection with no request in progress and no bytes moved for this long is closed.
+    pub keep_alive_timeout: std::time::Duration,
+    /// Most connections open at once; past it new ones wait, and idle ones are closed
+    /// to make room.
+    pub max_connections: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> HttpSettings {
+        HttpSettings {
+            max_import_bytes: 100 * 1024 * 1024,
+            header_timeout: std::time::Duration::from_secs(10),
+            request_timeout: std::time::Duration::from_secs(300),
+            keep_alive_timeout: std::time::Duration::from_secs(5),
+            max_connections: 512,
+        }
+    }
+}
+
 /// The user named by `LABEL_STUDIO_USERNAME`, `LABEL_STUDIO_PASSWORD`, `LABEL_STUDIO_USER_TOKEN`.
 #[derive(Clone)]
 pub struct BootstrapUser {
@@ -154,6 +191,7 @@ impl fmt::Debug for Settings {
             .field("data_dir", &self.data_dir)
             .field("database_url", &redact_url(&self.database_url))
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("http", &self.http)
             .field("bootstrap_user", &self.bootstrap_user)
             .field("local_files", &self.local_files)
             .field("sync", &self.sync)
@@ -223,6 +261,7 @@ impl Settings {
             data_dir,
             database_url,
             max_body_bytes,
+            http: HttpSettings::default(),
             bootstrap_user,
             local_files: LocalFilesSettings {
                 serving_enabled: env_flag(ls_env("LOCAL_FILES_SERVING_ENABLED"), false),

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod secrets;
+pub mod serve;
 pub mod startup;
 pub mod storage;
 pub mod sync;

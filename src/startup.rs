@@ -67,15 +67,8 @@ impl Application {
         let stop = CancellationToken::new();
         let worker = engine.map(|e| tokio::spawn(e.run_until_stopped(stop.clone())));
         tracing::info!(address = %listener.local_addr()?, "labelport is listening");
-        let stop_server = stop.clone();
-        let served = axum::serve(listener, api::router(state))
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    _ = shutdown => {},
-                    _ = stop_server.cancelled() => {},
-                }
-            })
-            .await;
+        let http = state.settings.http.clone();
+        crate::serve::serve_until_stopped(listener, api::router(state), http, shutdown).await;
         stop.cancel();
         if let Some(worker) = worker {
             if let Err(e) = worker.await {
@@ -83,7 +76,7 @@ impl Application {
             }
         }
         db.close().await;
-        served.map_err(Into::into)
+        Ok(())
     }
 }
 
@@ -129,22 +122,31 @@ pub async fn run_worker_until_stopped(
     Ok(())
 }
 
-/// Creates the user named by `LABEL_STUDIO_USERNAME` if missing, and gives it
-/// exactly the `LABEL_STUDIO_USER_TOKEN` legacy token when one is set.
+/// Shortest `LABEL_STUDIO_USER_TOKEN` applied: Label Studio requires more than 5 characters.
+const MIN_BOOTSTRAP_TOKEN_CHARS: usize = 6;
+
+/// Creates the user named by `LABEL_STUDIO_USERNAME` if missing, with the
+/// `LABEL_STUDIO_USER_TOKEN` legacy token when one of more than 5 characters is set.
+/// As in Label Studio, an existing user is left alone: a token reset through the API
+/// must not come back at the next start.
 pub async fn ensure_user(db: &Db, user: &BootstrapUser) -> anyhow::Result<()> {
     match db.user_by_email(&user.email).await {
-        Ok(existing) => {
-            if let Some(token) = user.token.as_deref().filter(|t| *t != existing.legacy_token) {
-                db.set_legacy_token(existing.id, token).await?;
-                tracing::info!(email = %user.email, "legacy token of the bootstrap user set from LABEL_STUDIO_USER_TOKEN");
-            }
+        Ok(_) => {
+            tracing::info!(email = %user.email, "bootstrap user exists; LABEL_STUDIO_PASSWORD and LABEL_STUDIO_USER_TOKEN apply only when it is created");
         }
         Err(DbError::NotFound) => {
             let password_hash = user.password.as_deref().map(auth::hash_password).transpose()?;
+            let token = user.token.as_deref().filter(|t| t.chars().count() >= MIN_BOOTSTRAP_TOKEN_CHARS);
+            if user.token.is_some() && token.is_none() {
+                tracing::warn!(
+                    email = %user.email,
+                    "LABEL_STUDIO_USER_TOKEN is not applied: it must be longer than 5 characters; the user gets a random token"
+                );
+            }
             db.create_user(NewUser {
                 email: &user.email,
                 password_hash,
-                legacy_token: user.token.as_deref(),
+                legacy_token: token,
                 organization_id: None,
                 new_organization: false,
             })

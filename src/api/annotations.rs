@@ -70,10 +70,12 @@ pub fn parse_result(value: &Value) -> ApiResult<Value> {
     }
 }
 
-/// Validates an annotation body onto `base`, checking referenced users.
+/// Validates an annotation body onto `base`, checking referenced users (of the
+/// organization) and parent annotations and predictions (of the project).
 pub async fn apply_annotation(
     state: &AppState,
     organization_id: i64,
+    project_id: i64,
     body: Value,
     query: Option<&Query>,
     mut a: NewAnnotation,
@@ -105,6 +107,9 @@ pub async fn apply_annotation(
             *slot = v;
         }
     }
+    // Parents given in this body; ones kept from before were checked when they were set.
+    let parent_prediction = a.parent_prediction.filter(|_| form.has("parent_prediction"));
+    let parent_annotation = a.parent_annotation.filter(|_| form.has("parent_annotation"));
     if let Some(v) = form.string("last_action", None, true) {
         match v {
             Some(action) if !LAST_ACTIONS.contains(&action.as_str()) => {
@@ -131,6 +136,16 @@ pub async fn apply_annotation(
     if let Some(user_id) = a.completed_by {
         if !state.db.user_in_organization(user_id, organization_id).await? {
             return Err(ApiError::field("completed_by", format!("Invalid pk \"{user_id}\" - object does not exist.")));
+        }
+    }
+    if let Some(id) = parent_prediction {
+        if !state.db.prediction_in_project(id, project_id).await? {
+            return Err(ApiError::field("parent_prediction", format!("Invalid pk \"{id}\" - object does not exist.")));
+        }
+    }
+    if let Some(id) = parent_annotation {
+        if !state.db.annotation_in_project(id, project_id).await? {
+            return Err(ApiError::field("parent_annotation", format!("Invalid pk \"{id}\" - object does not exist.")));
         }
     }
     Ok(a)
@@ -170,7 +185,7 @@ pub async fn create(
     query: Query,
     Body(body): Body,
 ) -> ApiResult<Response> {
-    state.db.task(user.organization_id, task_id).await.or_not_found("Task")?;
+    let task = state.db.task(user.organization_id, task_id).await.or_not_found("Task")?;
     if !body.is_object() {
         return Err(ApiError::non_field(format!(
             "Invalid data. Expected a dictionary, but got {}.",
@@ -180,6 +195,7 @@ pub async fn create(
     let new = apply_annotation(
         &state,
         user.organization_id,
+        task.project_id,
         body,
         Some(&query),
         NewAnnotation { result: json!([]), ..Default::default() },
@@ -261,7 +277,7 @@ pub async fn update(
     Body(body): Body,
 ) -> ApiResult<Json<Value>> {
     let current = state.db.annotation(user.organization_id, id).await.or_not_found("Annotation")?;
-    let new = apply_annotation(&state, user.organization_id, body, None, current.to_new()).await?;
+    let new = apply_annotation(&state, user.organization_id, current.project_id, body, None, current.to_new()).await?;
     let annotation =
         state.db.update_annotation(user.organization_id, id, user.id, &new).await.or_not_found("Annotation")?;
     state.changes_committed();

@@ -3,10 +3,9 @@
 //! for 5-minute access tokens sent as `Authorization: Bearer <jwt>`), contract §1.
 
 use super::error::{ApiError, ApiResult};
-use super::extract::Body;
-use super::fields::Form;
+use super::extract::Typed;
 use super::AppState;
-use crate::db::{DbError, User};
+use crate::db::{DbError, PersonalTokenState, User};
 use crate::time::now_micros;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
@@ -14,6 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -98,10 +98,13 @@ impl FromRequestParts<AppState> for Auth {
             },
             ["Bearer", token] => {
                 let claims = state.jwt.verify(token, "access").ok_or_else(|| ApiError::unauthorized(NO_CREDENTIALS))?;
-                if state.db.personal_token_revoked(&claims.jti).await? != Some(false) {
-                    return Err(ApiError::unauthorized(NO_CREDENTIALS));
-                }
-                let id: i64 = claims.user_id.parse().map_err(|_| ApiError::unauthorized(NO_CREDENTIALS))?;
+                // The token's user must be the one its personal access token was issued to.
+                let id = match state.db.personal_token_state(&claims.jti).await? {
+                    Some(PersonalTokenState { user_id, revoked: false }) if claims.user_id == user_id.to_string() => {
+                        user_id
+                    }
+                    _ => return Err(ApiError::unauthorized(NO_CREDENTIALS)),
+                };
                 match state.db.user_by_id(id).await {
                     Ok(user) => Ok(Auth(user)),
                     Err(DbError::NotFound) => Err(ApiError::unauthorized(NO_CREDENTIALS)),
@@ -191,12 +194,136 @@ pub async fn list_tokens(State(state): State<AppState>, Auth(user): Auth) -> Api
     Ok(Json(Value::Array(list)))
 }
 
-fn refresh_field(body: Value) -> ApiResult<String> {
-    let mut form = Form::new(body)?;
-    form.require("refresh");
-    let token = form.string("refresh", None, false);
-    form.finish()?;
-    Ok(token.flatten().unwrap_or_default())
+/// The body of `/api/token/refresh/` and `/api/token/blacklist/`: only `refresh` is
+/// kept; every other value is skipped as it is parsed, so a large body never becomes a
+/// JSON tree (issue #12). Wrong shapes are reported with DRF's messages by [`refresh_field`].
+pub enum RefreshBody {
+    /// A JSON object, with its `refresh` member if present.
+    Object(Option<Scalar>),
+    /// Any other JSON value, by its Python type name.
+    NotAnObject(&'static str),
+}
+
+/// A JSON value read as a string field: `null`, a string, a number or boolean
+/// (stringified as DRF does), or anything else (by its Python type name).
+pub enum Scalar {
+    /// `null`.
+    Null,
+    /// A string, number or boolean, as DRF's `CharField` reads it.
+    Text(String),
+    /// An array or object.
+    Other(&'static str),
+}
+
+/// Walks one JSON value, keeping scalars and skipping arrays and objects.
+struct ScalarVisitor;
+
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = Scalar;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Scalar, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_none<E>(self) -> Result<Scalar, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
+        Ok(Scalar::Text(if v { "True" } else { "False" }.to_owned()))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+        Ok(Scalar::Text(v.to_string()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
+        Ok(Scalar::Text(v.to_string()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
+        Ok(Scalar::Text(serde_json::Number::from_f64(v).map_or_else(|| v.to_string(), |n| n.to_string())))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
+        Ok(Scalar::Text(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Scalar, E> {
+        Ok(Scalar::Text(v))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Other("list"))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Other("dict"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Scalar, D::Error> {
+        d.deserialize_any(ScalarVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for RefreshBody {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RefreshBody, D::Error> {
+        struct BodyVisitor;
+        impl<'de> Visitor<'de> for BodyVisitor {
+            type Value = RefreshBody;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RefreshBody, A::Error> {
+                let mut refresh = None;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "refresh" {
+                        refresh = Some(map.next_value::<Scalar>()?);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(RefreshBody::Object(refresh))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<RefreshBody, A::Error> {
+                ScalarVisitor.visit_seq(seq).map(|_| RefreshBody::NotAnObject("list"))
+            }
+            fn visit_unit<E>(self) -> Result<RefreshBody, E> {
+                Ok(RefreshBody::NotAnObject("NoneType"))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<RefreshBody, E> {
+                Ok(RefreshBody::NotAnObject("bool"))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<RefreshBody, E> {
+                Ok(RefreshBody::NotAnObject("int"))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<RefreshBody, E> {
+                Ok(RefreshBody::NotAnObject("int"))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<RefreshBody, E> {
+                Ok(RefreshBody::NotAnObject("float"))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<RefreshBody, E> {
+                Ok(RefreshBody::NotAnObject("str"))
+            }
+        }
+        d.deserialize_any(BodyVisitor)
+    }
+}
+
+/// The `refresh` token of a body, with DRF's messages for a missing or malformed one.
+fn refresh_field(body: RefreshBody) -> ApiResult<String> {
+    let message = match body {
+        RefreshBody::NotAnObject(kind) => {
+            return Err(ApiError::non_field(format!("Invalid data. Expected a dictionary, but got {kind}.")))
+        }
+        RefreshBody::Object(None) => "This field is required.",
+        RefreshBody::Object(Some(Scalar::Null)) => "This field may not be null.",
+        RefreshBody::Object(Some(Scalar::Other(_))) => "Not a valid string.",
+        // PostgreSQL cannot store NUL in text; DRF refuses it for every CharField.
+        RefreshBody::Object(Some(Scalar::Text(s))) if s.contains('\0') => "Null characters are not allowed.",
+        RefreshBody::Object(Some(Scalar::Text(s))) => return Ok(s),
+    };
+    Err(ApiError::field("refresh", message))
 }
 
 /// `POST /api/token/refresh/`: exchange a personal access token for an access token.
@@ -214,13 +341,16 @@ fn refresh_field(body: Value) -> ApiResult<String> {
         (status = 401, description = "Token is invalid / Token is blacklisted", body = crate::api::openapi::ErrorBody),
     ),
 )]
-pub async fn refresh_token(State(state): State<AppState>, Body(body): Body) -> ApiResult<Json<Value>> {
+pub async fn refresh_token(State(state): State<AppState>, Typed(body): Typed<RefreshBody>) -> ApiResult<Json<Value>> {
     let token = refresh_field(body)?;
     let claims = state.jwt.verify(&token, "refresh").ok_or_else(|| ApiError::unauthorized("Token is invalid"))?;
-    match state.db.personal_token_revoked(&claims.jti).await? {
+    match state.db.personal_token_state(&claims.jti).await? {
+        Some(token) if claims.user_id != token.user_id.to_string() => {
+            return Err(ApiError::unauthorized("Token is invalid"))
+        }
         None => return Err(ApiError::unauthorized("Token is invalid")),
-        Some(true) => return Err(ApiError::unauthorized("Token is blacklisted")),
-        Some(false) => {}
+        Some(PersonalTokenState { revoked: true, .. }) => return Err(ApiError::unauthorized("Token is blacklisted")),
+        Some(PersonalTokenState { revoked: false, .. }) => {}
     }
     let now = now_micros() / 1_000_000;
     let access = Claims {
@@ -248,7 +378,7 @@ pub async fn refresh_token(State(state): State<AppState>, Body(body): Body) -> A
         (status = 401, description = "Token is invalid", body = crate::api::openapi::ErrorBody),
     ),
 )]
-pub async fn blacklist_token(State(state): State<AppState>, Body(body): Body) -> ApiResult<StatusCode> {
+pub async fn blacklist_token(State(state): State<AppState>, Typed(body): Typed<RefreshBody>) -> ApiResult<StatusCode> {
     let token = refresh_field(body)?;
     let claims = state.jwt.verify(&token, "refresh").ok_or_else(|| ApiError::unauthorized("Token is invalid"))?;
     state.db.revoke_personal_token(&claims.jti).await?;

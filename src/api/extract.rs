@@ -3,9 +3,10 @@
 use super::error::{ApiError, ApiResult};
 use super::AppState;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 /// A request body as JSON. Accepts `application/json` (also when no content type is
@@ -18,34 +19,90 @@ impl FromRequest<AppState> for Body {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> ApiResult<Self> {
-        let content_type = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).to_string())
-            .unwrap_or_default();
-        let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        let limit = state.settings.max_body_bytes;
-        let bytes = read_limited(req.into_body(), limit).await?;
-        let is_json = media.is_empty() || media == "application/json" || media.ends_with("+json");
-        if is_json {
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                return Ok(Body(Value::Object(Map::new())));
-            }
-            return serde_json::from_slice(&bytes)
-                .map(Body)
-                .map_err(|e| ApiError::bad_request(format!("JSON parse error - {e}")));
-        }
-        if media == "application/x-www-form-urlencoded" {
-            let map = url::form_urlencoded::parse(&bytes)
-                .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
-                .collect();
-            return Ok(Body(Value::Object(map)));
-        }
-        Err(ApiError::new(
+        read_json(req, state.settings.max_body_bytes).await.map(Body)
+    }
+}
+
+/// The body of an import: as [`Body`], with the larger import limit
+/// (`LABELPORT_MAX_IMPORT_BYTES`).
+pub struct ImportBody(pub Value);
+
+impl FromRequest<AppState> for ImportBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> ApiResult<Self> {
+        read_json(req, state.settings.http.max_import_bytes).await.map(ImportBody)
+    }
+}
+
+/// A body deserialised straight into `T`, for bodies whose shape is known: no JSON
+/// tree is built, so unknown fields cost no memory. Media types, limits and parse
+/// errors as [`Body`]; `T` should accept any JSON value and report wrong shapes
+/// itself, as a syntax error is the only error mapped to the `JSON parse error` 400.
+pub struct Typed<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for Typed<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> ApiResult<Self> {
+        let (media, bytes) = read_body(req, state.settings.max_body_bytes).await?;
+        let parsed = match media {
+            Media::Json if bytes.iter().all(u8::is_ascii_whitespace) => T::deserialize(Value::Object(Map::new())),
+            Media::Json => serde_json::from_slice(&bytes),
+            Media::Form => T::deserialize(form_object(&bytes)),
+        };
+        parsed.map(Typed).map_err(|e| ApiError::bad_request(format!("JSON parse error - {e}")))
+    }
+}
+
+/// The accepted media types of request bodies.
+enum Media {
+    Json,
+    Form,
+}
+
+/// Checks the media type and reads the body up to `limit` bytes.
+async fn read_body(req: Request, limit: usize) -> ApiResult<(Media, bytes::Bytes)> {
+    let content_type =
+        req.headers().get(CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).to_string()).unwrap_or_default();
+    let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let media = if media.is_empty() || media == "application/json" || media.ends_with("+json") {
+        Media::Json
+    } else if media == "application/x-www-form-urlencoded" {
+        Media::Form
+    } else {
+        return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("Unsupported media type \"{content_type}\" in request."),
-        ))
+        ));
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let bytes = read_limited(req.into_body(), limit, declared).await?;
+    Ok((media, bytes))
+}
+
+/// Reads a JSON or form body up to `limit` bytes into a JSON value.
+async fn read_json(req: Request, limit: usize) -> ApiResult<Value> {
+    let (media, bytes) = read_body(req, limit).await?;
+    match media {
+        Media::Json if bytes.iter().all(u8::is_ascii_whitespace) => Ok(Value::Object(Map::new())),
+        Media::Json => {
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("JSON parse error - {e}")))
+        }
+        Media::Form => Ok(form_object(&bytes)),
     }
+}
+
+/// A form-encoded body as a JSON object of strings (the last value of a repeated key wins).
+fn form_object(bytes: &[u8]) -> Value {
+    let map =
+        url::form_urlencoded::parse(bytes).map(|(k, v)| (k.into_owned(), Value::String(v.into_owned()))).collect();
+    Value::Object(map)
 }
 
 /// Most bytes of an oversized body read (and dropped) before answering 413, and for
@@ -55,12 +112,13 @@ const DRAIN_MAX_BYTES: usize = 256 * 1024 * 1024;
 const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Reads the body up to `limit` bytes; over it, drains the rest (bounded) and fails with 413.
-async fn read_limited(body: axum::body::Body, limit: usize) -> ApiResult<bytes::Bytes> {
+/// `declared` (the `Content-Length`, or 0) only sizes the buffer, never beyond `limit`.
+async fn read_limited(body: axum::body::Body, limit: usize, declared: usize) -> ApiResult<bytes::Bytes> {
     use futures::StreamExt;
     let too_large =
         || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("Request body exceeds the limit of {limit} bytes."));
     let mut stream = body.into_data_stream();
-    let mut buf = bytes::BytesMut::new();
+    let mut buf = bytes::BytesMut::with_capacity(declared.min(limit));
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|_| ApiError::bad_request("The request body could not be read."))?;
         if buf.len() + chunk.len() > limit {

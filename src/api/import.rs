@@ -3,7 +3,7 @@
 use super::annotations::parse_result;
 use super::auth::Auth;
 use super::error::{ApiError, ApiResult, OrNotFound};
-use super::extract::{Body, Id, Query};
+use super::extract::{Id, ImportBody, Query};
 use super::fields::{python_type_name, Form};
 use super::AppState;
 use crate::db::{NewAnnotation, NewPrediction, NewTask};
@@ -104,7 +104,7 @@ fn parse_task(item: &Value) -> Result<NewTask, String> {
     responses(
         (status = 201, description = "What was imported", body = crate::api::openapi::ImportSummary),
         (status = 400, description = "Malformed JSON, wrong types or missing fields", body = crate::api::openapi::ErrorBody),
-        (status = 413, description = "Body over the configured limit", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "Body over the import limit (`LABELPORT_MAX_IMPORT_BYTES`)", body = crate::api::openapi::ErrorBody),
         (status = 415, description = "Not JSON or a form", body = crate::api::openapi::ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
         (status = 404, description = "No Project matches the given query.", body = crate::api::openapi::ErrorBody),
@@ -116,7 +116,7 @@ pub async fn import(
     Id(project_id): Id,
     Auth(user): Auth,
     query: Query,
-    Body(body): Body,
+    ImportBody(body): ImportBody,
 ) -> ApiResult<Response> {
     let started = Instant::now();
     state.db.project(user.organization_id, project_id).await.or_not_found("Project")?;

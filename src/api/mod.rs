@@ -107,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         ("/api/storages/export/{type}/{id}/sync", post(storages::sync)),
         ("/api/storages/export/{type}/{id}/lag", get(storages::lag)),
     ];
+    let request_timeout = state.settings.http.request_timeout;
     let mut router = Router::new();
     for (path, handler) in routes {
         router = both(router, path, handler);
@@ -116,6 +117,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|method: Method| async move {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("Method \"{method}\" not allowed."))
         })
+        .layer(axum::middleware::from_fn(move |req, next| within(request_timeout, req, next)))
         .layer(axum::middleware::from_fn(log_server_errors))
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
             tracing::error!("a request handler panicked");
@@ -123,6 +125,24 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Answers 408 when a request, body upload included, takes longer than `limit`
+/// (`LABELPORT_REQUEST_TIMEOUT_SECS`); the handler is dropped, which rolls back its
+/// open transaction.
+async fn within(limit: std::time::Duration, req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(%method, %path, limit_secs = limit.as_secs(), "request timed out");
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("The request took longer than {} seconds.", limit.as_secs()),
+            )
+            .into_response()
+        }
+    }
 }
 
 /// Logs the internal cause of every 5xx (kept out of the response body).

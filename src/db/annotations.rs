@@ -188,6 +188,26 @@ impl Db {
         Ok(Annotation::from_row(&row))
     }
 
+    /// Whether the annotation `id` exists in the project (for `parent_annotation`).
+    pub async fn annotation_in_project(&self, id: i64, project_id: i64) -> DbResult<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM annotations WHERE id = $1 AND project_id = $2")
+            .bind(id)
+            .bind(project_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Whether the prediction `id` exists in the project (for `parent_prediction`).
+    pub async fn prediction_in_project(&self, id: i64, project_id: i64) -> DbResult<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM predictions WHERE id = $1 AND project_id = $2")
+            .bind(id)
+            .bind(project_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+
     /// Annotations of the given tasks, by task then id; cancelled ones only if asked.
     pub async fn annotations_for_tasks(&self, task_ids: &[i64], include_cancelled: bool) -> DbResult<Vec<Annotation>> {
         if task_ids.is_empty() {

@@ -84,6 +84,15 @@ pub struct NewUser<'a> {
     pub new_organization: bool,
 }
 
+/// What the database knows of a personal access token (by its `jti`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PersonalTokenState {
+    /// The user it was issued to.
+    pub user_id: i64,
+    /// Whether it was revoked (blacklisted).
+    pub revoked: bool,
+}
+
 /// A new random legacy token: 40 hex characters, like Label Studio's.
 pub fn generate_legacy_token() -> String {
     use rand::RngCore;
@@ -267,14 +276,14 @@ impl Db {
         .await?)
     }
 
-    /// Whether a personal access token exists and is not revoked: `None` if unknown.
-    pub async fn personal_token_revoked(&self, jti: &str) -> DbResult<Option<bool>> {
-        let revoked: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT revoked_at FROM personal_access_tokens WHERE jti = $1")
+    /// The owner of a personal access token and whether it is revoked: `None` if unknown.
+    pub async fn personal_token_state(&self, jti: &str) -> DbResult<Option<PersonalTokenState>> {
+        let row: Option<(i64, Option<i64>)> =
+            sqlx::query_as("SELECT user_id, revoked_at FROM personal_access_tokens WHERE jti = $1")
                 .bind(jti)
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(revoked.map(|r| r.is_some()))
+        Ok(row.map(|(user_id, revoked_at)| PersonalTokenState { user_id, revoked: revoked_at.is_some() }))
     }
 
     /// Revokes a personal access token.

@@ -49,18 +49,21 @@ fn is_proper_ancestor(ancestor: &Path, path: &Path) -> bool {
     path != ancestor && path.starts_with(ancestor)
 }
 
-/// Runs the checks in Label Studio's order and returns the first failure, with
-/// Label Studio's messages; then ours: the canonical (symlink-resolved) path must
-/// also lie strictly inside the canonical root and be a directory. `path` must be
-/// normalised already.
+/// Runs Label Studio's checks and returns the first failure, with Label Studio's
+/// messages; then ours: the canonical (symlink-resolved) path must also lie strictly
+/// inside the canonical root and be a directory. `path` must be normalised already.
+///
+/// Unlike Label Studio (contract §3.12), the enabled flag and the lexical containment
+/// are checked before existence, so that the answers tell nothing about host paths
+/// outside the root, or about any path while local files are disabled (issue #12).
 pub fn check(path: Option<&str>, settings: &LocalFilesSettings) -> Result<PathBuf, String> {
     let root = document_root(settings);
     let p = match path {
         Some(p) if !p.trim().is_empty() => p,
         _ => return Err("Path must be set for Local Files storage".into()),
     };
-    if p.contains('\0') || p.len() > 4096 || !Path::new(p).exists() {
-        return Err(format!("Absolute local path \"{p}\" does not exist"));
+    if !settings.serving_enabled {
+        return Err(SERVING_DISABLED.into());
     }
     let example = format!("{}/dataset1", root.trim_end_matches('/'));
     if p == root {
@@ -76,8 +79,8 @@ pub fn check(path: Option<&str>, settings: &LocalFilesSettings) -> Result<PathBu
     if !p.starts_with('/') || !is_proper_ancestor(Path::new(&root), Path::new(p)) {
         return Err(outside());
     }
-    if !settings.serving_enabled {
-        return Err(SERVING_DISABLED.into());
+    if p.contains('\0') || p.len() > 4096 || !Path::new(p).exists() {
+        return Err(format!("Absolute local path \"{p}\" does not exist"));
     }
     // Beyond Label Studio: follow symlinks and check again.
     let (Ok(real_root), Ok(real_path)) = (Path::new(&root).canonicalize(), Path::new(p).canonicalize()) else {
@@ -122,7 +125,7 @@ mod tests {
     }
 
     #[test]
-    fn checks_run_in_label_studio_order_with_its_messages() {
+    fn checks_use_label_studios_messages_and_look_at_the_disk_last() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().canonicalize().unwrap();
         let r = root.display();
@@ -136,12 +139,20 @@ mod tests {
             .unwrap_err()
             .contains("cannot be the same as LOCAL_FILES_DOCUMENT_ROOT"));
         assert!(check(Some("/tmp"), &s).unwrap_err().contains("must be a subdirectory of LOCAL_FILES_DOCUMENT_ROOT"));
-        assert_eq!(check(Some("relative/x"), &s).unwrap_err(), "Absolute local path \"relative/x\" does not exist");
+        assert!(check(Some("relative/x"), &s)
+            .unwrap_err()
+            .contains("must be a subdirectory of LOCAL_FILES_DOCUMENT_ROOT"));
+        assert!(check(Some("/no/such/dir"), &s)
+            .unwrap_err()
+            .contains("must be a subdirectory of LOCAL_FILES_DOCUMENT_ROOT"));
         assert!(check(Some(&format!("{r}/ok")), &s).is_ok());
         let off = LocalFilesSettings { serving_enabled: false, ..s.clone() };
-        assert!(check(Some(&format!("{r}/ok")), &off)
-            .unwrap_err()
-            .starts_with("Serving local files from the host filesystem"));
+        for p in [format!("{r}/ok"), missing, r.to_string(), "/tmp".into(), "relative/x".into()] {
+            assert!(
+                check(Some(&p), &off).unwrap_err().starts_with("Serving local files from the host filesystem"),
+                "{p}"
+            );
+        }
     }
 
     #[test]

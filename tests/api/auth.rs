@@ -2,7 +2,7 @@
 //! access tokens) and the current user, contract §1 and §7.5.
 
 use crate::backend_tests;
-use crate::helpers::{assert_error, TestApp};
+use crate::helpers::{assert_error, spawn_app_with, Backend, TestApp};
 use base64::Engine;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -23,7 +23,11 @@ backend_tests!(
     a_refresh_without_the_refresh_field_is_400,
     a_blacklisted_token_can_neither_be_refreshed_nor_used,
     an_expired_or_foreign_access_token_is_401,
+    a_reset_legacy_token_stays_reset_after_a_restart,
+    a_token_naming_another_user_than_the_owner_of_its_jti_is_401,
 );
+
+crate::configured_backend_tests!(a_user_token_of_5_characters_or_fewer_is_not_applied);
 
 const NO_CREDENTIALS: &str = "Authentication credentials were not provided.";
 
@@ -385,4 +389,75 @@ async fn an_expired_or_foreign_access_token_is_401(app: TestApp) {
 
 fn chrono_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+async fn a_reset_legacy_token_stays_reset_after_a_restart(app: TestApp) {
+    // Arrange: the bootstrap user got LABEL_STUDIO_USER_TOKEN when it was created; reset it
+    let r = app.post("/api/current-user/reset-token/", &json!({})).await;
+    let new = json_of(r, StatusCode::OK).await["token"].as_str().unwrap().to_owned();
+
+    // Act: start again on the same database with the same environment
+    let url = app.state.settings.database_url.clone();
+    let old = app.token.clone();
+    let restarted = spawn_app_with(Backend::Sqlite, |s| {
+        s.database_url = url;
+        s.bootstrap_user.as_mut().unwrap().token = Some(old);
+    })
+    .await;
+
+    // Assert: the old token stays revoked, the new one works
+    let r = restarted.get("/api/current-user/whoami").await;
+    let err = assert_error(r, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(err["detail"], "Invalid token.");
+    let r = whoami_with(&restarted, "Authorization", &format!("Token {new}")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+async fn a_user_token_of_5_characters_or_fewer_is_not_applied(backend: Backend) {
+    for token in ["a", "abcde"] {
+        // Arrange and Act
+        let app = spawn_app_with(backend, |s| s.bootstrap_user.as_mut().unwrap().token = Some(token.into())).await;
+
+        // Assert: the user exists, with a random token instead
+        let user = app.state.db.user_by_email("admin@example.com").await.expect("the bootstrap user is created");
+        assert_eq!(user.legacy_token.len(), 40, "{token}");
+        let err = assert_error(app.get("/api/current-user/whoami").await, StatusCode::UNAUTHORIZED).await;
+        assert_eq!(err["detail"], "Invalid token.", "{token}");
+        let r = whoami_with(&app, "Authorization", &format!("Token {}", user.legacy_token)).await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    // Six characters are enough
+    let app = spawn_app_with(backend, |s| s.bootstrap_user.as_mut().unwrap().token = Some("abcdef".into())).await;
+    assert_eq!(app.get("/api/current-user/whoami").await.status(), StatusCode::OK);
+}
+
+async fn a_token_naming_another_user_than_the_owner_of_its_jti_is_401(app: TestApp) {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    // Arrange: the admin's live PAT, a user of another organization, and tokens signed
+    // with the server's secret that pair the admin's jti with the other user's id
+    let pat = new_pat(&app).await;
+    let jti = claims(&pat)["jti"].as_str().unwrap().to_owned();
+    let other_token = app.user_in_other_organization("other@example.com").await;
+    let other = app.state.db.user_by_legacy_token(&other_token).await.unwrap();
+    let secret = app.state.db.server_secret("jwt_secret", String::new).await.unwrap();
+    let now = chrono_now();
+    let forge = |token_type: &str, exp: i64| {
+        let claims =
+            json!({"token_type": token_type, "exp": exp, "iat": now, "jti": jti, "user_id": other.id.to_string()});
+        encode(&Header::default(), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    };
+
+    // Act
+    let access = whoami_with(&app, "Authorization", &format!("Bearer {}", forge("access", now + 300))).await;
+    let refreshed = refresh(&app, &forge("refresh", now + 3600)).await;
+
+    // Assert
+    let err = assert_error(access, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(err["detail"], NO_CREDENTIALS);
+    let err = assert_error(refreshed, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(err["detail"], "Token is invalid");
+    // ... while the genuine PAT still works
+    let access = access_token(&app, &pat).await;
+    let r = whoami_with(&app, "Authorization", &format!("Bearer {access}")).await;
+    assert_eq!(json_of(r, StatusCode::OK).await["email"], "admin@example.com");
 }

@@ -109,12 +109,18 @@ async fn a_body_over_the_limit_is_413_json_on_every_endpoint_with_a_body(app: Te
     let (p, t, a) = fixture(&app).await;
     let limit = app.state.settings.max_body_bytes;
     assert_eq!(limit, 1024 * 1024, "the harness sets 1 MiB");
-    // Valid JSON, one byte over the limit
-    let filler = "x".repeat(limit - r#"{"data": {"text": ""}}"#.len() + 1);
-    let body = format!(r#"{{"data": {{"text": "{filler}"}}}}"#);
-    assert_eq!(body.len(), limit + 1);
+    let import_limit = app.state.settings.http.max_import_bytes;
+    assert!(import_limit > limit, "the harness gives import a larger limit");
+    // Valid JSON, one byte over the limit of its endpoint
+    let over = |limit: usize| {
+        let filler = "x".repeat(limit - r#"{"data": {"text": ""}}"#.len() + 1);
+        let body = format!(r#"{{"data": {{"text": "{filler}"}}}}"#);
+        assert_eq!(body.len(), limit + 1);
+        body
+    };
     for (method, path) in body_endpoints(p, t, a) {
-        let r = send_raw(&app, &method, &path, "application/json", body.clone()).await;
+        let body = if path.ends_with("/import") { over(import_limit) } else { over(limit) };
+        let r = send_raw(&app, &method, &path, "application/json", body).await;
         let err = assert_error(r, StatusCode::PAYLOAD_TOO_LARGE).await;
         assert!(err.get("validation_errors").is_none(), "{method} {path}");
     }

@@ -2,7 +2,7 @@
 //! fresh PostgreSQL database (dropped afterwards), and one HTTP client.
 
 use labelport::api::AppState;
-use labelport::config::{LocalFilesSettings, Settings, SyncSettings, TargetSettings};
+use labelport::config::{HttpSettings, LocalFilesSettings, Settings, SyncSettings, TargetSettings};
 use labelport::db::NewUser;
 use labelport::startup::Application;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -127,6 +127,7 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
             None => labelport::config::default_database_url(&data_dir.path().join("data")),
         },
         max_body_bytes: 1024 * 1024,
+        http: HttpSettings { max_import_bytes: 4 * 1024 * 1024, ..HttpSettings::default() },
         bootstrap_user: Some(labelport::config::BootstrapUser {
             email: "admin@example.com".into(),
             password: None,

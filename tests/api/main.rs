@@ -12,6 +12,7 @@ mod crash;
 mod engine;
 mod gcs_storage;
 mod import;
+mod limits;
 mod openapi;
 mod projects;
 mod redis_storage;

@@ -37,6 +37,7 @@ backend_tests!(
     nul_bytes_in_text_fields_are_a_400_not_a_server_error,
     a_5000_character_path_is_a_400_not_a_server_error,
     a_relative_path_is_refused_whether_or_not_it_exists,
+    a_path_outside_the_root_gets_the_same_answer_whether_or_not_it_exists,
     validate_answers_200_with_an_empty_body_and_no_content_type,
     validate_reports_the_same_messages_as_create_and_stores_nothing,
     validate_requires_project,
@@ -59,7 +60,7 @@ backend_tests!(
 
 crate::configured_backend_tests!(
     serving_disabled_refuses_local_files_storages_with_label_studios_message,
-    serving_disabled_is_checked_after_the_other_path_rules,
+    serving_disabled_is_checked_before_the_path_is_looked_at,
 );
 
 /// Like `backend_tests!`, for tests that start their own server (custom settings):
@@ -540,7 +541,8 @@ async fn a_path_that_does_not_exist_is_refused_with_label_studios_message(app: T
 
     // Assert
     assert_eq!(message, does_not_exist(&missing));
-    assert_eq!(number, does_not_exist("123"));
+    // A number is a relative path: outside the root, whether or not it exists (issue #12)
+    assert_eq!(number, outside_root("123", &root(&app)));
 }
 
 async fn the_document_root_itself_is_refused_with_label_studios_message(app: TestApp) {
@@ -606,7 +608,9 @@ async fn serving_disabled_refuses_local_files_storages_with_label_studios_messag
     assert_eq!(json_of(app.get(&format!("{LF}?project={project}")).await, StatusCode::OK).await, json!([]));
 }
 
-async fn serving_disabled_is_checked_after_the_other_path_rules(backend: Backend) {
+/// Unlike Label Studio, which checks the flag last (contract §3.12): with local files
+/// disabled the answer must not tell which host paths exist (issue #12).
+async fn serving_disabled_is_checked_before_the_path_is_looked_at(backend: Backend) {
     // Arrange
     let app = spawn_app_with(backend, |s| s.local_files.serving_enabled = false).await;
     let project = app.create_project("serving off").await;
@@ -616,12 +620,12 @@ async fn serving_disabled_is_checked_after_the_other_path_rules(backend: Backend
     // Act + Assert
     let m = non_field_error(app.post(LF, &json!({"project": project})).await).await;
     assert_eq!(m, "Path must be set for Local Files storage");
-    let m = non_field_error(app.post(LF, &json!({"project": project, "path": missing})).await).await;
-    assert_eq!(m, does_not_exist(&missing));
-    let m = non_field_error(app.post(LF, &json!({"project": project, "path": r})).await).await;
-    assert_eq!(m, same_as_root(&r, &r));
-    let m = non_field_error(app.post(LF, &json!({"project": project, "path": "/tmp"})).await).await;
-    assert_eq!(m, outside_root("/tmp", &r));
+    for path in [missing.as_str(), &r, "/tmp", "/no/such/directory", "relative/dir"] {
+        for url in [LF.to_owned(), format!("{LF}/validate")] {
+            let m = non_field_error(app.post(&url, &json!({"project": project, "path": path})).await).await;
+            assert_eq!(m, SERVING_DISABLED, "{url} {path}");
+        }
+    }
 }
 
 async fn trailing_slashes_backslashes_and_dot_segments_are_normalized_before_storing(app: TestApp) {
@@ -907,8 +911,29 @@ async fn a_relative_path_is_refused_whether_or_not_it_exists(app: TestApp) {
     let existing = non_field_error(app.post(LF, &json!({"project": project, "path": "src/"})).await).await;
 
     // Assert
-    assert_eq!(missing, does_not_exist("relative/dir"));
+    assert_eq!(missing, outside_root("relative/dir", &root(&app)));
     assert_eq!(existing, outside_root("src", &root(&app)));
+}
+
+/// Unlike Label Studio, which checks existence first (contract §3.12): the answer
+/// must not tell which host paths exist (issue #12).
+async fn a_path_outside_the_root_gets_the_same_answer_whether_or_not_it_exists(app: TestApp) {
+    // Arrange
+    let project = app.create_project("probe").await;
+    let r = root(&app);
+    assert!(Path::new("/tmp").is_dir() && !Path::new("/no/such/directory").exists());
+
+    for path in ["/tmp", "/no/such/directory"] {
+        // Act
+        let created = non_field_error(app.post(LF, &json!({"project": project, "path": path})).await).await;
+        let validated =
+            non_field_error(app.post(&format!("{LF}/validate"), &json!({"project": project, "path": path})).await)
+                .await;
+
+        // Assert
+        assert_eq!(created, outside_root(path, &r), "{path}");
+        assert_eq!(validated, created, "{path}");
+    }
 }
 
 // ---------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ backend_tests!(
     a_user_of_another_organization_sees_its_own_organization_in_whoami,
     bearer_access_tokens_are_scoped_to_their_users_organization,
     personal_access_tokens_are_listed_per_user,
+    a_parent_annotation_or_prediction_must_be_in_the_annotations_project,
 );
 
 /// The admin's project with one task and one annotation, and a stranger's token.
@@ -255,4 +256,75 @@ async fn personal_access_tokens_are_listed_per_user(app: TestApp) {
     // The stranger can still create its own (the admin's live token does not count)
     let r = as_stranger(&app, &w, Method::POST, "/api/token/").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
+}
+
+async fn a_parent_annotation_or_prediction_must_be_in_the_annotations_project(app: TestApp) {
+    // Arrange: the admin's task with an annotation and a prediction; a second project of
+    // the admin's; and a stranger's project with a task and an annotation
+    let w = world(&app).await;
+    let with_prediction = json!([{"data": {"text": "p"}, "predictions": [{"result": []}]}]);
+    let task = app.import(w.project, &with_prediction).await[0];
+    let detail: Value = app.get(&format!("/api/tasks/{task}/")).await.json().await.unwrap();
+    let prediction = detail["predictions"][0]["id"].as_i64().expect("the task shows its prediction");
+    let elsewhere = app.create_project("elsewhere").await;
+    let elsewhere_task = app.import(elsewhere, &json!([{"text": "e"}])).await[0];
+    let r = as_stranger(&app, &w, Method::POST, "/api/projects/").json(&json!({"title": "theirs"})).send().await;
+    let theirs = r.unwrap().json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let r = as_stranger(&app, &w, Method::POST, &format!("/api/projects/{theirs}/import?return_task_ids=true"))
+        .json(&json!([{"text": "t"}]))
+        .send()
+        .await;
+    let their_task = r.unwrap().json::<Value>().await.unwrap()["task_ids"][0].as_i64().unwrap();
+    let r = as_stranger(&app, &w, Method::POST, &format!("/api/tasks/{their_task}/annotations/"))
+        .json(&json!({"result": []}))
+        .send()
+        .await;
+    let their_annotation = r.unwrap().json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let cases = [
+        ("parent_annotation", w.annotation, "the admin's annotation"),
+        ("parent_prediction", prediction, "the admin's prediction"),
+        ("parent_annotation", 987_654, "no such annotation"),
+    ];
+
+    for (field, id, case) in cases {
+        // Act: the stranger points at it, creating and updating
+        let create = as_stranger(&app, &w, Method::POST, &format!("/api/tasks/{their_task}/annotations/"))
+            .json(&json!({"result": [], field: id}))
+            .send()
+            .await
+            .unwrap();
+        let update = as_stranger(&app, &w, Method::PATCH, &format!("/api/annotations/{their_annotation}/"))
+            .json(&json!({field: id}))
+            .send()
+            .await
+            .unwrap();
+
+        // Assert
+        for r in [create, update] {
+            let err = assert_error(r, StatusCode::BAD_REQUEST).await;
+            assert_eq!(
+                err["validation_errors"][field],
+                json!([format!("Invalid pk \"{id}\" - object does not exist.")]),
+                "{case}"
+            );
+        }
+    }
+    // The admin's own objects in another project of the organization do not qualify either
+    let r = app
+        .post(&format!("/api/tasks/{elsewhere_task}/annotations/"), &json!({"parent_annotation": w.annotation}))
+        .await;
+    assert_error(r, StatusCode::BAD_REQUEST).await;
+    // ... while those of the same project do, and null clears them
+    let a = app.annotate(task, &json!({"parent_annotation": w.annotation, "parent_prediction": prediction})).await;
+    assert_eq!(
+        (a["parent_annotation"].as_i64(), a["parent_prediction"].as_i64()),
+        (Some(w.annotation), Some(prediction))
+    );
+    let id = a["id"].as_i64().unwrap();
+    let r = app.patch(&format!("/api/annotations/{id}/"), &json!({"parent_annotation": null, "lead_time": 1})).await;
+    assert_eq!(r.json::<Value>().await.unwrap()["parent_annotation"], Value::Null);
+    // The stranger's annotation is unchanged
+    let r = as_stranger(&app, &w, Method::GET, &format!("/api/annotations/{their_annotation}/")).send().await;
+    let theirs: Value = r.unwrap().json().await.unwrap();
+    assert_eq!((theirs["parent_annotation"].clone(), theirs["parent_prediction"].clone()), (Value::Null, Value::Null));
 }
