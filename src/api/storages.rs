@@ -1,7 +1,8 @@
 //! Export storages (`/api/storages/export/...`), contract §3, §4, §6.
 //!
-//! Every type has the same routes; `localfiles` is implemented, the cloud types
-//! list as empty and answer 501 on create/validate until their targets exist.
+//! Every type has the same routes, served from its [`TypeSpec`]: the type's fields
+//! (write-only ones sealed), response order, checks and connection check. A type
+//! whose spec has no target constructor answers 501 on create and validate.
 
 use super::auth::Auth;
 use super::error::{ApiError, ApiResult, OrNotFound};
