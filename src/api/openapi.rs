@@ -86,10 +86,16 @@ use utoipa::{Modify, OpenApi, ToSchema};
         StorageCommon,
         LocalFilesStorage,
         S3Storage,
+        GcsStorage,
+        AzureStorage,
+        RedisStorage,
         ExportStorage,
         StorageCommonInput,
         LocalFilesStorageInput,
         S3StorageInput,
+        GcsStorageInput,
+        AzureStorageInput,
+        RedisStorageInput,
         ExportStorageInput,
         NotSynchronizable,
         SyncRefused,
@@ -537,12 +543,51 @@ pub struct S3Storage {
     pub s3_endpoint: Option<String>,
 }
 
+/// A Google Cloud Storage export storage. `google_application_credentials` is
+/// write-only: never returned.
+#[derive(ToSchema)]
+pub struct GcsStorage {
+    #[serde(flatten)]
+    pub common: StorageCommon,
+    pub bucket: Option<String>,
+    /// Used verbatim: objects are `<prefix>/<key>`.
+    pub prefix: Option<String>,
+    pub google_project_id: Option<String>,
+}
+
+/// An Azure Blob export storage. `account_name` and `account_key` are write-only.
+#[derive(ToSchema)]
+pub struct AzureStorage {
+    #[serde(flatten)]
+    pub common: StorageCommon,
+    pub container: Option<String>,
+    /// Used verbatim: blobs are `<prefix>/<key>`.
+    pub prefix: Option<String>,
+}
+
+/// A Redis export storage. `password` is write-only.
+#[derive(ToSchema)]
+pub struct RedisStorage {
+    #[serde(flatten)]
+    pub common: StorageCommon,
+    /// Kept and echoed; not a key prefix (as in Label Studio).
+    pub path: Option<String>,
+    pub host: Option<String>,
+    /// A string, as in Label Studio.
+    pub port: Option<String>,
+    /// Database number; default 2.
+    pub db: Option<i64>,
+}
+
 /// An export storage of any type (distinguished by `type`).
 #[derive(ToSchema)]
 #[serde(untagged)]
 pub enum ExportStorage {
     LocalFiles(LocalFilesStorage),
     S3(S3Storage),
+    Gcs(GcsStorage),
+    Azure(AzureStorage),
+    Redis(RedisStorage),
 }
 
 /// Writable fields every type has; all optional unless noted. The bookkeeping fields
@@ -597,12 +642,56 @@ pub struct S3StorageInput {
     pub s3_endpoint: Option<String>,
 }
 
+/// Writable fields of a GCS storage.
+#[derive(ToSchema)]
+pub struct GcsStorageInput {
+    #[serde(flatten)]
+    pub common: StorageCommonInput,
+    pub bucket: Option<String>,
+    pub prefix: Option<String>,
+    /// Write-only: the service-account JSON as a string; empty uses Application
+    /// Default Credentials.
+    pub google_application_credentials: Option<String>,
+    pub google_project_id: Option<String>,
+}
+
+/// Writable fields of an Azure Blob storage.
+#[derive(ToSchema)]
+pub struct AzureStorageInput {
+    #[serde(flatten)]
+    pub common: StorageCommonInput,
+    pub container: Option<String>,
+    pub prefix: Option<String>,
+    /// Write-only; empty falls back to `AZURE_BLOB_ACCOUNT_NAME`.
+    pub account_name: Option<String>,
+    /// Write-only; empty falls back to `AZURE_BLOB_ACCOUNT_KEY`.
+    pub account_key: Option<String>,
+}
+
+/// Writable fields of a Redis storage.
+#[derive(ToSchema)]
+pub struct RedisStorageInput {
+    #[serde(flatten)]
+    pub common: StorageCommonInput,
+    pub path: Option<String>,
+    /// Default `localhost`; with SSRF protection on it must resolve to a public address.
+    pub host: Option<String>,
+    pub port: Option<String>,
+    /// Write-only.
+    pub password: Option<String>,
+    /// 1..=32767; 0 and null are refused. Default 2.
+    pub db: Option<i64>,
+}
+
 /// A request body for any type.
 #[derive(ToSchema)]
 #[serde(untagged)]
 pub enum ExportStorageInput {
     LocalFiles(LocalFilesStorageInput),
     S3(S3StorageInput),
+    Gcs(GcsStorageInput),
+    Azure(AzureStorageInput),
+    Redis(RedisStorageInput),
 }
 
 /// The raw 400 of `POST .../sync` on a storage with `synchronizable: false`.

@@ -100,9 +100,20 @@ async fn the_schema_is_an_openapi_document_of_the_core_api(app: TestApp) {
     for key in ["id", "type", "bucket", "prefix", "s3_endpoint", "region_name", "aws_sse_kms_key_id", "project"] {
         assert!(s3.contains(&key.to_owned()), "S3Storage.{key}");
     }
-    for secret in ["aws_access_key_id", "aws_secret_access_key", "aws_session_token"] {
-        assert!(!s3.contains(&secret.to_owned()), "write-only {secret} is not in responses");
-        assert!(properties(&doc, "S3StorageInput").contains(&secret.to_owned()), "{secret} is accepted");
+    let write_only: [(&str, &[&str]); 4] = [
+        ("S3", &["aws_access_key_id", "aws_secret_access_key", "aws_session_token"]),
+        ("Gcs", &["google_application_credentials"]),
+        ("Azure", &["account_name", "account_key"]),
+        ("Redis", &["password"]),
+    ];
+    for (kind, secrets) in write_only {
+        let (out, input) =
+            (properties(&doc, &format!("{kind}Storage")), properties(&doc, &format!("{kind}StorageInput")));
+        assert!(out.contains(&"project".to_owned()) && input.contains(&"project".to_owned()), "{kind}");
+        for secret in secrets {
+            assert!(!out.contains(&secret.to_string()), "write-only {kind}.{secret} is not in responses");
+            assert!(input.contains(&secret.to_string()), "{kind}.{secret} is accepted");
+        }
     }
     // Error bodies are described once
     let error = &doc["components"]["schemas"]["ErrorBody"];
