@@ -629,6 +629,27 @@ impl Db {
         Ok(())
     }
 
+    /// Sets the public sync state unless a sync job is queued or running (whose own
+    /// state must win); returns whether it was set.
+    pub async fn set_sync_state_if_idle(&self, storage_id: i64, s: &SyncState) -> DbResult<bool> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE export_storages SET status = $1, meta = $2, last_sync = $3, last_sync_count = $4, traceback = $5 \
+             WHERE id = $6 AND NOT EXISTS (SELECT 1 FROM sync_jobs j WHERE j.storage_id = $6 \
+             AND j.state IN ('queued', 'running'))",
+        )
+        .bind(&s.status)
+        .bind(s.meta.to_string())
+        .bind(s.last_sync)
+        .bind(s.last_sync_count)
+        .bind(s.traceback.as_deref())
+        .bind(storage_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Sets the public sync state directly (stale-job detection).
     pub async fn set_sync_state(&self, storage_id: i64, state: &SyncState) -> DbResult<()> {
         let mut tx = self.write_tx().await?;

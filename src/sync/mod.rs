@@ -72,6 +72,29 @@ pub struct SyncEngine {
     targets: TargetFactory,
     owner: String,
     wake: Arc<Notify>,
+    /// Built targets by storage id, with the fingerprint of the configuration they
+    /// were built from.
+    target_cache: Arc<std::sync::Mutex<HashMap<i64, (u64, Arc<dyn StorageTarget>)>>>,
+}
+
+/// A hash of everything a target is built from (type, path, settings, sealed secrets).
+fn target_fingerprint(storage: &ExportStorage) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    storage.storage_type.hash(&mut h);
+    storage.fields.path.hash(&mut h);
+    storage.fields.config.to_string().hash(&mut h);
+    storage.fields.secrets.hash(&mut h);
+    h.finish()
+}
+
+/// The wait after the `attempts`-th consecutive failed automatic export: from about
+/// half a second, doubling, at most a minute, with jitter so workers spread out.
+fn auto_export_backoff(attempts: u32) -> Duration {
+    let ceiling = Duration::from_millis(500).saturating_mul(1 << attempts.saturating_sub(1).min(10));
+    let ceiling = ceiling.min(Duration::from_secs(60));
+    let half = ceiling / 2;
+    half + Duration::from_millis(rand::Rng::gen_range(&mut rand::thread_rng(), 0..=half.as_millis() as u64))
 }
 
 /// The target of a storage as configured, its write-only fields opened with `secrets`.
@@ -158,7 +181,7 @@ impl SyncEngine {
     /// An engine using `targets` to reach storages; `wake` is notified when work arrives.
     pub fn new(db: Db, settings: SyncSettings, targets: TargetFactory, wake: Arc<Notify>) -> SyncEngine {
         let owner = format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple());
-        SyncEngine { db, settings: Arc::new(settings), targets, owner, wake }
+        SyncEngine { db, settings: Arc::new(settings), targets, owner, wake, target_cache: Default::default() }
     }
 
     /// This worker's lease-owner name.
@@ -218,14 +241,48 @@ impl SyncEngine {
         };
         let result = self.work_on(storage_id, stop).await;
         match &result {
-            // Keep the lease until it expires: a broken target is retried after that, not in a hot loop.
-            Ok(Some(backoff_reason)) => {
-                tracing::warn!(storage = storage_id, reason = %backoff_reason, "auto-export failed; retrying after the lease expires");
+            // Keep the lease for a backoff that grows with each consecutive failure, so a
+            // broken target is retried soon at first, then less often, never in a hot loop;
+            // other storages are worked on meanwhile.
+            Ok(Some(reason)) => {
+                let wait = self.show_auto_export_failure(storage_id, reason).await?;
+                self.db.renew_lease(storage_id, &self.owner, wait).await?;
+                tracing::warn!(storage = storage_id, reason = %reason, retry_in_ms = wait.as_millis() as u64, "auto-export failed");
             }
             _ => self.db.release_lease(storage_id, &self.owner).await?,
         }
         result?;
         Ok(ExecutionOutcome::Worked)
+    }
+
+    /// Shows a failed automatic export on the storage (`failed`, the cause as
+    /// traceback) unless a sync job owns its state, and returns how long to wait
+    /// before the next attempt.
+    async fn show_auto_export_failure(&self, storage_id: i64, cause: &str) -> anyhow::Result<Duration> {
+        let storage = match self.db.storage_by_id(storage_id).await {
+            Ok(s) => s,
+            Err(DbError::NotFound) => return Ok(Duration::ZERO),
+            Err(e) => return Err(e.into()),
+        };
+        let attempts = state::auto_export_attempts(&storage) + 1;
+        let failed = state::auto_export_failed(&storage, now_micros(), cause);
+        self.db.set_sync_state_if_idle(storage_id, &failed).await?;
+        Ok(auto_export_backoff(attempts))
+    }
+
+    /// The storage's target, reused while its configuration is unchanged, so
+    /// auto-export passes keep their connections and credentials.
+    fn target_for(&self, storage: &ExportStorage) -> Result<Arc<dyn StorageTarget>, StorageError> {
+        let fingerprint = target_fingerprint(storage);
+        let mut cache = self.target_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((known, target)) = cache.get(&storage.id) {
+            if *known == fingerprint {
+                return Ok(target.clone());
+            }
+        }
+        let target = (self.targets)(storage)?;
+        cache.insert(storage.id, (fingerprint, target.clone()));
+        Ok(target)
     }
 
     /// Returns `Some(reason)` when the storage should be left alone for a while.
@@ -242,7 +299,7 @@ impl SyncEngine {
     }
 
     async fn auto_export(&self, storage: &ExportStorage) -> anyhow::Result<Option<String>> {
-        let target = match (self.targets)(storage) {
+        let target = match self.target_for(storage) {
             Ok(t) => t,
             Err(e) => return Ok(Some(e.to_string())),
         };
@@ -265,6 +322,10 @@ impl SyncEngine {
                 break;
             }
             cursor = last;
+        }
+        if let Some(recovered) = state::auto_export_recovered(storage) {
+            self.db.set_sync_state_if_idle(storage.id, &recovered).await?;
+            tracing::info!(storage = storage.id, "auto-export works again");
         }
         Ok(None)
     }
@@ -470,7 +531,7 @@ impl SyncEngine {
             Err(DbError::NotFound) => return Ok(()),
             Err(e) => return Err(e.into()),
         };
-        let target = (self.targets)(&storage);
+        let target = self.target_for(&storage);
         if job.state == "queued" {
             let mut mode = job.mode.clone();
             if let (Ok(target), "incremental") = (&target, mode.as_str()) {

@@ -149,6 +149,57 @@ pub fn failed(current: &ExportStorage, now: Micros, message: &str) -> SyncState 
     }
 }
 
+/// Traceback prefix of an automatic export that failed (labelport): the storage shows
+/// `failed` with the cause until a later attempt succeeds.
+pub const AUTO_EXPORT_FAILED: &str = "Automatic export failed; retrying with backoff. Cause: ";
+
+/// Meta key holding an ongoing automatic-export failure: since when, how many
+/// attempts, and the status to restore once it recovers.
+const AUTO_EXPORT_KEY: &str = "auto_export_failure";
+
+/// Consecutive failed attempts of automatic export recorded on a storage (0 if none).
+pub fn auto_export_attempts(current: &ExportStorage) -> u32 {
+    current.meta.get(AUTO_EXPORT_KEY).and_then(|f| f.get("attempts")).and_then(Value::as_u64).unwrap_or(0) as u32
+}
+
+/// `→ failed` because automatic export failed (no job involved): the cause as
+/// traceback, and in `meta` the attempts so far and the status to go back to.
+pub fn auto_export_failed(current: &ExportStorage, now: Micros, cause: &str) -> SyncState {
+    let mut meta = meta_map(&current.meta);
+    let previous = match meta.get(AUTO_EXPORT_KEY) {
+        Some(f) => f.clone(),
+        None => json!({ "since": meta_time(now), "previous_status": current.status, "attempts": 0 }),
+    };
+    let attempts = previous.get("attempts").and_then(Value::as_u64).unwrap_or(0) + 1;
+    let mut failure = previous;
+    failure["attempts"] = json!(attempts);
+    failure["last_attempt"] = json!(meta_time(now));
+    meta.insert(AUTO_EXPORT_KEY.into(), failure);
+    SyncState {
+        status: status::FAILED.into(),
+        meta: Value::Object(meta),
+        last_sync: current.last_sync,
+        last_sync_count: current.last_sync_count,
+        traceback: Some(format!("{AUTO_EXPORT_FAILED}{cause}")),
+    }
+}
+
+/// The state to go back to once automatic export works again, if it had failed.
+pub fn auto_export_recovered(current: &ExportStorage) -> Option<SyncState> {
+    let mut meta = meta_map(&current.meta);
+    let failure = meta.remove(AUTO_EXPORT_KEY)?;
+    let previous = failure.get("previous_status").and_then(Value::as_str).unwrap_or(status::COMPLETED);
+    let showing_it = current.status == status::FAILED
+        && current.traceback.as_deref().is_some_and(|t| t.starts_with(AUTO_EXPORT_FAILED));
+    Some(SyncState {
+        status: if showing_it { previous.to_owned() } else { current.status.clone() },
+        meta: Value::Object(meta),
+        last_sync: current.last_sync,
+        last_sync_count: current.last_sync_count,
+        traceback: if showing_it { None } else { current.traceback.clone() },
+    })
+}
+
 /// The stale-job check run on storage lists: an `in_progress` storage whose last
 /// ping is older than [`STALE_AFTER_SECONDS`] and that has no live job becomes
 /// `failed` with Label Studio's message; meta and counters are left alone.
@@ -171,6 +222,27 @@ pub fn stale(current: &ExportStorage, now: Micros, has_live_job: bool) -> Option
 mod tests {
     use super::*;
     use crate::db::StorageFields;
+
+    #[test]
+    fn an_auto_export_failure_shows_until_it_recovers_and_restores_the_status() {
+        let s = storage(status::COMPLETED, json!({"attempts": 1}));
+        let failed = auto_export_failed(&s, 1_000_000, "bucket gone");
+        assert_eq!(failed.status, status::FAILED);
+        assert!(failed.traceback.as_deref().unwrap().ends_with("bucket gone"));
+        let mut s2 = s.clone();
+        s2.status = failed.status.clone();
+        s2.meta = failed.meta.clone();
+        s2.traceback = failed.traceback.clone();
+        assert_eq!(auto_export_attempts(&s2), 1);
+        let again = auto_export_failed(&s2, 2_000_000, "still gone");
+        assert_eq!(again.meta["auto_export_failure"]["attempts"], 2);
+        assert_eq!(again.meta["auto_export_failure"]["previous_status"], status::COMPLETED);
+        let back = auto_export_recovered(&s2).unwrap();
+        assert_eq!(back.status, status::COMPLETED);
+        assert_eq!(back.traceback, None);
+        assert!(back.meta.get("auto_export_failure").is_none());
+        assert!(auto_export_recovered(&s).is_none(), "nothing to recover from");
+    }
 
     fn storage(status: &str, meta: Value) -> ExportStorage {
         ExportStorage {

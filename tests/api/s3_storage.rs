@@ -537,7 +537,56 @@ async fn objects_are_encrypted_with_the_kms_key_when_one_is_set(app: TestApp) {
     assert_eq!(header("content-type").as_deref(), Some("application/json"));
 }
 
+async fn a_failing_auto_export_shows_on_the_storage_and_clears_once_the_target_is_back(app: TestApp) {
+    // Arrange: a synced storage whose bucket then disappears.
+    let bucket = new_bucket().await;
+    let (project, _) = project_with_annotations(&app, 1).await;
+    let id = create_s3(&app, project, &bucket, json!({})).await["id"].as_i64().unwrap();
+    wait_s3_completed(&app, id).await;
+    for key in object_keys(&bucket).await {
+        delete_object(&bucket, &key).await;
+    }
+    assert!(signed(Method::DELETE, &bucket, None, &[]).send().await.unwrap().status().is_success());
+    let task = json_of(app.get(&format!("/api/tasks?project={project}")).await, StatusCode::OK).await["tasks"][0]["id"]
+        .as_i64()
+        .unwrap();
+
+    // Act 1: an annotation saved meanwhile; the request itself succeeds.
+    let new_id = annotate(&app, task, "Negative").await;
+
+    // Assert 1: the storage shows the failure and its cause.
+    let deadline = Instant::now() + TIMEOUT;
+    let failed = loop {
+        let s = get_s3(&app, id).await;
+        if s["status"] == "failed" {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the failure never showed: {s}");
+        tokio::time::sleep(POLL).await;
+    };
+    let traceback = failed["traceback"].as_str().unwrap();
+    assert!(traceback.starts_with("Automatic export failed; retrying with backoff."), "{traceback}");
+    assert!(traceback.contains(&bucket), "{traceback}");
+    assert!(failed["meta"]["auto_export_failure"]["attempts"].as_u64().unwrap() >= 1, "{failed}");
+
+    // Act 2: the bucket is back.
+    assert!(signed(Method::PUT, &bucket, None, &[]).send().await.unwrap().status().is_success());
+
+    // Assert 2: retried by itself; the object arrives and the storage is healthy again.
+    wait_keys(&bucket, "the retried auto-export", |k| k.contains(&new_id.to_string())).await;
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let s = get_s3(&app, id).await;
+        if s["status"] == "completed" && s["traceback"].is_null() && s["meta"].get("auto_export_failure").is_none() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the storage did not recover: {s}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 crate::backend_tests!(
+    a_failing_auto_export_shows_on_the_storage_and_clears_once_the_target_is_back,
     objects_are_encrypted_with_the_kms_key_when_one_is_set,
     an_s3_storage_is_created_read_and_listed_without_its_secrets,
     secrets_are_stored_sealed_and_kept_across_partial_updates,
