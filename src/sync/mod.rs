@@ -74,8 +74,11 @@ pub struct SyncEngine {
     wake: Arc<Notify>,
     /// Built targets by storage id, with the fingerprint of the configuration they
     /// were built from.
-    target_cache: Arc<std::sync::Mutex<HashMap<i64, (u64, Arc<dyn StorageTarget>)>>>,
+    target_cache: Arc<std::sync::Mutex<TargetCache>>,
 }
+
+/// Targets by storage id, each with the fingerprint of its configuration.
+type TargetCache = HashMap<i64, (u64, Arc<dyn StorageTarget>)>;
 
 /// A hash of everything a target is built from (type, path, settings, sealed secrets).
 fn target_fingerprint(storage: &ExportStorage) -> u64 {
