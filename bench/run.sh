@@ -4,6 +4,7 @@
 #   bench/run.sh [--n 100000] [--repeats 3] [--postgres] [--with-label-studio] [--ls-n 10000]
 #                [--ls-only] [--rate 200] [--lag-seconds 15] [--no-doc] [--keep]
 #   bench/run.sh --target s3 [--n 2000] [--repeats 3] [--postgres] [--endpoints moto,s3s-fs]
+#                [--with-label-studio --ls-n 2000]
 #
 # --target s3: full syncs to moto and s3s-fs (if installed: `cargo install s3s-fs@0.14.1
 # --locked --features binary`, or S3S_FS=path) against bench/s3floor.rs (bench/s3.py).
@@ -58,6 +59,15 @@ if [[ $TARGET == s3 ]]; then
   S3S="${S3S_FS:-$(command -v s3s-fs || true)}"
   [[ -n "$S3S" ]] && ARGS+=(--s3s-fs "$S3S")
   [[ $DOC == 1 ]] && ARGS+=(--doc "$REPO/docs/BENCHMARKS.md")
+  if [[ $WITH_LS == 1 ]]; then
+    LS_VENV="${LS_VENV:-$WORK/ls-venv}"
+    if [[ ! -x "$LS_VENV/bin/label-studio" ]]; then
+      echo "== installing label-studio==1.23.2 into $LS_VENV (takes minutes)" >&2
+      python3 -m venv "$LS_VENV"
+      "$LS_VENV/bin/pip" install -q --disable-pip-version-check label-studio==1.23.2 >&2
+    fi
+    ARGS+=(--with-label-studio --ls-venv "$LS_VENV" --ls-n "$LS_N")
+  fi
   if [[ $POSTGRES == 1 ]]; then
     PGDB="labelport_bench_$$_$RANDOM"
     psql -h 127.0.0.1 -U postgres -q -c "CREATE DATABASE $PGDB" >/dev/null

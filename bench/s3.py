@@ -162,6 +162,9 @@ def main():
     ap.add_argument("--fast-root", default="/dev/shm")
     ap.add_argument("--json")
     ap.add_argument("--doc")
+    ap.add_argument("--with-label-studio", action="store_true")
+    ap.add_argument("--ls-venv")
+    ap.add_argument("--ls-n", type=int, default=2000)
     a = ap.parse_args()
     a.endpoints = [e.strip() for e in a.endpoints.split(",") if e.strip()]
 
@@ -207,6 +210,9 @@ def main():
                 "labelport_objects_per_s": a.n / bench.med(ours_t), "floor_objects_per_s": a.n / bench.med(floor_t),
                 "requests": requests, "resync": resync,
             }
+        if a.with_label_studio:
+            server.stop()
+            results["label_studio"] = label_studio_run(a, root, [e for e in eps if e.counts_requests])
     finally:
         for ep in eps:
             ep.stop()
@@ -218,6 +224,39 @@ def main():
             json.dump(results, f, indent=2)
     if a.doc:
         bench.write_doc(a.doc, "s3", text)
+
+
+def label_studio_run(a, root, eps) -> dict:
+    """Label Studio 1.23.2's S3 export of the same kind of project to the same endpoint."""
+    server, token = bench.start_label_studio(a, a.work, root)
+    out = {"n": a.ls_n, "endpoints": {}}
+    try:
+        cl = bench.Client(server.port, token, timeout=7200)
+        log(f"== Label Studio: seeding {a.ls_n} annotated tasks")
+        pid, _ = bench.seed(cl, a.ls_n, 1000, "s3 bench (Label Studio)")
+        for ep in eps:
+            bucket = ep.new_bucket()
+            sid = cl.call("POST", "/api/storages/export/s3", {
+                "project": pid, "bucket": bucket, "s3_endpoint": ep.url, "region_name": "us-east-1",
+                "aws_access_key_id": "bench", "aws_secret_access_key": "bench", "title": f"bench {bucket}",
+            })["id"]
+            offset = ep.log_size()
+            t0 = time.monotonic()
+            cl.call("POST", f"/api/storages/export/s3/{sid}/sync", timeout=7200)
+            end = time.monotonic() + 7200
+            while time.monotonic() < end:
+                s = cl.call("GET", f"/api/storages/export/s3/{sid}")
+                if s["status"] in ("completed", "failed", "completed_with_errors"):
+                    break
+                time.sleep(0.2)
+            dt = time.monotonic() - t0
+            found = len(list_sizes(ep.url, bucket))
+            requests = ep.requests_since(offset, bucket)
+            log(f"   Label Studio to {ep.name}: {dt:.1f} s, {found} objects, status {s['status']}")
+            out["endpoints"][ep.name] = {"seconds": dt, "objects": found, "status": s["status"], "requests": requests}
+    finally:
+        server.stop()
+    return out
 
 
 def table(res) -> str:
@@ -246,6 +285,17 @@ def table(res) -> str:
             f"| {name} | {bench.med(e['floor_s']):.2f} s | {bench.med(e['labelport_s']):.2f} s | "
             f"{e['ratio_median']:.2f}× | {e['labelport_objects_per_s']:.0f} | {reqs} | {rs} |"
         )
+    ls = res.get("label_studio")
+    if ls:
+        lines += ["", f"Label Studio 1.23.2, the same endpoint, {ls['n']} annotations (one sync, sequential PUTs):", "",
+                  "| endpoint | Label Studio | objects/s | requests per annotation | labelport objects/s | labelport faster by |",
+                  "|---|---|---|---|---|---|"]
+        for name, e in ls["endpoints"].items():
+            ours = res["endpoints"].get(name, {}).get("labelport_objects_per_s")
+            theirs = e["objects"] / e["seconds"] if e["seconds"] else 0
+            per = sum(e["requests"].values()) / ls["n"] if ls["n"] else 0
+            lines.append(f"| {name} | {e['seconds']:.1f} s ({e['status']}) | {theirs:.0f} | {per:.2f} | "
+                         f"{ours:.0f} | {ours / theirs if theirs else float('nan'):.0f}× |")
     return "\n".join(lines)
 
 
