@@ -15,6 +15,7 @@ mod import;
 mod limits;
 mod openapi;
 mod projects;
+mod pyjson;
 mod redis_storage;
 mod s3_storage;
 mod secrets;

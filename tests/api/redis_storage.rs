@@ -286,51 +286,6 @@ async fn stored_text(app: &TestApp) -> String {
     rows.iter().map(|r| r.get::<String, _>(0)).collect::<Vec<_>>().join("\n")
 }
 
-/// Python's `json.dumps(doc)` (compact separators `", "` / `": "`, ASCII only).
-fn python_dumps_compact(v: &Value) -> String {
-    fn go(v: &Value, out: &mut String) {
-        match v {
-            Value::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(", ");
-                    }
-                    go(item, out);
-                }
-                out.push(']');
-            }
-            Value::Object(map) => {
-                out.push('{');
-                for (i, (k, item)) in map.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(", ");
-                    }
-                    go(&Value::String(k.clone()), out);
-                    out.push_str(": ");
-                    go(item, out);
-                }
-                out.push('}');
-            }
-            other => {
-                for ch in serde_json::to_string(other).unwrap().chars() {
-                    if (ch as u32) < 0x7f {
-                        out.push(ch);
-                    } else {
-                        let mut units = [0u16; 2];
-                        for unit in ch.encode_utf16(&mut units) {
-                            out.push_str(&format!("\\u{unit:04x}"));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    let mut out = String::new();
-    go(v, &mut out);
-    out
-}
-
 // ---------------------------------------------------------------------------------
 // Conformance
 // ---------------------------------------------------------------------------------
@@ -538,7 +493,7 @@ async fn a_sync_writes_every_annotation_under_its_bare_id_with_the_engines_docum
         // Compact `json.dumps(doc)` of the same document local files hold indented
         // (`created_ago` is relative to the time of writing, so it may differ).
         let parsed: Value = serde_json::from_slice(&stored).unwrap();
-        assert_eq!(stored, python_dumps_compact(&parsed).into_bytes(), "annotation {a}: json.dumps form");
+        assert_eq!(stored, crate::pyjson::dumps(&parsed).into_bytes(), "annotation {a}: json.dumps form");
         let (mut x, mut y) = (parsed.clone(), doc.clone());
         x["created_ago"] = Value::Null;
         y["created_ago"] = Value::Null;

@@ -174,63 +174,6 @@ async fn wait_keys(bucket: &str, what: &str, check: impl Fn(&[String]) -> bool) 
     }
 }
 
-/// Python's `json.dumps(value)` (default separators, ASCII only), for comparisons.
-fn python_dumps(v: &Value) -> String {
-    let mut out = String::new();
-    dump(v, &mut out);
-    out
-}
-
-fn dump(v: &Value, out: &mut String) {
-    match v {
-        Value::Object(map) => {
-            out.push('{');
-            for (i, (k, v)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                dump(&Value::String(k.clone()), out);
-                out.push_str(": ");
-                dump(v, out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                dump(v, out);
-            }
-            out.push(']');
-        }
-        Value::String(s) => {
-            out.push('"');
-            for ch in s.chars() {
-                match ch {
-                    '"' => out.push_str("\\\""),
-                    '\\' => out.push_str("\\\\"),
-                    '\n' => out.push_str("\\n"),
-                    '\r' => out.push_str("\\r"),
-                    '\t' => out.push_str("\\t"),
-                    '\u{8}' => out.push_str("\\b"),
-                    '\u{c}' => out.push_str("\\f"),
-                    c if (' '..='~').contains(&c) => out.push(c),
-                    c => {
-                        let mut units = [0u16; 2];
-                        for u in c.encode_utf16(&mut units) {
-                            out.push_str(&format!("\\u{u:04x}"));
-                        }
-                    }
-                }
-            }
-            out.push('"');
-        }
-        other => out.push_str(&other.to_string()),
-    }
-}
-
 /// A project with `n` annotated tasks; returns (project, annotation ids).
 async fn project_with_annotations(app: &TestApp, n: usize) -> (i64, Vec<i64>) {
     let project = app.create_project("s3 export").await;
@@ -358,7 +301,7 @@ async fn a_sync_writes_each_annotation_as_compact_json_under_the_prefix(app: Tes
         let text = String::from_utf8(bytes).unwrap();
         assert!(text.is_ascii(), "non-ASCII is escaped");
         let parsed: Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(text, python_dumps(&parsed), "the object is json.dumps(doc)");
+        assert_eq!(text, crate::pyjson::dumps(&parsed), "the object is json.dumps(doc)");
         let on_disk: Value =
             serde_json::from_slice(&std::fs::read(local.0.join(annotation.to_string())).unwrap()).unwrap();
         let (mut a, mut b) = (parsed.clone(), on_disk.clone());

@@ -90,25 +90,6 @@ fn read_json(path: &Path) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON ({e}): {text}", path.display()))
 }
 
-/// Python's `json.dumps(v, indent=2, ensure_ascii=True)`: serde's pretty printer has
-/// the same layout; every character outside printable ASCII becomes `\uXXXX`
-/// (lower-case hex, UTF-16 surrogate pairs above U+FFFF).
-fn python_dumps(v: &Value) -> String {
-    let pretty = serde_json::to_string_pretty(v).unwrap();
-    let mut out = String::with_capacity(pretty.len());
-    for ch in pretty.chars() {
-        if (ch as u32) < 0x7f {
-            out.push(ch);
-        } else {
-            let mut units = [0u16; 2];
-            for unit in ch.encode_utf16(&mut units) {
-                out.push_str(&format!("\\u{unit:04x}"));
-            }
-        }
-    }
-    out
-}
-
 /// Rebuilds the annotation-mode document of contract §5.3 from the API (annotation,
 /// task, current user), with `created_ago` left as `null` for the caller to fill.
 async fn expected_document(app: &TestApp, annotation: i64) -> Value {
@@ -182,7 +163,7 @@ async fn assert_exported_bytes(app: &TestApp, dir: &Path, annotation: i64) {
     assert!(number.parse::<u32>().is_ok() && unit.starts_with("minute"), "{ago:?}");
     let mut expected = expected_document(app, annotation).await;
     expected["created_ago"] = json!(ago);
-    assert_eq!(text, python_dumps(&expected), "{}", path.display());
+    assert_eq!(text, crate::pyjson::dumps_indented(&expected), "{}", path.display());
 }
 
 // ---------------------------------------------------------------------------------
@@ -269,9 +250,20 @@ async fn an_annotation_save_succeeds_when_its_storage_directory_is_gone(app: Tes
     let created = annotate(&app, tasks[0], "after").await;
     let r = app.patch(&format!("/api/annotations/{created}/"), &json!({"lead_time": 2})).await;
 
-    // Assert
+    // Assert: the requests succeeded; the storage shows the failed auto-export instead.
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(get_storage(&app, id).await["status"], "completed");
+    let deadline = std::time::Instant::now() + crate::storages::TIMEOUT;
+    loop {
+        let s = get_storage(&app, id).await;
+        if s["status"] == "failed" {
+            let traceback = s["traceback"].as_str().unwrap();
+            assert!(traceback.starts_with("Automatic export failed; retrying with backoff."), "{traceback}");
+            break;
+        }
+        assert_eq!(s["status"], "completed", "{s}");
+        assert!(std::time::Instant::now() < deadline, "the failure never showed: {s}");
+        tokio::time::sleep(crate::storages::POLL).await;
+    }
     assert!(!dir.exists(), "the directory is not recreated");
 }
 
@@ -318,7 +310,9 @@ async fn a_directory_swapped_for_an_escaping_symlink_after_creation_is_never_wri
     );
     assert_eq!(non_field_error(synced).await, message);
     assert_eq!(non_field_error(full).await, message);
-    assert_eq!(get_storage(&app, id).await["meta"], before["meta"], "no sync was queued");
+    let after = get_storage(&app, id).await;
+    assert_eq!(after["last_sync_job"], before["last_sync_job"], "no sync was queued");
+    assert_eq!(after["meta"]["attempts"], before["meta"]["attempts"], "no sync was queued");
     // The other storage of the project has exported the later annotation by now.
     wait_for("the witness storage's auto-export", || witness_dir.join(later.to_string()).is_file()).await;
     assert!(files_in(outside.path()).is_empty(), "nothing was written outside the root");
