@@ -1,6 +1,6 @@
 //! The S3 floor: the least a client can do to put the same objects a labelport S3
 //! sync puts: N unsigned `PUT /<bucket>/<key>` requests of the same sizes, over
-//! keep-alive HTTP/1.1 connections from `threads` threads (the same concurrency as
+//! HTTP/1.1 connections (kept alive unless the server closes them) from `threads` threads (the same concurrency as
 //! labelport's writer), nothing else (no database, no JSON, no signing).
 //!
 //! Reads a manifest (`<key> <size>` per line); prints the elapsed seconds.
@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-fn put(stream: &mut BufReader<TcpStream>, host: &str, bucket: &str, key: &str, body: &[u8]) {
+/// Puts one object; returns whether the server keeps the connection open.
+fn put(stream: &mut BufReader<TcpStream>, host: &str, bucket: &str, key: &str, body: &[u8]) -> bool {
     let head = format!(
         "PUT /{bucket}/{key} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
@@ -25,6 +26,7 @@ fn put(stream: &mut BufReader<TcpStream>, host: &str, bucket: &str, key: &str, b
     assert!(status.contains(" 200"), "PUT {key}: {status}");
     let mut length = 0usize;
     let mut chunked = false;
+    let mut close = false;
     loop {
         let mut line = String::new();
         stream.read_line(&mut line).unwrap();
@@ -34,6 +36,9 @@ fn put(stream: &mut BufReader<TcpStream>, host: &str, bucket: &str, key: &str, b
         }
         if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
             chunked = true;
+        }
+        if lower.starts_with("connection:") && lower.contains("close") {
+            close = true;
         }
         if line == "\r\n" {
             break;
@@ -54,6 +59,13 @@ fn put(stream: &mut BufReader<TcpStream>, host: &str, bucket: &str, key: &str, b
         let mut skip = vec![0u8; length];
         stream.read_exact(&mut skip).unwrap();
     }
+    !close
+}
+
+fn connect(host: &str) -> BufReader<TcpStream> {
+    let stream = TcpStream::connect(host).expect("connect");
+    stream.set_nodelay(true).unwrap();
+    BufReader::new(stream)
 }
 
 fn main() {
@@ -75,13 +87,16 @@ fn main() {
         .map(|_| {
             let (items, next, host, bucket) = (items.clone(), next.clone(), host.clone(), bucket.clone());
             std::thread::spawn(move || {
-                let mut stream = BufReader::new(TcpStream::connect(&host).expect("connect"));
-                stream.get_ref().set_nodelay(true).unwrap();
+                // Keep-alive where the server allows it; a new connection where it
+                // answers `Connection: close` (moto does), as any HTTP client would.
+                let mut stream = connect(&host);
                 let body = vec![b'x'; items.iter().map(|i| i.1).max().unwrap_or(0)];
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some((key, size)) = items.get(i) else { break };
-                    put(&mut stream, &host, &bucket, key, &body[..*size]);
+                    if !put(&mut stream, &host, &bucket, key, &body[..*size]) {
+                        stream = connect(&host);
+                    }
                 }
             })
         })
