@@ -126,12 +126,13 @@ def wait_status(cl, sid, timeout_s):
     raise RuntimeError(f"S3 storage {sid} did not finish within {timeout_s}s")
 
 
-def labelport_sync(cl, pid, ep: Endpoint, bucket: str, timeout_s: float, full: bool = False, sid=None):
+def labelport_sync(cl, pid, ep: Endpoint, bucket: str, timeout_s: float, full: bool = False, sid=None,
+                   signed: bool = True):
     if sid is None:
-        sid = cl.call("POST", "/api/storages/export/s3", {
-            "project": pid, "bucket": bucket, "s3_endpoint": ep.url, "title": f"bench {bucket}",
-            "aws_access_key_id": "bench", "aws_secret_access_key": "bench",
-        })["id"]
+        body = {"project": pid, "bucket": bucket, "s3_endpoint": ep.url, "title": f"bench {bucket}"}
+        if signed:
+            body.update({"aws_access_key_id": "bench", "aws_secret_access_key": "bench"})
+        sid = cl.call("POST", "/api/storages/export/s3", body)["id"]
     t0 = time.monotonic()
     cl.call("POST", f"/api/storages/export/s3/{sid}/sync" + ("?full=true" if full else ""))
     s = wait_status(cl, sid, timeout_s)
@@ -171,6 +172,11 @@ def main():
     root = tempfile.mkdtemp(prefix="lp-s3-root-", dir=a.work)
     os.environ["SSRF_PROTECTION_ENABLED"] = "false"
     os.environ["LABELPORT_TARGET_CONCURRENCY"] = str(a.concurrency)
+    # Storages without keys send unsigned requests; no metadata service to ask here.
+    os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+    os.environ["AWS_SHARED_CREDENTIALS_FILE"] = "/dev/null"
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        os.environ.pop(var, None)
     server, token = bench.start_labelport(a, a.work, root)
     eps = start_endpoints(a, a.work)
     results = {"n": a.n, "repeats": a.repeats, "concurrency": a.concurrency, "endpoints": {}}
@@ -179,37 +185,43 @@ def main():
         log(f"== seeding {a.n} annotated tasks")
         pid, _ = bench.seed(cl, a.n, 5000, "s3 bench")
         for ep in eps:
-            log(f"== {ep.name}: warm-up sync (also gives the manifest of keys and sizes)")
-            warm = ep.new_bucket()
-            labelport_sync(cl, pid, ep, warm, 3600)
-            sizes = list_sizes(ep.url, warm)
-            assert len(sizes) == a.n, f"{len(sizes)} objects, expected {a.n}"
-            manifest = os.path.join(a.work, f"manifest-{ep.name}.txt")
-            with open(manifest, "w") as f:
-                f.writelines(f"{k} {v}\n" for k, v in sizes.items())
-            floor_t, ours_t, requests, resync = [], [], [], []
-            for r in range(a.repeats):
-                fb = ep.new_bucket()
-                floor_t.append(run_floor(a, ep, manifest, fb))
-                lb = ep.new_bucket()
-                offset = ep.log_size()
-                sid, dt, _ = labelport_sync(cl, pid, ep, lb, 3600)
-                ours_t.append(dt)
-                if ep.counts_requests:
-                    requests.append(ep.requests_since(offset, lb))
+            # moto takes any key pair: signed (as in production) and unsigned (like the
+            # floor). s3s-fs runs without keys here, so it takes unsigned requests only.
+            modes = [True, False] if ep.counts_requests else [False]
+            for signed in modes:
+                label = f"{ep.name}, {'SigV4-signed' if signed else 'unsigned'}"
+                log(f"== {label}: warm-up sync (also gives the manifest of keys and sizes)")
+                warm = ep.new_bucket()
+                labelport_sync(cl, pid, ep, warm, 3600, signed=signed)
+                sizes = list_sizes(ep.url, warm)
+                assert len(sizes) == a.n, f"{len(sizes)} objects, expected {a.n}"
+                manifest = os.path.join(a.work, f"manifest-{ep.name}.txt")
+                with open(manifest, "w") as f:
+                    f.writelines(f"{k} {v}\n" for k, v in sizes.items())
+                floor_t, ours_t, requests, resync = [], [], [], []
+                for r in range(a.repeats):
+                    fb = ep.new_bucket()
+                    floor_t.append(run_floor(a, ep, manifest, fb))
+                    lb = ep.new_bucket()
                     offset = ep.log_size()
-                    _, rdt, s = labelport_sync(cl, pid, ep, lb, 3600, full=True, sid=sid)
-                    time.sleep(0.5)
-                    resync.append({"seconds": rdt, "requests": ep.requests_since(offset, lb),
-                                   "files_written": s["meta"].get("files_written")})
-                log(f"   repeat {r + 1}: floor {floor_t[-1]:.2f} s, labelport {dt:.2f} s "
-                    f"({a.n / dt:.0f} objects/s), ratio {dt / floor_t[-1]:.2f}")
-            results["endpoints"][ep.name] = {
-                "floor_s": floor_t, "labelport_s": ours_t,
-                "ratio_median": bench.med([o / f for o, f in zip(ours_t, floor_t)]),
-                "labelport_objects_per_s": a.n / bench.med(ours_t), "floor_objects_per_s": a.n / bench.med(floor_t),
-                "requests": requests, "resync": resync,
-            }
+                    sid, dt, _ = labelport_sync(cl, pid, ep, lb, 3600, signed=signed)
+                    ours_t.append(dt)
+                    if ep.counts_requests:
+                        requests.append(ep.requests_since(offset, lb))
+                        offset = ep.log_size()
+                        _, rdt, st = labelport_sync(cl, pid, ep, lb, 3600, full=True, sid=sid)
+                        time.sleep(0.5)
+                        resync.append({"seconds": rdt, "requests": ep.requests_since(offset, lb),
+                                       "files_written": st["meta"].get("files_written")})
+                    log(f"   repeat {r + 1}: floor {floor_t[-1]:.2f} s, labelport {dt:.2f} s "
+                        f"({a.n / dt:.0f} objects/s), ratio {dt / floor_t[-1]:.2f}")
+                results["endpoints"][label] = {
+                    "endpoint": ep.name, "floor_s": floor_t, "labelport_s": ours_t,
+                    "ratio_median": bench.med([o / f for o, f in zip(ours_t, floor_t)]),
+                    "labelport_objects_per_s": a.n / bench.med(ours_t),
+                    "floor_objects_per_s": a.n / bench.med(floor_t),
+                    "requests": requests, "resync": resync,
+                }
         if a.with_label_studio:
             server.stop()
             results["label_studio"] = label_studio_run(a, root, [e for e in eps if e.counts_requests])
@@ -291,7 +303,7 @@ def table(res) -> str:
                   "| endpoint | Label Studio | objects/s | requests per annotation | labelport objects/s | labelport faster by |",
                   "|---|---|---|---|---|---|"]
         for name, e in ls["endpoints"].items():
-            ours = res["endpoints"].get(name, {}).get("labelport_objects_per_s")
+            ours = res["endpoints"].get(f"{name}, SigV4-signed", {}).get("labelport_objects_per_s") or 0
             theirs = e["objects"] / e["seconds"] if e["seconds"] else 0
             per = sum(e["requests"].values()) / ls["n"] if ls["n"] else 0
             lines.append(f"| {name} | {e['seconds']:.1f} s ({e['status']}) | {theirs:.0f} | {per:.2f} | "
