@@ -24,12 +24,12 @@
 //!   `Delete Blob` requests, as many in flight as writes: Blob Batch is not served by
 //!   Azurite, and the bounded concurrency already keeps a large delete quick.
 
+use super::keys::{check_key, is_safe_key};
 use super::retry::{RetryPolicy, Transient};
 use super::spec::{no_check, DocumentStyle, FieldSpec, TargetConfig, TargetContext, TypeSpec};
-use super::{keys::is_safe_key, Result, StorageError, StorageTarget};
+use super::{each_concurrently, Result, StorageError, StorageTarget};
 use base64::Engine as _;
 use bytes::Bytes;
-use futures::StreamExt;
 use hmac::{Hmac, Mac};
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
@@ -599,14 +599,6 @@ fn parse_list(xml: &str) -> std::result::Result<ListPage, String> {
     Ok(page)
 }
 
-fn check_key(key: &str) -> Result<()> {
-    if is_safe_key(key) {
-        Ok(())
-    } else {
-        Err(StorageError::PermissionDenied(format!("invalid key {key:?}")))
-    }
-}
-
 #[async_trait::async_trait]
 impl StorageTarget for AzureBlob {
     /// Get Container Properties, as Label Studio does (the prefix is not checked).
@@ -635,12 +627,8 @@ impl StorageTarget for AzureBlob {
 
     /// Up to `max_in_flight` puts at once (the semaphore bounds them across callers).
     async fn put_many(&self, items: Vec<(String, Bytes)>) -> Vec<Result<()>> {
-        let limit = self.inner.permits.available_permits().max(1);
-        futures::stream::iter(items)
-            .map(|(key, body)| async move { self.put(&key, body).await })
-            .buffered(limit)
-            .collect()
-            .await
+        let limit = self.inner.permits.available_permits();
+        each_concurrently(items, limit, |(key, body)| async move { self.put(&key, body).await }).await
     }
 
     /// Delete Blob with its snapshots; a missing blob is not an error.
@@ -661,8 +649,8 @@ impl StorageTarget for AzureBlob {
 
     /// Up to `max_in_flight` deletes at once (see the module header on Blob Batch).
     async fn delete_many(&self, keys: Vec<String>) -> Vec<Result<()>> {
-        let limit = self.inner.permits.available_permits().max(1);
-        futures::stream::iter(keys).map(|key| async move { self.delete(&key).await }).buffered(limit).collect().await
+        let limit = self.inner.permits.available_permits();
+        each_concurrently(keys, limit, |key| async move { self.delete(&key).await }).await
     }
 
     /// Get Blob Properties: `Content-Length`, or `None` for a missing blob.
@@ -683,8 +671,8 @@ impl StorageTarget for AzureBlob {
 
     /// Sizes asked concurrently, as writes are.
     async fn sizes(&self, keys: Vec<String>) -> Vec<Result<Option<u64>>> {
-        let limit = self.inner.permits.available_permits().max(1);
-        futures::stream::iter(keys).map(|key| async move { self.size(&key).await }).buffered(limit).collect().await
+        let limit = self.inner.permits.available_permits();
+        each_concurrently(keys, limit, |key| async move { self.size(&key).await }).await
     }
 
     /// One List Blobs request per 1,000 blobs under the prefix.

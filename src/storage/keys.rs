@@ -14,6 +14,15 @@ pub fn task_key(task_id: i64, json_extension: bool) -> String {
     }
 }
 
+/// Refuses a key that could leave the target's location (see [`is_safe_key`]).
+pub fn check_key(key: &str) -> super::Result<()> {
+    if is_safe_key(key) {
+        Ok(())
+    } else {
+        Err(super::StorageError::PermissionDenied(format!("invalid key {key:?}")))
+    }
+}
+
 /// Whether `key` is a plain file name: not empty, no separators, not `.`/`..`, no NUL.
 pub fn is_safe_key(key: &str) -> bool {
     !key.is_empty() && key != "." && key != ".." && !key.contains(['/', '\\', '\0']) && key.len() <= 255

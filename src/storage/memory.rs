@@ -1,6 +1,6 @@
 //! The in-memory target: the reference implementation and a test double.
 
-use super::{keys::is_safe_key, Result, StorageError, StorageTarget};
+use super::{keys::check_key, Result, StorageTarget};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -30,14 +30,6 @@ impl fmt::Display for InMemory {
     }
 }
 
-fn check(key: &str) -> Result<()> {
-    if is_safe_key(key) {
-        Ok(())
-    } else {
-        Err(StorageError::PermissionDenied(format!("invalid key {key:?}")))
-    }
-}
-
 #[async_trait::async_trait]
 impl StorageTarget for InMemory {
     async fn validate(&self) -> Result<()> {
@@ -45,19 +37,19 @@ impl StorageTarget for InMemory {
     }
 
     async fn put(&self, key: &str, body: Bytes) -> Result<()> {
-        check(key)?;
+        check_key(key)?;
         self.docs.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_owned(), body);
         Ok(())
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        check(key)?;
+        check_key(key)?;
         self.docs.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
         Ok(())
     }
 
     async fn size(&self, key: &str) -> Result<Option<u64>> {
-        check(key)?;
+        check_key(key)?;
         Ok(self.docs.lock().unwrap_or_else(|e| e.into_inner()).get(key).map(|b| b.len() as u64))
     }
 }

@@ -75,6 +75,55 @@ impl StorageError {
     }
 }
 
+/// Runs `op` on every item with at most `limit` running at once; the results come
+/// back in the items' order. The network targets write, delete and size this way.
+pub async fn each_concurrently<T, R, F, Fut>(items: Vec<T>, limit: usize, op: F) -> Vec<R>
+where
+    F: FnMut(T) -> Fut,
+    Fut: std::future::Future<Output = R>,
+{
+    use futures::StreamExt;
+    futures::stream::iter(items).map(op).buffered(limit.max(1)).collect().await
+}
+
+/// Keys split into the safe ones, to send, and refusals of the others, so that
+/// batched operations answer once per key in the callers' order.
+pub struct SafeKeys {
+    refused: Vec<Option<StorageError>>,
+    /// The safe keys, in order.
+    pub safe: Vec<String>,
+}
+
+impl SafeKeys {
+    /// Sorts `keys` with [`keys::check_key`].
+    pub fn new(keys: Vec<String>) -> SafeKeys {
+        let mut refused = Vec::with_capacity(keys.len());
+        let mut safe = Vec::new();
+        for key in keys {
+            match keys::check_key(&key) {
+                Ok(()) => {
+                    safe.push(key);
+                    refused.push(None);
+                }
+                Err(e) => refused.push(Some(e)),
+            }
+        }
+        SafeKeys { refused, safe }
+    }
+
+    /// One result per original key: the refusals, and `results` (one per safe key) in between.
+    pub fn merge(self, results: Vec<Result<()>>) -> Vec<Result<()>> {
+        let mut results = results.into_iter();
+        self.refused
+            .into_iter()
+            .map(|r| match r {
+                Some(e) => Err(e),
+                None => results.next().expect("one result per safe key"),
+            })
+            .collect()
+    }
+}
+
 /// Result alias of the storage layer.
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 

@@ -20,10 +20,11 @@
 //!   answers `None` and the engine asks [`StorageTarget::sizes`] for each page instead,
 //!   which costs one pipelined round trip of `STRLEN`/`EXISTS` per page, not one per key.
 
+use super::keys::check_key;
 use super::retry::{RetryPolicy, Transient};
 use super::spec::{ConfigError, DocumentStyle, FieldKind, FieldSpec, TargetConfig, TargetContext, TypeSpec};
 use super::ssrf::{self, SsrfError};
-use super::{keys::is_safe_key, Result, StorageError, StorageTarget};
+use super::{Result, StorageError, StorageTarget};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::StreamExt;
@@ -607,14 +608,6 @@ async fn server_state(connection: &mut ConnectionManager) -> redis::RedisResult<
     let run_id =
         info.lines().find_map(|l| l.strip_prefix("run_id:")).map(|id| id.trim().to_owned()).unwrap_or_default();
     Ok((run_id, keys))
-}
-
-fn check_key(key: &str) -> Result<()> {
-    if is_safe_key(key) {
-        Ok(())
-    } else {
-        Err(StorageError::PermissionDenied(format!("invalid key {key:?}")))
-    }
 }
 
 #[cfg(test)]

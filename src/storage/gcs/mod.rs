@@ -25,14 +25,14 @@
 mod auth;
 pub mod pyjson;
 
+use super::keys::{check_key, is_safe_key};
 use super::retry::{RetryPolicy, Transient};
 use super::spec::{ConfigError, DocumentStyle, FieldSpec, TargetConfig, TargetContext, TypeSpec};
 use super::ssrf::{self, CheckedResolver};
-use super::{keys::is_safe_key, Result, StorageError, StorageTarget};
+use super::{each_concurrently, Result, SafeKeys, StorageError, StorageTarget};
 use auth::TokenProvider;
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::StreamExt;
 use reqwest::StatusCode;
 use std::collections::HashMap;
 use std::fmt;
@@ -219,14 +219,6 @@ async fn status_error(response: reqwest::Response) -> GcsError {
     let detail: String = detail.chars().take(300).collect();
     let message = if detail.is_empty() { format!("HTTP {status}") } else { format!("HTTP {status}: {detail}") };
     GcsError::Status { status, message }
-}
-
-fn check_key(key: &str) -> Result<()> {
-    if is_safe_key(key) {
-        Ok(())
-    } else {
-        Err(StorageError::PermissionDenied(format!("invalid key {key:?}")))
-    }
 }
 
 /// Calls per JSON batch request (GCS's limit is 100).
@@ -539,12 +531,8 @@ impl StorageTarget for GoogleCloudStorage {
 
     /// Up to `max_in_flight` uploads at once (the semaphore bounds them across callers).
     async fn put_many(&self, items: Vec<(String, Bytes)>) -> Vec<Result<()>> {
-        let limit = self.inner.permits.available_permits().max(1);
-        futures::stream::iter(items)
-            .map(|(key, body)| async move { self.put(&key, body).await })
-            .buffered(limit)
-            .collect()
-            .await
+        let limit = self.inner.permits.available_permits();
+        each_concurrently(items, limit, |(key, body)| async move { self.put(&key, body).await }).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
@@ -554,19 +542,9 @@ impl StorageTarget for GoogleCloudStorage {
     /// Batches of up to 100 `DELETE`s; one by one where batches are refused.
     async fn delete_many(&self, keys: Vec<String>) -> Vec<Result<()>> {
         use std::sync::atomic::Ordering;
-        let mut out: Vec<Option<Result<()>>> = Vec::with_capacity(keys.len());
-        let mut safe = Vec::new();
-        for key in &keys {
-            match check_key(key) {
-                Ok(()) => {
-                    safe.push(key.clone());
-                    out.push(None);
-                }
-                Err(e) => out.push(Some(Err(e))),
-            }
-        }
-        let mut results = Vec::with_capacity(safe.len());
-        for chunk in safe.chunks(BATCH_SIZE) {
+        let keys = SafeKeys::new(keys);
+        let mut results = Vec::with_capacity(keys.safe.len());
+        for chunk in keys.safe.chunks(BATCH_SIZE) {
             let batched = if self.inner.batch_deletes.load(Ordering::Relaxed) && chunk.len() > 1 {
                 self.delete_batch(chunk).await
             } else {
@@ -578,18 +556,15 @@ impl StorageTarget for GoogleCloudStorage {
                     if chunk.len() > 1 {
                         self.inner.batch_deletes.store(false, Ordering::Relaxed);
                     }
-                    let limit = self.inner.permits.available_permits().max(1);
-                    let one_by_one: Vec<Result<()>> = futures::stream::iter(chunk.iter().cloned())
-                        .map(|key| async move { self.delete_one(&key).await })
-                        .buffered(limit)
-                        .collect()
-                        .await;
+                    let limit = self.inner.permits.available_permits();
+                    let one_by_one =
+                        each_concurrently(chunk.to_vec(), limit, |key| async move { self.delete_one(&key).await })
+                            .await;
                     results.extend(one_by_one);
                 }
             }
         }
-        let mut results = results.into_iter();
-        out.into_iter().map(|slot| slot.unwrap_or_else(|| results.next().expect("one result per safe key"))).collect()
+        keys.merge(results)
     }
 
     async fn size(&self, key: &str) -> Result<Option<u64>> {

@@ -19,14 +19,14 @@
 
 mod credentials;
 
+use super::keys::{check_key, is_safe_key};
 use super::retry::{RetryPolicy, Transient};
 use super::spec::{ConfigError, DocumentStyle, FieldSpec, TargetConfig, TargetContext, TypeSpec};
 use super::ssrf::{self, CheckedResolver};
-use super::{keys::is_safe_key, Result, StorageError, StorageTarget};
+use super::{each_concurrently, Result, SafeKeys, StorageError, StorageTarget};
 use bytes::Bytes;
 use credentials::CredentialChain;
 use futures::future::BoxFuture;
-use futures::StreamExt;
 use reqwest::StatusCode;
 use rusty_s3::actions::{ListObjectsV2, ObjectIdentifier, S3Action};
 use rusty_s3::{Bucket, UrlStyle};
@@ -412,12 +412,8 @@ impl StorageTarget for AmazonS3 {
 
     /// Up to `max_in_flight` puts at once (the semaphore bounds them across callers).
     async fn put_many(&self, items: Vec<(String, Bytes)>) -> Vec<Result<()>> {
-        let limit = self.inner.permits.available_permits().max(1);
-        futures::stream::iter(items)
-            .map(|(key, body)| async move { self.put(&key, body).await })
-            .buffered(limit)
-            .collect()
-            .await
+        let limit = self.inner.permits.available_permits();
+        each_concurrently(items, limit, |(key, body)| async move { self.put(&key, body).await }).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
@@ -439,23 +435,12 @@ impl StorageTarget for AmazonS3 {
 
     /// Batched `DeleteObjects`, 1,000 keys per request.
     async fn delete_many(&self, keys: Vec<String>) -> Vec<Result<()>> {
-        let mut out: Vec<Option<Result<()>>> = Vec::with_capacity(keys.len());
-        let mut safe = Vec::new();
-        for key in &keys {
-            match check_key(key) {
-                Ok(()) => {
-                    safe.push(key.clone());
-                    out.push(None);
-                }
-                Err(e) => out.push(Some(Err(e))),
-            }
-        }
-        let mut results = Vec::with_capacity(safe.len());
-        for chunk in safe.chunks(1000) {
+        let keys = SafeKeys::new(keys);
+        let mut results = Vec::with_capacity(keys.safe.len());
+        for chunk in keys.safe.chunks(1000) {
             results.extend(self.delete_batch(chunk).await);
         }
-        let mut results = results.into_iter();
-        out.into_iter().map(|slot| slot.unwrap_or_else(|| results.next().expect("one result per safe key"))).collect()
+        keys.merge(results)
     }
 
     async fn size(&self, key: &str) -> Result<Option<u64>> {
@@ -510,14 +495,6 @@ impl StorageTarget for AmazonS3 {
             }
         }
         Ok(Some(sizes))
-    }
-}
-
-fn check_key(key: &str) -> Result<()> {
-    if is_safe_key(key) {
-        Ok(())
-    } else {
-        Err(StorageError::PermissionDenied(format!("invalid key {key:?}")))
     }
 }
 
