@@ -5,6 +5,7 @@ mod helpers;
 
 mod annotations;
 mod auth;
+mod auth_order;
 mod azure_storage;
 mod bad_input;
 mod core;
