@@ -12,6 +12,7 @@ pub mod extract;
 pub mod fields;
 pub mod health;
 pub mod import;
+pub mod import_files;
 pub mod openapi;
 pub mod pagination;
 pub mod projects;

@@ -74,6 +74,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         Annotation,
         AnnotationInput,
         ImportSummary,
+        ImportFiles,
         CurrentUser,
         LegacyToken,
         PersonalToken,
@@ -383,6 +384,15 @@ pub struct AnnotationInput {
     pub draft_created_at: Option<String>,
 }
 
+/// Task files uploaded to an import (`multipart/form-data`).
+#[derive(ToSchema)]
+pub struct ImportFiles {
+    /// A task file (.json, .jsonl, .csv, .tsv or .txt); any part name is accepted,
+    /// and several files may be sent.
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+}
+
 /// What an import created.
 #[derive(ToSchema)]
 pub struct ImportSummary {
@@ -392,8 +402,11 @@ pub struct ImportSummary {
     /// Seconds.
     pub duration: f64,
     pub file_upload_ids: Vec<i64>,
+    /// Whether a CSV or TSV file was uploaded.
     pub could_be_tasks_list: bool,
-    pub found_formats: Vec<String>,
+    /// `[]` for a JSON body; for uploads, the number of files per extension (`{".csv": 1}`).
+    pub found_formats: serde_json::Value,
+    /// For uploads, the data keys of the imported tasks; `[]` for a JSON body.
     pub data_columns: Vec<String>,
     /// Only with `return_task_ids=true`.
     pub task_ids: Option<Vec<i64>>,

@@ -13,6 +13,7 @@ mod crash;
 mod engine;
 mod gcs_storage;
 mod import;
+mod import_files;
 mod limits;
 mod openapi;
 mod projects;
