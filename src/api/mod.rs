@@ -18,6 +18,7 @@ pub mod pagination;
 pub mod projects;
 pub mod storages;
 pub mod tasks;
+pub mod throttle;
 pub mod users;
 
 use crate::config::Settings;
@@ -109,6 +110,7 @@ pub fn router(state: AppState) -> Router {
         ("/api/storages/export/{type}/{id}/lag", get(storages::lag)),
     ];
     let request_timeout = state.settings.http.request_timeout;
+    let failed_auth = throttle::FailedAuthLimiter::new(state.settings.http.auth_failures_per_minute);
     let mut router = Router::new();
     for (path, handler) in routes {
         // Label Studio authenticates before it dispatches on the method (contract §1.1).
@@ -118,6 +120,7 @@ pub fn router(state: AppState) -> Router {
     router
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|method: Method| async move { method_not_allowed(&method) })
+        .layer(axum::middleware::from_fn(move |req, next| throttle::limit_failed_auth(failed_auth.clone(), req, next)))
         .layer(axum::middleware::from_fn(move |req, next| within(request_timeout, req, next)))
         .layer(axum::middleware::from_fn(log_server_errors))
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {

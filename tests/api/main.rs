@@ -24,3 +24,4 @@ mod storages;
 mod storages_sync;
 mod tasks;
 mod tenancy;
+mod throttle;
