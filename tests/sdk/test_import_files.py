@@ -55,7 +55,7 @@ def test_a_task_file_uploaded_through_the_sdk_client_is_imported(client: LabelSt
 
 def test_a_malformed_file_is_400_and_imports_nothing(client: LabelStudio):
     project = _project(client)
-    response = _upload(client, project, [("file", ("good.txt", b"fine\n")), ("file", ("bad.csv", b"a,b\n1\n"))])
+    response = _upload(client, project, {"good": ("good.txt", b"fine\n"), "bad": ("bad.csv", b"a,b\n1\n")})
     assert response.status_code == 400, response.text
     assert "bad.csv" in response.json()["validation_errors"]["non_field_errors"][0]
     assert _texts(client, project) == []
