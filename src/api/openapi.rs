@@ -75,6 +75,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         AnnotationInput,
         ImportSummary,
         ImportFiles,
+        DetailBody,
         CurrentUser,
         LegacyToken,
         PersonalToken,
@@ -219,6 +220,15 @@ pub struct ErrorBody {
     pub validation_errors: Option<std::collections::HashMap<String, Vec<String>>>,
 }
 
+/// The body of a 404 from the task list: Label Studio's error shape, or only
+/// `{"detail": "Neither project nor view id specified"}` when neither `project` nor
+/// `view` is given.
+#[derive(ToSchema)]
+pub struct DetailBody {
+    /// The message.
+    pub detail: String,
+}
+
 /// A user embedded in another object.
 #[derive(ToSchema)]
 pub struct UserBrief {
@@ -346,8 +356,9 @@ pub struct Annotation {
     pub result: Vec<Value>,
     pub created_username: String,
     pub created_ago: String,
-    /// A user id (an expanded user inside a task detail).
-    pub completed_by: Option<i64>,
+    /// A user id; inside a task detail, the expanded user
+    /// (`{"id", "first_name", "last_name", "avatar", "email", "initials"}`).
+    pub completed_by: Option<Value>,
     pub was_cancelled: bool,
     pub ground_truth: bool,
     pub created_at: String,
@@ -594,12 +605,17 @@ pub struct RedisStorage {
 
 /// An export storage of any type (distinguished by `type`).
 #[derive(ToSchema)]
-#[serde(untagged)]
+#[serde(tag = "type")]
 pub enum ExportStorage {
+    #[serde(rename = "localfiles")]
     LocalFiles(LocalFilesStorage),
+    #[serde(rename = "s3")]
     S3(S3Storage),
+    #[serde(rename = "gcs")]
     Gcs(GcsStorage),
+    #[serde(rename = "azure")]
     Azure(AzureStorage),
+    #[serde(rename = "redis")]
     Redis(RedisStorage),
 }
 
