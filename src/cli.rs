@@ -103,6 +103,13 @@ pub struct HttpArgs {
     /// Most connections open at once.
     #[arg(long, env = "LABELPORT_MAX_CONNECTIONS", default_value_t = HttpSettings::default().max_connections)]
     pub max_connections: usize,
+    /// Failed token checks per client address and minute before further failures get 429 (0: no limit).
+    #[arg(
+        long,
+        env = "LABELPORT_AUTH_FAILURES_PER_MINUTE",
+        default_value_t = HttpSettings::default().auth_failures_per_minute
+    )]
+    pub auth_failures_per_minute: u32,
 }
 
 impl HttpArgs {
@@ -115,6 +122,7 @@ impl HttpArgs {
             request_timeout: secs(self.request_timeout_secs),
             keep_alive_timeout: secs(self.keep_alive_timeout_secs),
             max_connections: self.max_connections.max(1),
+            auth_failures_per_minute: self.auth_failures_per_minute,
         }
     }
 }

@@ -139,6 +139,9 @@ pub struct HttpSettings {
     /// Most connections open at once; past it new ones wait, and idle ones are closed
     /// to make room.
     pub max_connections: usize,
+    /// Failed token checks allowed per client address and minute before further
+    /// failures are answered 429 (0: no limit).
+    pub auth_failures_per_minute: u32,
 }
 
 impl Default for HttpSettings {
@@ -149,6 +152,7 @@ impl Default for HttpSettings {
             request_timeout: std::time::Duration::from_secs(300),
             keep_alive_timeout: std::time::Duration::from_secs(5),
             max_connections: 512,
+            auth_failures_per_minute: 30,
         }
     }
 }

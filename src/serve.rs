@@ -198,8 +198,13 @@ struct Connection {
 impl Connection {
     async fn serve(self, stream: TcpStream, http: hyper::server::conn::http1::Builder, router: Router) {
         let activity = self.activity.clone();
-        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        // The peer address, for per-client limits (`api::throttle`).
+        let peer = stream.peer_addr().ok().map(axum::extract::ConnectInfo);
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             let in_flight = InFlight::start(&activity);
+            if let Some(peer) = peer {
+                request.extensions_mut().insert(peer);
+            }
             let router = router.clone();
             async move {
                 let response = router.oneshot(request).await;

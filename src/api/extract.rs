@@ -113,7 +113,7 @@ const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Reads the body up to `limit` bytes; over it, drains the rest (bounded) and fails with 413.
 /// `declared` (the `Content-Length`, or 0) only sizes the buffer, never beyond `limit`.
-async fn read_limited(body: axum::body::Body, limit: usize, declared: usize) -> ApiResult<bytes::Bytes> {
+pub(crate) async fn read_limited(body: axum::body::Body, limit: usize, declared: usize) -> ApiResult<bytes::Bytes> {
     use futures::StreamExt;
     let too_large =
         || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("Request body exceeds the limit of {limit} bytes."));

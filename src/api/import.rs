@@ -3,8 +3,9 @@
 use super::annotations::parse_result;
 use super::auth::Auth;
 use super::error::{ApiError, ApiResult, OrNotFound};
-use super::extract::{Id, ImportBody, Query};
+use super::extract::{Id, Query};
 use super::fields::{python_type_name, Form};
+use super::import_files::{ImportInput, Uploaded};
 use super::AppState;
 use crate::db::{NewAnnotation, NewPrediction, NewTask};
 use axum::extract::State;
@@ -90,6 +91,18 @@ fn parse_task(item: &Value) -> Result<NewTask, String> {
     Ok(NewTask { data: data.clone(), meta, annotations, predictions })
 }
 
+/// The data keys of all tasks, in order of first appearance.
+fn data_columns(tasks: &[NewTask]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    tasks
+        .iter()
+        .filter_map(|t| t.data.as_object())
+        .flat_map(|data| data.keys())
+        .filter(|key| seen.insert(key.as_str()))
+        .cloned()
+        .collect()
+}
+
 /// `POST /api/projects/{id}/import`.
 #[utoipa::path(
     post,
@@ -100,7 +113,13 @@ fn parse_task(item: &Value) -> Result<NewTask, String> {
         ("id" = i64, Path, description = "Project id"),
         ("return_task_ids" = Option<bool>, Query, description = "Add `task_ids` to the summary"),
     ),
-    request_body(content = Vec<Object>, description = "A list of tasks (`{\"data\": {...}, \"annotations\": [...], \"predictions\": [...], \"meta\": {...}}` or a flat data object), or a single task"),
+    request_body(
+        description = "A list of tasks (`{\"data\": {...}, \"annotations\": [...], \"predictions\": [...], \"meta\": {...}}` or a flat data object), or a single task; or `multipart/form-data` files (.json, .jsonl, .csv, .tsv, .txt)",
+        content(
+            (Vec<Object> = "application/json"),
+            (crate::api::openapi::ImportFiles = "multipart/form-data"),
+        ),
+    ),
     responses(
         (status = 201, description = "What was imported", body = crate::api::openapi::ImportSummary),
         (status = 400, description = "Malformed JSON, wrong types or missing fields", body = crate::api::openapi::ErrorBody),
@@ -116,18 +135,21 @@ pub async fn import(
     Id(project_id): Id,
     Auth(user): Auth,
     query: Query,
-    ImportBody(body): ImportBody,
+    input: ImportInput,
 ) -> ApiResult<Response> {
     let started = Instant::now();
     state.db.project(user.organization_id, project_id).await.or_not_found("Project")?;
-    let items = match body {
-        Value::Array(items) => items,
-        obj @ Value::Object(_) => vec![obj],
-        other => {
+    let (items, files) = match input {
+        ImportInput::Json(Value::Array(items)) => (items, None),
+        ImportInput::Json(obj @ Value::Object(_)) => (vec![obj], None),
+        ImportInput::Json(other) => {
             return Err(ApiError::non_field(format!(
                 "load_tasks: expected a list of tasks, got {}",
                 python_type_name(&other)
             )))
+        }
+        ImportInput::Files(Uploaded { items, found_formats, could_be_tasks_list }) => {
+            (items, Some((found_formats, could_be_tasks_list)))
         }
     };
     if items.is_empty() {
@@ -145,6 +167,11 @@ pub async fn import(
             return Err(ApiError::non_field(format!("completed_by: user {id} is not a member of this organization")));
         }
     }
+    // Label Studio reports the data keys and formats of uploaded files only.
+    let (found_formats, could_be_tasks_list, data_columns) = match files {
+        None => (json!([]), false, vec![]),
+        Some((formats, tables)) => (Value::Object(formats), tables, data_columns(&tasks)),
+    };
     let summary = state.db.import_tasks(project_id, user.id, &tasks).await?;
     if summary.annotation_count > 0 {
         state.changes_committed();
@@ -155,9 +182,9 @@ pub async fn import(
         "prediction_count": summary.prediction_count,
         "duration": started.elapsed().as_secs_f64(),
         "file_upload_ids": [],
-        "could_be_tasks_list": false,
-        "found_formats": [],
-        "data_columns": [],
+        "could_be_tasks_list": could_be_tasks_list,
+        "found_formats": found_formats,
+        "data_columns": data_columns,
     });
     if query.flag("return_task_ids") {
         body["task_ids"] = summary.task_ids.into();

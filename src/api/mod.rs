@@ -12,11 +12,13 @@ pub mod extract;
 pub mod fields;
 pub mod health;
 pub mod import;
+pub mod import_files;
 pub mod openapi;
 pub mod pagination;
 pub mod projects;
 pub mod storages;
 pub mod tasks;
+pub mod throttle;
 pub mod users;
 
 use crate::config::Settings;
@@ -108,15 +110,17 @@ pub fn router(state: AppState) -> Router {
         ("/api/storages/export/{type}/{id}/lag", get(storages::lag)),
     ];
     let request_timeout = state.settings.http.request_timeout;
+    let failed_auth = throttle::FailedAuthLimiter::new(state.settings.http.auth_failures_per_minute);
     let mut router = Router::new();
     for (path, handler) in routes {
+        // Label Studio authenticates before it dispatches on the method (contract §1.1).
+        let handler = if PUBLIC_PATHS.contains(&path) { handler } else { handler.fallback(authenticated_wrong_method) };
         router = both(router, path, handler);
     }
     router
         .fallback(|| async { ApiError::no_route() })
-        .method_not_allowed_fallback(|method: Method| async move {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("Method \"{method}\" not allowed."))
-        })
+        .method_not_allowed_fallback(|method: Method| async move { method_not_allowed(&method) })
+        .layer(axum::middleware::from_fn(move |req, next| throttle::limit_failed_auth(failed_auth.clone(), req, next)))
         .layer(axum::middleware::from_fn(move |req, next| within(request_timeout, req, next)))
         .layer(axum::middleware::from_fn(log_server_errors))
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
@@ -125,6 +129,21 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Routes served without credentials; a wrong method on them is 405 for everyone.
+const PUBLIC_PATHS: [&str; 5] =
+    ["/health", "/api/version", "/api/schema", "/api/token/refresh/", "/api/token/blacklist/"];
+
+/// 405 in Label Studio's words.
+fn method_not_allowed(method: &Method) -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("Method \"{method}\" not allowed."))
+}
+
+/// A wrong method on an authenticated route: 401 without valid credentials (the
+/// [`auth::Auth`] extractor answers), 405 with them.
+async fn authenticated_wrong_method(_: auth::Auth, method: Method) -> ApiError {
+    method_not_allowed(&method)
 }
 
 /// Answers 408 when a request, body upload included, takes longer than `limit`

@@ -74,6 +74,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
         Annotation,
         AnnotationInput,
         ImportSummary,
+        ImportFiles,
+        DetailBody,
         CurrentUser,
         LegacyToken,
         PersonalToken,
@@ -218,6 +220,15 @@ pub struct ErrorBody {
     pub validation_errors: Option<std::collections::HashMap<String, Vec<String>>>,
 }
 
+/// The body of a 404 from the task list: Label Studio's error shape, or only
+/// `{"detail": "Neither project nor view id specified"}` when neither `project` nor
+/// `view` is given.
+#[derive(ToSchema)]
+pub struct DetailBody {
+    /// The message.
+    pub detail: String,
+}
+
 /// A user embedded in another object.
 #[derive(ToSchema)]
 pub struct UserBrief {
@@ -345,8 +356,9 @@ pub struct Annotation {
     pub result: Vec<Value>,
     pub created_username: String,
     pub created_ago: String,
-    /// A user id (an expanded user inside a task detail).
-    pub completed_by: Option<i64>,
+    /// A user id; inside a task detail, the expanded user
+    /// (`{"id", "first_name", "last_name", "avatar", "email", "initials"}`).
+    pub completed_by: Option<Value>,
     pub was_cancelled: bool,
     pub ground_truth: bool,
     pub created_at: String,
@@ -383,6 +395,15 @@ pub struct AnnotationInput {
     pub draft_created_at: Option<String>,
 }
 
+/// Task files uploaded to an import (`multipart/form-data`).
+#[derive(ToSchema)]
+pub struct ImportFiles {
+    /// A task file (.json, .jsonl, .csv, .tsv or .txt); any part name is accepted,
+    /// and several files may be sent.
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+}
+
 /// What an import created.
 #[derive(ToSchema)]
 pub struct ImportSummary {
@@ -392,8 +413,11 @@ pub struct ImportSummary {
     /// Seconds.
     pub duration: f64,
     pub file_upload_ids: Vec<i64>,
+    /// Whether a CSV or TSV file was uploaded.
     pub could_be_tasks_list: bool,
-    pub found_formats: Vec<String>,
+    /// `[]` for a JSON body; for uploads, the number of files per extension (`{".csv": 1}`).
+    pub found_formats: serde_json::Value,
+    /// For uploads, the data keys of the imported tasks; `[]` for a JSON body.
     pub data_columns: Vec<String>,
     /// Only with `return_task_ids=true`.
     pub task_ids: Option<Vec<i64>>,
@@ -581,12 +605,17 @@ pub struct RedisStorage {
 
 /// An export storage of any type (distinguished by `type`).
 #[derive(ToSchema)]
-#[serde(untagged)]
+#[serde(tag = "type")]
 pub enum ExportStorage {
+    #[serde(rename = "localfiles")]
     LocalFiles(LocalFilesStorage),
+    #[serde(rename = "s3")]
     S3(S3Storage),
+    #[serde(rename = "gcs")]
     Gcs(GcsStorage),
+    #[serde(rename = "azure")]
     Azure(AzureStorage),
+    #[serde(rename = "redis")]
     Redis(RedisStorage),
 }
 

@@ -197,7 +197,7 @@ pub async fn create(State(state): State<AppState>, Auth(user): Auth, Body(body):
     responses(
         (status = 200, description = "A page of the project's tasks, by id", body = crate::api::openapi::TaskPage),
         (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "No `project`, unknown project, or Invalid page.", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No `project`, unknown project, or Invalid page.", body = crate::api::openapi::DetailBody),
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
