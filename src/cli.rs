@@ -103,6 +103,9 @@ pub struct HttpArgs {
     /// Most connections open at once.
     #[arg(long, env = "LABELPORT_MAX_CONNECTIONS", default_value_t = HttpSettings::default().max_connections)]
     pub max_connections: usize,
+    /// Bearer token `GET /metrics` requires; unset or empty: no token needed.
+    #[arg(long, env = "LABELPORT_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 }
 
 impl HttpArgs {
@@ -115,6 +118,12 @@ impl HttpArgs {
             request_timeout: secs(self.request_timeout_secs),
             keep_alive_timeout: secs(self.keep_alive_timeout_secs),
             max_connections: self.max_connections.max(1),
+            metrics_token: self
+                .metrics_token
+                .as_deref()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(|t| crate::config::SecretString(t.to_owned())),
         }
     }
 }

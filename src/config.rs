@@ -139,6 +139,18 @@ pub struct HttpSettings {
     /// Most connections open at once; past it new ones wait, and idle ones are closed
     /// to make room.
     pub max_connections: usize,
+    /// Bearer token `GET /metrics` requires (`LABELPORT_METRICS_TOKEN`); `None`: open.
+    pub metrics_token: Option<SecretString>,
+}
+
+/// A secret read from the settings; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretString(pub String);
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl Default for HttpSettings {
@@ -149,6 +161,7 @@ impl Default for HttpSettings {
             request_timeout: std::time::Duration::from_secs(300),
             keep_alive_timeout: std::time::Duration::from_secs(5),
             max_connections: 512,
+            metrics_token: None,
         }
     }
 }

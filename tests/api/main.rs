@@ -13,6 +13,7 @@ mod engine;
 mod gcs_storage;
 mod import;
 mod limits;
+mod observability;
 mod openapi;
 mod projects;
 mod redis_storage;
