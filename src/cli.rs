@@ -1,4 +1,7 @@
-//! The command line: `serve`, and admin commands for users and tokens.
+//! The command line: `serve`, admin commands for users and tokens, and `storages`
+//! (a client of a running server).
+
+pub mod storages;
 
 use crate::config::{default_database_url, HttpSettings, Settings, DEFAULT_MAX_BODY_BYTES};
 use crate::db::{Db, NewUser};
@@ -57,6 +60,13 @@ pub enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Export storages of a running server, over its HTTP API.
+    Storages {
+        #[command(flatten)]
+        remote: storages::Remote,
+        #[command(subcommand)]
+        command: storages::StoragesCommand,
     },
     /// Manage the key that seals stored storage credentials.
     Secrets {
@@ -206,6 +216,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("created user {} (id {}, organization {})", user.email, user.id, user.organization_id);
             Ok(())
         }
+        Command::Storages { remote, command } => storages::run(remote, command).await,
         Command::Secrets { command: SecretsCommand::Rotate { new_key, common } } => {
             rotate_secrets(&common, new_key.as_deref()).await
         }

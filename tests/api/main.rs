@@ -7,6 +7,7 @@ mod annotations;
 mod auth;
 mod azure_storage;
 mod bad_input;
+mod cli;
 mod core;
 mod crash;
 mod engine;
