@@ -19,6 +19,13 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Whether the command is a client of a running server (`storages`).
+    pub fn is_client(&self) -> bool {
+        matches!(self.command, Command::Storages { .. })
+    }
+}
+
 /// Options shared by every command.
 #[derive(Debug, Args)]
 pub struct Common {
