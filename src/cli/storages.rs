@@ -233,10 +233,14 @@ async fn sync(client: &Client, storage_type: &str, id: i64, full: bool, wait: bo
     if !wait {
         return Ok(());
     }
-    let bar = ProgressBar::new(0);
+    // No length until the first ping tells the total, so the bar never shows a false 0/0 "done".
+    let bar = ProgressBar::no_length();
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} documents ({per_sec}) {msg}")
-            .expect("the progress template is valid"),
+        ProgressStyle::with_template("{spinner} {elapsed_precise} [{wide_bar}] {pos}/{len} documents, {rate} {msg}")
+            .expect("the progress template is valid")
+            .with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0}/s", state.per_sec());
+            }),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     let storage = loop {
