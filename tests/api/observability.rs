@@ -113,6 +113,38 @@ async fn after_a_sync_the_metrics_count_documents_jobs_and_requests_by_route_tem
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_is_counted_with_the_failed_outcome() {
+    // Arrange: no background worker, so the directory goes between queueing and running.
+    let app = spawn_app_with(Backend::Sqlite, |s| s.sync.run_worker = false).await;
+    let engine = labelport::startup::engine(
+        &app.state.db,
+        &app.state.settings,
+        &app.state.secrets,
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+    );
+    let (project, _, _) = annotated_project(&app, &["a"]).await;
+    let (dir, p) = make_dir(&app, "vanishing");
+    let id = create_storage(&app, project, &p, json!({})).await["id"].as_i64().unwrap();
+    let failed = [LOCAL, ("outcome", "failed")];
+    let before = scrape(&app).await;
+    let failed_before = before
+        .metrics
+        .iter()
+        .find(|m| m.name == "labelport_sync_jobs_total")
+        .map_or(0.0, |m| sum(m, ValueType::Sample, &failed));
+
+    // Act
+    std::fs::remove_dir_all(&dir).unwrap();
+    while engine.try_execute_task().await.unwrap() == labelport::sync::ExecutionOutcome::Worked {}
+
+    // Assert
+    let r = app.get(&format!("/api/storages/export/localfiles/{id}")).await;
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "failed");
+    let after = scrape(&app).await;
+    assert_eq!(counter(&after, "labelport_sync_jobs_total", &failed) - failed_before, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_metrics_token_set_metrics_are_refused_without_it() {
     // Arrange
     let app = spawn_app_with(Backend::Sqlite, |s| {
