@@ -1,4 +1,7 @@
-//! The command line: `serve`, and admin commands for users and tokens.
+//! The command line: `serve`, admin commands for users and tokens, and `storages`
+//! (a client of a running server).
+
+pub mod storages;
 
 use crate::config::{default_database_url, HttpSettings, Settings, DEFAULT_MAX_BODY_BYTES};
 use crate::db::{Db, NewUser};
@@ -14,6 +17,13 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Whether the command is a client of a running server (`storages`).
+    pub fn is_client(&self) -> bool {
+        matches!(self.command, Command::Storages { .. })
+    }
 }
 
 /// Options shared by every command.
@@ -57,6 +67,13 @@ pub enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Export storages of a running server, over its HTTP API.
+    Storages {
+        #[command(flatten)]
+        remote: storages::Remote,
+        #[command(subcommand)]
+        command: storages::StoragesCommand,
     },
     /// Manage the key that seals stored storage credentials.
     Secrets {
@@ -110,6 +127,9 @@ pub struct HttpArgs {
         default_value_t = HttpSettings::default().auth_failures_per_minute
     )]
     pub auth_failures_per_minute: u32,
+    /// Bearer token `GET /metrics` requires; unset or empty: no token needed.
+    #[arg(long, env = "LABELPORT_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 }
 
 impl HttpArgs {
@@ -123,6 +143,12 @@ impl HttpArgs {
             keep_alive_timeout: secs(self.keep_alive_timeout_secs),
             max_connections: self.max_connections.max(1),
             auth_failures_per_minute: self.auth_failures_per_minute,
+            metrics_token: self
+                .metrics_token
+                .as_deref()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(|t| crate::config::SecretString(t.to_owned())),
         }
     }
 }
@@ -205,6 +231,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("created user {} (id {}, organization {})", user.email, user.id, user.organization_id);
             Ok(())
         }
+        Command::Storages { remote, command } => storages::run(remote, command).await,
         Command::Secrets { command: SecretsCommand::Rotate { new_key, common } } => {
             rotate_secrets(&common, new_key.as_deref()).await
         }

@@ -142,6 +142,18 @@ pub struct HttpSettings {
     /// Failed token checks allowed per client address and minute before further
     /// failures are answered 429 (0: no limit).
     pub auth_failures_per_minute: u32,
+    /// Bearer token `GET /metrics` requires (`LABELPORT_METRICS_TOKEN`); `None`: open.
+    pub metrics_token: Option<SecretString>,
+}
+
+/// A secret read from the settings; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretString(pub String);
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl Default for HttpSettings {
@@ -153,6 +165,7 @@ impl Default for HttpSettings {
             keep_alive_timeout: std::time::Duration::from_secs(5),
             max_connections: 512,
             auth_failures_per_minute: 30,
+            metrics_token: None,
         }
     }
 }

@@ -9,10 +9,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> std::process::ExitCode {
     labelport::telemetry::init();
     let cli = labelport::cli::Cli::parse();
+    let client = cli.is_client();
     match labelport::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error.cause_chain = ?e, error.message = %e, "labelport failed");
+            // A client command's failure is the user's answer, not a server event.
+            if !client {
+                tracing::error!(error.cause_chain = ?e, error.message = %e, "labelport failed");
+            }
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }

@@ -24,6 +24,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("Failed to create the data directory {}", settings.data_dir.display()))?;
+        crate::telemetry::metrics::init();
         let db = Db::connect(&settings.database_url).await?;
         if let Some(user) = &settings.bootstrap_user {
             ensure_user(&db, user).await.context("Failed to create the LABEL_STUDIO_USERNAME user")?;
@@ -109,6 +110,7 @@ pub async fn run_worker_until_stopped(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    crate::telemetry::metrics::init();
     let db = Db::connect(&settings.database_url).await?;
     let secrets = secret_box(&db, &settings).await?;
     let stop = CancellationToken::new();

@@ -28,6 +28,38 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     }
 }
 
+/// `GET /ready`: 200 when the database answers and every migration of this build is
+/// applied, else 503 (a load balancer sends no traffic until then).
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "service",
+    operation_id = "ready",
+    responses(
+        (status = 200, description = "`{\"status\": \"READY\", \"database\": \"UP\", \"pending_migrations\": 0}`", body = Object),
+        (status = 503, description = "`{\"status\": \"NOT_READY\", ...}`: the database does not answer or is not migrated", body = Object),
+    ),
+)]
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    match state.db.pending_migrations().await {
+        Ok(0) => (StatusCode::OK, Json(json!({ "status": "READY", "database": "UP", "pending_migrations": 0 }))),
+        Ok(n) => {
+            tracing::warn!(pending_migrations = n, "readiness check failed: migrations are not applied");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "NOT_READY", "database": "UP", "pending_migrations": n })),
+            )
+        }
+        Err(e) => {
+            tracing::warn!(error.message = %e, "readiness check failed: database does not answer");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "NOT_READY", "database": "DOWN", "pending_migrations": null })),
+            )
+        }
+    }
+}
+
 /// `GET /api/version`.
 #[utoipa::path(
     get,

@@ -13,6 +13,7 @@ pub mod fields;
 pub mod health;
 pub mod import;
 pub mod import_files;
+pub mod metrics;
 pub mod openapi;
 pub mod pagination;
 pub mod projects;
@@ -74,6 +75,8 @@ fn both(router: Router<AppState>, path: &str, handler: MethodRouter<AppState>) -
 pub fn router(state: AppState) -> Router {
     let routes: Vec<(&str, MethodRouter<AppState>)> = vec![
         ("/health", get(health::health)),
+        ("/ready", get(health::ready)),
+        ("/metrics", get(metrics::metrics)),
         ("/api/version", get(health::version)),
         ("/api/schema", get(openapi::schema)),
         ("/api/current-user/whoami", get(users::whoami)),
@@ -127,6 +130,7 @@ pub fn router(state: AppState) -> Router {
             tracing::error!("a request handler panicked");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error.").into_response()
         }))
+        .layer(axum::middleware::from_fn(crate::telemetry::metrics::track_http))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -6,7 +6,7 @@
 //! describe those bodies; they are never constructed.
 #![allow(dead_code)]
 
-use super::{annotations, auth, health, import, projects, storages, tasks, users};
+use super::{annotations, auth, health, import, metrics, projects, storages, tasks, users};
 use axum::Json;
 use serde_json::Value;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -23,6 +23,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
     ),
     paths(
         health::health,
+        health::ready,
+        metrics::metrics,
         health::version,
         schema,
         users::whoami,

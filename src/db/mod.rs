@@ -126,6 +126,32 @@ impl Db {
         Ok(())
     }
 
+    /// Migrations of this build not (successfully) applied to the database.
+    pub async fn pending_migrations(&self) -> DbResult<usize> {
+        let migrator = match self.backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("migrations/postgres"),
+        };
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(&self.pool).await?;
+        Ok(migrator.iter().filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version)).count())
+    }
+
+    /// Pending change-feed entries summed per storage type (what auto-export or the
+    /// next sync still has to apply).
+    pub async fn change_backlog_by_type(&self) -> DbResult<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT t.storage_type, CAST(SUM(t.pending) AS BIGINT) AS pending FROM \
+               (SELECT s.type AS storage_type, (SELECT COUNT(*) FROM annotation_changes c \
+                  WHERE c.project_id = s.project_id AND c.seq > s.cursor_seq) AS pending \
+                FROM export_storages s) t \
+             GROUP BY t.storage_type ORDER BY t.storage_type",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| (r.get("storage_type"), r.try_get::<i64, _>("pending").unwrap_or(0))).collect())
+    }
+
     /// The engine behind this handle.
     pub fn backend(&self) -> Backend {
         self.backend

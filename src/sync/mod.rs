@@ -156,6 +156,11 @@ impl Tally {
         (self.failed > 0 && self.written == 0 && self.deleted == 0).then_some(()).and(self.first_failure.as_deref())
     }
 
+    /// Counts this work in the metrics of `storage_type`.
+    fn observe(&self, storage_type: &str) {
+        crate::telemetry::metrics::documents(storage_type, self.written, self.deleted, self.failed);
+    }
+
     fn add_to(&self, p: &mut JobProgress) {
         p.written += self.written;
         p.deleted += self.deleted;
@@ -317,9 +322,11 @@ impl SyncEngine {
             let changes = self.db.changes_since(storage.project_id, cursor, self.settings.batch_size).await?;
             let Some(last) = changes.last().map(|c| c.seq) else { break };
             let tally = self.apply_changes(storage, target.as_ref(), &changes, &mut users).await?;
+            tally.observe(&storage.storage_type);
             if tally.failed > 0 {
                 return Ok(Some(tally.errors.join("; ")));
             }
+            crate::telemetry::metrics::auto_exported(&storage.storage_type, &changes);
             let token = target.change_token().await.ok().flatten();
             if !self.db.advance_cursor(storage.id, &self.owner, last, token.as_deref()).await? {
                 break;
@@ -609,6 +616,12 @@ impl SyncEngine {
         }
         self.record_token(storage.id, target.as_ref()).await?;
         self.db.finish_job(&job, &self.owner, &progress, job_state, &done, Some(cursor), baseline).await?;
+        crate::telemetry::metrics::job_finished(
+            &storage.storage_type,
+            &job.mode,
+            &done.status,
+            done.meta["duration"].as_f64(),
+        );
         tracing::info!(storage = storage.id, job = %job.job_key, mode = %job.mode, processed = progress.processed,
             written = progress.written, deleted = progress.deleted, failed = progress.failed, "sync job finished");
         Ok(())
@@ -626,6 +639,12 @@ impl SyncEngine {
         // Changes may have been passed over: the next sync walks everything.
         self.db.reset_baseline(storage.id).await?;
         self.db.finish_job(job, &self.owner, progress, "failed", &failed, None, false).await?;
+        crate::telemetry::metrics::job_finished(
+            &storage.storage_type,
+            &job.mode,
+            &failed.status,
+            failed.meta["duration"].as_f64(),
+        );
         tracing::warn!(storage = storage.id, job = %job.job_key, error.message = %message, "sync job failed");
         Ok(())
     }
@@ -700,6 +719,7 @@ impl SyncEngine {
                 self.write_annotations(storage, target, todo, &mut users, &mut tally).await?
             };
             tally.add_to(progress);
+            tally.observe(&storage.storage_type);
             if let Some(cause) = tally.refused_everything() {
                 if let Some(saving) = saving.take() {
                     saving.await??;
@@ -750,6 +770,7 @@ impl SyncEngine {
                     self.delete_linked(storage, target, orphans, &mut tally).await?;
                 }
                 tally.add_to(progress);
+                tally.observe(&storage.storage_type);
             }
         }
         Ok(Some(job.start_seq))
@@ -811,6 +832,7 @@ impl SyncEngine {
             };
             let tally = self.apply_changes(storage, target, &changes, &mut users).await?;
             tally.add_to(progress);
+            tally.observe(&storage.storage_type);
             if let Some(cause) = tally.refused_everything() {
                 return Err(JobFailed(cause.to_owned()).into());
             }
