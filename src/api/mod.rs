@@ -5,6 +5,7 @@
 //! Every error, including unknown routes, wrong methods and panics, is JSON in
 //! Label Studio's error shape.
 
+pub mod admin;
 pub mod annotations;
 pub mod auth;
 pub mod error;
@@ -112,6 +113,7 @@ pub fn router(state: AppState) -> Router {
     for (path, handler) in routes {
         router = both(router, path, handler);
     }
+    router = admin::routes(router);
     router
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|method: Method| async move {
