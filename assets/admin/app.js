@@ -116,6 +116,12 @@ function go(hash) {
   else location.hash = hash;
 }
 
+// Sign-in redirects replace the history entry, so Back never lands on the sign-in form.
+function replace(hash) {
+  if (location.hash === hash) route();
+  else location.replace(hash);
+}
+
 function when(iso) {
   if (!iso) return 'never';
   const d = new Date(iso);
@@ -129,7 +135,7 @@ async function route() {
   pollTimer = null;
   const hash = location.hash || '#/';
   if (!auth && hash !== '#/login') {
-    if (!(await restore())) return go('#/login');
+    if (!(await restore())) return replace('#/login');
   }
   let m;
   if (hash === '#/login') return loginPage();
@@ -167,7 +173,7 @@ function loginPage() {
     }
     auth = { kind: 'session', csrf: result.data.csrf_token };
     signedIn(result.data.user.email);
-    go('#/');
+    replace('#/');
   });
   const tokenForm = h('form', { class: 'card', 'aria-labelledby': 'token-title' },
     h('h2', { id: 'token-title', text: 'API token' }),
@@ -187,7 +193,7 @@ function loginPage() {
     }
     sessionStorage.setItem(TOKEN_KEY, auth.token);
     signedIn(me.data.email);
-    go('#/');
+    replace('#/');
   });
   show(h('h1', { text: 'Sign in' }), h('div', { class: 'signin' }, passwordForm, tokenForm));
   document.getElementById('login-email').focus();
@@ -423,14 +429,21 @@ async function formPage({ project, type, id }) {
   const validateButton = h('button', { type: 'button', class: 'secondary', text: 'Check connection' });
   form.append(h('div', { class: 'actions' }, h('button', { type: 'submit', text: editing ? 'Save' : 'Create storage' }), validateButton, cancel));
 
+  // Only what was entered: on create, empty optional fields keep the API's defaults; on
+  // edit, only changed fields are sent, and an empty secret keeps the stored one.
   function body() {
     const out = editing ? {} : { project };
     for (const f of fields) {
       const input = form.elements[f.name];
       if (!input) continue;
-      if (f.type === 'toggle') out[f.name] = input.checked;
-      else if (f.type === 'password') { if (input.value !== '') out[f.name] = input.value; }
-      else out[f.name] = input.value;
+      const before = current ? current[f.name] : undefined;
+      if (f.type === 'toggle') {
+        if (!editing || Boolean(before) !== input.checked) out[f.name] = input.checked;
+      } else if (f.type === 'password') {
+        if (input.value !== '') out[f.name] = input.value;
+      } else if (editing ? String(before ?? '') !== input.value : input.value !== '' || f.required) {
+        out[f.name] = input.value;
+      }
     }
     return out;
   }

@@ -103,6 +103,7 @@ test('a wrong password is refused and the right one signs in with a strict HttpO
   await page.goto(base + '/');
   await page.getByRole('heading', { name: 'Sign in' }).waitFor();
   await shoot('signin');
+  assert.equal(await page.getByRole('button', { name: 'Sign out' }).isVisible(), false);
   // The keyboard alone: the email field has focus; Tab to the password, Enter submits.
   await page.keyboard.type(EMAIL);
   await page.keyboard.press('Tab');
@@ -113,6 +114,8 @@ test('a wrong password is refused and the right one signs in with a strict HttpO
   await page.getByLabel('Password', { exact: true }).press('Enter');
   await page.getByRole('heading', { name: 'Export storages' }).waitFor();
   await page.getByRole('heading', { name: /Product reviews/ }).waitFor();
+  // Signing in replaced the history entry: Back does not return to the sign-in form.
+  assert.equal(await page.evaluate(() => location.hash), '#/');
   const cookie = (await context.cookies(base)).find((c) => c.name === 'labelport_session');
   assert.ok(cookie, 'the session cookie is set');
   assert.equal(cookie.httpOnly, true);
