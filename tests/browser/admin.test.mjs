@@ -156,6 +156,43 @@ test('a storage created from the form syncs to completion and its files appear',
   await card('Training data').and(page.locator('[data-status="completed"]')).waitFor();
 });
 
+test('a running sync shows a live progress bar that follows the storage', async () => {
+  // Five annotations sync in milliseconds, too fast to watch: the API's answers are held
+  // and shaped as a running sync's, step by step, so the page can be seen at each one.
+  const running = (s, done) => ({ ...s, status: 'in_progress', last_sync_count: done, meta: { ...s.meta, total_annotations: 5 } });
+  const gates = [];
+  const gate = () => { let open; const p = new Promise((r) => { open = r; }); gates.push(open); return p; };
+  const first = gate();
+  const second = gate();
+  let polls = 0;
+  await page.route(/\/api\/storages\/export\?project=1$/, async (route) => {
+    const response = await route.fetch();
+    const list = await response.json();
+    await route.fulfill({ response, json: list.map((s) => (s.title === 'Training data' ? running(s, 2) : s)) });
+  });
+  await page.route(/\/api\/storages\/export\/localfiles\/\d+$/, async (route) => {
+    polls += 1;
+    const poll = polls;
+    await (poll === 1 ? first : second);
+    const response = await route.fetch();
+    const s = await response.json();
+    await route.fulfill({ response, json: poll === 1 ? running(s, 4) : s });
+  });
+  await page.reload();
+  const training = card('Training data');
+  await training.getByText('2 of 5 annotations').waitFor();
+  assert.equal(await training.locator('progress').getAttribute('value'), '2');
+  assert.equal(await training.getByRole('button', { name: 'Sync', exact: true }).isDisabled(), true);
+  await shoot('progress');
+  gates[0]();
+  await training.getByText('4 of 5 annotations').waitFor();
+  assert.equal(await training.locator('progress').getAttribute('value'), '4');
+  gates[1]();
+  await training.and(page.locator('[data-status="completed"]')).waitFor();
+  assert.equal(await training.locator('progress').count(), 0);
+  await page.unrouteAll();
+});
+
 test('a sync refused or failing shows why: the API error, and the traceback', async () => {
   const section = page.locator('section.project', { has: page.getByRole('heading', { name: /Product reviews/ }) });
   await section.getByLabel('New storage').selectOption('localfiles');
