@@ -86,7 +86,11 @@ impl FromRequestParts<AppState> for Auth {
             return legacy(state, &key).await.map(Auth);
         }
         let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
-            return Err(ApiError::unauthorized(NO_CREDENTIALS));
+            // No token: the admin page's session cookie, if any (CSRF-checked).
+            return match super::admin::session_user(parts, state).await? {
+                Some(user) => Ok(Auth(user)),
+                None => Err(ApiError::unauthorized(NO_CREDENTIALS)),
+            };
         };
         let header = String::from_utf8_lossy(header.as_bytes()).to_string();
         let words: Vec<&str> = header.split_whitespace().collect();

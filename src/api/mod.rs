@@ -5,6 +5,7 @@
 //! Every error, including unknown routes, wrong methods and panics, is JSON in
 //! Label Studio's error shape.
 
+pub mod admin;
 pub mod annotations;
 pub mod auth;
 pub mod error;
@@ -120,6 +121,7 @@ pub fn router(state: AppState) -> Router {
         let handler = if PUBLIC_PATHS.contains(&path) { handler } else { handler.fallback(authenticated_wrong_method) };
         router = both(router, path, handler);
     }
+    router = admin::routes(router);
     router
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|method: Method| async move { method_not_allowed(&method) })

@@ -12,6 +12,7 @@
 mod annotations;
 mod changes;
 mod projects;
+mod sessions;
 mod storages;
 mod tasks;
 mod users;

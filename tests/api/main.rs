@@ -3,6 +3,7 @@
 mod emulators;
 mod helpers;
 
+mod admin;
 mod annotations;
 mod auth;
 mod auth_order;
