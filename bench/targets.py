@@ -101,6 +101,29 @@ class Emulator:
         self.logf.close()
 
 
+def group_cpu(pgid: int) -> float:
+    """CPU seconds (user + system) of every live process in a process group."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # pgrp; utime and stime follow at 11 and 12
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 class Target:
     """One endpoint of one storage type. Subclasses fill in the blanks."""
 
@@ -463,20 +486,46 @@ def measure(a, cl, pid, t: Target) -> dict:
     with open(manifest, "w") as f:
         f.writelines(f"{k} {v}\n" for k, v in sizes.items())
     floor_t, ours_t, floor_requests, requests, resync = [], [], [], [], []
-    for r in range(a.repeats):
+    cpu = {"floor_client": [], "floor_emulator": [], "labelport_client": [], "labelport_emulator": []}
+    emu_pgid = t.emulator.proc.pid  # its own session, so its own process group
+
+    def run_floor_once():
         fb = t.new_bucket()
         mark = t.mark()
+        c0, e0 = children_cpu(), group_cpu(emu_pgid)
         floor_t.append(run_floor(a, t, manifest, fb))
+        cpu["floor_client"].append(children_cpu() - c0)
+        cpu["floor_emulator"].append(group_cpu(emu_pgid) - e0)
         floor_requests.append(t.requests_since(mark, fb))
         got = t.list_sizes(fb)
         assert got == sizes, f"the floor wrote {len(got)} objects, not the manifest's {len(sizes)}"
+
+    def run_labelport_once():
         lb = t.new_bucket()
         mark = t.mark()
+        c0, e0 = group_cpu(a.server_pid), group_cpu(emu_pgid)
         sid, dt, _ = labelport_sync(cl, pid, t, lb, 3600)
+        cpu["labelport_client"].append(group_cpu(a.server_pid) - c0)
+        cpu["labelport_emulator"].append(group_cpu(emu_pgid) - e0)
         ours_t.append(dt)
         requests.append(t.requests_since(mark, lb))
         got = t.list_sizes(lb)
-        assert got == sizes, f"labelport wrote {len(got)} objects, not the warm-up's {len(sizes)}"
+        assert got.keys() == sizes.keys(), f"labelport wrote {len(got)} objects, not the warm-up's {len(sizes)}"
+        # Documents hold relative times (`created_ago`), so a few bytes may differ.
+        changed = sum(abs(got[k] - sizes[k]) for k in sizes)
+        assert changed <= len(sizes) * 4, f"labelport's documents differ from the warm-up's by {changed} bytes"
+        return sid, lb
+
+    for r in range(a.repeats):
+        # A B, then B A: whichever runs first does not always meet the emulator's
+        # leftovers (garbage collection, compaction) of the pair before.
+        if r % 2 == 0:
+            run_floor_once()
+            sid, lb = run_labelport_once()
+        else:
+            sid, lb = run_labelport_once()
+            run_floor_once()
+        dt = ours_t[-1]
         mark = t.mark()
         _, rdt, s = labelport_sync(cl, pid, t, lb, 3600, full=True, sid=sid)
         time.sleep(0.5)  # access logs are written after the response
@@ -484,14 +533,30 @@ def measure(a, cl, pid, t: Target) -> dict:
                        "files_written": s["meta"].get("files_written")})
         log(f"   repeat {r + 1}: floor {floor_t[-1]:.2f} s, labelport {dt:.2f} s "
             f"({a.n / dt:.0f} objects/s), ratio {dt / floor_t[-1]:.2f}, re-sync {rdt:.2f} s")
+    if os.environ.get("BENCH_PERF"):
+        profile(a, cl, pid, t, os.environ["BENCH_PERF"])
     ratios = [o / f for o, f in zip(ours_t, floor_t)]
     return {
         "floor_s": floor_t, "labelport_s": ours_t, "ratios": ratios,
         "ratio_median": bench.med(ratios),
         "labelport_objects_per_s": a.n / bench.med(ours_t), "floor_objects_per_s": a.n / bench.med(floor_t),
         "floor_requests": floor_requests, "requests": [r for r in requests if r is not None],
-        "resync": resync,
+        "resync": resync, "cpu_s": cpu,
     }
+
+
+def profile(a, cl, pid, t: Target, path: str):
+    """Profiling aid (BENCH_PERF=file): samples labelport's stacks during one more full
+    sync to a fresh bucket, after the measured ones (which it does not disturb)."""
+    import signal
+
+    perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-o", path, "-p", str(a.server_pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)
+    _, dt, _ = labelport_sync(cl, pid, t, t.new_bucket(), 3600)
+    perf.send_signal(signal.SIGINT)
+    perf.wait(60)
+    log(f"   profiled sync: {dt:.2f} s; perf data in {path}")
 
 
 def main():
@@ -525,6 +590,7 @@ def main():
         for t in targets:
             os.environ.update(t.labelport_env())
         server, token = bench.start_labelport(a, a.work, root)
+        a.server_pid = server.pid
         cl = bench.Client(server.port, token, timeout=600)
         log(f"== seeding {a.n} annotated tasks")
         pid, _ = bench.seed(cl, a.n, 5000, f"{a.target} bench")
@@ -535,6 +601,7 @@ def main():
             t.stop()
         if server is not None:
             server.stop()
+    results["machine"] = bench.machine("/dev/shm")
     text = table(results)
     print(text)
     if a.json:
@@ -551,8 +618,12 @@ def kinds(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
 
 
+def secs(x: float) -> str:
+    return f"{x * 1000:.0f} ms" if x < 1 else f"{x:.2f} s"  # CPU times tick in 10 ms
+
+
 def table(res) -> str:
-    m = bench.machine("/dev/shm")
+    m = res.get("machine") or bench.machine("/dev/shm")
     unit = "pipelines of up to 500 SETs" if res["target"] == "redis" else "requests"
     lines = [
         f"### {TITLES[res['target']]}",
@@ -563,8 +634,9 @@ def table(res) -> str:
         f"the per-repeat ratios (range in brackets).",
         "",
         "| endpoint | floor | labelport | labelport / floor | objects/s (labelport / floor) "
-        "| requests per annotation (labelport / floor) | re-sync, nothing changed |",
-        "|---|---|---|---|---|---|---|",
+        "| requests per annotation (labelport / floor) | CPU, client + emulator (labelport / floor) "
+        "| re-sync, nothing changed |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, e in res["endpoints"].items():
         n = res["n"]
@@ -576,15 +648,18 @@ def table(res) -> str:
         else:
             reqs = "(not counted)"
         last = e["resync"][-1]
-        rs = f"{bench.med([r['seconds'] for r in e['resync']]):.2f} s"
+        rs = secs(bench.med([r['seconds'] for r in e['resync']]))
         if last["requests"] is not None:
             rs += f", {kinds(last['requests'])}"
         rs += f", {last['files_written']} written"
         ratios = e.get("ratios") or [o / f for o, f in zip(e["labelport_s"], e["floor_s"])]
+        c = e.get("cpu_s")
+        cpu = (f"{secs(bench.med(c['labelport_client']))} + {secs(bench.med(c['labelport_emulator']))} / "
+               f"{secs(bench.med(c['floor_client']))} + {secs(bench.med(c['floor_emulator']))}") if c else "?"
         lines.append(
-            f"| {name} | {bench.med(e['floor_s']):.2f} s | {bench.med(e['labelport_s']):.2f} s | "
+            f"| {name} | {secs(bench.med(e['floor_s']))} | {secs(bench.med(e['labelport_s']))} | "
             f"{e['ratio_median']:.2f}× ({min(ratios):.2f}–{max(ratios):.2f}) | "
-            f"{e['labelport_objects_per_s']:.0f} / {e['floor_objects_per_s']:.0f} | {reqs} | {rs} |"
+            f"{e['labelport_objects_per_s']:.0f} / {e['floor_objects_per_s']:.0f} | {reqs} | {cpu} | {rs} |"
         )
     return "\n".join(lines)
 
