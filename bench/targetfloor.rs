@@ -352,11 +352,7 @@ fn main() {
     let bucket = args[4].clone();
     let threads: usize = args.get(5).map(|t| t.parse().unwrap()).unwrap_or(32);
     let items: Arc<Vec<(String, usize)>> = Arc::new(
-        manifest
-            .lines()
-            .filter_map(|l| l.split_once(' '))
-            .map(|(k, s)| (k.to_owned(), s.parse().unwrap()))
-            .collect(),
+        manifest.lines().filter_map(|l| l.split_once(' ')).map(|(k, s)| (k.to_owned(), s.parse().unwrap())).collect(),
     );
     let seconds = match mode {
         "s3" => http_floor(Style::S3, items, host, bucket, threads),
