@@ -3,11 +3,13 @@
 #
 #   bench/run.sh [--n 100000] [--repeats 3] [--postgres] [--with-label-studio] [--ls-n 10000]
 #                [--ls-only] [--rate 200] [--lag-seconds 15] [--no-doc] [--keep]
-#   bench/run.sh --target s3 [--n 2000] [--repeats 3] [--postgres] [--endpoints moto,s3s-fs]
-#                [--with-label-studio --ls-n 2000]
+#   bench/run.sh --target s3|gcs|azure|redis [--n 2000] [--repeats 3] [--postgres] [--endpoints moto,s3s-fs]
+#                [--with-label-studio --ls-n 2000]   (s3: Label Studio 1.23.2 to the same moto)
 #
-# --target s3: full syncs to moto and s3s-fs (if installed: `cargo install s3s-fs@0.14.1
-# --locked --features binary`, or S3S_FS=path) against bench/s3floor.rs (bench/s3.py).
+# --target: full syncs to the target's emulator (s3: moto and s3s-fs if installed, `cargo
+# install s3s-fs@0.14.1 --locked --features binary` or S3S_FS=path; gcs: fake-gcs-server;
+# azure: Azurite; redis: redis-server) against bench/targetfloor.rs, by bench/targets.py.
+# LABELPORT_TARGET_CONCURRENCY (default 32) sets the requests in flight of both.
 #
 # Builds labelport (release) and the floor program, starts the server(s) on 127.0.0.1 with
 # a temporary data dir, runs bench/bench.py, prints one table and updates docs/BENCHMARKS.md.
@@ -21,7 +23,7 @@ while [[ $# -gt 0 ]]; do
     --target) TARGET="$2"; shift 2;;
     --endpoints) ENDPOINTS="$2"; shift 2;;
     --repeats) REPEATS="$2"; shift 2;;
-    --ls-n) LS_N="$2"; shift 2;;
+    --ls-n) LS_N="$2"; LS_N_SET="$2"; shift 2;;
     --with-label-studio) WITH_LS=1; shift;;
     --ls-only) WITH_LS=1; LS_ONLY=1; shift;;
     --postgres) POSTGRES=1; shift;;
@@ -30,7 +32,7 @@ while [[ $# -gt 0 ]]; do
     --rate|--lag-seconds|--ls-lag-seconds|--chunk|--inc-repeats|--floor-threads|--floor-mode|--ls-repeats)
       EXTRA+=("$1" "$2"); shift 2;;
     --skip-lag|--skip-incremental|--restart-before-sync|--no-floor) EXTRA+=("$1"); shift;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0;;
     *) echo "unknown option $1" >&2; exit 2;;
   esac
 done
@@ -50,23 +52,25 @@ echo "== building labelport (release)" >&2
 (cd "$REPO" && cargo build --release --bin labelport >&2)
 LABELPORT="$REPO/target/release/labelport"
 FLOOR="$WORK/floor"
-if [[ $TARGET == s3 ]]; then
+if [[ $TARGET != localfiles ]]; then
+  case "$TARGET" in s3|gcs|azure|redis) ;; *) echo "unknown target $TARGET (localfiles, s3, gcs, azure, redis)" >&2; exit 2;; esac
   "$REPO/scripts/emulators" install
-  echo "== building the S3 floor program" >&2
-  rustc -O --edition 2021 -o "$WORK/s3floor" "$HERE/s3floor.rs"
-  ARGS=(--labelport "$LABELPORT" --floor "$WORK/s3floor" --repo "$REPO" --n "${N:-2000}" --repeats "$REPEATS"
-        --endpoints "$ENDPOINTS" --work "$WORK" --json "$WORK/results.json")
+  echo "== building the floor program" >&2
+  rustc -O --edition 2021 -o "$WORK/targetfloor" "$HERE/targetfloor.rs"
+  ARGS=(--target "$TARGET" --labelport "$LABELPORT" --floor "$WORK/targetfloor" --repo "$REPO" --n "${N:-2000}"
+        --repeats "$REPEATS" --endpoints "$ENDPOINTS" --work "$WORK" --json "$WORK/results.json")
   S3S="${S3S_FS:-$(command -v s3s-fs || true)}"
-  [[ -n "$S3S" ]] && ARGS+=(--s3s-fs "$S3S")
+  [[ $TARGET == s3 && -n "$S3S" ]] && ARGS+=(--s3s-fs "$S3S")
+  [[ -n "${LABELPORT_TARGET_CONCURRENCY:-}" ]] && ARGS+=(--concurrency "$LABELPORT_TARGET_CONCURRENCY")
   [[ $DOC == 1 ]] && ARGS+=(--doc "$REPO/docs/BENCHMARKS.md")
-  if [[ $WITH_LS == 1 ]]; then
+  if [[ $WITH_LS == 1 && $TARGET == s3 ]]; then
     LS_VENV="${LS_VENV:-$WORK/ls-venv}"
     if [[ ! -x "$LS_VENV/bin/label-studio" ]]; then
       echo "== installing label-studio==1.23.2 into $LS_VENV (takes minutes)" >&2
       python3 -m venv "$LS_VENV"
       "$LS_VENV/bin/pip" install -q --disable-pip-version-check label-studio==1.23.2 >&2
     fi
-    ARGS+=(--with-label-studio --ls-venv "$LS_VENV" --ls-n "$LS_N")
+    ARGS+=(--with-label-studio --ls-venv "$LS_VENV" --ls-n "${LS_N_SET:-2000}")
   fi
   if [[ $POSTGRES == 1 ]]; then
     PGDB="labelport_bench_$$_$RANDOM"
@@ -74,8 +78,8 @@ if [[ $TARGET == s3 ]]; then
     ARGS+=(--database-url "postgres://postgres@127.0.0.1:5432/$PGDB")
   fi
   mkdir -p "$REPO/bench/results"
-  python3 "$HERE/s3.py" "${ARGS[@]}"
-  cp "$WORK/results.json" "$REPO/bench/results/last-s3-run.json" 2>/dev/null || true
+  python3 "$HERE/targets.py" "${ARGS[@]}"
+  cp "$WORK/results.json" "$REPO/bench/results/last-$TARGET-run.json" 2>/dev/null || true
   exit 0
 fi
 N="${N:-100000}"
