@@ -586,8 +586,8 @@ impl StorageTarget for Redis {
     /// what was not persisted), a `FLUSHDB`, an eviction or a key removed by hand all
     /// change it, and the next sync then checks every document (one round trip per
     /// page) instead of only the changes. A value rewritten in place is not seen.
-    /// If the server restarted while this target was in use, the token is marked so
-    /// that it matches nothing: what was written before the restart may be gone.
+    /// If the server restarted while this target was in use, the first token after it
+    /// is marked so that it matches nothing: what was written before may be gone.
     async fn change_token(&self) -> Result<Option<String>> {
         let policy =
             RetryPolicy { max_attempts: self.inner.retry.max_attempts.min(VALIDATE_ATTEMPTS), ..self.inner.retry };
@@ -595,9 +595,16 @@ impl StorageTarget for Redis {
             .run(policy, |mut connection| async move { Ok(server_state(&mut connection).await?) })
             .await
             .map_err(|e| self.error(e))?;
-        let first = self.inner.first_run_id.lock().expect("never poisoned").clone();
-        let restarted = if first.is_some_and(|f| f != run_id) { ":restarted" } else { "" };
-        Ok(Some(format!("{run_id}:{keys}{restarted}")))
+        // Report a restart once: the token recorded with the mark then differs from the
+        // next one, so the next sync checks everything even though this target (kept
+        // by the engine across syncs) goes on with the new server.
+        let mut first = self.inner.first_run_id.lock().expect("never poisoned");
+        let restarted = first.as_ref().is_some_and(|f| *f != run_id);
+        if restarted {
+            *first = Some(run_id.clone());
+        }
+        let mark = if restarted { ":restarted" } else { "" };
+        Ok(Some(format!("{run_id}:{keys}{mark}")))
     }
 }
 
