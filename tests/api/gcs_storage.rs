@@ -9,6 +9,7 @@
 //! test in its own process, so tests do not see each other's setting.
 
 use crate::emulators::{gcs_endpoint, unique_name};
+use crate::fault_proxy::{self, Fault};
 use crate::helpers::{spawn_app, spawn_app_with, Backend, TestApp};
 use crate::storages::{annotate, json_of, keys, non_field_error, FINAL_STATUSES, POLL, TIMEOUT};
 use reqwest::StatusCode;
@@ -717,74 +718,23 @@ async fn the_gcs_target_passes_the_conformance_suite() {
 }
 
 /// A proxy in front of the emulator that counts requests and, with `faults`,
-/// answers 503, 429, 500, or drops the connection for a share of them, and
-/// forwards the rest.
+/// answers 503, 429, 500, or drops the connection for a share of them.
 async fn faulty_proxy(faults: bool) -> (String, Arc<AtomicU64>) {
-    use axum::body::Body;
-    use axum::extract::Request;
-    use axum::response::Response;
-    let requests = Arc::new(AtomicU64::new(0));
-    let counter = requests.clone();
-    let upstream = gcs_endpoint();
-    let client = reqwest::Client::new();
-    let handler = move |req: Request| {
-        let (counter, upstream, client) = (counter.clone(), upstream.clone(), client.clone());
-        async move {
-            let n = counter.fetch_add(1, Ordering::SeqCst);
-            if !faults {
-                // Count only.
-            } else if n % 11 == 5 {
-                panic!("fault injected: connection dropped");
-            }
-            let error = |status: u16| {
-                Response::builder()
-                    .status(status)
-                    .body(Body::from(r#"{"error":{"code":503,"message":"Backend Error"}}"#))
-                    .unwrap()
-            };
-            match n % 13 {
-                _ if !faults => {}
-                1 => return error(503),
-                4 => return error(429),
-                9 => return error(500),
-                _ => {}
-            }
-            let (parts, body) = req.into_parts();
-            let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-            let uri = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
-            let mut forward = client.request(parts.method.clone(), format!("{upstream}{uri}")).body(bytes);
-            for (name, value) in parts.headers.iter() {
-                if name != "host" && name != "content-length" {
-                    forward = forward.header(name, value);
-                }
-            }
-            let answer = forward.send().await.unwrap();
-            let status = answer.status();
-            let headers = answer.headers().clone();
-            let body = answer.bytes().await.unwrap();
-            let mut response = Response::builder().status(status.as_u16());
-            for (name, value) in headers.iter() {
-                if name != "transfer-encoding" && name != "content-length" && name != "connection" {
-                    response = response.header(name, value);
-                }
-            }
-            response.body(Body::from(body)).unwrap()
-        }
-    };
-    let app = axum::Router::new().fallback(handler);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, requests)
+    const BACKEND_ERROR: &str = r#"{"error":{"code":503,"message":"Backend Error"}}"#;
+    let proxy = fault_proxy::start(gcs_endpoint(), move |n| match n {
+        _ if !faults => Fault::Pass,
+        n if n % 11 == 5 => Fault::Drop,
+        n if n % 13 == 1 => Fault::Answer(503, BACKEND_ERROR),
+        n if n % 13 == 4 => Fault::Answer(429, BACKEND_ERROR),
+        n if n % 13 == 9 => Fault::Answer(500, BACKEND_ERROR),
+        _ => Fault::Pass,
+    })
+    .await;
+    (proxy.url, proxy.requests)
 }
 
 async fn a_full_sync_through_faults_completes_with_every_object_once(backend: Backend) {
     // Arrange: the server reaches the emulator through the faulty proxy.
-    std::panic::set_hook(Box::new(|info| {
-        if !info.to_string().contains("fault injected") {
-            eprintln!("{info}");
-        }
-    }));
     let bucket = new_bucket().await;
     let (proxy, requests) = faulty_proxy(true).await;
     std::env::set_var("STORAGE_EMULATOR_HOST", &proxy);

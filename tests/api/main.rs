@@ -1,6 +1,7 @@
 //! API tests: the real server over HTTP, on SQLite and on PostgreSQL.
 
 mod emulators;
+mod fault_proxy;
 mod helpers;
 
 mod admin;

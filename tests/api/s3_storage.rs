@@ -5,12 +5,12 @@
 //! connections.
 
 use crate::emulators::{s3_endpoint, unique_name};
+use crate::fault_proxy::{self, Fault, FaultyProxy};
 use crate::helpers::{assert_error, spawn_app, spawn_app_with, Backend, TestApp};
 use crate::storages::{annotate, json_of, keys, non_field_error, validation_errors, FINAL_STATUSES, POLL, TIMEOUT};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const S3: &str = "/api/storages/export/s3";
@@ -636,73 +636,19 @@ async fn the_s3_target_passes_the_conformance_suite() {
     assert!(sizes.is_empty(), "the suite cleans up: {sizes:?}");
 }
 
-/// A proxy in front of the emulator that answers 503 SlowDown, 500, or drops the
-/// connection for a share of requests, and forwards the rest.
-struct FaultyProxy {
-    url: String,
-    requests: Arc<AtomicU64>,
-    down: Arc<std::sync::atomic::AtomicBool>,
-}
-
+/// A proxy in front of moto answering 503 SlowDown, 500, or dropping the connection
+/// for a share of requests.
 async fn faulty_proxy() -> FaultyProxy {
-    use axum::body::Body;
-    use axum::extract::Request;
-    use axum::response::Response;
-    let requests = Arc::new(AtomicU64::new(0));
-    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (counter, is_down) = (requests.clone(), down.clone());
-    let upstream = s3_endpoint();
-    let client = reqwest::Client::new();
-    let handler = move |req: Request| {
-        let (counter, is_down, upstream, client) = (counter.clone(), is_down.clone(), upstream.clone(), client.clone());
-        async move {
-            let n = counter.fetch_add(1, Ordering::SeqCst);
-            let refuse = is_down.load(Ordering::SeqCst);
-            if refuse || n % 11 == 5 {
-                // Drop the connection without an answer.
-                panic!("fault injected: connection dropped");
-            }
-            if n % 5 == 1 {
-                return Response::builder()
-                    .status(503)
-                    .body(Body::from(
-                        "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
-                    ))
-                    .unwrap();
-            }
-            if n % 7 == 3 {
-                return Response::builder()
-                    .status(500)
-                    .body(Body::from("<Error><Code>InternalError</Code></Error>"))
-                    .unwrap();
-            }
-            let (parts, body) = req.into_parts();
-            let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-            let uri = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
-            let mut forward = client.request(parts.method.clone(), format!("{upstream}{uri}")).body(bytes);
-            for (name, value) in parts.headers.iter() {
-                if name != "host" && name != "content-length" {
-                    forward = forward.header(name, value);
-                }
-            }
-            let answer = forward.send().await.unwrap();
-            let status = answer.status();
-            let headers = answer.headers().clone();
-            let body = answer.bytes().await.unwrap();
-            let mut response = Response::builder().status(status.as_u16());
-            for (name, value) in headers.iter() {
-                if name != "transfer-encoding" && name != "content-length" && name != "connection" {
-                    response = response.header(name, value);
-                }
-            }
-            response.body(Body::from(body)).unwrap()
-        }
-    };
-    let app = axum::Router::new().fallback(handler);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    FaultyProxy { url, requests, down }
+    fault_proxy::start(s3_endpoint(), |n| match n {
+        n if n % 11 == 5 => Fault::Drop,
+        n if n % 5 == 1 => Fault::Answer(
+            503,
+            "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
+        ),
+        n if n % 7 == 3 => Fault::Answer(500, "<Error><Code>InternalError</Code></Error>"),
+        _ => Fault::Pass,
+    })
+    .await
 }
 
 fn quick_retries(s: &mut labelport::config::Settings) {
@@ -713,11 +659,6 @@ fn quick_retries(s: &mut labelport::config::Settings) {
 
 async fn a_full_sync_through_throttling_errors_and_drops_completes_with_every_object_once(backend: Backend) {
     // Arrange
-    std::panic::set_hook(Box::new(|info| {
-        if !info.to_string().contains("fault injected") {
-            eprintln!("{info}");
-        }
-    }));
     let app = spawn_app_with(backend, quick_retries).await;
     let proxy = faulty_proxy().await;
     let bucket = new_bucket().await;
@@ -753,11 +694,6 @@ async fn postgres_a_full_sync_through_faults_completes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_whose_endpoint_goes_down_fails_and_a_later_sync_completes_it() {
     // Arrange
-    std::panic::set_hook(Box::new(|info| {
-        if !info.to_string().contains("fault injected") {
-            eprintln!("{info}");
-        }
-    }));
     let app = spawn_app_with(Backend::Sqlite, |s| {
         quick_retries(s);
         s.sync.batch_size = 40;
