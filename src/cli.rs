@@ -186,7 +186,7 @@ pub enum TokenCommand {
 }
 
 async fn open_db(common: &Common) -> anyhow::Result<Db> {
-    std::fs::create_dir_all(&common.data_dir)
+    crate::config::create_data_dir(&common.data_dir)
         .with_context(|| format!("Failed to create the data directory {}", common.data_dir.display()))?;
     let url = std::env::var("DATABASE_URL")
         .ok()

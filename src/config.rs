@@ -219,14 +219,35 @@ impl fmt::Debug for Settings {
 }
 
 /// Hides the password of a database URL.
+/// Hides the password of a database URL, given as user info or as a `password`
+/// (or `sslpassword`) query parameter.
 pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_owned(),
+    let Ok(mut u) = url::Url::parse(url) else { return url.to_owned() };
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
     }
+    let secret = |k: &str| k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("sslpassword");
+    if u.query_pairs().any(|(k, _)| secret(&k)) {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret(&k) { "***".to_owned() } else { v.into_owned() };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
+}
+
+/// Creates the data directory readable by its owner only (it holds the database, the
+/// secret key file and the JWT secret); an existing directory keeps its mode.
+pub fn create_data_dir(path: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path)
 }
 
 /// Reads a Label Studio setting with its optional prefixes.
@@ -288,5 +309,28 @@ impl Settings {
             targets: TargetSettings::from_env(),
             secret_key: std::env::var(crate::secrets::KEY_ENV).ok().filter(|k| !k.trim().is_empty()),
         }
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn database_passwords_are_hidden_wherever_the_url_carries_them() {
+        assert_eq!(redact_url("postgres://u:secret@db/x"), "postgres://u:***@db/x");
+        let q = redact_url("postgres://u@db/x?sslmode=require&password=secret&PassWord=two");
+        assert!(!q.contains("secret") && !q.contains("two"), "{q}");
+        assert!(q.contains("sslmode=require"), "{q}");
+        assert_eq!(redact_url("sqlite:///data/labelport.db"), "sqlite:///data/labelport.db");
+    }
+
+    #[test]
+    fn a_new_data_directory_is_private_to_its_owner() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("a/b");
+        create_data_dir(&dir).unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&dir).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o700);
     }
 }

@@ -22,7 +22,7 @@ impl Application {
     /// Connects to the database (running migrations), creates the bootstrap user and
     /// binds the listener. Port 0 picks a free port; see [`Application::port`].
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        std::fs::create_dir_all(&settings.data_dir)
+        crate::config::create_data_dir(&settings.data_dir)
             .with_context(|| format!("Failed to create the data directory {}", settings.data_dir.display()))?;
         crate::telemetry::metrics::init();
         let db = Db::connect(&settings.database_url).await?;
@@ -90,7 +90,7 @@ pub fn engine(db: &Db, settings: &Settings, secrets: &SecretBox, wake: Arc<tokio
 /// The key for stored secrets, checked against the value sealed with it at first
 /// start: another key refuses to start instead of handing out garbage credentials.
 pub async fn secret_box(db: &Db, settings: &Settings) -> anyhow::Result<SecretBox> {
-    std::fs::create_dir_all(&settings.data_dir)
+    crate::config::create_data_dir(&settings.data_dir)
         .with_context(|| format!("Failed to create the data directory {}", settings.data_dir.display()))?;
     let secrets = SecretBox::load(settings.secret_key.as_deref(), &settings.data_dir)?;
     let stored = db.server_secret(crate::secrets::KEY_CHECK, || secrets.check_value()).await?;
