@@ -24,7 +24,7 @@
 //!   `Delete Blob` requests, as many in flight as writes: Blob Batch is not served by
 //!   Azurite, and the bounded concurrency already keeps a large delete quick.
 
-use super::keys::{check_key, is_safe_key};
+use super::keys::{self, check_key};
 use super::retry::{RetryPolicy, Transient};
 use super::spec::{no_check, DocumentStyle, FieldSpec, TargetConfig, TargetContext, TypeSpec};
 use super::{each_concurrently, Result, StorageError, StorageTarget};
@@ -293,17 +293,7 @@ impl Transient for AzError {
 }
 
 fn transport(e: reqwest::Error) -> AzError {
-    // The cause chain has the useful part (connection refused, timeout); the URL is
-    // dropped: its host is the account name.
-    let e = e.without_url();
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    AzError::Transport(text)
+    AzError::Transport(super::request_error_text(e))
 }
 
 /// Reads Azure's error code (`x-ms-error-code`, or `<Code>` in the XML body) and the
@@ -444,10 +434,7 @@ impl AzureBlob {
 
     /// The blob name of a document: `<prefix>/<key>`, or the bare key.
     pub fn object_key(&self, key: &str) -> String {
-        match &self.inner.prefix {
-            Some(p) => format!("{p}/{key}"),
-            None => key.to_owned(),
-        }
+        keys::prefixed(self.inner.prefix.as_deref(), key)
     }
 
     fn container_url(&self) -> String {
@@ -677,18 +664,14 @@ impl StorageTarget for AzureBlob {
 
     /// One List Blobs request per 1,000 blobs under the prefix.
     async fn list_sizes(&self) -> Result<Option<HashMap<String, u64>>> {
-        let list_prefix = self.inner.prefix.as_ref().map(|p| format!("{p}/"));
+        let list_prefix = keys::list_prefix(self.inner.prefix.as_deref());
         let mut sizes = HashMap::new();
         let mut marker: Option<String> = None;
         loop {
             let page = self.list_page(list_prefix.as_deref(), marker.as_deref()).await?;
             for (name, size) in page.blobs {
-                let key = match &list_prefix {
-                    Some(p) => name.strip_prefix(p.as_str()).map(str::to_owned),
-                    None => Some(name),
-                };
-                if let Some(key) = key.filter(|k| is_safe_key(k)) {
-                    sizes.insert(key, size);
+                if let Some(key) = keys::listed_key(self.inner.prefix.as_deref(), &name) {
+                    sizes.insert(key.to_owned(), size);
                 }
             }
             match page.next_marker {

@@ -75,6 +75,21 @@ impl StorageError {
     }
 }
 
+/// The text of a failed HTTP request for errors and tracebacks: the error and its
+/// causes (connection refused, timeout, refused address), never the URL, which can
+/// carry a signature or a session token (S3) or name an account (Azure).
+pub(crate) fn request_error_text(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Runs `op` on every item with at most `limit` running at once; the results come
 /// back in the items' order. The network targets write, delete and size this way.
 pub async fn each_concurrently<T, R, F, Fut>(items: Vec<T>, limit: usize, op: F) -> Vec<R>

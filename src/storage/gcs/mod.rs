@@ -25,7 +25,7 @@
 mod auth;
 pub mod pyjson;
 
-use super::keys::{check_key, is_safe_key};
+use super::keys::{self, check_key};
 use super::retry::{RetryPolicy, Transient};
 use super::spec::{ConfigError, DocumentStyle, FieldSpec, TargetConfig, TargetContext, TypeSpec};
 use super::ssrf::{self, CheckedResolver};
@@ -197,15 +197,7 @@ impl Transient for GcsError {
 /// A transport error with its cause chain (connection refused, refused address)
 /// and without its URL.
 pub(crate) fn transport(e: reqwest::Error) -> GcsError {
-    let e = e.without_url();
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    GcsError::Transport(text)
+    GcsError::Transport(super::request_error_text(e))
 }
 
 /// Reads GCS's JSON error (`{"error": {"message": …}}`) from a failed response.
@@ -284,10 +276,7 @@ impl GoogleCloudStorage {
 
     /// The object name of a document: `<prefix>/<key>`, or the bare key.
     pub fn object_name(&self, key: &str) -> String {
-        match &self.inner.prefix {
-            Some(p) => format!("{p}/{key}"),
-            None => key.to_owned(),
-        }
+        keys::prefixed(self.inner.prefix.as_deref(), key)
     }
 
     /// `{base}[/upload]/storage/v1/b/{bucket}/{rest…}`, each segment percent-encoded
@@ -586,7 +575,7 @@ impl StorageTarget for GoogleCloudStorage {
 
     /// One listing request per 1,000 objects under the prefix.
     async fn list_sizes(&self) -> Result<Option<HashMap<String, u64>>> {
-        let list_prefix = self.inner.prefix.as_ref().map(|p| format!("{p}/"));
+        let list_prefix = keys::list_prefix(self.inner.prefix.as_deref());
         let mut sizes = HashMap::new();
         let mut token: Option<String> = None;
         loop {
@@ -605,11 +594,7 @@ impl StorageTarget for GoogleCloudStorage {
                 serde_json::from_slice(&body).map_err(|_| self.generic("unreadable object listing"))?;
             for item in page["items"].as_array().into_iter().flatten() {
                 let Some(name) = item["name"].as_str() else { continue };
-                let key = match &list_prefix {
-                    Some(p) => name.strip_prefix(p.as_str()),
-                    None => Some(name),
-                };
-                if let Some(key) = key.filter(|k| is_safe_key(k)) {
+                if let Some(key) = keys::listed_key(self.inner.prefix.as_deref(), name) {
                     sizes.insert(key.to_owned(), parse_size(&item["size"]));
                 }
             }

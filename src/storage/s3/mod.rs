@@ -19,7 +19,7 @@
 
 mod credentials;
 
-use super::keys::{check_key, is_safe_key};
+use super::keys::{self, check_key};
 use super::retry::{RetryPolicy, Transient};
 use super::spec::{ConfigError, DocumentStyle, FieldSpec, TargetConfig, TargetContext, TypeSpec};
 use super::ssrf::{self, CheckedResolver};
@@ -180,17 +180,7 @@ impl Transient for S3Error {
 }
 
 fn transport(e: reqwest::Error) -> S3Error {
-    // The cause chain has the useful part (connection refused, refused address);
-    // the URL is dropped: a presigned URL carries the session token.
-    let e = e.without_url();
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    S3Error::Transport(text)
+    S3Error::Transport(super::request_error_text(e))
 }
 
 impl AmazonS3 {
@@ -256,10 +246,7 @@ impl AmazonS3 {
 
     /// The object key of a document: `<prefix>/<key>`, or the bare key.
     pub fn object_key(&self, key: &str) -> String {
-        match &self.inner.prefix {
-            Some(p) => format!("{p}/{key}"),
-            None => key.to_owned(),
-        }
+        keys::prefixed(self.inner.prefix.as_deref(), key)
     }
 
     /// The mapped, user-facing error of a failed request (contract §6.3 messages).
@@ -459,7 +446,7 @@ impl StorageTarget for AmazonS3 {
 
     /// One LIST request per 1,000 keys under the prefix.
     async fn list_sizes(&self) -> Result<Option<HashMap<String, u64>>> {
-        let list_prefix = self.inner.prefix.as_ref().map(|p| format!("{p}/"));
+        let list_prefix = keys::list_prefix(self.inner.prefix.as_deref());
         let mut sizes = HashMap::new();
         let mut token: Option<String> = None;
         loop {
@@ -481,12 +468,8 @@ impl StorageTarget for AmazonS3 {
             let page = ListObjectsV2::parse_response(&text)
                 .map_err(|e| generic(&self.inner.name, &format!("unreadable LIST response: {e}")))?;
             for object in page.contents {
-                let key = match &list_prefix {
-                    Some(p) => object.key.strip_prefix(p.as_str()).map(str::to_owned),
-                    None => Some(object.key),
-                };
-                if let Some(key) = key.filter(|k| is_safe_key(k)) {
-                    sizes.insert(key, object.size.unwrap_or(0));
+                if let Some(key) = keys::listed_key(self.inner.prefix.as_deref(), &object.key) {
+                    sizes.insert(key.to_owned(), object.size.unwrap_or(0));
                 }
             }
             match page.next_continuation_token {
