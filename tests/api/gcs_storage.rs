@@ -192,35 +192,9 @@ async fn wait_names(bucket: &str, what: &str, check: impl Fn(&[String]) -> bool)
         tokio::time::sleep(POLL * 5).await;
     }
 }
-
 /// A project with `n` annotated tasks (non-ASCII text); returns (project, annotation ids).
 async fn project_with_annotations(app: &TestApp, n: usize) -> (i64, Vec<i64>) {
-    let project = app.create_project("gcs export").await;
-    let tasks: Vec<Value> = (0..n)
-        .map(|i| {
-            json!({"data": {"text": format!("t\u{e9}xt {i} \u{1F600}")},
-                   "annotations": [{"result": [{"value": {"choices": ["Positive"]}, "from_name": "s", "to_name": "t", "type": "choices"}]}]})
-        })
-        .collect();
-    app.import(project, &Value::Array(tasks)).await;
-    let mut ids = Vec::new();
-    let mut page = 1;
-    while ids.len() < n {
-        let r = app.get(&format!("/api/tasks?project={project}&page={page}&page_size=500&fields=all")).await;
-        let body = json_of(r, StatusCode::OK).await;
-        let tasks = body["tasks"].as_array().cloned().unwrap_or_default();
-        if tasks.is_empty() {
-            break;
-        }
-        for t in &tasks {
-            for a in t["annotations"].as_array().unwrap() {
-                ids.push(a["id"].as_i64().unwrap());
-            }
-        }
-        page += 1;
-    }
-    ids.sort();
-    (project, ids)
+    crate::storages::imported_annotations(app, "gcs export", n).await
 }
 
 async fn first_task(app: &TestApp, project: i64) -> i64 {

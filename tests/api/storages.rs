@@ -261,6 +261,36 @@ pub async fn annotated_project(app: &TestApp, texts: &[&str]) -> (i64, Vec<i64>,
     (project, tasks, annotations)
 }
 
+/// A project of `n` imported tasks with non-ASCII text, one annotation each; returns
+/// (project, annotation ids in ascending order).
+pub async fn imported_annotations(app: &TestApp, title: &str, n: usize) -> (i64, Vec<i64>) {
+    let project = app.create_project(title).await;
+    let tasks: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"data": {"text": format!("t\u{e9}xt {i} \u{1F600}")},
+                   "annotations": [{"result": [{"value": {"choices": ["Positive"]}, "from_name": "s", "to_name": "t", "type": "choices"}]}]})
+        })
+        .collect();
+    app.import(project, &Value::Array(tasks)).await;
+    let mut ids = Vec::new();
+    let mut page = 1;
+    while ids.len() < n {
+        let r = app.get(&format!("/api/tasks?project={project}&page={page}&page_size=500&fields=all")).await;
+        let tasks = json_of(r, StatusCode::OK).await["tasks"].as_array().cloned().unwrap_or_default();
+        if tasks.is_empty() {
+            break;
+        }
+        for t in &tasks {
+            for a in t["annotations"].as_array().unwrap() {
+                ids.push(a["id"].as_i64().unwrap());
+            }
+        }
+        page += 1;
+    }
+    ids.sort();
+    (project, ids)
+}
+
 /// Annotates a task with one choice; returns the annotation id.
 pub async fn annotate(app: &TestApp, task: i64, choice: &str) -> i64 {
     let body = json!({
