@@ -235,7 +235,13 @@ def _stop(proc: subprocess.Popen) -> Optional[int]:
 
 @pytest.fixture(scope="session", params=BACKENDS)
 def server(request, server_bin) -> Iterator[Server]:
-    backend: str = request.param
+    yield from start_server(request.param, server_bin)
+
+
+def start_server(backend: str, server_bin: Path, env_overrides: Optional[dict] = None) -> Iterator[Server]:
+    """Runs a `labelport serve` on `backend` (a fresh PostgreSQL database when asked) until
+    the generator is closed. `env_overrides` change the server's environment, e.g.
+    `{"SSRF_PROTECTION_ENABLED": "true"}` for a server that refuses loopback targets."""
     tmp = Path(tempfile.mkdtemp(prefix=f"labelport-sdk-{backend}-"))
     data_dir = tmp / "data"
     files_dir = tmp / "files"
@@ -269,6 +275,7 @@ def server(request, server_bin) -> Iterator[Server]:
     if os.environ.get("LABELPORT_TEST_AZURE"):
         env["AZURE_STORAGE_USE_EMULATOR"] = "true"
         env["AZURITE_BLOB_STORAGE_URL"] = os.environ["LABELPORT_TEST_AZURE"]
+    env.update(env_overrides or {})
 
     db_name = None
     database_url = None

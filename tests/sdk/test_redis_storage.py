@@ -12,7 +12,6 @@ Values are read back with a minimal RESP client, byte for byte.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import socket
@@ -28,15 +27,10 @@ from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
 from conftest import (
-    ADMIN_EMAIL,
-    ADMIN_PASSWORD,
     BACKENDS,
-    PG_ADMIN_URL,
     Server,
+    start_server,
     _free_port,
-    _psql,
-    _stop,
-    _wait_healthy,
     http_json,
     make_client,
 )
@@ -184,80 +178,20 @@ def redis_db(redis_server: OwnRedis) -> Iterator[tuple[int, Resp]]:
 
 
 # ---------------------------------------------------------------------------
-# a labelport of our own with SSRF protection off (the redis-server is on loopback)
+# labelports of this module's own: one as the suite's (SSRF protection off, the
+# redis-servers are on loopback), one with protection on (Label Studio's default)
 # ---------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def loopback_server(request, server_bin) -> Iterator[Server]:
-    yield from _own_server(request.param, server_bin, ssrf_protection=False)
+    yield from start_server(request.param, server_bin)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def protected_server(request, server_bin) -> Iterator[Server]:
     """A labelport with SSRF protection on, Label Studio's default."""
-    yield from _own_server(request.param, server_bin, ssrf_protection=True)
-
-
-def _own_server(backend: str, server_bin, ssrf_protection: bool) -> Iterator[Server]:
-    tmp = Path(tempfile.mkdtemp(prefix=f"labelport-sdk-redis-{backend}-"))
-    data_dir, files_dir = tmp / "data", tmp / "files"
-    data_dir.mkdir()
-    files_dir.mkdir()
-    token = secrets.token_hex(20)
-    env = dict(os.environ)
-    env.update(
-        {
-            "LABEL_STUDIO_USERNAME": ADMIN_EMAIL,
-            "LABEL_STUDIO_PASSWORD": ADMIN_PASSWORD,
-            "LABEL_STUDIO_USER_TOKEN": token,
-            "SSRF_PROTECTION_ENABLED": "true" if ssrf_protection else "false",
-            "RUST_LOG": "info",
-            "RUST_BACKTRACE": "0",
-        }
-    )
-    env.pop("DATABASE_URL", None)
-    db_name = None
-    database_url = None
-    port = _free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    stdout_path, stderr_path = tmp / "server.stdout.log", tmp / "server.stderr.log"
-    proc = None
-    try:
-        if backend == "postgres":
-            db_name = f"labelport_sdk_{secrets.token_hex(6)}"
-            _psql(f'CREATE DATABASE "{db_name}"')
-            database_url = f"{PG_ADMIN_URL}/{db_name}"
-            env["DATABASE_URL"] = database_url
-        with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
-            proc = subprocess.Popen(
-                [str(server_bin), "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                cwd=tmp,
-            )
-        _wait_healthy(proc, base_url, stderr_path)
-        yield Server(
-            backend=backend,
-            base_url=base_url,
-            token=token,
-            data_dir=data_dir,
-            files_dir=files_dir,
-            stdout_path=stdout_path,
-            stderr_path=stderr_path,
-            proc=proc,
-            database_url=database_url,
-        )
-    finally:
-        if proc is not None:
-            _stop(proc)
-        try:
-            if db_name is not None:
-                _psql(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    yield from start_server(request.param, server_bin, {"SSRF_PROTECTION_ENABLED": "true"})
 
 
 @pytest.fixture
