@@ -106,7 +106,6 @@ async fn read_fields(
         _ => Map::new(),
     };
     let mut secrets = open_secrets(state, &f)?;
-    let had_secrets = !secrets.is_empty();
     let mut secrets_changed = false;
     for field in t.fields {
         match field.kind {
@@ -146,7 +145,9 @@ async fn read_fields(
         }
     }
     f.config = Value::Object(config);
-    if secrets_changed || had_secrets {
+    // Sealed anew only when a write-only field was sent: the same secrets keep their
+    // ciphertext, so the storage's target (keyed by its configuration) is kept too.
+    if secrets_changed {
         f.secrets = state.secrets.seal_map(&secrets);
     }
     if let Some(Some(mode)) = form.string("export_mode", None, false) {
