@@ -200,6 +200,23 @@ pub struct LocalFilesSettings {
     pub document_root: String,
 }
 
+impl LocalFilesSettings {
+    /// Refuses local files enabled without a document root, or with `/`: every user
+    /// could then write into any directory the server can write (issue #12).
+    pub fn check(&self) -> anyhow::Result<()> {
+        let root = crate::storage::local_path::document_root(self);
+        // `/`, `//` and an empty root all have no parent: the whole file system.
+        if self.serving_enabled && Path::new(&root).parent().is_none() {
+            anyhow::bail!(
+                "LOCAL_FILES_SERVING_ENABLED is true but LOCAL_FILES_DOCUMENT_ROOT is unset or `/`, which would let \
+                 every user write into any directory this server can write: set LOCAL_FILES_DOCUMENT_ROOT to the \
+                 directory that holds the local-files storages (e.g. /data/labels)"
+            );
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Settings")

@@ -22,6 +22,7 @@ impl Application {
     /// Connects to the database (running migrations), creates the bootstrap user and
     /// binds the listener. Port 0 picks a free port; see [`Application::port`].
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        settings.local_files.check()?;
         crate::config::create_data_dir(&settings.data_dir)
             .with_context(|| format!("Failed to create the data directory {}", settings.data_dir.display()))?;
         crate::telemetry::metrics::init();
@@ -110,6 +111,7 @@ pub async fn run_worker_until_stopped(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    settings.local_files.check()?;
     crate::telemetry::metrics::init();
     let db = Db::connect(&settings.database_url).await?;
     let secrets = secret_box(&db, &settings).await?;

@@ -9,7 +9,7 @@ use super::error::{ApiError, ApiResult, OrNotFound};
 use super::extract::{parse_id, Body, Query};
 use super::fields::Form;
 use super::AppState;
-use crate::db::{DbError, ExportStorage, StorageFields, User};
+use crate::db::{DbError, ExportStorage, PathClaim, StorageFields, User};
 use crate::storage::local_path;
 use crate::storage::spec::{type_spec, ConfigError, FieldKind, TargetConfig, TypeSpec, TYPES};
 use crate::sync::{state, target_config};
@@ -183,6 +183,25 @@ fn config_error(e: ConfigError) -> ApiError {
         ConfigError::Field(field, message) => ApiError::field(field, message),
         ConfigError::NonField(message) => ApiError::non_field(message),
         ConfigError::Forbidden(message) => ApiError::new(StatusCode::FORBIDDEN, message),
+    }
+}
+
+/// The local directory a storage of a type with a local path would use, claimed for
+/// the caller's organization (issue #12: directories are confined per organization).
+fn path_claim<'a>(t: &TypeSpec, user: &User, f: &'a StorageFields) -> Option<PathClaim<'a>> {
+    let local = t.fields.iter().any(|field| field.kind == FieldKind::LocalPath);
+    Some(PathClaim {
+        organization_id: user.organization_id,
+        path: f.path.as_deref().filter(|_| local)?,
+        overlaps: local_path::overlap,
+    })
+}
+
+/// Maps a refused path claim to a 400 under `path`; other errors pass through.
+fn path_taken(f: &StorageFields) -> impl Fn(DbError) -> ApiError + '_ {
+    move |e| match e {
+        DbError::Conflict => ApiError::field("path", local_path::taken_message(f.path.as_deref().unwrap_or_default())),
+        e => e.into(),
     }
 }
 
@@ -383,7 +402,9 @@ pub async fn create(
     let config = check_fields(&state, t, &fields).await?;
     check_connection(&state, t, &config, false).await?;
     let project = project.ok_or_else(|| ApiError::field("project", "This field is required."))?;
-    let mut storage = state.db.create_storage(t.name, project, &fields).await?;
+    let claim = path_claim(t, &user, &fields);
+    let mut storage =
+        state.db.create_storage(t.name, project, &fields, claim.as_ref()).await.map_err(path_taken(&fields))?;
     if state.settings.sync.sync_on_create {
         storage = queue_sync(&state, &storage, true).await?;
     }
@@ -431,6 +452,11 @@ pub async fn validate(
         return Err(not_supported(t));
     }
     let config = check_fields(&state, t, &fields).await?;
+    if let Some(claim) = path_claim(t, &user, &fields) {
+        if state.db.local_path_taken(&claim).await? {
+            return Err(path_taken(&fields)(DbError::Conflict));
+        }
+    }
     check_connection(&state, t, &config, t.masks_validate_errors).await?;
     Ok(StatusCode::OK.into_response())
 }
@@ -497,7 +523,11 @@ async fn update(
     let moved = fields.path != current.fields.path
         || fields.export_mode != current.fields.export_mode
         || fields.config != current.fields.config;
-    let storage = state.db.update_storage(current.id, &fields, moved).await.or_not_found(t.model)?;
+    let claim = path_claim(t, &user, &fields);
+    let storage = match state.db.update_storage(current.id, &fields, moved, claim.as_ref()).await {
+        Err(DbError::Conflict) => return Err(path_taken(&fields)(DbError::Conflict)),
+        other => other.or_not_found(t.model)?,
+    };
     Ok(Json(storage_json(&storage)))
 }
 

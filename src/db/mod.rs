@@ -11,6 +11,7 @@
 
 mod annotations;
 mod changes;
+mod local_paths;
 mod projects;
 mod sessions;
 mod storages;
@@ -19,6 +20,7 @@ mod users;
 
 pub use annotations::*;
 pub use changes::*;
+pub use local_paths::PathClaim;
 pub use projects::*;
 pub use storages::*;
 pub use tasks::*;

@@ -6,7 +6,7 @@
 //! that expires (the worker died) can be taken by any other worker, which resumes
 //! the storage's job from its checkpoint. So two processes never run one job at once.
 
-use super::{json_col, Annotation, Db, DbError, DbResult, Task, ANNOTATION_COLUMNS};
+use super::{json_col, Annotation, Db, DbError, DbResult, PathClaim, Task, ANNOTATION_COLUMNS};
 use crate::time::{now_micros, Micros};
 use serde_json::Value;
 use sqlx::any::AnyRow;
@@ -213,14 +213,20 @@ impl SyncJob {
 }
 
 impl Db {
-    /// Creates a storage; it starts at the current end of the change feed.
+    /// Creates a storage; it starts at the current end of the change feed. With a
+    /// local-path claim, fails with [`DbError::Conflict`] if another organization
+    /// uses the directory (checked in the same transaction).
     pub async fn create_storage(
         &self,
         storage_type: &str,
         project_id: i64,
         f: &StorageFields,
+        claim: Option<&PathClaim<'_>>,
     ) -> DbResult<ExportStorage> {
         let mut tx = self.write_tx().await?;
+        if let Some(claim) = claim {
+            self.claim_local_path(&mut tx, claim).await?;
+        }
         let cursor: Option<i64> =
             sqlx::query_scalar("SELECT MAX(seq) FROM annotation_changes").fetch_one(&mut *tx).await?;
         let id: i64 = bind_fields(
@@ -290,9 +296,19 @@ impl Db {
     }
 
     /// Replaces the writable fields. A new location (path or type config) needs a
-    /// new full export, so the baseline is reset then.
-    pub async fn update_storage(&self, id: i64, f: &StorageFields, location_changed: bool) -> DbResult<ExportStorage> {
+    /// new full export, so the baseline is reset then. A local-path claim is checked
+    /// as in [`Db::create_storage`].
+    pub async fn update_storage(
+        &self,
+        id: i64,
+        f: &StorageFields,
+        location_changed: bool,
+        claim: Option<&PathClaim<'_>>,
+    ) -> DbResult<ExportStorage> {
         let mut tx = self.write_tx().await?;
+        if let Some(claim) = claim {
+            self.claim_local_path(&mut tx, claim).await?;
+        }
         let done = bind_fields(
             sqlx::query(
                 "UPDATE export_storages SET title = $1, description = $2, synchronizable = $3, path = $4, \

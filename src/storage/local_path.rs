@@ -98,6 +98,36 @@ pub fn check(path: Option<&str>, settings: &LocalFilesSettings) -> Result<PathBu
     Ok(PathBuf::from(p))
 }
 
+/// The forms of a storage path compared for overlap: as written (normalised) and, if
+/// it resolves, with every symlink followed.
+fn forms(path: &str) -> Vec<PathBuf> {
+    let written = PathBuf::from(path);
+    match written.canonicalize() {
+        Ok(real) if real != written => vec![written, real],
+        _ => vec![written],
+    }
+}
+
+/// Whether two local-files storage paths share a directory: the same one, or one a
+/// parent of the other, comparing whole components (`/data/a` and `/data/ab` do not
+/// overlap) of both the written and the symlink-resolved forms. Relative or empty
+/// paths never overlap (they are refused by [`check`] anyway).
+pub fn overlap(a: &str, b: &str) -> bool {
+    if !a.starts_with('/') || !b.starts_with('/') {
+        return false;
+    }
+    let (a, b) = (forms(a), forms(b));
+    a.iter().any(|x| b.iter().any(|y| x.starts_with(y) || y.starts_with(x)))
+}
+
+/// Why a path was refused for overlapping another organization's storage.
+pub fn taken_message(path: &str) -> String {
+    format!(
+        "Absolute local path \"{path}\" is, contains or lies inside a directory used by a storage of another \
+         organization. Please choose another directory."
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,5 +213,31 @@ mod tests {
         let s = settings(&base.join("labels"));
         let err = check(Some(&format!("{}/labels-evil", base.display())), &s).unwrap_err();
         assert!(err.contains("must be a subdirectory"), "{err}");
+    }
+
+    #[test]
+    fn overlap_compares_whole_components_of_written_and_resolved_paths() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().canonicalize().unwrap();
+        for dir in ["a/deep", "ab", "other"] {
+            std::fs::create_dir_all(base.join(dir)).unwrap();
+        }
+        std::os::unix::fs::symlink(base.join("a"), base.join("other/link")).unwrap();
+        let p = |rel: &str| format!("{}/{rel}", base.display());
+        let cases = [
+            ("a", "a", true, "same directory"),
+            ("a", "a/deep", true, "child"),
+            ("a/deep", "a", true, "parent"),
+            ("a", "ab", false, "sibling sharing a prefix"),
+            ("other/link", "a", true, "symlink to it"),
+            ("other/link/deep", "a", true, "through a symlink"),
+            ("other", "a", false, "unrelated"),
+            ("a/missing", "a", true, "a child that does not exist yet"),
+        ];
+        for (x, y, want, why) in cases {
+            assert_eq!(overlap(&p(x), &p(y)), want, "{why}: {x} vs {y}");
+            assert_eq!(overlap(&p(y), &p(x)), want, "{why} (swapped)");
+        }
+        assert!(!overlap("relative", "relative"));
     }
 }

@@ -11,6 +11,7 @@ mod auth_order;
 mod azure_storage;
 mod bad_input;
 mod cli;
+mod confinement;
 mod core;
 mod crash;
 mod engine;

@@ -54,7 +54,7 @@ async fn rotate_re_encrypts_every_stored_secret_under_a_new_key() {
     let mut secrets = serde_json::Map::new();
     secrets.insert("aws_secret_access_key".into(), json!("very-secret"));
     fields.secrets = app.state.secrets.seal_map(&secrets);
-    let storage = app.state.db.create_storage("s3", project, &fields).await.unwrap();
+    let storage = app.state.db.create_storage("s3", project, &fields, None).await.unwrap();
     let old_key = std::fs::read_to_string(data_dir.join("secret.key")).unwrap();
 
     // Act
