@@ -195,6 +195,17 @@ async fn open_db(common: &Common) -> anyhow::Result<Db> {
     Db::connect(&url).await
 }
 
+/// The database with the key that seals legacy tokens (checked as the server does),
+/// its stored tokens hashed as the server does at start.
+async fn open_db_with_secrets(common: &Common) -> anyhow::Result<Db> {
+    let db = open_db(common).await?;
+    let key = std::env::var(crate::secrets::KEY_ENV).ok().filter(|k| !k.trim().is_empty());
+    let secrets = crate::startup::secret_box(&db, key.as_deref(), &common.data_dir).await?;
+    let db = db.with_secrets(secrets);
+    db.seal_stored_tokens().await?;
+    Ok(db)
+}
+
 /// Runs the parsed command line. Admin commands print their result to stdout.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -211,7 +222,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::startup::run_worker_until_stopped(settings, shutdown_signal()).await
         }
         Command::User { command: UserCommand::Create { email, password, new_organization, common } } => {
-            let db = open_db(&common).await?;
+            let db = open_db_with_secrets(&common).await?;
             let password_hash = password.as_deref().map(crate::api::auth::hash_password).transpose()?;
             let user = db
                 .create_user(NewUser {
@@ -236,7 +247,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             rotate_secrets(&common, new_key.as_deref()).await
         }
         Command::Token { command: TokenCommand::Create { email, common } } => {
-            let db = open_db(&common).await?;
+            let db = open_db_with_secrets(&common).await?;
             let user = db.user_by_email(&email).await.map_err(|_| anyhow::anyhow!("no user with email {email}"))?;
             println!("{}", user.legacy_token);
             Ok(())

@@ -27,6 +27,12 @@ impl Application {
             .with_context(|| format!("Failed to create the data directory {}", settings.data_dir.display()))?;
         crate::telemetry::metrics::init();
         let db = Db::connect(&settings.database_url).await?;
+        let secrets = secret_box(&db, settings.secret_key.as_deref(), &settings.data_dir).await?;
+        let db = db.with_secrets(secrets.clone());
+        let sealed = db.seal_stored_tokens().await.context("Failed to hash the stored tokens")?;
+        if sealed > 0 {
+            tracing::info!(tokens = sealed, "stored tokens hashed (and legacy tokens sealed) in place");
+        }
         if let Some(user) = &settings.bootstrap_user {
             ensure_user(&db, user).await.context("Failed to create the LABEL_STUDIO_USERNAME user")?;
         }
@@ -37,8 +43,14 @@ impl Application {
                  (and LABEL_STUDIO_PASSWORD / LABEL_STUDIO_USER_TOKEN)"
             );
         }
-        let secret = db.server_secret("jwt_secret", crate::db::generate_legacy_token).await?;
-        let secrets = secret_box(&db, &settings).await?;
+        let secret = db.server_secret("jwt_secret", crate::db::generate_jwt_secret).await?;
+        if secret.len() < 64 {
+            // Kept so that issued personal access tokens stay valid (docs/SECURITY.md).
+            tracing::warn!(
+                bits = secret.len() * 4,
+                "the JWT signing secret was made by an older version and is shorter than 256 bits"
+            );
+        }
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .await
             .with_context(|| format!("Failed to listen on {}:{}", settings.host, settings.port))?;
@@ -90,10 +102,10 @@ pub fn engine(db: &Db, settings: &Settings, secrets: &SecretBox, wake: Arc<tokio
 
 /// The key for stored secrets, checked against the value sealed with it at first
 /// start: another key refuses to start instead of handing out garbage credentials.
-pub async fn secret_box(db: &Db, settings: &Settings) -> anyhow::Result<SecretBox> {
-    crate::config::create_data_dir(&settings.data_dir)
-        .with_context(|| format!("Failed to create the data directory {}", settings.data_dir.display()))?;
-    let secrets = SecretBox::load(settings.secret_key.as_deref(), &settings.data_dir)?;
+pub async fn secret_box(db: &Db, key: Option<&str>, data_dir: &std::path::Path) -> anyhow::Result<SecretBox> {
+    crate::config::create_data_dir(data_dir)
+        .with_context(|| format!("Failed to create the data directory {}", data_dir.display()))?;
+    let secrets = SecretBox::load(key, data_dir)?;
     let stored = db.server_secret(crate::secrets::KEY_CHECK, || secrets.check_value()).await?;
     if !secrets.matches(&stored) {
         anyhow::bail!(
@@ -114,7 +126,7 @@ pub async fn run_worker_until_stopped(
     settings.local_files.check()?;
     crate::telemetry::metrics::init();
     let db = Db::connect(&settings.database_url).await?;
-    let secrets = secret_box(&db, &settings).await?;
+    let secrets = secret_box(&db, settings.secret_key.as_deref(), &settings.data_dir).await?;
     let stop = CancellationToken::new();
     let worker = tokio::spawn(
         engine(&db, &settings, &secrets, Arc::new(tokio::sync::Notify::new())).run_until_stopped(stop.clone()),

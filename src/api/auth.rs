@@ -192,9 +192,9 @@ pub async fn create_token(State(state): State<AppState>, Auth(user): Auth) -> Ap
     security(("Token" = []), ("Bearer" = [])),
 )]
 pub async fn list_tokens(State(state): State<AppState>, Auth(user): Auth) -> ApiResult<Json<Value>> {
+    // Only the unsigned parts are stored; they are what Label Studio lists.
     let tokens = state.db.personal_tokens(user.id).await?;
-    let list: Vec<Value> =
-        tokens.iter().map(|t| json!({ "token": t.rsplit_once('.').map_or(t.as_str(), |(head, _)| head) })).collect();
+    let list: Vec<Value> = tokens.iter().map(|t| json!({ "token": t })).collect();
     Ok(Json(Value::Array(list)))
 }
 
@@ -355,6 +355,11 @@ pub async fn refresh_token(State(state): State<AppState>, Typed(body): Typed<Ref
         None => return Err(ApiError::unauthorized("Token is invalid")),
         Some(PersonalTokenState { revoked: true, .. }) => return Err(ApiError::unauthorized("Token is blacklisted")),
         Some(PersonalTokenState { revoked: false, .. }) => {}
+    }
+    // Beyond the signature: the very token issued (its hash is stored), so that a
+    // token minted with a leaked signing secret is refused too.
+    if !state.db.is_personal_token(&token).await? {
+        return Err(ApiError::unauthorized("Token is invalid"));
     }
     let now = now_micros() / 1_000_000;
     let access = Claims {

@@ -11,6 +11,7 @@
 
 mod annotations;
 mod changes;
+mod files;
 mod local_paths;
 mod projects;
 mod sessions;
@@ -71,6 +72,8 @@ pub enum Backend {
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// Seals the legacy tokens stored in `users` (see [`Db::with_secrets`]).
+    secrets: Option<crate::secrets::SecretBox>,
 }
 
 /// A write transaction. On SQLite it is started with `BEGIN IMMEDIATE` so that two
@@ -92,6 +95,7 @@ impl Db {
         };
         let (url, max) = match backend {
             Backend::Sqlite => {
+                files::restrict_sqlite_files(url).context("Failed to make the database files private (0600)")?;
                 let sep = if url.contains('?') { '&' } else { '?' };
                 let url = if url.contains("mode=") { url.to_owned() } else { format!("{url}{sep}mode=rwc") };
                 (url, 8)
@@ -116,7 +120,7 @@ impl Db {
             .connect(&url)
             .await
             .context("Failed to connect to the database")?;
-        let db = Db { pool, backend };
+        let db = Db { pool, backend, secrets: None };
         db.migrate().await.context("Failed to run database migrations")?;
         Ok(db)
     }
@@ -153,6 +157,14 @@ impl Db {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(|r| (r.get("storage_type"), r.try_get::<i64, _>("pending").unwrap_or(0))).collect())
+    }
+
+    /// This handle with the key that seals legacy tokens at rest: needed to create
+    /// users, reset tokens and read a user's token back ([`User::legacy_token`] is
+    /// empty without it).
+    pub fn with_secrets(mut self, secrets: crate::secrets::SecretBox) -> Db {
+        self.secrets = Some(secrets);
+        self
     }
 
     /// The engine behind this handle.

@@ -331,8 +331,9 @@ impl Db {
         self.storage_by_id(id).await
     }
 
-    /// Re-seals every storage's secrets and the key check value in one transaction
-    /// (`labelport secrets rotate`); returns how many storages had secrets.
+    /// Re-seals every storage's secrets, every user's sealed legacy token and the key
+    /// check value in one transaction (`labelport secrets rotate`); returns how many
+    /// storages had secrets.
     pub async fn reseal_secrets(
         &self,
         reseal: impl Fn(&str) -> anyhow::Result<String>,
@@ -350,6 +351,19 @@ impl Db {
         for (id, sealed) in &rows {
             let resealed = reseal(sealed).map_err(|e| DbError::Other(e.context(format!("storage {id}"))))?;
             sqlx::query("UPDATE export_storages SET secrets = $1 WHERE id = $2")
+                .bind(resealed)
+                .bind(*id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // The users' sealed legacy tokens (see `db::users`).
+        let users: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, legacy_token_sealed FROM users WHERE legacy_token_sealed IS NOT NULL")
+                .fetch_all(&mut *tx)
+                .await?;
+        for (id, sealed) in &users {
+            let resealed = reseal(sealed).map_err(|e| DbError::Other(e.context(format!("user {id}"))))?;
+            sqlx::query("UPDATE users SET legacy_token_sealed = $1 WHERE id = $2")
                 .bind(resealed)
                 .bind(*id)
                 .execute(&mut *tx)

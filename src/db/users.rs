@@ -1,4 +1,11 @@
 //! Organizations, users, legacy tokens, personal access tokens and server secrets.
+//!
+//! Tokens at rest (issue #12): `users.legacy_token` holds only [`token_hash`] of the
+//! legacy token (users are looked up through its unique index) and
+//! `legacy_token_sealed` the token sealed with the secret key, so that
+//! `GET /api/current-user/token` can show it as Label Studio does. A personal access
+//! token (a signed JWT) is stored as the SHA-256 of the whole token plus its unsigned
+//! part (`header.payload`, what `GET /api/token/` lists): neither authenticates.
 
 use super::{Db, DbError, DbResult};
 use crate::time::{now_micros, Micros};
@@ -20,7 +27,8 @@ pub struct User {
     pub first_name: String,
     /// Last name.
     pub last_name: String,
-    /// Legacy API token (`Authorization: Token <key>`).
+    /// Legacy API token (`Authorization: Token <key>`), opened from its sealed copy;
+    /// empty when the handle has no key ([`Db::with_secrets`]).
     pub legacy_token: String,
     /// When the user was created.
     pub date_joined: Micros,
@@ -29,10 +37,10 @@ pub struct User {
 }
 
 const USER_COLUMNS: &str = "id, organization_id, email, username, first_name, last_name, \
-                            legacy_token, date_joined, last_activity";
+                            legacy_token_sealed, date_joined, last_activity";
 
 impl User {
-    fn from_row(row: &AnyRow) -> User {
+    fn from_row(row: &AnyRow, legacy_token: String) -> User {
         User {
             id: row.get("id"),
             organization_id: row.get("organization_id"),
@@ -40,7 +48,7 @@ impl User {
             username: row.get("username"),
             first_name: row.get("first_name"),
             last_name: row.get("last_name"),
-            legacy_token: row.get("legacy_token"),
+            legacy_token,
             date_joined: row.get("date_joined"),
             last_activity: row.get("last_activity"),
         }
@@ -95,13 +103,84 @@ pub struct PersonalTokenState {
 
 /// A new random legacy token: 40 hex characters, like Label Studio's.
 pub fn generate_legacy_token() -> String {
+    random_hex::<20>()
+}
+
+/// A new JWT signing secret: 256 random bits, as 64 hex characters.
+pub fn generate_jwt_secret() -> String {
+    random_hex::<32>()
+}
+
+fn random_hex<const N: usize>() -> String {
     use rand::RngCore;
-    let mut bytes = [0u8; 20];
+    let mut bytes = [0u8; N];
     rand::thread_rng().fill_bytes(&mut bytes);
     hex::encode(bytes)
 }
 
+/// How a token is stored and looked up: `sha256:` and the hex SHA-256 of its text.
+/// Tokens are random (160 bits or more), so an unsalted fast hash is enough.
+pub fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(token.as_bytes())))
+}
+
+/// The unsigned part of a JWT (`header.payload`): what the token list shows.
+fn unsigned_part(jwt: &str) -> &str {
+    jwt.rsplit_once('.').map_or(jwt, |(head, _)| head)
+}
+
 impl Db {
+    fn token_box(&self) -> DbResult<&crate::secrets::SecretBox> {
+        self.secrets.as_ref().ok_or_else(|| DbError::Other(anyhow::anyhow!("the database handle has no secret key")))
+    }
+
+    /// A user row with its legacy token opened (empty without a key or a sealed copy).
+    fn user(&self, row: &AnyRow) -> DbResult<User> {
+        let sealed: Option<String> = row.get("legacy_token_sealed");
+        let token = match (&self.secrets, sealed) {
+            (Some(secrets), Some(sealed)) => {
+                let plain = secrets.open(&sealed).map_err(|e| DbError::Other(e.into()))?;
+                String::from_utf8(plain).map_err(|e| DbError::Other(e.into()))?
+            }
+            _ => String::new(),
+        };
+        Ok(User::from_row(row, token))
+    }
+
+    /// Hashes and seals the tokens still stored in plain text by older versions;
+    /// returns how many were. Idempotent: run at every start, in one transaction.
+    pub async fn seal_stored_tokens(&self) -> DbResult<usize> {
+        let secrets = self.token_box()?;
+        let mut tx = self.write_tx().await?;
+        let users: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, legacy_token FROM users WHERE legacy_token NOT LIKE 'sha256:%'")
+                .fetch_all(&mut *tx)
+                .await?;
+        for (id, token) in &users {
+            sqlx::query("UPDATE users SET legacy_token = $1, legacy_token_sealed = $2 WHERE id = $3")
+                .bind(token_hash(token))
+                .bind(secrets.seal(token.as_bytes()))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let pats: Vec<(String, String)> =
+            sqlx::query_as("SELECT jti, token FROM personal_access_tokens WHERE token_hash IS NULL")
+                .fetch_all(&mut *tx)
+                .await?;
+        for (jti, token) in &pats {
+            sqlx::query("UPDATE personal_access_tokens SET token = $1, token_hash = $2 WHERE jti = $3")
+                .bind(unsigned_part(token))
+                .bind(token_hash(token))
+                .bind(jti)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(users.len() + pats.len())
+    }
+
     /// Creates a user (and, if needed, its organization).
     pub async fn create_user(&self, new: NewUser<'_>) -> DbResult<User> {
         let now = now_micros();
@@ -124,19 +203,21 @@ impl Db {
             }
         };
         let token = new.legacy_token.map(str::to_owned).unwrap_or_else(generate_legacy_token);
+        let sealed = self.token_box()?.seal(token.as_bytes());
         let row = sqlx::query(&format!(
-            "INSERT INTO users (organization_id, email, password_hash, legacy_token, date_joined, last_activity) \
-             VALUES ($1, $2, $3, $4, $5, $5) RETURNING {USER_COLUMNS}"
+            "INSERT INTO users (organization_id, email, password_hash, legacy_token, legacy_token_sealed, \
+             date_joined, last_activity) VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING {USER_COLUMNS}"
         ))
         .bind(org)
         .bind(new.email)
         .bind(new.password_hash)
-        .bind(token)
+        .bind(token_hash(&token))
+        .bind(sealed)
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(User::from_row(&row))
+        self.user(&row)
     }
 
     /// Looks a user up by email.
@@ -145,7 +226,7 @@ impl Db {
             .bind(email)
             .fetch_one(&self.pool)
             .await?;
-        Ok(User::from_row(&row))
+        self.user(&row)
     }
 
     /// Looks a user up by id.
@@ -154,23 +235,25 @@ impl Db {
             .bind(id)
             .fetch_one(&self.pool)
             .await?;
-        Ok(User::from_row(&row))
+        self.user(&row)
     }
 
     /// Looks a user up by legacy token.
     pub async fn user_by_legacy_token(&self, token: &str) -> DbResult<User> {
         let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE legacy_token = $1"))
-            .bind(token)
+            .bind(token_hash(token))
             .fetch_one(&self.pool)
             .await?;
-        Ok(User::from_row(&row))
+        self.user(&row)
     }
 
     /// Replaces a user's legacy token.
     pub async fn set_legacy_token(&self, user_id: i64, token: &str) -> DbResult<()> {
+        let sealed = self.token_box()?.seal(token.as_bytes());
         let mut tx = self.write_tx().await?;
-        sqlx::query("UPDATE users SET legacy_token = $1 WHERE id = $2")
-            .bind(token)
+        sqlx::query("UPDATE users SET legacy_token = $1, legacy_token_sealed = $2 WHERE id = $3")
+            .bind(token_hash(token))
+            .bind(sealed)
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
@@ -251,11 +334,13 @@ impl Db {
             return Err(DbError::Conflict);
         }
         sqlx::query(
-            "INSERT INTO personal_access_tokens (jti, user_id, token, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO personal_access_tokens (jti, user_id, token, token_hash, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(jti)
         .bind(user_id)
-        .bind(token)
+        .bind(unsigned_part(token))
+        .bind(token_hash(token))
         .bind(now)
         .bind(expires_at)
         .execute(&mut *tx)
@@ -264,7 +349,8 @@ impl Db {
         Ok(())
     }
 
-    /// The user's live personal access tokens, oldest first.
+    /// The unsigned parts (`header.payload`) of the user's live personal access
+    /// tokens, oldest first.
     pub async fn personal_tokens(&self, user_id: i64) -> DbResult<Vec<String>> {
         Ok(sqlx::query_scalar(
             "SELECT token FROM personal_access_tokens WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
@@ -284,6 +370,15 @@ impl Db {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(row.map(|(user_id, revoked_at)| PersonalTokenState { user_id, revoked: revoked_at.is_some() }))
+    }
+
+    /// Whether `token` is, byte for byte, a personal access token this server issued.
+    pub async fn is_personal_token(&self, token: &str) -> DbResult<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM personal_access_tokens WHERE token_hash = $1")
+            .bind(token_hash(token))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
     }
 
     /// Revokes a personal access token.

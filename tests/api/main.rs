@@ -31,3 +31,4 @@ mod storages_sync;
 mod tasks;
 mod tenancy;
 mod throttle;
+mod tokens_at_rest;

@@ -70,5 +70,9 @@ async fn rotate_re_encrypts_every_stored_secret_under_a_new_key() {
     assert_eq!(new_box.open_map(Some(&sealed)).unwrap(), secrets);
     assert!(app.state.secrets.open_map(Some(&sealed)).is_err(), "the old key is retired");
     let settings = labelport::config::Settings { port: 0, secret_key: None, ..(*app.state.settings).clone() };
-    assert!(labelport::startup::Application::build(settings).await.is_ok(), "a server starts with the new key file");
+    let restarted =
+        labelport::startup::Application::build(settings).await.expect("a server starts with the new key file");
+    // The sealed legacy tokens were re-encrypted too.
+    let admin = restarted.state().db.user_by_email("admin@example.com").await.unwrap();
+    assert_eq!(admin.legacy_token, app.token);
 }
