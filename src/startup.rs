@@ -43,14 +43,7 @@ impl Application {
                  (and LABEL_STUDIO_PASSWORD / LABEL_STUDIO_USER_TOKEN)"
             );
         }
-        let secret = db.server_secret("jwt_secret", crate::db::generate_jwt_secret).await?;
-        if secret.len() < 64 {
-            // Kept so that issued personal access tokens stay valid (docs/SECURITY.md).
-            tracing::warn!(
-                bits = secret.len() * 4,
-                "the JWT signing secret was made by an older version and is shorter than 256 bits"
-            );
-        }
+        let secret = jwt_secret(&db, &secrets).await?;
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .await
             .with_context(|| format!("Failed to listen on {}:{}", settings.host, settings.port))?;
@@ -116,6 +109,32 @@ pub async fn secret_box(db: &Db, key: Option<&str>, data_dir: &std::path::Path) 
         );
     }
     Ok(secrets)
+}
+
+/// Name of the JWT signing secret in `server_secrets`.
+pub const JWT_SECRET: &str = "jwt_secret";
+
+/// The JWT signing secret, stored sealed with the secret key: 256 random bits on a
+/// new installation. One stored in plain text by an older version is sealed in place
+/// and kept, so that the personal access tokens already issued stay valid.
+pub async fn jwt_secret(db: &Db, secrets: &SecretBox) -> anyhow::Result<String> {
+    let stored = db.server_secret(JWT_SECRET, || secrets.seal(crate::db::generate_jwt_secret().as_bytes())).await?;
+    let secret = if stored.starts_with("v1:") {
+        String::from_utf8(secrets.open(&stored)?).context("the JWT secret is not text")?
+    } else {
+        if db.replace_server_secret(JWT_SECRET, &stored, &secrets.seal(stored.as_bytes())).await? {
+            tracing::info!("the JWT signing secret is now stored sealed");
+        }
+        stored
+    };
+    if secret.len() < 64 {
+        // Kept so that issued personal access tokens stay valid (docs/SECURITY.md).
+        tracing::warn!(
+            bits = secret.len() * 4,
+            "the JWT signing secret was made by an older version and is shorter than 256 bits"
+        );
+    }
+    Ok(secret)
 }
 
 /// Runs only the sync worker (no HTTP), for scale-out on a shared PostgreSQL database.

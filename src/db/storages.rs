@@ -331,8 +331,8 @@ impl Db {
         self.storage_by_id(id).await
     }
 
-    /// Re-seals every storage's secrets, every user's sealed legacy token and the key
-    /// check value in one transaction (`labelport secrets rotate`); returns how many
+    /// Re-seals every storage's secrets, the JWT secret, every user's sealed legacy
+    /// token and the key check value in one transaction (`labelport secrets rotate`); returns how many
     /// storages had secrets.
     pub async fn reseal_secrets(
         &self,
@@ -353,6 +353,18 @@ impl Db {
             sqlx::query("UPDATE export_storages SET secrets = $1 WHERE id = $2")
                 .bind(resealed)
                 .bind(*id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // The JWT signing secret (see `startup::jwt_secret`), once sealed.
+        let jwt: Option<String> =
+            sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = 'jwt_secret' AND value LIKE 'v1:%'")
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(sealed) = jwt {
+            let resealed = reseal(&sealed).map_err(|e| DbError::Other(e.context("the JWT secret")))?;
+            sqlx::query("UPDATE server_secrets SET value = $1 WHERE name = 'jwt_secret'")
+                .bind(resealed)
                 .execute(&mut *tx)
                 .await?;
         }

@@ -312,6 +312,20 @@ impl Db {
         Ok(value)
     }
 
+    /// Replaces a server-wide secret if it still has the value `old` (compare and set,
+    /// so that processes starting at once agree); returns whether it did.
+    pub async fn replace_server_secret(&self, name: &str, old: &str, new: &str) -> DbResult<bool> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query("UPDATE server_secrets SET value = $1 WHERE name = $2 AND value = $3")
+            .bind(new)
+            .bind(name)
+            .bind(old)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Stores a new personal access token; fails with [`DbError::Conflict`] if the user
     /// already has a live one.
     pub async fn create_personal_token(

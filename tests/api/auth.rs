@@ -341,7 +341,7 @@ async fn an_expired_or_foreign_access_token_is_401(app: TestApp) {
     let pat = new_pat(&app).await;
     let jti = claims(&pat)["jti"].as_str().unwrap().to_owned();
     let user_id = claims(&pat)["user_id"].as_str().unwrap().to_owned();
-    let secret = app.state.db.server_secret("jwt_secret", String::new).await.unwrap();
+    let secret = labelport::startup::jwt_secret(&app.state.db, &app.state.secrets).await.unwrap();
     let now = chrono_now();
     let sign = |claims: Value, secret: &str| {
         encode(&Header::default(), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
@@ -439,7 +439,7 @@ async fn a_token_naming_another_user_than_the_owner_of_its_jti_is_401(app: TestA
     let jti = claims(&pat)["jti"].as_str().unwrap().to_owned();
     let other_token = app.user_in_other_organization("other@example.com").await;
     let other = app.state.db.user_by_legacy_token(&other_token).await.unwrap();
-    let secret = app.state.db.server_secret("jwt_secret", String::new).await.unwrap();
+    let secret = labelport::startup::jwt_secret(&app.state.db, &app.state.secrets).await.unwrap();
     let now = chrono_now();
     let forge = |token_type: &str, exp: i64| {
         let claims =

@@ -12,7 +12,7 @@ use sqlx::Row;
 backend_tests!(
     the_database_holds_no_token_in_plain_text,
     tokens_stored_in_plain_text_by_an_older_version_still_work_after_the_upgrade,
-    a_new_installation_signs_with_a_256_bit_secret,
+    a_new_installation_signs_with_a_256_bit_secret_stored_sealed,
 );
 
 async fn new_pat(app: &TestApp) -> String {
@@ -83,9 +83,10 @@ async fn the_database_holds_no_token_in_plain_text(app: TestApp) {
 }
 
 async fn tokens_stored_in_plain_text_by_an_older_version_still_work_after_the_upgrade(app: TestApp) {
-    // Arrange: rows as an older version wrote them: the legacy token and the whole
-    // PAT in plain text, nothing sealed or hashed
-    let pat = new_pat(&app).await;
+    // Arrange: rows as an older version wrote them: a 160-bit JWT secret, the legacy
+    // token and the whole PAT (signed with that secret) in plain text
+    let old_secret = "00112233445566778899aabbccddeeff00112233";
+    let pat = signed_like(&new_pat(&app).await, old_secret);
     let legacy = "0123456789abcdef0123456789abcdef01234567";
     let pool = app.state.db.pool();
     sqlx::query("UPDATE users SET legacy_token = $1, legacy_token_sealed = NULL WHERE email = 'admin@example.com'")
@@ -98,6 +99,11 @@ async fn tokens_stored_in_plain_text_by_an_older_version_still_work_after_the_up
         .execute(pool)
         .await
         .unwrap();
+    sqlx::query("UPDATE server_secrets SET value = $1 WHERE name = 'jwt_secret'")
+        .bind(old_secret)
+        .execute(pool)
+        .await
+        .unwrap();
 
     // Act: start a new server on the same database
     let url = app.state.settings.database_url.clone();
@@ -107,9 +113,10 @@ async fn tokens_stored_in_plain_text_by_an_older_version_still_work_after_the_up
     })
     .await;
 
-    // Assert: hashed in place, and both tokens still authenticate
+    // Assert: hashed or sealed in place, and both tokens still authenticate
     let tables = token_tables(&upgraded).await;
     assert!(!tables.contains(legacy) && !tables.contains(&pat), "{tables}");
+    assert!(!stored_jwt_secret(&upgraded).await.contains(old_secret), "the JWT secret is sealed in place");
     assert_eq!(whoami_status(&upgraded, legacy).await, StatusCode::OK);
     let r = upgraded.anon(Method::GET, "/api/current-user/token").header("Authorization", format!("Token {legacy}"));
     assert_eq!(json_of(r.send().await.unwrap(), StatusCode::OK).await["token"], legacy);
@@ -121,16 +128,34 @@ async fn tokens_stored_in_plain_text_by_an_older_version_still_work_after_the_up
     );
 }
 
-async fn a_new_installation_signs_with_a_256_bit_secret(app: TestApp) {
-    // Act
-    let secret: String = sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = 'jwt_secret'")
-        .fetch_one(app.state.db.pool())
-        .await
-        .unwrap();
+/// `jwt` with the same header and claims, signed with `secret` (HS256).
+fn signed_like(jwt: &str, secret: &str) -> String {
+    use base64::Engine;
+    use hmac::Mac;
+    let unsigned = jwt.rsplit_once('.').unwrap().0;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(unsigned.as_bytes());
+    let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{unsigned}.{signature}")
+}
 
-    // Assert: 64 hex characters
+async fn a_new_installation_signs_with_a_256_bit_secret_stored_sealed(app: TestApp) {
+    // Act
+    let stored = stored_jwt_secret(&app).await;
+    let secret = labelport::startup::jwt_secret(&app.state.db, &app.state.secrets).await.unwrap();
+
+    // Assert: 64 hex characters, not in the database as such
     assert_eq!(secret.len(), 64, "{} bits", secret.len() * 4);
     assert!(secret.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert!(stored.starts_with("v1:") && !stored.contains(&secret), "{stored}");
+    assert!(!contains(&sqlite_bytes(&app), &secret), "the secret in the SQLite file");
+}
+
+async fn stored_jwt_secret(app: &TestApp) -> String {
+    sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = 'jwt_secret'")
+        .fetch_one(app.state.db.pool())
+        .await
+        .unwrap()
 }
 
 fn mode(path: &std::path::Path) -> u32 {
