@@ -30,3 +30,4 @@ mod storages_sync;
 mod tasks;
 mod tenancy;
 mod throttle;
+mod write_lock;
