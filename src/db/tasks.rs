@@ -185,7 +185,9 @@ impl Db {
         Ok(Task::from_row(&row))
     }
 
-    /// Task count, non-cancelled annotation count and prediction count of a project.
+    /// Task count, non-cancelled annotation count and prediction count of a project,
+    /// each counted in an index (`tasks_project`, `annotations_project_cancelled`,
+    /// `predictions_project`) without reading rows.
     pub async fn task_totals(&self, project_id: i64) -> DbResult<(i64, i64, i64)> {
         let row = sqlx::query(
             "SELECT (SELECT COUNT(*) FROM tasks WHERE project_id = $1) AS tasks, \
@@ -198,10 +200,12 @@ impl Db {
         Ok((row.get("tasks"), row.get("annotations"), row.get("predictions")))
     }
 
-    /// One page of a project's tasks, by id.
+    /// One page of a project's tasks, by id. The page's ids are found in the
+    /// `(project_id, id)` index alone, so skipping earlier pages reads no task rows.
     pub async fn list_tasks(&self, project_id: i64, offset: i64, limit: i64) -> DbResult<Vec<Task>> {
         let rows = sqlx::query(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks t WHERE t.project_id = $1 ORDER BY t.id LIMIT $2 OFFSET $3"
+            "SELECT {TASK_COLUMNS} FROM tasks t WHERE t.id IN \
+             (SELECT id FROM tasks WHERE project_id = $1 ORDER BY id LIMIT $2 OFFSET $3) ORDER BY t.id"
         ))
         .bind(project_id)
         .bind(limit)
