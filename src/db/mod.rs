@@ -251,3 +251,17 @@ impl<'q> sqlx::Encode<'q, Any> for NullableF64 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_busy;
+    use anyhow::Context;
+
+    #[test]
+    fn a_pool_timeout_is_busy_even_under_context_and_a_missing_row_is_not() {
+        let timed_out: anyhow::Result<()> = Err(sqlx::Error::PoolTimedOut.into());
+        assert!(is_busy(&timed_out.context("Failed to create a project").unwrap_err()));
+        assert!(!is_busy(&sqlx::Error::RowNotFound.into()));
+        assert!(!is_busy(&anyhow::anyhow!("database is locked, said someone")));
+    }
+}
