@@ -104,6 +104,9 @@ pub struct HttpArgs {
     /// Largest accepted body of `POST /api/projects/{id}/import`, in bytes.
     #[arg(long, env = "LABELPORT_MAX_IMPORT_BYTES", default_value_t = HttpSettings::default().max_import_bytes)]
     pub max_import_bytes: usize,
+    /// Most tasks one import may create (more get 400).
+    #[arg(long, env = "LABELPORT_MAX_IMPORT_TASKS", default_value_t = HttpSettings::default().max_import_tasks)]
+    pub max_import_tasks: usize,
     /// Seconds a client has to send a request's headers (slow or half-sent ones are closed).
     #[arg(long, env = "LABELPORT_HEADER_TIMEOUT_SECS", default_value_t = HttpSettings::default().header_timeout.as_secs())]
     pub header_timeout_secs: u64,
@@ -138,6 +141,7 @@ impl HttpArgs {
         let secs = |s: u64| std::time::Duration::from_secs(s.max(1));
         HttpSettings {
             max_import_bytes: self.max_import_bytes,
+            max_import_tasks: self.max_import_tasks.max(1),
             header_timeout: secs(self.header_timeout_secs),
             request_timeout: secs(self.request_timeout_secs),
             keep_alive_timeout: secs(self.keep_alive_timeout_secs),

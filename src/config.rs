@@ -129,6 +129,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub struct HttpSettings {
     /// Largest accepted body of `POST /api/projects/{id}/import`, in bytes.
     pub max_import_bytes: usize,
+    /// Most tasks one import may create; more are refused with 400.
+    pub max_import_tasks: usize,
     /// Time a client has to send a request's line and headers, counted from when the
     /// server starts waiting for it (a new connection, or the end of the previous response).
     pub header_timeout: std::time::Duration,
@@ -160,6 +162,7 @@ impl Default for HttpSettings {
     fn default() -> HttpSettings {
         HttpSettings {
             max_import_bytes: 100 * 1024 * 1024,
+            max_import_tasks: 100_000,
             header_timeout: std::time::Duration::from_secs(10),
             request_timeout: std::time::Duration::from_secs(300),
             keep_alive_timeout: std::time::Duration::from_secs(5),

@@ -7,6 +7,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
+/// `Retry-After` of every 503: the database was busy, a second later it likely is not.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
 /// Our version string, reported in every error body.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -92,6 +95,15 @@ impl ApiError {
         ApiError::new(StatusCode::CONFLICT, detail)
     }
 
+    /// 503: the database is busy with other writers; the client may retry after
+    /// [`RETRY_AFTER_SECS`] (sent as `Retry-After`).
+    pub fn busy() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("The database is busy with other writes. Try again in {RETRY_AFTER_SECS} s."),
+        )
+    }
+
     /// A non-standard body with the given status.
     pub fn raw(status: StatusCode, body: Value) -> ApiError {
         ApiError { status, body: ErrorBody::Raw(body), internal: None }
@@ -120,6 +132,10 @@ impl From<DbError> for ApiError {
         match e {
             DbError::NotFound => ApiError::no_route(),
             DbError::Conflict => ApiError::conflict("The object already exists."),
+            DbError::Other(e) if crate::db::is_busy(&e) => {
+                tracing::warn!(error.message = %e, "database busy: answered 503");
+                ApiError::busy()
+            }
             DbError::Other(e) => ApiError::internal(e),
         }
     }
@@ -163,6 +179,9 @@ impl IntoResponse for ApiError {
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Token"));
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
         if let Some(e) = self.internal {
             response.extensions_mut().insert(InternalError(Arc::new(e.context(format!("error id {id}")))));

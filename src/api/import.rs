@@ -122,7 +122,7 @@ fn data_columns(tasks: &[NewTask]) -> Vec<String> {
     ),
     responses(
         (status = 201, description = "What was imported", body = crate::api::openapi::ImportSummary),
-        (status = 400, description = "Malformed JSON, wrong types or missing fields", body = crate::api::openapi::ErrorBody),
+        (status = 400, description = "Malformed JSON, wrong types or missing fields, or more tasks than `LABELPORT_MAX_IMPORT_TASKS`", body = crate::api::openapi::ErrorBody),
         (status = 413, description = "Body over the import limit (`LABELPORT_MAX_IMPORT_BYTES`)", body = crate::api::openapi::ErrorBody),
         (status = 415, description = "Not JSON or a form", body = crate::api::openapi::ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
@@ -154,6 +154,14 @@ pub async fn import(
     };
     if items.is_empty() {
         return Err(ApiError::non_field("load_tasks: No tasks added"));
+    }
+    // Label Studio's TASKS_MAX_NUMBER check, with its wording.
+    let max = state.settings.http.max_import_tasks;
+    if items.len() > max {
+        return Err(ApiError::non_field(format!(
+            "Maximum task number is {max}, current task number is {}",
+            items.len()
+        )));
     }
     let tasks: Vec<NewTask> = items
         .iter()

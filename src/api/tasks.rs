@@ -15,6 +15,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
 
 /// The task object of create and update responses (without annotations).
 pub fn task_json(t: &Task) -> Value {
@@ -60,23 +61,39 @@ pub fn prediction_json(p: &Prediction) -> Value {
     })
 }
 
+/// Most tasks on one page of `GET /api/tasks/` (larger `page_size`s are capped): a
+/// page's cost grows with its size, and Label Studio's clients page anyway.
+pub const MAX_TASK_PAGE_SIZE: i64 = 1000;
+
+/// Groups rows by task id, keeping their order.
+fn by_task<T>(rows: &[T], task_id: impl Fn(&T) -> i64) -> HashMap<i64, Vec<&T>> {
+    let mut groups: HashMap<i64, Vec<&T>> = HashMap::new();
+    for row in rows {
+        groups.entry(task_id(row)).or_default().push(row);
+    }
+    groups
+}
+
 /// Renders tasks as the list (`detailed == false`) or detail endpoint does, with
-/// their annotations and predictions loaded in two queries.
+/// their annotations and predictions loaded in two queries and grouped per task,
+/// so a page costs time in proportion to its own size.
 async fn render_tasks(db: &Db, tasks: &[Task], detailed: bool) -> ApiResult<Vec<Value>> {
     let ids: Vec<i64> = tasks.iter().map(|t| t.id).collect();
     let annotations = db.annotations_for_tasks(&ids, true).await?;
     let predictions = if detailed { db.predictions_for_tasks(&ids).await? } else { Vec::new() };
+    let annotations = by_task(&annotations, |a| a.task_id);
+    let predictions = by_task(&predictions, |p| p.task_id);
     let mut users = UserCache::default();
     let mut out = Vec::with_capacity(tasks.len());
     for t in tasks {
-        let mine: Vec<&Annotation> = annotations.iter().filter(|a| a.task_id == t.id).collect();
+        let mine: &[&Annotation] = annotations.get(&t.id).map_or(&[], Vec::as_slice);
         let mut obj = Map::new();
         obj.insert("id".into(), t.id.into());
         if detailed {
-            let preds: Vec<Value> = predictions.iter().filter(|p| p.task_id == t.id).map(prediction_json).collect();
+            let preds: Vec<Value> = predictions.get(&t.id).into_iter().flatten().map(|p| prediction_json(p)).collect();
             obj.insert("predictions".into(), preds.into());
             let mut list = Vec::with_capacity(mine.len());
-            for a in &mine {
+            for a in mine {
                 let author = users.get(db, a.completed_by).await?;
                 let expanded = author.map(user_with_initials);
                 list.push(annotation_json(a, author, Some(expanded.unwrap_or(Value::Null))));
@@ -191,7 +208,7 @@ pub async fn create(State(state): State<AppState>, Auth(user): Auth, Body(body):
     params(
         ("project" = i64, Query, description = "Project id (required)"),
         ("page" = Option<i64>, Query, description = "1-based page number"),
-        ("page_size" = Option<i64>, Query, description = "Tasks per page (default 100)"),
+        ("page_size" = Option<i64>, Query, description = "Tasks per page (default 100, at most 1000)"),
         ("fields" = Option<String>, Query, description = "`all` adds annotations and predictions"),
     ),
     responses(
@@ -215,7 +232,7 @@ pub async fn list(State(state): State<AppState>, Auth(user): Auth, query: Query)
     if !state.db.project_exists(user.organization_id, project).await? {
         return Err(ApiError::not_found("Project"));
     }
-    let page = Page::from_query(&query, 100, 100_000)?;
+    let page = Page::from_query(&query, 100, MAX_TASK_PAGE_SIZE)?;
     let (total, total_annotations, total_predictions) = state.db.task_totals(project).await?;
     let page = page.check(total)?;
     let tasks = state.db.list_tasks(project, page.offset(), page.size).await?;

@@ -11,7 +11,7 @@
 
 use super::{Backend, Db, DbResult, WriteTx};
 use crate::time::{now_micros, Micros};
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 /// Advisory lock key that serialises change-feed writers on PostgreSQL.
 const CHANGE_FEED_LOCK: i64 = 0x6c61_6265_6c70; // "labelp"
@@ -26,7 +26,7 @@ pub enum ChangeOp {
 }
 
 impl ChangeOp {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ChangeOp::Upsert => "upsert",
             ChangeOp::Delete => "delete",
@@ -51,6 +51,16 @@ pub struct Change {
     pub created_at: Micros,
 }
 
+/// On PostgreSQL, takes the transaction-scoped lock that serialises change-feed
+/// writers (held until commit; re-taking it in the same transaction is free). SQLite
+/// serialises all writers anyway.
+pub(crate) async fn lock_change_feed(backend: Backend, conn: &mut AnyConnection) -> DbResult<()> {
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CHANGE_FEED_LOCK).execute(conn).await?;
+    }
+    Ok(())
+}
+
 pub(crate) async fn record_change(
     backend: Backend,
     tx: &mut WriteTx,
@@ -59,10 +69,7 @@ pub(crate) async fn record_change(
     annotation_id: i64,
     op: ChangeOp,
 ) -> DbResult<()> {
-    if backend == Backend::Postgres {
-        // Held until commit; re-taking it in the same transaction is free.
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CHANGE_FEED_LOCK).execute(&mut **tx).await?;
-    }
+    lock_change_feed(backend, tx).await?;
     sqlx::query(
         "INSERT INTO annotation_changes (project_id, task_id, annotation_id, op, created_at) VALUES ($1, $2, $3, $4, $5)",
     )
@@ -73,36 +80,6 @@ pub(crate) async fn record_change(
     .bind(now_micros())
     .execute(&mut **tx)
     .await?;
-    Ok(())
-}
-
-/// Records many changes of one project at once (bulk import), in input order.
-pub(crate) async fn record_changes(
-    backend: Backend,
-    tx: &mut WriteTx,
-    project_id: i64,
-    entries: &[(i64, i64)],
-    op: ChangeOp,
-) -> DbResult<()> {
-    if entries.is_empty() {
-        return Ok(());
-    }
-    if backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CHANGE_FEED_LOCK).execute(&mut **tx).await?;
-    }
-    for chunk in entries.chunks(200) {
-        let mut sql =
-            String::from("INSERT INTO annotation_changes (project_id, task_id, annotation_id, op, created_at) VALUES ");
-        for i in 0..chunk.len() {
-            let b = 4 + i * 2;
-            sql.push_str(&format!("{}($1, ${b}, ${}, $2, $3)", if i == 0 { "" } else { "," }, b + 1));
-        }
-        let mut q = sqlx::query(&sql).persistent(false).bind(project_id).bind(op.as_str()).bind(now_micros());
-        for (task_id, annotation_id) in chunk {
-            q = q.bind(*task_id).bind(*annotation_id);
-        }
-        q.execute(&mut **tx).await?;
-    }
     Ok(())
 }
 

@@ -12,6 +12,7 @@
 mod annotations;
 mod changes;
 mod files;
+mod import;
 mod local_paths;
 mod projects;
 mod sessions;
@@ -21,6 +22,7 @@ mod users;
 
 pub use annotations::*;
 pub use changes::*;
+pub use import::*;
 pub use local_paths::PathClaim;
 pub use projects::*;
 pub use storages::*;
@@ -54,6 +56,36 @@ impl From<sqlx::Error> for DbError {
         }
     }
 }
+
+/// Whether `e` says that the database is busy with another writer and the statement
+/// may succeed if tried again later: SQLite's `SQLITE_BUSY` / `SQLITE_LOCKED` (after
+/// [`BUSY_TIMEOUT`] of waiting), PostgreSQL's `lock_not_available`, or no pooled
+/// connection becoming free in time.
+pub fn is_busy(e: &anyhow::Error) -> bool {
+    e.chain().filter_map(|cause| cause.downcast_ref::<sqlx::Error>()).any(|e| match e {
+        sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(d) => {
+            if let Some(sqlite) = d.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+                // Extended result codes keep the primary code in the low byte.
+                let code = sqlx::error::DatabaseError::code(sqlite).and_then(|c| c.parse::<i64>().ok()).unwrap_or(0);
+                matches!(code & 0xff, SQLITE_BUSY | SQLITE_LOCKED)
+            } else {
+                d.code().as_deref() == Some(PG_LOCK_NOT_AVAILABLE)
+            }
+        }
+        _ => false,
+    })
+}
+
+const SQLITE_BUSY: i64 = 5;
+const SQLITE_LOCKED: i64 = 6;
+const PG_LOCK_NOT_AVAILABLE: &str = "55P03";
+
+/// How long a SQLite statement waits for another connection's write lock before it
+/// fails with `SQLITE_BUSY` (answered 503 with `Retry-After`). Writers hold the lock
+/// for short transactions only (a large import stages its rows first, see
+/// [`Db::import_tasks`]), so a wait this long means the database is overloaded.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Result alias of the data layer.
 pub type DbResult<T> = Result<T, DbError>;
@@ -108,11 +140,12 @@ impl Db {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        conn.execute(
+                        let pragmas = format!(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000;",
-                        )
-                        .await?;
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {};",
+                            BUSY_TIMEOUT.as_millis()
+                        );
+                        conn.execute(pragmas.as_str()).await?;
                     }
                     Ok(())
                 })
@@ -230,5 +263,19 @@ impl<'q> sqlx::Encode<'q, Any> for NullableF64 {
             Some(v) => <f64 as sqlx::Encode<'q, Any>>::encode_by_ref(&v, buf),
             None => <Option<f32> as sqlx::Encode<'q, Any>>::encode_by_ref(&None, buf),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_busy;
+    use anyhow::Context;
+
+    #[test]
+    fn a_pool_timeout_is_busy_even_under_context_and_a_missing_row_is_not() {
+        let timed_out: anyhow::Result<()> = Err(sqlx::Error::PoolTimedOut.into());
+        assert!(is_busy(&timed_out.context("Failed to create a project").unwrap_err()));
+        assert!(!is_busy(&sqlx::Error::RowNotFound.into()));
+        assert!(!is_busy(&anyhow::anyhow!("database is locked, said someone")));
     }
 }

@@ -1,10 +1,10 @@
 //! Tasks and predictions, scoped to an organization through their project.
 
-use super::{flag, json_col, record_change, ChangeOp, Db, DbError, DbResult, NewAnnotation, WriteTx};
+use super::{flag, json_col, record_change, ChangeOp, Db, DbError, DbResult, WriteTx};
 use crate::time::{now_micros, Micros};
 use serde_json::Value;
 use sqlx::any::AnyRow;
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 /// A task row.
 #[derive(Debug, Clone)]
@@ -69,30 +69,6 @@ pub struct NewPrediction {
     pub model_version: String,
 }
 
-/// A task to import, with its annotations and predictions.
-#[derive(Debug, Clone)]
-pub struct NewTask {
-    /// Data object.
-    pub data: Value,
-    /// Metadata object.
-    pub meta: Value,
-    /// Annotations to create with it.
-    pub annotations: Vec<NewAnnotation>,
-    /// Predictions to create with it.
-    pub predictions: Vec<NewPrediction>,
-}
-
-/// Counts of an import.
-#[derive(Debug, Default)]
-pub struct ImportSummary {
-    /// Ids of created tasks, in input order.
-    pub task_ids: Vec<i64>,
-    /// Annotations created.
-    pub annotation_count: i64,
-    /// Predictions created.
-    pub prediction_count: i64,
-}
-
 pub(crate) const TASK_COLUMNS: &str = "t.id, t.project_id, t.data, t.meta, t.inner_id, t.overlap, t.is_labeled, \
      t.total_annotations, t.cancelled_annotations, t.total_predictions, t.updated_by, t.created_at, t.updated_at";
 
@@ -154,13 +130,14 @@ pub(crate) async fn refresh_task_counters(tx: &mut WriteTx, task_id: i64, update
     Ok(())
 }
 
-async fn next_inner_ids(tx: &mut WriteTx, project_id: i64, n: i64) -> DbResult<i64> {
+/// Reserves `n` consecutive `inner_id`s of a project; returns the first.
+pub(crate) async fn next_inner_ids(conn: &mut AnyConnection, project_id: i64, n: i64) -> DbResult<i64> {
     let first: i64 = sqlx::query_scalar(
         "UPDATE projects SET next_inner_id = next_inner_id + $2 WHERE id = $1 RETURNING next_inner_id - $2",
     )
     .bind(project_id)
     .bind(n)
-    .fetch_one(&mut **tx)
+    .fetch_one(conn)
     .await?;
     Ok(first)
 }
@@ -208,7 +185,9 @@ impl Db {
         Ok(Task::from_row(&row))
     }
 
-    /// Task count, non-cancelled annotation count and prediction count of a project.
+    /// Task count, non-cancelled annotation count and prediction count of a project,
+    /// each counted in an index (`tasks_project`, `annotations_project_cancelled`,
+    /// `predictions_project`) without reading rows.
     pub async fn task_totals(&self, project_id: i64) -> DbResult<(i64, i64, i64)> {
         let row = sqlx::query(
             "SELECT (SELECT COUNT(*) FROM tasks WHERE project_id = $1) AS tasks, \
@@ -221,10 +200,12 @@ impl Db {
         Ok((row.get("tasks"), row.get("annotations"), row.get("predictions")))
     }
 
-    /// One page of a project's tasks, by id.
+    /// One page of a project's tasks, by id. The page's ids are found in the
+    /// `(project_id, id)` index alone, so skipping earlier pages reads no task rows.
     pub async fn list_tasks(&self, project_id: i64, offset: i64, limit: i64) -> DbResult<Vec<Task>> {
         let rows = sqlx::query(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks t WHERE t.project_id = $1 ORDER BY t.id LIMIT $2 OFFSET $3"
+            "SELECT {TASK_COLUMNS} FROM tasks t WHERE t.id IN \
+             (SELECT id FROM tasks WHERE project_id = $1 ORDER BY id LIMIT $2 OFFSET $3) ORDER BY t.id"
         ))
         .bind(project_id)
         .bind(limit)
@@ -294,131 +275,5 @@ impl Db {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(Prediction::from_row).collect())
-    }
-
-    /// Imports tasks with their annotations and predictions in one transaction, with
-    /// multi-row inserts (hundreds of rows per statement). Every annotation is
-    /// recorded in the change feed.
-    pub async fn import_tasks(&self, project_id: i64, user_id: i64, tasks: &[NewTask]) -> DbResult<ImportSummary> {
-        // sqlx-sqlite looks every numbered parameter up by a linear scan (quadratic in the
-        // parameters of one statement), so statements stay at a few hundred parameters.
-        const TASKS_PER_STATEMENT: usize = 200;
-        const ROWS_PER_STATEMENT: usize = 100;
-        let now = now_micros();
-        let mut summary = ImportSummary::default();
-        let mut tx = self.write_tx().await?;
-        let first_inner_id = next_inner_ids(&mut tx, project_id, tasks.len() as i64).await?;
-        let mut task_ids = Vec::with_capacity(tasks.len());
-        for (n, chunk) in tasks.chunks(TASKS_PER_STATEMENT).enumerate() {
-            let first = first_inner_id + (n * TASKS_PER_STATEMENT) as i64;
-            let mut sql = String::from(
-                "INSERT INTO tasks (project_id, data, meta, inner_id, is_labeled, total_annotations, \
-                 cancelled_annotations, total_predictions, created_at, updated_at) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let b = 4 + i * 3;
-                let sep = if i == 0 { "" } else { "," };
-                sql.push_str(&format!("{sep}($1, ${b}, ${}, ${}, $2, $2, $2, $2, $3, $3)", b + 1, b + 2));
-            }
-            sql.push_str(" RETURNING id, inner_id");
-            let mut q = sqlx::query(&sql).persistent(false).bind(project_id).bind(0i64).bind(now);
-            for (i, task) in chunk.iter().enumerate() {
-                q = q.bind(task.data.to_string()).bind(task.meta.to_string()).bind(first + i as i64);
-            }
-            let mut rows: Vec<(i64, i64)> = q
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|r| (r.get::<i64, _>("inner_id"), r.get::<i64, _>("id")))
-                .collect();
-            // RETURNING order is not promised; inner ids are.
-            rows.sort_unstable();
-            task_ids.extend(rows.into_iter().map(|(_, id)| id));
-        }
-        let predictions: Vec<(i64, &NewPrediction)> =
-            tasks.iter().zip(&task_ids).flat_map(|(t, id)| t.predictions.iter().map(move |p| (*id, p))).collect();
-        for chunk in predictions.chunks(ROWS_PER_STATEMENT) {
-            let mut sql = String::from(
-                "INSERT INTO predictions (task_id, project_id, result, score, model_version, created_at, updated_at) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let b = 3 + i * 4;
-                let sep = if i == 0 { "" } else { "," };
-                sql.push_str(&format!("{sep}(${b}, $1, ${}, ${}, ${}, $2, $2)", b + 1, b + 2, b + 3));
-            }
-            let mut q = sqlx::query(&sql).persistent(false).bind(project_id).bind(now);
-            for (task_id, p) in chunk {
-                q = q
-                    .bind(*task_id)
-                    .bind(p.result.to_string())
-                    .bind(super::NullableF64(p.score))
-                    .bind(&p.model_version);
-            }
-            q.execute(&mut *tx).await?;
-        }
-        summary.prediction_count = predictions.len() as i64;
-        let annotations: Vec<(i64, &NewAnnotation)> =
-            tasks.iter().zip(&task_ids).flat_map(|(t, id)| t.annotations.iter().map(move |a| (*id, a))).collect();
-        let mut changes = Vec::with_capacity(annotations.len());
-        for chunk in annotations.chunks(ROWS_PER_STATEMENT) {
-            let mut sql = String::from(
-                "INSERT INTO annotations (task_id, project_id, result, was_cancelled, ground_truth, lead_time, \
-                 completed_by, updated_by, import_id, last_action, bulk_created, parent_prediction, parent_annotation, \
-                 draft_created_at, created_at, updated_at) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let b = 4 + i * 11;
-                let p: Vec<String> = (b..b + 11).map(|n| format!("${n}")).collect();
-                let sep = if i == 0 { "" } else { "," };
-                sql.push_str(&format!(
-                    "{sep}({}, $1, {}, {}, {}, {}, {}, $2, {}, {}, 1, {}, {}, {}, $3, $3)",
-                    p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10]
-                ));
-            }
-            sql.push_str(" RETURNING id, task_id");
-            let mut q = sqlx::query(&sql).persistent(false).bind(project_id).bind(user_id).bind(now);
-            for (task_id, a) in chunk {
-                q = q
-                    .bind(*task_id)
-                    .bind(a.result.to_string())
-                    .bind(a.was_cancelled as i64)
-                    .bind(a.ground_truth as i64)
-                    .bind(super::NullableF64(a.lead_time))
-                    .bind(a.completed_by.unwrap_or(user_id))
-                    .bind(a.import_id)
-                    .bind(a.last_action.as_deref())
-                    .bind(a.parent_prediction)
-                    .bind(a.parent_annotation)
-                    .bind(a.draft_created_at);
-            }
-            let mut rows: Vec<(i64, i64)> = q
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|r| (r.get::<i64, _>("id"), r.get::<i64, _>("task_id")))
-                .collect();
-            rows.sort_unstable();
-            changes.extend(rows.into_iter().map(|(id, task_id)| (task_id, id)));
-        }
-        summary.annotation_count = annotations.len() as i64;
-        super::changes::record_changes(self.backend, &mut tx, project_id, &changes, ChangeOp::Upsert).await?;
-        // Counters of the tasks that got annotations or predictions, in one statement each.
-        let touched: std::collections::BTreeSet<i64> =
-            annotations.iter().map(|(t, _)| *t).chain(predictions.iter().map(|(t, _)| *t)).collect();
-        let touched: Vec<i64> = touched.into_iter().collect();
-        for chunk in touched.chunks(ROWS_PER_STATEMENT) {
-            let list: Vec<String> = chunk.iter().map(i64::to_string).collect();
-            sqlx::query(&format!("UPDATE tasks SET {COUNTERS_SET} WHERE id IN ({})", list.join(",")))
-                .persistent(false)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(&format!("UPDATE tasks SET {IS_LABELED_SET} WHERE id IN ({})", list.join(",")))
-                .persistent(false)
-                .execute(&mut *tx)
-                .await?;
-        }
-        summary.task_ids = task_ids;
-        tx.commit().await?;
-        Ok(summary)
     }
 }

@@ -32,3 +32,4 @@ mod tasks;
 mod tenancy;
 mod throttle;
 mod tokens_at_rest;
+mod write_lock;

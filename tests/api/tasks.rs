@@ -21,6 +21,8 @@ backend_tests!(
     patching_the_overlap_recomputes_is_labeled,
     deleting_a_task_deletes_its_annotations_and_records_deletes_in_the_change_feed,
     every_task_path_works_with_and_without_its_trailing_slash,
+    a_page_size_over_1000_is_capped_at_1000,
+    pages_with_fields_all_hold_every_task_once_with_exactly_its_annotations_and_predictions,
 );
 
 fn keys(v: &Value) -> Vec<&str> {
@@ -338,6 +340,73 @@ async fn the_task_list_is_paginated_and_a_page_beyond_the_end_is_404_invalid_pag
         json_of(r, StatusCode::OK).await,
         json!({"total_annotations": 0, "total_predictions": 0, "total": 0, "tasks": []})
     );
+}
+
+async fn a_page_size_over_1000_is_capped_at_1000(app: TestApp) {
+    // Arrange
+    let project = app.create_project("big pages").await;
+    let tasks: Vec<Value> = (0..1003).map(|i| json!({ "text": i.to_string() })).collect();
+    let ids = app.import(project, &Value::Array(tasks)).await;
+
+    // Act
+    let first = json_of(app.get(&format!("/api/tasks/?project={project}&page_size=5000")).await, StatusCode::OK).await;
+    let second =
+        json_of(app.get(&format!("/api/tasks/?project={project}&page_size=5000&page=2")).await, StatusCode::OK).await;
+
+    // Assert: pages of 1000, the second holds the rest
+    assert_eq!(first["total"], 1003);
+    let page_ids = |page: &Value| -> Vec<i64> {
+        page["tasks"].as_array().unwrap().iter().map(|t| t["id"].as_i64().unwrap()).collect()
+    };
+    assert_eq!(page_ids(&first), ids[..1000]);
+    assert_eq!(page_ids(&second), ids[1000..]);
+}
+
+async fn pages_with_fields_all_hold_every_task_once_with_exactly_its_annotations_and_predictions(app: TestApp) {
+    // Arrange: task i has i % 3 annotations (every second one cancelled) and i % 2 predictions
+    let project = app.create_project("all fields").await;
+    let tasks: Vec<Value> = (0..25)
+        .map(|i| {
+            let annotations: Vec<Value> =
+                (0..i % 3).map(|k| json!({ "result": [], "was_cancelled": k == 1, "lead_time": i })).collect();
+            let predictions: Vec<Value> = (0..i % 2).map(|_| json!({ "result": [], "score": 0.5 })).collect();
+            json!({ "data": { "n": i }, "annotations": annotations, "predictions": predictions })
+        })
+        .collect();
+    let ids = app.import(project, &Value::Array(tasks)).await;
+    let other = app.create_project("other").await;
+    app.import(other, &json!([{"data": {"n": -1}, "annotations": [{"result": []}], "predictions": [{"result": []}]}]))
+        .await;
+
+    // Act: pages of 7
+    let mut seen = Vec::new();
+    for page in 1..=4 {
+        let r = app.get(&format!("/api/tasks/?project={project}&fields=all&page_size=7&page={page}")).await;
+        let body = json_of(r, StatusCode::OK).await;
+        assert_eq!(
+            (&body["total"], &body["total_annotations"], &body["total_predictions"]),
+            (&json!(25), &json!(16), &json!(12)),
+            "totals are the project's, non-cancelled annotations only"
+        );
+        seen.extend(body["tasks"].as_array().unwrap().clone());
+    }
+    let r = app.get(&format!("/api/tasks/?project={project}&fields=all&page_size=7&page=5")).await;
+    assert_error(r, StatusCode::NOT_FOUND).await;
+
+    // Assert
+    assert_eq!(seen.iter().map(|t| t["id"].as_i64().unwrap()).collect::<Vec<_>>(), ids);
+    for task in &seen {
+        let n = task["data"]["n"].as_i64().unwrap();
+        let annotations = task["annotations"].as_array().unwrap();
+        let predictions = task["predictions"].as_array().unwrap();
+        assert_eq!((annotations.len() as i64, predictions.len() as i64), (n % 3, n % 2), "task {n}");
+        assert!(annotations.iter().chain(predictions).all(|a| a["task"] == task["id"]), "task {n}: {task}");
+        let ids: Vec<String> = annotations.iter().map(|a| a["id"].to_string()).collect();
+        assert_eq!(task["annotations_ids"], ids.join(","), "task {n}");
+        assert_eq!(task["total_annotations"], json!(n % 3 - (n % 3 == 2) as i64), "task {n}");
+        assert_eq!(task["cancelled_annotations"], json!((n % 3 == 2) as i64), "task {n}");
+        assert_eq!(task["total_predictions"], json!(n % 2), "task {n}");
+    }
 }
 
 async fn the_task_list_without_a_project_is_404_with_exactly_label_studios_body(app: TestApp) {
