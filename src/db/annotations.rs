@@ -2,15 +2,15 @@
 //! same transaction (see [`super::changes`]).
 
 use super::tasks::refresh_task_counters;
-use super::{flag, json_col, record_change, Backend, ChangeOp, Db, DbError, DbResult, WriteTx};
+use super::{flag, record_change, Backend, ChangeOp, Db, DbError, DbResult, JsonColumn, WriteTx};
 use crate::time::{now_micros, Micros};
 use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-/// An annotation row.
+/// An annotation row; `J` is how its JSON is held (see [`JsonColumn`]).
 #[derive(Debug, Clone)]
-pub struct Annotation {
+pub struct Annotation<J = Value> {
     /// Annotation id.
     pub id: i64,
     /// Task id.
@@ -18,7 +18,7 @@ pub struct Annotation {
     /// Project id.
     pub project_id: i64,
     /// Regions (a JSON list).
-    pub result: Value,
+    pub result: J,
     /// Skipped.
     pub was_cancelled: bool,
     /// Marked as ground truth.
@@ -80,13 +80,13 @@ pub(crate) const ANNOTATION_COLUMNS: &str = "a.id, a.task_id, a.project_id, a.re
      a.ground_truth, a.lead_time, a.completed_by, a.updated_by, a.import_id, a.last_action, a.bulk_created, \
      a.parent_prediction, a.parent_annotation, a.last_created_by, a.draft_created_at, a.created_at, a.updated_at";
 
-impl Annotation {
-    pub(crate) fn from_row(row: &AnyRow) -> Annotation {
+impl<J: JsonColumn> Annotation<J> {
+    pub(crate) fn from_row(row: &AnyRow) -> Annotation<J> {
         Annotation {
             id: row.get("id"),
             task_id: row.get("task_id"),
             project_id: row.get("project_id"),
-            result: json_col(row, "result"),
+            result: J::read(row, "result"),
             was_cancelled: flag(row, "was_cancelled"),
             ground_truth: flag(row, "ground_truth"),
             lead_time: row.get("lead_time"),
@@ -103,7 +103,9 @@ impl Annotation {
             updated_at: row.get("updated_at"),
         }
     }
+}
 
+impl Annotation {
     /// The writable part, for read-modify-write updates.
     pub fn to_new(&self) -> NewAnnotation {
         NewAnnotation {

@@ -166,6 +166,16 @@ impl Db {
         Ok(())
     }
 
+    /// A subquery yielding the ids of a JSON array bound as parameter `$n`, for
+    /// `IN (…)`: one statement text whatever the number of ids, so it is prepared
+    /// once per connection instead of parsed anew with every list.
+    pub(crate) fn id_list_param(&self, n: usize) -> String {
+        match self.backend {
+            Backend::Sqlite => format!("SELECT value FROM json_each(${n})"),
+            Backend::Postgres => format!("SELECT jsonb_array_elements_text(${n}::jsonb)::bigint"),
+        }
+    }
+
     /// Migrations of this build not (successfully) applied to the database.
     pub async fn pending_migrations(&self) -> DbResult<usize> {
         let migrator = match self.backend {
@@ -233,6 +243,50 @@ impl Db {
 /// Reads a 0/1 integer column as a bool.
 pub(crate) fn flag(row: &AnyRow, col: &str) -> bool {
     row.get::<i64, _>(col) != 0
+}
+
+/// How a JSON column is held once read: parsed into a [`serde_json::Value`] where the
+/// API looks inside it, or kept as its stored text ([`JsonText`]) where it is only
+/// written out again, as in export documents.
+pub trait JsonColumn: serde::Serialize + Sized {
+    /// Reads column `col` of `row`.
+    fn read(row: &AnyRow, col: &str) -> Self;
+    /// The parsed value, `null` for text that is not JSON (as [`json_col`] reads it).
+    fn to_value(&self) -> std::borrow::Cow<'_, serde_json::Value>;
+}
+
+impl JsonColumn for serde_json::Value {
+    fn read(row: &AnyRow, col: &str) -> Self {
+        json_col(row, col)
+    }
+    fn to_value(&self) -> std::borrow::Cow<'_, serde_json::Value> {
+        std::borrow::Cow::Borrowed(self)
+    }
+}
+
+/// A JSON column's stored text. Serialising it streams the text through the
+/// serializer (`serde_transcode`): the same output as parsing it into a `Value` and
+/// serialising that, without building the tree. Text that is not valid JSON makes
+/// serialisation fail; writers then fall back to [`JsonColumn::to_value`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonText(pub String);
+
+impl JsonColumn for JsonText {
+    fn read(row: &AnyRow, col: &str) -> Self {
+        JsonText(row.get(col))
+    }
+    fn to_value(&self) -> std::borrow::Cow<'_, serde_json::Value> {
+        std::borrow::Cow::Owned(serde_json::from_str(&self.0).unwrap_or(serde_json::Value::Null))
+    }
+}
+
+impl serde::Serialize for JsonText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut source = serde_json::Deserializer::from_str(&self.0);
+        let out = serde_transcode::transcode(&mut source, s)?;
+        source.end().map_err(serde::ser::Error::custom)?;
+        Ok(out)
+    }
 }
 
 /// Reads a JSON text column, falling back to `null` for anything unparsable.

@@ -1,22 +1,22 @@
 //! Tasks and predictions, scoped to an organization through their project.
 
-use super::{flag, json_col, record_change, ChangeOp, Db, DbError, DbResult, WriteTx};
+use super::{flag, json_col, record_change, ChangeOp, Db, DbError, DbResult, JsonColumn, WriteTx};
 use crate::time::{now_micros, Micros};
 use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-/// A task row.
+/// A task row; `J` is how its JSON is held (see [`JsonColumn`]).
 #[derive(Debug, Clone)]
-pub struct Task {
+pub struct Task<J = Value> {
     /// Task id.
     pub id: i64,
     /// Project id.
     pub project_id: i64,
     /// The task's data object.
-    pub data: Value,
+    pub data: J,
     /// Free-form metadata.
-    pub meta: Value,
+    pub meta: J,
     /// 1-based counter within the project.
     pub inner_id: i64,
     /// Annotations wanted for this task.
@@ -72,13 +72,13 @@ pub struct NewPrediction {
 pub(crate) const TASK_COLUMNS: &str = "t.id, t.project_id, t.data, t.meta, t.inner_id, t.overlap, t.is_labeled, \
      t.total_annotations, t.cancelled_annotations, t.total_predictions, t.updated_by, t.created_at, t.updated_at";
 
-impl Task {
-    pub(crate) fn from_row(row: &AnyRow) -> Task {
+impl<J: JsonColumn> Task<J> {
+    pub(crate) fn from_row(row: &AnyRow) -> Task<J> {
         Task {
             id: row.get("id"),
             project_id: row.get("project_id"),
-            data: json_col(row, "data"),
-            meta: json_col(row, "meta"),
+            data: J::read(row, "data"),
+            meta: J::read(row, "meta"),
             inner_id: row.get("inner_id"),
             overlap: row.get("overlap"),
             is_labeled: flag(row, "is_labeled"),

@@ -3,7 +3,7 @@
 //! files indented by 2 spaces (`json.dumps(doc, indent=2)`), cloud objects compact
 //! with Python's separators (`json.dumps(doc)`: `", "` and `": "`).
 
-use crate::db::{Annotation, Task, User};
+use crate::db::{Annotation, JsonColumn, Task, User};
 pub use crate::storage::spec::DocumentStyle;
 use crate::time::{iso, iso_opt, now_micros, timesince};
 use serde_json::ser::{Formatter, PrettyFormatter};
@@ -16,20 +16,52 @@ pub type Users = HashMap<i64, User>;
 
 /// The annotation-mode document (contract §5.3), serialised straight from the rows to
 /// bytes: no `Value` tree, which would clone the task data and the result per document.
-pub fn annotation_document_bytes(a: &Annotation, task: &Task, users: &Users, style: DocumentStyle) -> Vec<u8> {
-    to_bytes_styled(&AnnotationDoc { a, t: task, users, now: now_micros() }, style)
+/// JSON held as stored text ([`JsonText`](crate::db::JsonText)) is streamed through;
+/// should a stored text not be JSON, the document is rendered again with it as `null`,
+/// as the API reads it.
+pub fn annotation_document_bytes<J: JsonColumn>(
+    a: &Annotation<J>,
+    task: &Task<J>,
+    users: &Users,
+    style: DocumentStyle,
+) -> Vec<u8> {
+    let doc = AnnotationDoc { a, t: task, users, now: now_micros(), lenient: false };
+    try_to_bytes_styled(&doc, style).unwrap_or_else(|_| to_bytes_styled(&AnnotationDoc { lenient: true, ..doc }, style))
 }
 
-struct AnnotationDoc<'a> {
-    a: &'a Annotation,
-    t: &'a Task,
+struct AnnotationDoc<'a, J> {
+    a: &'a Annotation<J>,
+    t: &'a Task<J>,
     users: &'a Users,
     now: crate::time::Micros,
+    /// Serialise JSON columns through their parsed value (`null` if unparsable).
+    lenient: bool,
+}
+
+impl<J> Clone for AnnotationDoc<'_, J> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<J> Copy for AnnotationDoc<'_, J> {}
+
+/// A JSON column in a document: streamed as it is held, or, when `lenient`, as its
+/// parsed value.
+struct Json<'a, J>(&'a J, bool);
+
+impl<J: JsonColumn> serde::Serialize for Json<'_, J> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.1 {
+            self.0.to_value().serialize(s)
+        } else {
+            self.0.serialize(s)
+        }
+    }
 }
 
 struct CompletedBy<'a>(Option<&'a User>);
 
-struct NestedTask<'a>(&'a Task);
+struct NestedTask<'a, J>(&'a Task<J>, bool);
 
 fn iso_or_null(us: Option<crate::time::Micros>) -> Option<String> {
     us.map(iso)
@@ -48,14 +80,14 @@ impl serde::Serialize for CompletedBy<'_> {
     }
 }
 
-impl serde::Serialize for NestedTask<'_> {
+impl<J: JsonColumn> serde::Serialize for NestedTask<'_, J> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let t = self.0;
+        let (t, lenient) = (self.0, self.1);
         let mut m = s.serialize_map(Some(20))?;
         m.serialize_entry("id", &t.id)?;
-        m.serialize_entry("data", &t.data)?;
-        m.serialize_entry("meta", &t.meta)?;
+        m.serialize_entry("data", &Json(&t.data, lenient))?;
+        m.serialize_entry("meta", &Json(&t.meta, lenient))?;
         m.serialize_entry("created_at", &iso(t.created_at))?;
         m.serialize_entry("updated_at", &iso(t.updated_at))?;
         m.serialize_entry("is_labeled", &t.is_labeled)?;
@@ -77,18 +109,18 @@ impl serde::Serialize for NestedTask<'_> {
     }
 }
 
-impl serde::Serialize for AnnotationDoc<'_> {
+impl<J: JsonColumn> serde::Serialize for AnnotationDoc<'_, J> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let (a, users) = (self.a, self.users);
         let author = a.completed_by.and_then(|id| users.get(&id));
         let mut m = s.serialize_map(Some(20))?;
         m.serialize_entry("id", &a.id)?;
-        m.serialize_entry("result", &a.result)?;
+        m.serialize_entry("result", &Json(&a.result, self.lenient))?;
         m.serialize_entry("created_username", &crate::api::users::created_username(author))?;
         m.serialize_entry("created_ago", &timesince(a.created_at, self.now))?;
         m.serialize_entry("completed_by", &CompletedBy(author))?;
-        m.serialize_entry("task", &NestedTask(self.t))?;
+        m.serialize_entry("task", &NestedTask(self.t, self.lenient))?;
         m.serialize_entry("was_cancelled", &a.was_cancelled)?;
         m.serialize_entry("ground_truth", &a.ground_truth)?;
         m.serialize_entry("created_at", &iso(a.created_at))?;
@@ -175,6 +207,10 @@ struct AsciiPretty<'a>(PrettyFormatter<'a>);
 
 impl Formatter for AsciiPretty<'_> {
     fn write_string_fragment<W: ?Sized + io::Write>(&mut self, w: &mut W, fragment: &str) -> io::Result<()> {
+        // Most text is plain ASCII: one byte scan, one copy.
+        if fragment.bytes().all(|b| b < 0x7f) {
+            return w.write_all(fragment.as_bytes());
+        }
         let mut start = 0;
         for (i, ch) in fragment.char_indices() {
             if (ch as u32) < 0x7f {
@@ -252,8 +288,14 @@ pub fn to_bytes<T: serde::Serialize + ?Sized>(doc: &T) -> Vec<u8> {
 
 /// Serialises a document in the given style.
 pub fn to_bytes_styled<T: serde::Serialize + ?Sized>(doc: &T, style: DocumentStyle) -> Vec<u8> {
+    try_to_bytes_styled(doc, style).expect("serialising a JSON value into memory cannot fail")
+}
+
+/// Serialises a document in the given style; fails only if the document's own
+/// `Serialize` does (stored JSON text that is not JSON).
+fn try_to_bytes_styled<T: serde::Serialize + ?Sized>(doc: &T, style: DocumentStyle) -> serde_json::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(2048);
-    let written = match style {
+    match style {
         DocumentStyle::Indented => serde::Serialize::serialize(
             doc,
             &mut serde_json::Serializer::with_formatter(&mut out, AsciiPretty(PrettyFormatter::with_indent(b"  "))),
@@ -261,9 +303,8 @@ pub fn to_bytes_styled<T: serde::Serialize + ?Sized>(doc: &T, style: DocumentSty
         DocumentStyle::Compact => {
             serde::Serialize::serialize(doc, &mut serde_json::Serializer::with_formatter(&mut out, AsciiCompact))
         }
-    };
-    written.expect("serialising a JSON value into memory cannot fail");
-    out
+    }?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -284,19 +325,38 @@ mod tests {
     }
 
     #[test]
+    fn stored_json_text_streams_to_exactly_what_its_parsed_value_gives() {
+        use crate::db::JsonText;
+        let texts = [
+            r#"[{"value":{"start":0,"end":5,"text":"h\u00e9llo \ud83d\ude00","labels":["PER"]},"id":"a1","from_name":"label","to_name":"text","type":"labels"}]"#,
+            r#"{"z":1,"a":[],"m":{},"f":1.5,"g":-0.0,"e":1e300,"i":-12,"u":18446744073709551615,"n":null,"t":true,"s":"\u007f\n\"q\" \/"}"#,
+            "\"just a string\"",
+            "[[[]],{},[{}]]",
+            "12345678901234567890123",
+        ];
+        for text in texts {
+            let value: Value = serde_json::from_str(text).unwrap();
+            for style in [DocumentStyle::Indented, DocumentStyle::Compact] {
+                let streamed = try_to_bytes_styled(&JsonText(text.into()), style).unwrap();
+                assert_eq!(streamed, to_bytes_styled(&value, style), "{text} in {style:?}");
+            }
+        }
+    }
+
+    #[test]
     fn compact_documents_use_pythons_default_separators() {
         let doc = json!({"a": "h\u{e9}", "b": [1, {"c": [], "d": {}}], "e": 1.5, "f": null});
         let text = String::from_utf8(to_bytes_styled(&doc, DocumentStyle::Compact)).unwrap();
         assert_eq!(text, r#"{"a": "h\u00e9", "b": [1, {"c": [], "d": {}}], "e": 1.5, "f": null}"#);
     }
 
-    #[test]
-    fn annotation_documents_keep_label_studios_key_order() {
+    /// An annotation and its task as the export reads them, with the given JSON columns.
+    fn sample<J>(result: J, data: J, meta: J) -> (Annotation<J>, Task<J>) {
         let task = Task {
             id: 11006,
             project_id: 3,
-            data: json!({"text": "hello one"}),
-            meta: json!({}),
+            data,
+            meta,
             inner_id: 1,
             overlap: 1,
             is_labeled: true,
@@ -311,7 +371,7 @@ mod tests {
             id: 11005,
             task_id: 11006,
             project_id: 3,
-            result: json!([]),
+            result,
             was_cancelled: false,
             ground_truth: false,
             lead_time: Some(3.0),
@@ -327,7 +387,11 @@ mod tests {
             created_at: 0,
             updated_at: 0,
         };
-        let users = Users::from([(
+        (a, task)
+    }
+
+    fn users() -> Users {
+        Users::from([(
             1,
             User {
                 id: 1,
@@ -340,7 +404,43 @@ mod tests {
                 date_joined: 0,
                 last_activity: 0,
             },
-        )]);
+        )])
+    }
+
+    #[test]
+    fn documents_from_stored_json_text_equal_those_from_parsed_values() {
+        use crate::db::JsonText;
+        let (result, data) = (
+            r#"[{"value":{"text":"h\u00e9 \ud83d\ude00","labels":["PER"]},"id":"a1"}]"#,
+            r#"{"text":"x","n":[1.5,{}]}"#,
+        );
+        let (a, t) = sample(serde_json::from_str(result).unwrap(), serde_json::from_str(data).unwrap(), json!({}));
+        let (ra, rt) = sample(JsonText(result.into()), JsonText(data.into()), JsonText("{}".into()));
+        for style in [DocumentStyle::Indented, DocumentStyle::Compact] {
+            let parsed = annotation_document_bytes(&a, &t, &users(), style);
+            assert_eq!(annotation_document_bytes(&ra, &rt, &users(), style), parsed, "{style:?}");
+        }
+    }
+
+    #[test]
+    fn a_document_whose_stored_json_is_broken_is_written_with_null_there() {
+        use crate::db::JsonText;
+        let (a, t) = sample(
+            JsonText("[{\"unterminated".into()),
+            JsonText(r#"{"text":"hello one"}"#.into()),
+            JsonText("{} trailing".into()),
+        );
+        let text = String::from_utf8(annotation_document_bytes(&a, &t, &users(), DocumentStyle::Indented)).unwrap();
+        let doc: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(doc["result"], Value::Null);
+        assert_eq!(doc["task"]["meta"], Value::Null);
+        assert_eq!(doc["task"]["data"], json!({"text": "hello one"}));
+    }
+
+    #[test]
+    fn annotation_documents_keep_label_studios_key_order() {
+        let (a, task) = sample(json!([]), json!({"text": "hello one"}), json!({}));
+        let users = users();
         let text = String::from_utf8(annotation_document_bytes(&a, &task, &users, DocumentStyle::Indented)).unwrap();
         let doc: Value = serde_json::from_str(&text).unwrap();
         let keys: Vec<&str> = doc.as_object().unwrap().keys().map(String::as_str).collect();

@@ -24,7 +24,8 @@ pub mod state;
 
 use crate::config::SyncSettings;
 use crate::db::{
-    Annotation, Backend, ChangeOp, Db, DbError, ExportStorage, JobProgress, Link, StorageFields, SyncJob, Task,
+    Annotation, Backend, ChangeOp, Db, DbError, ExportRow, ExportStorage, JobProgress, Link, StorageFields, SyncJob,
+    Task,
 };
 use crate::secrets::{OpenError, SecretBox};
 use crate::storage::spec::{self, TargetConfig, TargetContext};
@@ -51,9 +52,6 @@ pub enum ExecutionOutcome {
     /// Nothing to do.
     Idle,
 }
-
-/// An annotation with its task, as exported.
-type ExportRow = (Annotation, Task);
 
 /// A job that cannot go on: the target refuses every write for a reason retrying
 /// cannot fix. The job fails with this cause as its traceback.
@@ -123,7 +121,7 @@ pub fn target_config(f: &StorageFields, secrets: &SecretBox) -> Result<TargetCon
     })
 }
 
-fn version(a: &Annotation, t: &Task) -> String {
+fn version<J>(a: &Annotation<J>, t: &Task<J>) -> String {
     format!("{}:{}", a.updated_at, t.updated_at)
 }
 
@@ -422,7 +420,7 @@ impl SyncEngine {
         &self,
         storage: &ExportStorage,
         target: &dyn StorageTarget,
-        rows: Vec<(Annotation, Task)>,
+        rows: Vec<ExportRow>,
         users: &mut Users,
         tally: &mut Tally,
     ) -> anyhow::Result<Vec<Link>> {
@@ -789,8 +787,8 @@ impl SyncEngine {
         storage: &ExportStorage,
         target: &dyn StorageTarget,
         inventory: Option<&HashMap<String, u64>>,
-        page: Vec<(Annotation, Task)>,
-    ) -> anyhow::Result<Vec<(Annotation, Task)>> {
+        page: Vec<ExportRow>,
+    ) -> anyhow::Result<Vec<ExportRow>> {
         let ids: Vec<i64> = page.iter().map(|(a, _)| a.id).collect();
         let links: BTreeMap<i64, Link> =
             self.db.links(storage.id, &ids).await?.into_iter().map(|l| (l.annotation_id, l)).collect();
@@ -807,7 +805,7 @@ impl SyncEngine {
             .filter(|(link, size)| matches!(size, Ok(Some(n)) if *n == link.size as u64))
             .map(|(link, _)| link.annotation_id)
             .collect();
-        let todo: Vec<(Annotation, Task)> = page.into_iter().filter(|(a, _)| !in_place.contains(&a.id)).collect();
+        let todo: Vec<ExportRow> = page.into_iter().filter(|(a, _)| !in_place.contains(&a.id)).collect();
         Ok(todo)
     }
 
