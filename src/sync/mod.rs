@@ -587,7 +587,11 @@ impl SyncEngine {
             Ok(f) => f,
             Err(e) => match e.downcast::<JobFailed>() {
                 Ok(JobFailed(cause)) => {
-                    let message = format!("Export to {target} stopped: {cause}");
+                    // The documents that did fail (count and first keys) follow the cause.
+                    let message = match traceback(&progress) {
+                        Some(failures) => format!("Export to {target} stopped: {cause}\n{failures}"),
+                        None => format!("Export to {target} stopped: {cause}"),
+                    };
                     return self.fail_job(&storage, &job, &progress, &message).await;
                 }
                 Err(e) => return Err(e),

@@ -14,6 +14,7 @@ mod cli;
 mod core;
 mod crash;
 mod engine;
+mod faults;
 mod gcs_storage;
 mod import;
 mod import_files;
