@@ -17,6 +17,8 @@ pub struct ApiError {
     status: StatusCode,
     body: ErrorBody,
     internal: Option<anyhow::Error>,
+    /// Seconds for a `Retry-After` header.
+    retry_after: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -43,6 +45,7 @@ impl ApiError {
             status,
             body: ErrorBody::Standard { detail: detail.into(), validation_errors: None },
             internal: None,
+            retry_after: None,
         }
     }
 
@@ -57,6 +60,7 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             body: ErrorBody::Standard { detail: "Validation error".into(), validation_errors: Some(errors) },
             internal: None,
+            retry_after: None,
         }
     }
 
@@ -94,7 +98,7 @@ impl ApiError {
 
     /// A non-standard body with the given status.
     pub fn raw(status: StatusCode, body: Value) -> ApiError {
-        ApiError { status, body: ErrorBody::Raw(body), internal: None }
+        ApiError { status, body: ErrorBody::Raw(body), internal: None, retry_after: None }
     }
 
     /// 500; the cause is logged, not shown.
@@ -106,6 +110,21 @@ impl ApiError {
                 validation_errors: None,
             },
             internal: Some(e.into()),
+            retry_after: None,
+        }
+    }
+
+    /// 503 with `Retry-After`: the database cannot be reached right now. The cause
+    /// is logged, not shown.
+    pub fn database_unavailable(e: impl Into<anyhow::Error>) -> ApiError {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            body: ErrorBody::Standard {
+                detail: "The database is unavailable. Try again shortly.".into(),
+                validation_errors: None,
+            },
+            internal: Some(e.into()),
+            retry_after: Some(DATABASE_RETRY_AFTER_SECS),
         }
     }
 
@@ -120,9 +139,27 @@ impl From<DbError> for ApiError {
         match e {
             DbError::NotFound => ApiError::no_route(),
             DbError::Conflict => ApiError::conflict("The object already exists."),
+            DbError::Other(e) if database_unreachable(&e) => ApiError::database_unavailable(e),
             DbError::Other(e) => ApiError::internal(e),
         }
     }
+}
+
+/// `Retry-After` of a 503 for an unreachable database.
+const DATABASE_RETRY_AFTER_SECS: u32 = 2;
+
+/// Whether `e` says the database could not be reached (as opposed to a bug or a
+/// refused statement): no connection within the pool's acquire timeout, a
+/// connection refused, reset or closed, or the server shutting down or starting up
+/// (SQLSTATE class 08, 57P01-57P03).
+fn database_unreachable(e: &anyhow::Error) -> bool {
+    e.chain().filter_map(|c| c.downcast_ref::<sqlx::Error>()).any(|e| match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => {
+            d.code().is_some_and(|c| c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03"))
+        }
+        _ => false,
+    })
 }
 
 /// Maps [`DbError::NotFound`] to the 404 of a named model.
@@ -163,6 +200,9 @@ impl IntoResponse for ApiError {
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Token"));
+        }
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if let Some(e) = self.internal {
             response.extensions_mut().insert(InternalError(Arc::new(e.context(format!("error id {id}")))));

@@ -52,6 +52,12 @@ impl From<sqlx::Error> for DbError {
     }
 }
 
+/// How long a query waits for a pool connection (including connecting) before it
+/// fails. Short, so that while the database is unreachable a request answers 503
+/// within seconds instead of hanging (docs/RELIABILITY.md); a healthy pool hands
+/// out connections in microseconds.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Result alias of the data layer.
 pub type DbResult<T> = Result<T, DbError>;
 
@@ -98,7 +104,7 @@ impl Db {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(max)
-            .acquire_timeout(Duration::from_secs(30))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

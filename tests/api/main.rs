@@ -13,6 +13,7 @@ mod bad_input;
 mod cli;
 mod core;
 mod crash;
+mod db_outage;
 mod engine;
 mod faults;
 mod gcs_storage;
