@@ -10,6 +10,7 @@ mod auth;
 mod auth_order;
 mod azure_storage;
 mod bad_input;
+mod broken_target;
 mod cli;
 mod core;
 mod crash;
