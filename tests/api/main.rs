@@ -21,6 +21,7 @@ mod gcs_storage;
 mod import;
 mod import_files;
 mod limits;
+mod load;
 mod observability;
 mod openapi;
 mod projects;
