@@ -215,3 +215,32 @@ impl IntoResponse for ApiError {
 pub fn json_bytes(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_of(e: sqlx::Error) -> (StatusCode, Option<String>) {
+        let response = ApiError::from(DbError::from(e)).into_response();
+        let retry = response.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap().to_owned());
+        (response.status(), retry)
+    }
+
+    #[test]
+    fn an_unreachable_database_is_a_503_with_retry_after() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        for (e, case) in [
+            (sqlx::Error::PoolTimedOut, "pool timeout"),
+            (sqlx::Error::PoolClosed, "pool closed"),
+            (sqlx::Error::Io(refused), "connection refused"),
+        ] {
+            assert_eq!(status_of(e), (StatusCode::SERVICE_UNAVAILABLE, Some("2".into())), "{case}");
+        }
+    }
+
+    #[test]
+    fn other_database_errors_stay_500_without_retry_after() {
+        assert_eq!(status_of(sqlx::Error::Protocol("bug".into())), (StatusCode::INTERNAL_SERVER_ERROR, None));
+        assert_eq!(status_of(sqlx::Error::ColumnNotFound("x".into())), (StatusCode::INTERNAL_SERVER_ERROR, None));
+    }
+}
