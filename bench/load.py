@@ -19,6 +19,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import Client, Watcher, change_result, log, pct, seed, start_labelport, wait_completed  # noqa: E402
 
 
+def rnd3(x):
+    return None if x is None else round(x, 3)
+
+
 def client_run(cl, i, clients, ops, tasks, owned, watcher, stats, lock):
     rnd = random.Random(i)
     mine = list(owned[i::clients])
@@ -125,7 +129,7 @@ def main():
             "5xx": stats["5xx"],
             "latency_ms": {op: {"p50": round(pct(v, 50) * 1000, 1), "p99": round(pct(v, 99) * 1000, 1), "n": len(v)}
                            for op, v in sorted(stats["latency"].items())},
-            "export_lag_s": {"p50": pct(lags, 50), "p99": pct(lags, 99), "max": max(lags) if lags else None,
+            "export_lag_s": {"p50": rnd3(pct(lags, 50)), "p99": rnd3(pct(lags, 99)), "max": rnd3(max(lags, default=None)),
                              "measured": len(lags), "updates": len(stats["sent"])},
             "storage_equals_database": on_disk == in_db,
             "missing": len(in_db - on_disk), "extra": len(on_disk - in_db),
