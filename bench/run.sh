@@ -3,9 +3,13 @@
 #
 #   bench/run.sh [--n 100000] [--repeats 3] [--postgres] [--with-label-studio] [--ls-n 10000]
 #                [--ls-only] [--rate 200] [--lag-seconds 15] [--no-doc] [--keep]
+#   bench/run.sh --load [--clients 200] [--ops 50] [--n 20000] [--postgres]
 #   bench/run.sh --target s3|gcs|azure|redis [--n 2000] [--repeats 3] [--postgres] [--endpoints moto,s3s-fs]
 #                [--with-label-studio --ls-n 2000]   (s3: Label Studio 1.23.2 to the same moto)
 #
+# --load: CLIENTS clients create, update and delete annotations (OPS each) during a full sync
+# of N annotations (bench/load.py): request latency p50/p99, 5xx, export lag, and whether the
+# directory equals the database once quiet.
 # --target: full syncs to the target's emulator (s3: moto and s3s-fs if installed, `cargo
 # install s3s-fs@0.14.1 --locked --features binary` or S3S_FS=path; gcs: fake-gcs-server;
 # azure: Azurite; redis: redis-server) against bench/targetfloor.rs, by bench/targets.py.
@@ -16,11 +20,14 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
-TARGET=localfiles; ENDPOINTS="moto,s3s-fs"; N=""; REPEATS=3; LS_N=10000; WITH_LS=0; LS_ONLY=0; POSTGRES=0; DOC=1; KEEP=0; EXTRA=()
+LOAD=0; CLIENTS=200; OPS=50; TARGET=localfiles; ENDPOINTS="moto,s3s-fs"; N=""; REPEATS=3; LS_N=10000; WITH_LS=0; LS_ONLY=0; POSTGRES=0; DOC=1; KEEP=0; EXTRA=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --n) N="$2"; shift 2;;
     --target) TARGET="$2"; shift 2;;
+    --load) LOAD=1; shift;;
+    --clients) CLIENTS="$2"; shift 2;;
+    --ops) OPS="$2"; shift 2;;
     --endpoints) ENDPOINTS="$2"; shift 2;;
     --repeats) REPEATS="$2"; shift 2;;
     --ls-n) LS_N="$2"; LS_N_SET="$2"; shift 2;;
@@ -32,7 +39,7 @@ while [[ $# -gt 0 ]]; do
     --rate|--lag-seconds|--ls-lag-seconds|--chunk|--inc-repeats|--floor-threads|--floor-mode|--ls-repeats)
       EXTRA+=("$1" "$2"); shift 2;;
     --skip-lag|--skip-incremental|--restart-before-sync|--no-floor) EXTRA+=("$1"); shift;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0;;
     *) echo "unknown option $1" >&2; exit 2;;
   esac
 done
@@ -52,6 +59,20 @@ echo "== building labelport (release)" >&2
 (cd "$REPO" && cargo build --release --bin labelport >&2)
 LABELPORT="$REPO/target/release/labelport"
 FLOOR="$WORK/floor"
+if [[ $LOAD == 1 ]]; then
+  ARGS=(--labelport "$LABELPORT" --work "$WORK" --n "${N:-20000}" --clients "$CLIENTS" --ops "$OPS"
+        --json "$WORK/results.json")
+  if [[ $POSTGRES == 1 ]]; then
+    PGDB="labelport_bench_$$_$RANDOM"
+    psql -h 127.0.0.1 -U postgres -q -c "CREATE DATABASE $PGDB" >/dev/null
+    ARGS+=(--database-url "postgres://postgres@127.0.0.1:5432/$PGDB")
+  fi
+  mkdir -p "$REPO/bench/results"
+  RC=0
+  python3 "$HERE/load.py" "${ARGS[@]}" || RC=$?
+  cp "$WORK/results.json" "$REPO/bench/results/last-load-run.json" 2>/dev/null || true
+  exit $RC
+fi
 if [[ $TARGET != localfiles ]]; then
   case "$TARGET" in s3|gcs|azure|redis) ;; *) echo "unknown target $TARGET (localfiles, s3, gcs, azure, redis)" >&2; exit 2;; esac
   "$REPO/scripts/emulators" install

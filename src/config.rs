@@ -90,6 +90,9 @@ pub struct SyncSettings {
     pub task_json_extension: bool,
     /// Debug/test knob: sleep this long before each written batch (`LABELPORT_WRITE_DELAY_MS`).
     pub write_delay: std::time::Duration,
+    /// Storages a process works on at once (`LABELPORT_SYNC_PARALLEL_STORAGES`), so a
+    /// slow or unreachable target never holds up the others.
+    pub parallel_storages: usize,
 }
 
 impl SyncSettings {
@@ -114,6 +117,7 @@ impl SyncSettings {
             task_mode_default: env_flag(ls_env("FUTURE_SAVE_TASK_TO_STORAGE"), false),
             task_json_extension: env_flag(ls_env("FUTURE_SAVE_TASK_TO_STORAGE_JSON_EXT"), true),
             write_delay: std::time::Duration::from_millis(num("LABELPORT_WRITE_DELAY_MS", 0)),
+            parallel_storages: num("LABELPORT_SYNC_PARALLEL_STORAGES", 4).clamp(1, 64) as usize,
         }
     }
 }

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
 /// `Retry-After` of every 503: the database was busy, a second later it likely is not.
-pub const RETRY_AFTER_SECS: u64 = 1;
+pub const RETRY_AFTER_SECS: u32 = 1;
 
 /// Our version string, reported in every error body.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -20,6 +20,8 @@ pub struct ApiError {
     status: StatusCode,
     body: ErrorBody,
     internal: Option<anyhow::Error>,
+    /// Seconds for a `Retry-After` header.
+    retry_after: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -46,6 +48,7 @@ impl ApiError {
             status,
             body: ErrorBody::Standard { detail: detail.into(), validation_errors: None },
             internal: None,
+            retry_after: None,
         }
     }
 
@@ -60,6 +63,7 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             body: ErrorBody::Standard { detail: "Validation error".into(), validation_errors: Some(errors) },
             internal: None,
+            retry_after: None,
         }
     }
 
@@ -98,15 +102,18 @@ impl ApiError {
     /// 503: the database is busy with other writers; the client may retry after
     /// [`RETRY_AFTER_SECS`] (sent as `Retry-After`).
     pub fn busy() -> ApiError {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("The database is busy with other writes. Try again in {RETRY_AFTER_SECS} s."),
-        )
+        ApiError {
+            retry_after: Some(RETRY_AFTER_SECS),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("The database is busy with other writes. Try again in {RETRY_AFTER_SECS} s."),
+            )
+        }
     }
 
     /// A non-standard body with the given status.
     pub fn raw(status: StatusCode, body: Value) -> ApiError {
-        ApiError { status, body: ErrorBody::Raw(body), internal: None }
+        ApiError { status, body: ErrorBody::Raw(body), internal: None, retry_after: None }
     }
 
     /// 500; the cause is logged, not shown.
@@ -118,6 +125,21 @@ impl ApiError {
                 validation_errors: None,
             },
             internal: Some(e.into()),
+            retry_after: None,
+        }
+    }
+
+    /// 503 with `Retry-After`: the database cannot be reached right now. The cause
+    /// is logged, not shown.
+    pub fn database_unavailable(e: impl Into<anyhow::Error>) -> ApiError {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            body: ErrorBody::Standard {
+                detail: "The database is unavailable. Try again shortly.".into(),
+                validation_errors: None,
+            },
+            internal: Some(e.into()),
+            retry_after: Some(DATABASE_RETRY_AFTER_SECS),
         }
     }
 
@@ -136,9 +158,27 @@ impl From<DbError> for ApiError {
                 tracing::warn!(error.message = %e, "database busy: answered 503");
                 ApiError::busy()
             }
+            DbError::Other(e) if database_unreachable(&e) => ApiError::database_unavailable(e),
             DbError::Other(e) => ApiError::internal(e),
         }
     }
+}
+
+/// `Retry-After` of a 503 for an unreachable database.
+const DATABASE_RETRY_AFTER_SECS: u32 = 2;
+
+/// Whether `e` says the database could not be reached (as opposed to a bug or a
+/// refused statement): no connection within the pool's acquire timeout, a
+/// connection refused, reset or closed, or the server shutting down or starting up
+/// (SQLSTATE class 08, 57P01-57P03).
+fn database_unreachable(e: &anyhow::Error) -> bool {
+    e.chain().filter_map(|c| c.downcast_ref::<sqlx::Error>()).any(|e| match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => {
+            d.code().is_some_and(|c| c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03"))
+        }
+        _ => false,
+    })
 }
 
 /// Maps [`DbError::NotFound`] to the 404 of a named model.
@@ -180,8 +220,8 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Token"));
         }
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if let Some(e) = self.internal {
             response.extensions_mut().insert(InternalError(Arc::new(e.context(format!("error id {id}")))));
@@ -193,4 +233,33 @@ impl IntoResponse for ApiError {
 /// Serialises a JSON value (infallible for `Value`).
 pub fn json_bytes(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_of(e: sqlx::Error) -> (StatusCode, Option<String>) {
+        let response = ApiError::from(DbError::from(e)).into_response();
+        let retry = response.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap().to_owned());
+        (response.status(), retry)
+    }
+
+    #[test]
+    fn an_unreachable_database_is_a_503_with_retry_after() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        for (e, case) in [
+            (sqlx::Error::PoolTimedOut, "pool timeout"),
+            (sqlx::Error::PoolClosed, "pool closed"),
+            (sqlx::Error::Io(refused), "connection refused"),
+        ] {
+            assert_eq!(status_of(e), (StatusCode::SERVICE_UNAVAILABLE, Some("2".into())), "{case}");
+        }
+    }
+
+    #[test]
+    fn other_database_errors_stay_500_without_retry_after() {
+        assert_eq!(status_of(sqlx::Error::Protocol("bug".into())), (StatusCode::INTERNAL_SERVER_ERROR, None));
+        assert_eq!(status_of(sqlx::Error::ColumnNotFound("x".into())), (StatusCode::INTERNAL_SERVER_ERROR, None));
+    }
 }

@@ -87,6 +87,12 @@ const PG_LOCK_NOT_AVAILABLE: &str = "55P03";
 /// [`Db::import_tasks`]), so a wait this long means the database is overloaded.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a query waits for a pool connection (including connecting) before it
+/// fails. Short, so that while the database is unreachable a request answers 503
+/// within seconds instead of hanging (docs/RELIABILITY.md); a healthy pool hands
+/// out connections in microseconds.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Result alias of the data layer.
 pub type DbResult<T> = Result<T, DbError>;
 
@@ -136,7 +142,7 @@ impl Db {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(max)
-            .acquire_timeout(Duration::from_secs(30))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

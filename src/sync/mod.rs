@@ -207,6 +207,27 @@ impl SyncEngine {
         tracing::info!(worker = %self.owner, "sync engine started");
         // Pruning runs beside the worker, so a large delete never delays an export.
         let pruner = tokio::spawn(prune_until_stopped(self.db.clone(), stop.clone()));
+        // Several loops, each claiming its own storage under its own lease name, so a
+        // target that hangs or retries for a long time (an unreachable cloud endpoint)
+        // holds up one loop, never the exports of every other storage.
+        let loops: Vec<JoinHandle<()>> = (0..self.settings.parallel_storages)
+            .map(|i| {
+                let mut worker = self.clone();
+                worker.owner = format!("{}-{i}", self.owner);
+                tokio::spawn(worker.step_until_stopped(stop.clone()))
+            })
+            .collect();
+        for worker in loops {
+            if let Err(e) = worker.await {
+                tracing::error!(error.message = %e, "a sync loop ended abnormally");
+            }
+        }
+        let _ = pruner.await;
+        tracing::info!(worker = %self.owner, "sync engine stopped");
+    }
+
+    /// Claims and works on one storage after another until `stop` is cancelled.
+    async fn step_until_stopped(self, stop: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         while !stop.is_cancelled() {
             match self.try_execute_task_until(&stop).await {
@@ -231,8 +252,6 @@ impl SyncEngine {
                 }
             }
         }
-        let _ = pruner.await;
-        tracing::info!(worker = %self.owner, "sync engine stopped");
     }
 
     /// One unit of work: claim a storage that needs it, run its job or auto-export
@@ -270,6 +289,7 @@ impl SyncEngine {
             Err(DbError::NotFound) => return Ok(Duration::ZERO),
             Err(e) => return Err(e.into()),
         };
+        crate::telemetry::metrics::auto_export_failed(&storage.storage_type);
         let attempts = state::auto_export_attempts(&storage) + 1;
         let failed = state::auto_export_failed(&storage, now_micros(), cause);
         self.db.set_sync_state_if_idle(storage_id, &failed).await?;
@@ -585,7 +605,11 @@ impl SyncEngine {
             Ok(f) => f,
             Err(e) => match e.downcast::<JobFailed>() {
                 Ok(JobFailed(cause)) => {
-                    let message = format!("Export to {target} stopped: {cause}");
+                    // The documents that did fail (count and first keys) follow the cause.
+                    let message = match traceback(&progress) {
+                        Some(failures) => format!("Export to {target} stopped: {cause}\n{failures}"),
+                        None => format!("Export to {target} stopped: {cause}"),
+                    };
                     return self.fail_job(&storage, &job, &progress, &message).await;
                 }
                 Err(e) => return Err(e),

@@ -27,6 +27,8 @@ pub const SYNC_JOBS: &str = "labelport_sync_jobs_total";
 pub const SYNC_DURATION: &str = "labelport_sync_duration_seconds";
 /// Time from an annotation change's commit to its document in place, by `storage_type`.
 pub const AUTO_EXPORT_LAG: &str = "labelport_auto_export_lag_seconds";
+/// Failed automatic-export attempts (each retried with backoff), by `storage_type`.
+pub const AUTO_EXPORT_FAILURES: &str = "labelport_auto_export_failures_total";
 /// Change-feed entries not yet applied, summed over the storages of each `storage_type`.
 pub const CHANGE_FEED_BACKLOG: &str = "labelport_change_feed_backlog";
 /// HTTP requests, by `method`, `route` (template) and `status`.
@@ -87,6 +89,11 @@ fn describe() {
         Unit::Seconds,
         "Time from an annotation change's commit to its document in place (auto-export)."
     );
+    describe_counter!(
+        AUTO_EXPORT_FAILURES,
+        Unit::Count,
+        "Failed automatic-export attempts; each is retried with backoff."
+    );
     describe_gauge!(CHANGE_FEED_BACKLOG, Unit::Count, "Change-feed entries not yet applied, summed per storage type.");
     describe_counter!(HTTP_REQUESTS, Unit::Count, "HTTP requests by route template and status.");
     describe_histogram!(HTTP_DURATION, Unit::Seconds, "HTTP request latency by route template.");
@@ -121,6 +128,11 @@ pub fn auto_exported(storage_type: &str, changes: &[Change]) {
     for c in changes {
         lag.record((now - c.created_at).max(0) as f64 / 1_000_000.0);
     }
+}
+
+/// Counts one failed automatic-export attempt on a storage of `storage_type`.
+pub fn auto_export_failed(storage_type: &str) {
+    counter!(AUTO_EXPORT_FAILURES, "storage_type" => storage_type.to_owned()).increment(1);
 }
 
 fn bounded_mode(mode: &str) -> &'static str {

@@ -1,6 +1,6 @@
-//! Crash safety: SIGKILL the server in the middle of a sync, restart it, and the
-//! job resumes from its checkpoint and completes; every file parses and the
-//! directory equals the database.
+//! Crash safety: SIGKILL the server in the middle of a sync, or stop it with SIGTERM,
+//! restart it, and the job resumes from its checkpoint and completes; every file
+//! parses and the directory equals the database.
 
 use crate::helpers::{Backend, PgDatabase};
 use reqwest::StatusCode;
@@ -93,7 +93,31 @@ fn assert_all_files_complete(dir: &Path) -> BTreeSet<i64> {
     ids
 }
 
-async fn a_sync_killed_mid_way_resumes_after_restart_and_completes(backend: Backend) {
+/// How the server is stopped mid-sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGKILL: a crash.
+    Kill,
+    /// SIGTERM: a graceful stop, which must exit cleanly and soon.
+    Term,
+}
+
+/// Sends SIGTERM and waits (bounded) for a successful exit.
+async fn terminate(mut server: Server) {
+    let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "the server did not stop within 20 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "graceful exit status, got {exit:?}");
+}
+
+async fn a_sync_stopped_mid_way_resumes_after_restart_and_completes(backend: Backend, how: Stop) {
     // Arrange: a project with enough annotations that a slowed sync takes seconds.
     let tmp = tempfile::tempdir().unwrap();
     let files = tmp.path().join("files").canonicalize().unwrap_or_else(|_| {
@@ -134,7 +158,10 @@ async fn a_sync_killed_mid_way_resumes_after_restart_and_completes(backend: Back
         assert!(Instant::now() < deadline, "the sync never got going: {s}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    drop(server); // SIGKILL
+    match how {
+        Stop::Kill => drop(server),
+        Stop::Term => terminate(server).await,
+    }
     let before = assert_all_files_complete(&out);
     assert!(!before.is_empty() && before.len() < 3000, "killed mid-way: {} files", before.len());
 
@@ -177,28 +204,28 @@ async fn a_sync_killed_mid_way_resumes_after_restart_and_completes(backend: Back
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_a_sync_killed_mid_way_resumes_after_restart_and_completes() {
-    a_sync_killed_mid_way_resumes_after_restart_and_completes(Backend::Sqlite).await;
+    a_sync_stopped_mid_way_resumes_after_restart_and_completes(Backend::Sqlite, Stop::Kill).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_sync_killed_mid_way_resumes_after_restart_and_completes() {
-    a_sync_killed_mid_way_resumes_after_restart_and_completes(Backend::Postgres).await;
+    a_sync_stopped_mid_way_resumes_after_restart_and_completes(Backend::Postgres, Stop::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_sync_stopped_by_sigterm_mid_way_resumes_after_restart_and_completes() {
+    a_sync_stopped_mid_way_resumes_after_restart_and_completes(Backend::Sqlite, Stop::Term).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_sync_stopped_by_sigterm_mid_way_resumes_after_restart_and_completes() {
+    a_sync_stopped_mid_way_resumes_after_restart_and_completes(Backend::Postgres, Stop::Term).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_the_server_gracefully() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(tmp.path().join("files")).unwrap();
-    let mut server = start(&tmp.path().join("data"), &tmp.path().join("files"), None, false).await;
-    let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(exit) = server.child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(Instant::now() < deadline, "the server did not stop after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert!(exit.success(), "graceful exit status, got {exit:?}");
+    let server = start(&tmp.path().join("data"), &tmp.path().join("files"), None, false).await;
+    terminate(server).await;
 }

@@ -43,6 +43,29 @@ macro_rules! backend_tests {
     };
 }
 
+/// Like [`backend_tests!`], for `async fn(Backend)`s that start their own server.
+#[macro_export]
+macro_rules! backend_fn_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
 /// PostgreSQL server used by the tests (trust auth).
 pub fn postgres_admin_url() -> String {
     std::env::var("LABELPORT_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
