@@ -51,6 +51,20 @@ pub struct Change {
     pub created_at: Micros,
 }
 
+/// On PostgreSQL, takes the change-feed lock (held until commit; re-taking it in the
+/// same transaction is free) and, in the same round trip, sends the new-work
+/// notification that wakes the workers of other processes at commit.
+async fn lock_feed(backend: Backend, tx: &mut WriteTx) -> DbResult<()> {
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock($1), pg_notify($2, '')")
+            .bind(CHANGE_FEED_LOCK)
+            .bind(super::WORK_CHANNEL)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 pub(crate) async fn record_change(
     backend: Backend,
     tx: &mut WriteTx,
@@ -59,10 +73,7 @@ pub(crate) async fn record_change(
     annotation_id: i64,
     op: ChangeOp,
 ) -> DbResult<()> {
-    if backend == Backend::Postgres {
-        // Held until commit; re-taking it in the same transaction is free.
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CHANGE_FEED_LOCK).execute(&mut **tx).await?;
-    }
+    lock_feed(backend, tx).await?;
     sqlx::query(
         "INSERT INTO annotation_changes (project_id, task_id, annotation_id, op, created_at) VALUES ($1, $2, $3, $4, $5)",
     )
@@ -87,9 +98,7 @@ pub(crate) async fn record_changes(
     if entries.is_empty() {
         return Ok(());
     }
-    if backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CHANGE_FEED_LOCK).execute(&mut **tx).await?;
-    }
+    lock_feed(backend, tx).await?;
     for chunk in entries.chunks(200) {
         let mut sql =
             String::from("INSERT INTO annotation_changes (project_id, task_id, annotation_id, op, created_at) VALUES ");

@@ -11,6 +11,8 @@
 
 mod annotations;
 mod changes;
+mod leases;
+mod notify;
 mod projects;
 mod sessions;
 mod storages;
@@ -19,6 +21,8 @@ mod users;
 
 pub use annotations::*;
 pub use changes::*;
+pub use leases::*;
+pub use notify::WORK_CHANNEL;
 pub use projects::*;
 pub use storages::*;
 pub use tasks::*;
@@ -26,6 +30,7 @@ pub use users::*;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Errors of the data layer.
@@ -69,6 +74,9 @@ pub enum Backend {
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// The URL connected to (holds the password: never log it); the new-work
+    /// listener opens its own connection with it.
+    url: Arc<str>,
 }
 
 /// A write transaction. On SQLite it is started with `BEGIN IMMEDIATE` so that two
@@ -101,12 +109,21 @@ impl Db {
             .acquire_timeout(Duration::from_secs(30))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000;",
-                        )
-                        .await?;
+                    match backend {
+                        Backend::Sqlite => {
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000;",
+                            )
+                            .await?;
+                        }
+                        // Our transactions never wait on anything but the database. One
+                        // left open by a process that froze (SIGSTOP, a paused VM) would
+                        // hold its row locks, e.g. a storage's lease, and keep every other
+                        // process from taking over: PostgreSQL ends such a session.
+                        Backend::Postgres => {
+                            conn.execute("SET idle_in_transaction_session_timeout = '10s'").await?;
+                        }
                     }
                     Ok(())
                 })
@@ -114,7 +131,7 @@ impl Db {
             .connect(&url)
             .await
             .context("Failed to connect to the database")?;
-        let db = Db { pool, backend };
+        let db = Db { pool, backend, url: url.into() };
         db.migrate().await.context("Failed to run database migrations")?;
         Ok(db)
     }
