@@ -17,7 +17,7 @@ async fn no_worker(backend: Backend) -> TestApp {
     spawn_app_with(backend, |s| s.sync.run_worker = false).await
 }
 
-fn memory_engine(app: &TestApp, store: &InMemory) -> SyncEngine {
+pub(crate) fn memory_engine(app: &TestApp, store: &InMemory) -> SyncEngine {
     let store = store.clone();
     let targets: TargetFactory = Arc::new(move |_| Ok(Arc::new(store.clone()) as Arc<dyn StorageTarget>));
     let settings = app.state.settings.sync.clone();

@@ -18,6 +18,8 @@ mod gcs_storage;
 mod import;
 mod import_files;
 mod limits;
+mod listen;
+mod multiproc;
 mod observability;
 mod openapi;
 mod projects;
