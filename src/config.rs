@@ -69,16 +69,25 @@ impl TargetSettings {
 /// How the sync engine works.
 #[derive(Debug, Clone)]
 pub struct SyncSettings {
-    /// Run the sync worker in this process (`labelport serve`); off for API-only nodes.
+    /// Run the sync worker in this process (`labelport serve`); off for API-only
+    /// nodes (`LABELPORT_RUN_WORKER=false`).
     pub run_worker: bool,
+    /// On PostgreSQL, learn of new work from other processes through `LISTEN/NOTIFY`
+    /// (`LABELPORT_PG_LISTEN`, default true); polling stays as the fallback. Turn it
+    /// off behind a pooler that cannot hold a listening session (PgBouncer in
+    /// transaction mode).
+    pub listen: bool,
     /// Sync a new storage right away (`SYNC_ON_TARGET_STORAGE_CREATION`, default true).
     pub sync_on_create: bool,
     /// fsync each file and its directory before reporting a write done
     /// (`LABELPORT_FSYNC`, default false: survives process crashes, not power cuts).
     pub fsync: bool,
-    /// How long a worker's claim on a storage lasts without renewal.
+    /// How long a worker's claim on a storage lasts without renewal
+    /// (`LABELPORT_LEASE_SECONDS`, default 15); another worker takes over a dead
+    /// worker's job this long after its last renewal.
     pub lease: std::time::Duration,
-    /// How often idle workers look for work written by other processes.
+    /// How often idle workers look for work they were not told about
+    /// (`LABELPORT_POLL_MS`, default 200).
     pub poll_interval: std::time::Duration,
     /// Annotations read per page (and per checkpoint) of a full sync.
     pub batch_size: i64,
@@ -101,7 +110,8 @@ impl SyncSettings {
         let num =
             |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default);
         SyncSettings {
-            run_worker: true,
+            run_worker: env_flag(std::env::var("LABELPORT_RUN_WORKER").ok(), true),
+            listen: env_flag(std::env::var("LABELPORT_PG_LISTEN").ok(), true),
             sync_on_create: env_flag(ls_env("SYNC_ON_TARGET_STORAGE_CREATION"), true),
             fsync: env_flag(std::env::var("LABELPORT_FSYNC").ok(), false),
             lease: std::time::Duration::from_secs(num("LABELPORT_LEASE_SECONDS", 15).max(1)),

@@ -52,11 +52,16 @@ pub struct Change {
 }
 
 /// On PostgreSQL, takes the transaction-scoped lock that serialises change-feed
-/// writers (held until commit; re-taking it in the same transaction is free). SQLite
-/// serialises all writers anyway.
+/// writers (held until commit; re-taking it in the same transaction is free) and, in
+/// the same round trip, sends the new-work notification that wakes the workers of
+/// other processes at commit. SQLite serialises all writers anyway.
 pub(crate) async fn lock_change_feed(backend: Backend, conn: &mut AnyConnection) -> DbResult<()> {
     if backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CHANGE_FEED_LOCK).execute(conn).await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1), pg_notify($2, '')")
+            .bind(CHANGE_FEED_LOCK)
+            .bind(super::WORK_CHANNEL)
+            .execute(conn)
+            .await?;
     }
     Ok(())
 }

@@ -13,7 +13,9 @@ mod annotations;
 mod changes;
 mod files;
 mod import;
+mod leases;
 mod local_paths;
+mod notify;
 mod projects;
 mod sessions;
 mod storages;
@@ -23,7 +25,9 @@ mod users;
 pub use annotations::*;
 pub use changes::*;
 pub use import::*;
+pub use leases::*;
 pub use local_paths::PathClaim;
+pub use notify::WORK_CHANNEL;
 pub use projects::*;
 pub use storages::*;
 pub use tasks::*;
@@ -31,6 +35,7 @@ pub use users::*;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Errors of the data layer.
@@ -112,6 +117,9 @@ pub struct Db {
     backend: Backend,
     /// Seals the legacy tokens stored in `users` (see [`Db::with_secrets`]).
     secrets: Option<crate::secrets::SecretBox>,
+    /// The URL connected to (holds the password: never log it); the new-work
+    /// listener opens its own connection with it.
+    url: Arc<str>,
 }
 
 /// A write transaction. On SQLite it is started with `BEGIN IMMEDIATE` so that two
@@ -145,13 +153,22 @@ impl Db {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        let pragmas = format!(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {};",
-                            BUSY_TIMEOUT.as_millis()
-                        );
-                        conn.execute(pragmas.as_str()).await?;
+                    match backend {
+                        Backend::Sqlite => {
+                            let pragmas = format!(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {};",
+                                BUSY_TIMEOUT.as_millis()
+                            );
+                            conn.execute(pragmas.as_str()).await?;
+                        }
+                        // Our transactions never wait on anything but the database. One
+                        // left open by a process that froze (SIGSTOP, a paused VM) would
+                        // hold its row locks, e.g. a storage's lease, and keep every other
+                        // process from taking over: PostgreSQL ends such a session.
+                        Backend::Postgres => {
+                            conn.execute("SET idle_in_transaction_session_timeout = '10s'").await?;
+                        }
                     }
                     Ok(())
                 })
@@ -159,7 +176,7 @@ impl Db {
             .connect(&url)
             .await
             .context("Failed to connect to the database")?;
-        let db = Db { pool, backend, secrets: None };
+        let db = Db { pool, backend, secrets: None, url: url.into() };
         db.migrate().await.context("Failed to run database migrations")?;
         Ok(db)
     }

@@ -1,13 +1,13 @@
 //! Export storages, their sync jobs, leases and the links to what they wrote.
 //!
-//! Leases: a worker may write to a storage only while it holds the storage's lease
-//! (`lease_owner`, `lease_expires_at`), taken with a compare-and-set UPDATE that both
-//! databases execute atomically. It renews the lease as it makes progress; a lease
-//! that expires (the worker died) can be taken by any other worker, which resumes
-//! the storage's job from its checkpoint. So two processes never run one job at once.
+//! What a worker writes about a storage while it syncs (job progress and state,
+//! cursor, change token, links) is fenced by its [`Lease`] (see [`super::leases`]):
+//! a worker that lost the lease has these writes refused.
 
+use super::leases::fence;
 use super::{
-    json_col, Annotation, Backend, Db, DbError, DbResult, JsonColumn, JsonText, PathClaim, Task, ANNOTATION_COLUMNS,
+    json_col, Annotation, Backend, Db, DbError, DbResult, JsonColumn, JsonText, Lease, PathClaim, Task,
+    ANNOTATION_COLUMNS,
 };
 use crate::time::{now_micros, Micros};
 use serde_json::Value;
@@ -445,6 +445,7 @@ impl Db {
             Err(e) => return Err(e),
         };
         set_state(&mut tx, storage_id, state, Some(job_key)).await?;
+        self.notify_work(&mut tx).await?;
         tx.commit().await?;
         Ok(Some(SyncJob::from_row(&row)))
     }
@@ -469,92 +470,19 @@ impl Db {
         Ok(SyncJob::from_row(&row))
     }
 
-    /// Takes the lease of a storage that has work (an active job, or changes past
-    /// its cursor), if any is free. Returns the storage id.
-    pub async fn claim_storage(&self, owner: &str, lease: std::time::Duration) -> DbResult<Option<i64>> {
-        let now = now_micros();
-        let candidates: Vec<i64> = sqlx::query_scalar(
-            "SELECT s.id FROM export_storages s WHERE (s.lease_owner IS NULL OR s.lease_expires_at < $1) AND ( \
-               EXISTS (SELECT 1 FROM sync_jobs j WHERE j.storage_id = s.id AND j.state IN ('queued', 'running')) \
-               OR EXISTS (SELECT 1 FROM annotation_changes c WHERE c.project_id = s.project_id AND c.seq > s.cursor_seq)) \
-             ORDER BY COALESCE(s.lease_expires_at, 0), s.id LIMIT 8",
-        )
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
-        for id in candidates {
-            let mut tx = self.write_tx().await?;
-            let done = sqlx::query(
-                "UPDATE export_storages SET lease_owner = $1, lease_expires_at = $2 \
-                 WHERE id = $3 AND (lease_owner IS NULL OR lease_expires_at < $4)",
-            )
-            .bind(owner)
-            .bind(now + lease.as_micros() as i64)
-            .bind(id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            if done.rows_affected() == 1 {
-                return Ok(Some(id));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Extends a held lease; `false` if it was lost (expired and taken, or the storage is gone).
-    pub async fn renew_lease(&self, storage_id: i64, owner: &str, lease: std::time::Duration) -> DbResult<bool> {
-        let mut tx = self.write_tx().await?;
-        let done = sqlx::query("UPDATE export_storages SET lease_expires_at = $1 WHERE id = $2 AND lease_owner = $3")
-            .bind(now_micros() + lease.as_micros() as i64)
-            .bind(storage_id)
-            .bind(owner)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Gives a lease back.
-    pub async fn release_lease(&self, storage_id: i64, owner: &str) -> DbResult<()> {
-        let mut tx = self.write_tx().await?;
-        sqlx::query(
-            "UPDATE export_storages SET lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND lease_owner = $2",
-        )
-        .bind(storage_id)
-        .bind(owner)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Drops every lease. Only for the embedded SQLite database, which one process owns:
-    /// leases found at start belong to a process that is gone.
-    pub async fn release_all_leases(&self) -> DbResult<u64> {
-        let mut tx = self.write_tx().await?;
-        let done = sqlx::query(
-            "UPDATE export_storages SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner IS NOT NULL",
-        )
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected())
-    }
-
     /// Marks a job running (recording where it starts) and sets the storage's state.
-    /// Only while `owner` holds the lease; `false` otherwise.
+    /// Only under the storage's current lease; `false` otherwise.
     pub async fn start_job(
         &self,
         job: &SyncJob,
-        owner: &str,
+        lease: &Lease,
         mode: &str,
         start_seq: i64,
         total: i64,
         state: &SyncState,
     ) -> DbResult<bool> {
         let mut tx = self.write_tx().await?;
-        if !holds_lease(&mut tx, job.storage_id, owner).await? {
+        if !fence(&mut tx, lease, None).await? {
             return Ok(false);
         }
         sqlx::query(
@@ -563,7 +491,7 @@ impl Db {
         )
         .bind(start_seq)
         .bind(total)
-        .bind(owner)
+        .bind(&lease.owner)
         .bind(now_micros())
         .bind(job.id)
         .bind(mode)
@@ -574,17 +502,21 @@ impl Db {
         Ok(true)
     }
 
-    /// Records the target's change token after our writes, while holding the lease.
-    pub async fn set_target_token(&self, storage_id: i64, owner: &str, token: Option<&str>) -> DbResult<()> {
+    /// Records the target's change token after our writes, under the current lease
+    /// only; `false` if the lease was lost.
+    pub async fn set_target_token(&self, lease: &Lease, token: Option<&str>) -> DbResult<bool> {
         let mut tx = self.write_tx().await?;
-        sqlx::query("UPDATE export_storages SET target_token = $1 WHERE id = $2 AND lease_owner = $3")
-            .bind(token)
-            .bind(storage_id)
-            .bind(owner)
-            .execute(&mut *tx)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE export_storages SET target_token = $1 WHERE id = $2 AND lease_owner = $3 AND lease_generation = $4",
+        )
+        .bind(token)
+        .bind(lease.storage_id)
+        .bind(&lease.owner)
+        .bind(lease.generation)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     /// Saves a job's progress and the storage's progress state, renewing the lease.
@@ -592,20 +524,13 @@ impl Db {
     pub async fn checkpoint_job(
         &self,
         job: &SyncJob,
-        owner: &str,
-        lease: std::time::Duration,
+        lease: &Lease,
+        renew: std::time::Duration,
         progress: &JobProgress,
         state: &SyncState,
     ) -> DbResult<bool> {
         let mut tx = self.write_tx().await?;
-        let renewed =
-            sqlx::query("UPDATE export_storages SET lease_expires_at = $1 WHERE id = $2 AND lease_owner = $3")
-                .bind(now_micros() + lease.as_micros() as i64)
-                .bind(job.storage_id)
-                .bind(owner)
-                .execute(&mut *tx)
-                .await?;
-        if renewed.rows_affected() == 0 {
+        if !fence(&mut tx, lease, Some(renew)).await? {
             return Ok(false);
         }
         save_progress(&mut tx, job.id, progress, None).await?;
@@ -617,10 +542,11 @@ impl Db {
     /// Ends a job: final progress, job state, storage state, and (on success) the
     /// storage's new cursor and baseline.
     #[allow(clippy::too_many_arguments)]
+    /// Only under the storage's current lease; `false` otherwise.
     pub async fn finish_job(
         &self,
         job: &SyncJob,
-        owner: &str,
+        lease: &Lease,
         progress: &JobProgress,
         job_state: &str,
         state: &SyncState,
@@ -628,7 +554,7 @@ impl Db {
         baseline_done: bool,
     ) -> DbResult<bool> {
         let mut tx = self.write_tx().await?;
-        if !holds_lease(&mut tx, job.storage_id, owner).await? {
+        if !fence(&mut tx, lease, None).await? {
             return Ok(false);
         }
         save_progress(&mut tx, job.id, progress, Some(job_state)).await?;
@@ -648,18 +574,19 @@ impl Db {
         Ok(true)
     }
 
-    /// Advances a storage's cursor, only while holding the lease; with `token`, also
-    /// records the target's change token after these writes (one transaction).
-    pub async fn advance_cursor(&self, storage_id: i64, owner: &str, seq: i64, token: Option<&str>) -> DbResult<bool> {
+    /// Advances a storage's cursor, only under its current lease; with `token`, also
+    /// records the target's change token after these writes (one statement).
+    pub async fn advance_cursor(&self, lease: &Lease, seq: i64, token: Option<&str>) -> DbResult<bool> {
         let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "UPDATE export_storages SET cursor_seq = $1, target_token = COALESCE($4, target_token) \
-             WHERE id = $2 AND lease_owner = $3 AND cursor_seq < $1",
+             WHERE id = $2 AND lease_owner = $3 AND lease_generation = $5 AND cursor_seq < $1",
         )
         .bind(seq)
-        .bind(storage_id)
-        .bind(owner)
+        .bind(lease.storage_id)
+        .bind(&lease.owner)
         .bind(token)
+        .bind(lease.generation)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -770,10 +697,11 @@ impl Db {
         Ok(rows.iter().map(link_from_row).collect())
     }
 
-    /// Records what was written (insert or replace), in one statement per call.
-    pub async fn upsert_links(&self, storage_id: i64, links: &[Link]) -> DbResult<()> {
+    /// Records what was written (insert or replace), under the storage's current
+    /// lease only; `false` (nothing recorded) if the lease was lost.
+    pub async fn upsert_links(&self, lease: &Lease, links: &[Link]) -> DbResult<bool> {
         if links.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         // The rows travel as one JSON array parameter, so the statement's text is the
         // same for every page and prepared once per connection. Hundreds of numbered
@@ -792,27 +720,35 @@ impl Db {
             }
         };
         let mut tx = self.write_tx().await?;
+        if !fence(&mut tx, lease, None).await? {
+            return Ok(false);
+        }
         sqlx::query(&format!(
             "INSERT INTO export_links (storage_id, annotation_id, object_key, version, size, written_at) {source} \
              ON CONFLICT (storage_id, annotation_id) DO UPDATE SET object_key = excluded.object_key, \
              version = excluded.version, size = excluded.size, written_at = excluded.written_at"
         ))
-        .bind(storage_id)
+        .bind(lease.storage_id)
         .bind(now_micros())
         .bind(rows)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
-    /// Forgets links (after their files were deleted).
-    pub async fn delete_links(&self, storage_id: i64, annotation_ids: &[i64]) -> DbResult<()> {
+    /// Forgets links (after their files were deleted), under the storage's current
+    /// lease only; `false` (nothing forgotten) if the lease was lost.
+    pub async fn delete_links(&self, lease: &Lease, annotation_ids: &[i64]) -> DbResult<bool> {
         if annotation_ids.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
+        let storage_id = lease.storage_id;
         let list: Vec<String> = annotation_ids.iter().map(i64::to_string).collect();
         let mut tx = self.write_tx().await?;
+        if !fence(&mut tx, lease, None).await? {
+            return Ok(false);
+        }
         sqlx::query(&format!(
             "DELETE FROM export_links WHERE storage_id = $1 AND annotation_id IN ({})",
             list.join(",")
@@ -822,7 +758,7 @@ impl Db {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// How many links of a storage point at `key` (task mode: annotations in one file).
@@ -952,15 +888,6 @@ fn task_from_prefixed<J: JsonColumn>(row: &AnyRow) -> Task<J> {
         created_at: row.get("t_created_at"),
         updated_at: row.get("t_updated_at"),
     }
-}
-
-async fn holds_lease(tx: &mut super::WriteTx, storage_id: i64, owner: &str) -> DbResult<bool> {
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM export_storages WHERE id = $1 AND lease_owner = $2")
-        .bind(storage_id)
-        .bind(owner)
-        .fetch_one(&mut **tx)
-        .await?;
-    Ok(n > 0)
 }
 
 async fn save_progress(tx: &mut super::WriteTx, job_id: i64, p: &JobProgress, state: Option<&str>) -> DbResult<()> {

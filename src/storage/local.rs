@@ -18,7 +18,7 @@
 //! cannot lose linked or renamed data.
 
 use super::spec::{ConfigError, DocumentStyle, FieldKind, FieldSpec, TargetConfig, TargetContext, TypeSpec};
-use super::{keys::is_safe_key, local_path, Result, StorageError, StorageTarget};
+use super::{keys::is_safe_key, local_path, MayPublish, Result, StorageError, StorageTarget};
 use bytes::Bytes;
 use cap_std::fs::Dir;
 use futures::future::BoxFuture;
@@ -174,39 +174,55 @@ impl LocalFileSystem {
         format!("{TEMP_PREFIX}{key}.{}.{:08x}.{n}", std::process::id(), self.inner.nonce)
     }
 
-    fn write_one(&self, dir: &Dir, key: &str, body: &[u8]) -> Result<()> {
+    /// Writes one document. With `may_publish`, asks it right before the document
+    /// becomes visible (link or rename), after its bytes are written: a writer
+    /// frozen while writing publishes nothing once it wakes without its lease.
+    fn write_one(&self, dir: &Dir, key: &str, body: &[u8], may_publish: Option<&MayPublish>) -> Result<()> {
         if !is_safe_key(key) {
             return Err(StorageError::PermissionDenied(format!("invalid key {key:?}")));
         }
+        let publish = || may_publish.is_none_or(|may| may());
         if self.inner.tmpfile.load(Ordering::Relaxed) {
-            match self.write_unnamed(dir, key, body) {
-                Ok(None) => return Ok(()),
-                Ok(Some(file)) => return self.replace_with(dir, key, &file),
+            match self.write_unnamed(dir, key, body, &publish) {
+                Ok(Unnamed::Linked) => return Ok(()),
+                Ok(Unnamed::Exists(file)) => return self.replace_with(dir, key, &file),
+                Ok(Unnamed::HeldBack) => return Err(super::held_back()),
                 // No O_TMPFILE or no /proc here: use named temporary files from now on.
                 Err(e) if is_unsupported(&e) => self.inner.tmpfile.store(false, Ordering::Relaxed),
                 Err(e) => return Err(io_error(self, &format!("writing {key}"), e)),
             }
         }
         let temp = self.temp_name(key);
-        let result = (|| -> std::io::Result<()> {
+        let result = (|| -> std::io::Result<bool> {
             let mut file = dir.create(&temp)?;
             file.write_all(body)?;
             if self.inner.fsync {
                 file.sync_all()?;
             }
             drop(file);
-            dir.rename(&temp, dir, key)
+            if !publish() {
+                return Ok(false);
+            }
+            dir.rename(&temp, dir, key)?;
+            Ok(true)
         })();
-        if let Err(e) = result {
-            let _ = dir.remove_file(&temp);
-            return Err(io_error(self, &format!("writing {key}"), e));
+        match result {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                let _ = dir.remove_file(&temp);
+                Err(super::held_back())
+            }
+            Err(e) => {
+                let _ = dir.remove_file(&temp);
+                Err(io_error(self, &format!("writing {key}"), e))
+            }
         }
-        Ok(())
     }
 
-    /// Writes `body` to an unnamed file in `dir` and links it as `key`. When `key`
-    /// already exists, returns the still unnamed file for [`Self::replace_with`].
-    fn write_unnamed(&self, dir: &Dir, key: &str, body: &[u8]) -> std::io::Result<Option<std::fs::File>> {
+    /// Writes `body` to an unnamed file in `dir` and, if `publish()` still allows,
+    /// links it as `key`. When `key` already exists, returns the still unnamed file
+    /// for [`Self::replace_with`].
+    fn write_unnamed(&self, dir: &Dir, key: &str, body: &[u8], publish: &dyn Fn() -> bool) -> std::io::Result<Unnamed> {
         use rustix::fs::{Mode, OFlags};
         let fd = rustix::fs::openat(dir, ".", OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC, Mode::from(0o666))?;
         let mut file = std::fs::File::from(fd);
@@ -214,9 +230,12 @@ impl LocalFileSystem {
         if self.inner.fsync {
             file.sync_all()?;
         }
+        if !publish() {
+            return Ok(Unnamed::HeldBack); // the unnamed file vanishes when closed
+        }
         match link_unnamed(&file, dir, key) {
-            Ok(()) => Ok(None),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(Some(file)),
+            Ok(()) => Ok(Unnamed::Linked),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(Unnamed::Exists(file)),
             Err(e) => Err(e),
         }
     }
@@ -242,6 +261,43 @@ impl LocalFileSystem {
         Ok(())
     }
 
+    /// Writes a batch with one directory handle; with `may_publish`, each file only
+    /// while it answers `true`.
+    async fn write_batch(&self, items: Vec<(String, Bytes)>, may_publish: Option<MayPublish>) -> Vec<Result<()>> {
+        let this = self.clone();
+        let n = items.len();
+        let outcome = blocking(move || {
+            // One directory handle for the batch: containment is re-checked per batch.
+            let dir = match this.open() {
+                Ok(dir) => dir,
+                Err(e) => return Ok(Err(e)),
+            };
+            let results: Vec<Result<()>> =
+                items.iter().map(|(key, body)| this.write_one(&dir, key, body, may_publish.as_ref())).collect();
+            if let Err(e) = this.sync_dir(&dir) {
+                return Ok(Err(e));
+            }
+            Ok(Ok(results))
+        })
+        .await;
+        match outcome {
+            Ok(Ok(results)) => results,
+            Ok(Err(e)) | Err(e) => {
+                let message = e.to_string();
+                let permanent = e.is_permanent();
+                (0..n)
+                    .map(|_| {
+                        Err(if permanent {
+                            StorageError::Precondition(message.clone())
+                        } else {
+                            StorageError::Generic { target: "LocalFileSystem".into(), source: message.clone().into() }
+                        })
+                    })
+                    .collect()
+            }
+        }
+    }
+
     /// Deletes temporary files a crash may have left; returns how many.
     async fn remove_stale_temp_files(&self) -> Result<usize> {
         let this = self.clone();
@@ -264,6 +320,16 @@ impl LocalFileSystem {
         })
         .await
     }
+}
+
+/// What became of a document written to an unnamed file.
+enum Unnamed {
+    /// Linked under its key.
+    Linked,
+    /// The key exists: the file, to rename over it.
+    Exists(std::fs::File),
+    /// Not published (the writer's lease ended).
+    HeldBack,
 }
 
 /// Gives an unnamed (`O_TMPFILE`) file the name `name` in `dir`, through its
@@ -310,44 +376,20 @@ impl StorageTarget for LocalFileSystem {
         let (this, key) = (self.clone(), key.to_owned());
         blocking(move || {
             let dir = this.open()?;
-            this.write_one(&dir, &key, &body)?;
+            this.write_one(&dir, &key, &body, None)?;
             this.sync_dir(&dir)
         })
         .await
     }
 
     async fn put_many(&self, items: Vec<(String, Bytes)>) -> Vec<Result<()>> {
-        let this = self.clone();
-        let n = items.len();
-        let outcome = blocking(move || {
-            // One directory handle for the batch: containment is re-checked per batch.
-            let dir = match this.open() {
-                Ok(dir) => dir,
-                Err(e) => return Ok(Err(e)),
-            };
-            let results: Vec<Result<()>> = items.iter().map(|(key, body)| this.write_one(&dir, key, body)).collect();
-            if let Err(e) = this.sync_dir(&dir) {
-                return Ok(Err(e));
-            }
-            Ok(Ok(results))
-        })
-        .await;
-        match outcome {
-            Ok(Ok(results)) => results,
-            Ok(Err(e)) | Err(e) => {
-                let message = e.to_string();
-                let permanent = e.is_permanent();
-                (0..n)
-                    .map(|_| {
-                        Err(if permanent {
-                            StorageError::Precondition(message.clone())
-                        } else {
-                            StorageError::Generic { target: "LocalFileSystem".into(), source: message.clone().into() }
-                        })
-                    })
-                    .collect()
-            }
-        }
+        self.write_batch(items, None).await
+    }
+
+    /// Asks before each file, so a worker paused mid-batch writes nothing more once
+    /// it wakes without its lease.
+    async fn put_many_guarded(&self, items: Vec<(String, Bytes)>, may_publish: MayPublish) -> Vec<Result<()>> {
+        self.write_batch(items, Some(may_publish)).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
@@ -470,6 +512,30 @@ mod tests {
         let mode = std::fs::metadata(dir.join("1")).unwrap().permissions();
         assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o600, 0o600, "owner can read and write");
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary names left");
+    }
+
+    #[tokio::test]
+    async fn a_guarded_batch_stops_publishing_as_soon_as_the_guard_says_no() {
+        for tmpfile in [true, false] {
+            // Arrange: "1" exists; the guard allows two documents, then refuses.
+            let (_root, target, dir) = setup(false);
+            target.inner.tmpfile.store(tmpfile, Ordering::Relaxed);
+            target.put("1", Bytes::from("old")).await.unwrap();
+            let asked = Arc::new(AtomicU64::new(0));
+            let counter = asked.clone();
+            let guard: MayPublish = Arc::new(move || counter.fetch_add(1, Ordering::SeqCst) < 2);
+            let items = ["2", "1", "3", "4"].map(|k| (k.to_owned(), Bytes::from(format!("new {k}")))).to_vec();
+
+            // Act
+            let results = target.put_many_guarded(items, guard).await;
+
+            // Assert: the first two published, the rest held back, no temporary files left.
+            let ok: Vec<bool> = results.iter().map(Result::is_ok).collect();
+            assert_eq!(ok, [true, true, false, false], "tmpfile={tmpfile}");
+            assert_eq!(std::fs::read(dir.join("1")).unwrap(), b"new 1");
+            assert!(!dir.join("3").exists() && !dir.join("4").exists());
+            assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2, "no temporary names left");
+        }
     }
 
     #[tokio::test]

@@ -139,6 +139,15 @@ impl SafeKeys {
     }
 }
 
+/// Asked right before documents are published: `false` once the writer may no
+/// longer publish (its lease ended). See [`StorageTarget::put_many_guarded`].
+pub type MayPublish = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// The error of a write held back by [`StorageTarget::put_many_guarded`].
+pub fn held_back() -> StorageError {
+    StorageError::Precondition("not written: the sync worker's lease ended first".into())
+}
+
 /// Result alias of the storage layer.
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
@@ -160,6 +169,18 @@ pub trait StorageTarget: Display + Send + Sync + 'static {
             out.push(self.put(&key, body).await);
         }
         out
+    }
+
+    /// Writes many documents like [`StorageTarget::put_many`], but publishes none once
+    /// `may_publish` answers `false`: those get [`StorageError::Precondition`]. The
+    /// sync engine passes its lease check, so a worker paused past its lease cannot
+    /// replace what the worker that took over wrote since (see `sync::fence`).
+    /// Targets ask as late as they can; the default asks once, before the batch.
+    async fn put_many_guarded(&self, items: Vec<(String, Bytes)>, may_publish: MayPublish) -> Vec<Result<()>> {
+        if !may_publish() {
+            return items.iter().map(|_| Err(held_back())).collect();
+        }
+        self.put_many(items).await
     }
 
     /// Removes the document under `key`; a missing key is not an error.

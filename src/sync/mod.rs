@@ -14,12 +14,17 @@
 //!   saves and deletions reach the files without blocking the HTTP request.
 //! - **lease**: a worker works on a storage only while holding its lease, renewed at
 //!   every checkpoint; a crashed worker's lease expires and another worker (or the
-//!   restarted process) resumes the job from its checkpoint.
+//!   restarted process) resumes the job from its checkpoint. Each claim has a new
+//!   **generation** that fences the worker's database writes, and a deadline by the
+//!   worker's own clock that fences its writes to the target ([`fence`]).
+//! - **new work** reaches idle workers of other processes through PostgreSQL
+//!   `LISTEN/NOTIFY` ([`crate::db::WORK_CHANNEL`]), with polling as the fallback.
 //!
 //! [`SyncEngine::try_execute_task`] does one unit of work, so tests can drive the
 //! engine step by step; [`SyncEngine::run_until_stopped`] loops it.
 
 pub mod document;
+pub mod fence;
 pub mod state;
 
 use crate::config::SyncSettings;
@@ -33,10 +38,11 @@ use crate::storage::{keys, StorageError, StorageTarget};
 use crate::time::now_micros;
 use bytes::Bytes;
 use document::Users;
+use fence::{Claim, LeaseLost};
 use state::Outcome;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -207,6 +213,10 @@ impl SyncEngine {
         tracing::info!(worker = %self.owner, "sync engine started");
         // Pruning runs beside the worker, so a large delete never delays an export.
         let pruner = tokio::spawn(prune_until_stopped(self.db.clone(), stop.clone()));
+        let listener = self
+            .settings
+            .listen
+            .then(|| tokio::spawn(self.db.clone().listen_for_work_until_stopped(self.wake.clone(), stop.clone())));
         // Several loops, each claiming its own storage under its own lease name, so a
         // target that hangs or retries for a long time (an unreachable cloud endpoint)
         // holds up one loop, never the exports of every other storage.
@@ -223,6 +233,9 @@ impl SyncEngine {
             }
         }
         let _ = pruner.await;
+        if let Some(listener) = listener {
+            let _ = listener.await;
+        }
         tracing::info!(worker = %self.owner, "sync engine stopped");
     }
 
@@ -236,9 +249,10 @@ impl SyncEngine {
                     continue;
                 }
                 Ok(ExecutionOutcome::Idle) => {
+                    let wait = self.idle_wait().await;
                     tokio::select! {
                         _ = self.wake.notified() => {},
-                        _ = tokio::time::sleep(self.settings.poll_interval) => {},
+                        _ = tokio::time::sleep(wait) => {},
                         _ = stop.cancelled() => {},
                     }
                 }
@@ -254,6 +268,19 @@ impl SyncEngine {
         }
     }
 
+    /// How long an idle worker sleeps unless woken: the poll interval, or less when
+    /// a lease expires sooner (a worker that died leaves work nobody announces).
+    async fn idle_wait(&self) -> Duration {
+        let poll = self.settings.poll_interval;
+        match self.db.next_lease_expiry(now_micros()).await {
+            Ok(Some(at)) => {
+                let until = Duration::from_micros((at - now_micros()).max(0) as u64) + Duration::from_millis(5);
+                until.min(poll)
+            }
+            _ => poll,
+        }
+    }
+
     /// One unit of work: claim a storage that needs it, run its job or auto-export
     /// its pending changes, release it.
     pub async fn try_execute_task(&self) -> anyhow::Result<ExecutionOutcome> {
@@ -261,20 +288,31 @@ impl SyncEngine {
     }
 
     async fn try_execute_task_until(&self, stop: &CancellationToken) -> anyhow::Result<ExecutionOutcome> {
-        let Some(storage_id) = self.db.claim_storage(&self.owner, self.settings.lease).await? else {
+        let sent = Instant::now();
+        let Some(lease) = self.db.claim_storage(&self.owner, self.settings.lease).await? else {
             return Ok(ExecutionOutcome::Idle);
         };
-        let result = self.work_on(storage_id, stop).await;
+        let claim = Arc::new(Claim::new(lease, self.settings.lease, sent));
+        let storage_id = claim.storage_id();
+        let keep_alive = claim.keep_alive(self.db.clone());
+        let result = self.work_on(&claim, stop).await;
+        keep_alive.abort();
+        let _ = keep_alive.await;
         match &result {
             // Keep the lease for a backoff that grows with each consecutive failure, so a
             // broken target is retried soon at first, then less often, never in a hot loop;
             // other storages are worked on meanwhile.
             Ok(Some(reason)) => {
                 let wait = self.show_auto_export_failure(storage_id, reason).await?;
-                self.db.renew_lease(storage_id, &self.owner, wait).await?;
+                self.db.renew_lease(&claim.lease, wait).await?;
                 tracing::warn!(storage = storage_id, reason = %reason, retry_in_ms = wait.as_millis() as u64, "auto-export failed");
             }
-            _ => self.db.release_lease(storage_id, &self.owner).await?,
+            // Another worker holds it now: nothing of ours to release.
+            Err(e) if e.is::<LeaseLost>() => {
+                tracing::warn!(storage = storage_id, generation = claim.lease.generation, error.message = %e, "stopped");
+                return Ok(ExecutionOutcome::Worked);
+            }
+            _ => self.db.release_lease(&claim.lease).await?,
         }
         result?;
         Ok(ExecutionOutcome::Worked)
@@ -312,19 +350,20 @@ impl SyncEngine {
     }
 
     /// Returns `Some(reason)` when the storage should be left alone for a while.
-    async fn work_on(&self, storage_id: i64, stop: &CancellationToken) -> anyhow::Result<Option<String>> {
+    async fn work_on(&self, claim: &Arc<Claim>, stop: &CancellationToken) -> anyhow::Result<Option<String>> {
+        let storage_id = claim.storage_id();
         if let Some(job) = self.db.active_job(storage_id).await? {
-            self.run_job(storage_id, job, stop).await?;
+            self.run_job(claim, job, stop).await?;
             return Ok(None);
         }
         match self.db.storage_by_id(storage_id).await {
-            Ok(storage) => self.auto_export(&storage).await,
+            Ok(storage) => self.auto_export(claim, &storage).await,
             Err(DbError::NotFound) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
 
-    async fn auto_export(&self, storage: &ExportStorage) -> anyhow::Result<Option<String>> {
+    async fn auto_export(&self, claim: &Arc<Claim>, storage: &ExportStorage) -> anyhow::Result<Option<String>> {
         let target = match self.target_for(storage) {
             Ok(t) => t,
             Err(e) => return Ok(Some(e.to_string())),
@@ -339,14 +378,14 @@ impl SyncEngine {
         loop {
             let changes = self.db.changes_since(storage.project_id, cursor, self.settings.batch_size).await?;
             let Some(last) = changes.last().map(|c| c.seq) else { break };
-            let tally = self.apply_changes(storage, target.as_ref(), &changes, &mut users).await?;
+            let tally = self.apply_changes(claim, storage, target.as_ref(), &changes, &mut users).await?;
             tally.observe(&storage.storage_type);
             if tally.failed > 0 {
                 return Ok(Some(tally.errors.join("; ")));
             }
             crate::telemetry::metrics::auto_exported(&storage.storage_type, &changes);
             let token = target.change_token().await.ok().flatten();
-            if !self.db.advance_cursor(storage.id, &self.owner, last, token.as_deref()).await? {
+            if !self.db.advance_cursor(&claim.lease, last, token.as_deref()).await? {
                 break;
             }
             cursor = last;
@@ -358,16 +397,16 @@ impl SyncEngine {
         Ok(None)
     }
 
-    async fn record_token(&self, storage_id: i64, target: &dyn StorageTarget) -> anyhow::Result<()> {
+    async fn record_token(&self, claim: &Arc<Claim>, target: &dyn StorageTarget) -> anyhow::Result<()> {
         let token = target.change_token().await.ok().flatten();
-        self.db.set_target_token(storage_id, &self.owner, token.as_deref()).await?;
-        Ok(())
+        lease_held(claim, self.db.set_target_token(&claim.lease, token.as_deref()).await?)
     }
 
     /// Applies change-feed entries: rewrites documents of changed annotations,
     /// deletes documents of deleted ones (when the storage may delete).
     async fn apply_changes(
         &self,
+        claim: &Arc<Claim>,
         storage: &ExportStorage,
         target: &dyn StorageTarget,
         changes: &[crate::db::Change],
@@ -381,31 +420,31 @@ impl SyncEngine {
         let mut tally = Tally::default();
         if storage.fields.export_mode == "task" {
             let tasks: BTreeSet<i64> = changes.iter().map(|c| c.task_id).collect();
-            self.export_tasks(storage, target, tasks, users, &mut tally).await?;
-            if !gone.is_empty() {
-                self.db.delete_links(storage.id, &gone).await?;
-            }
+            self.export_tasks(claim, storage, target, tasks, users, &mut tally).await?;
+            lease_held(claim, self.db.delete_links(&claim.lease, &gone).await?)?;
             return Ok(tally);
         }
-        let written = self.write_annotations(storage, target, rows, users, &mut tally).await?;
-        self.db.upsert_links(storage.id, &written).await?;
+        let written = self.write_annotations(claim, storage, target, rows, users, &mut tally).await?;
+        lease_held(claim, self.db.upsert_links(&claim.lease, &written).await?)?;
         let deletes = changes.iter().any(|c| c.op == ChangeOp::Delete);
         if deletes && !gone.is_empty() && storage.fields.can_delete_objects == Some(true) {
             let links = self.db.links(storage.id, &gone).await?;
-            self.delete_linked(storage, target, links, &mut tally).await?;
+            self.delete_linked(claim, target, links, &mut tally).await?;
         }
         Ok(tally)
     }
 
     async fn delete_linked(
         &self,
-        storage: &ExportStorage,
+        claim: &Arc<Claim>,
         target: &dyn StorageTarget,
         links: Vec<Link>,
         tally: &mut Tally,
     ) -> anyhow::Result<()> {
         let mut removed = Vec::new();
+        claim.ensure_held()?;
         let results = target.delete_many(links.iter().map(|l| l.key.clone()).collect()).await;
+        claim.ensure_held()?;
         for (link, result) in links.into_iter().zip(results) {
             match result {
                 Ok(()) => {
@@ -415,8 +454,7 @@ impl SyncEngine {
                 Err(e) => tally.fail(&link.key, &e),
             }
         }
-        self.db.delete_links(storage.id, &removed).await?;
-        Ok(())
+        lease_held(claim, self.db.delete_links(&claim.lease, &removed).await?)
     }
 
     async fn load_users(&self, users: &mut Users, ids: impl Iterator<Item = i64>) -> anyhow::Result<()> {
@@ -438,6 +476,7 @@ impl SyncEngine {
     /// of what was written, for the caller to record.
     async fn write_annotations(
         &self,
+        claim: &Arc<Claim>,
         storage: &ExportStorage,
         target: &dyn StorageTarget,
         rows: Vec<ExportRow>,
@@ -458,8 +497,10 @@ impl SyncEngine {
             batches.push(std::mem::replace(&mut rows, rest));
         }
         let delay = self.settings.write_delay;
+        claim.ensure_held()?;
         let results = futures::future::join_all(batches.into_iter().map(|batch| {
             let users = users.clone();
+            let may_publish = claim.publish_check();
             async move {
                 let rendered = tokio::task::spawn_blocking(move || {
                     batch
@@ -483,11 +524,13 @@ impl SyncEngine {
                     tokio::time::sleep(delay).await;
                 }
                 let (links, items): (Vec<Link>, Vec<(String, Bytes)>) = rendered.into_iter().unzip();
-                let results = target.put_many(items).await;
+                let results = target.put_many_guarded(items, may_publish).await;
                 links.into_iter().zip(results).collect::<Vec<_>>()
             }
         }))
         .await;
+        // Documents held back (the lease lapsed) are neither failures nor written.
+        claim.ensure_held()?;
         let mut written = Vec::new();
         for (link, result) in results.into_iter().flatten() {
             match result {
@@ -505,6 +548,7 @@ impl SyncEngine {
     /// when the task has no annotations left and the storage may delete.
     async fn export_tasks(
         &self,
+        claim: &Arc<Claim>,
         storage: &ExportStorage,
         target: &dyn StorageTarget,
         task_ids: BTreeSet<i64>,
@@ -528,7 +572,9 @@ impl SyncEngine {
                         tokio::time::sleep(self.settings.write_delay).await;
                     }
                     let size = body.len() as i64;
-                    match target.put(&key, body).await {
+                    let result = target.put_many_guarded(vec![(key.clone(), body)], claim.publish_check()).await.pop();
+                    claim.ensure_held()?;
+                    match result.expect("one result per document") {
                         Ok(()) => {
                             tally.written += 1;
                             links.extend(annotations.iter().map(|a| Link {
@@ -541,18 +587,23 @@ impl SyncEngine {
                         Err(e) => tally.fail(&key, &e),
                     }
                 }
-                _ if storage.fields.can_delete_objects == Some(true) => match target.delete(&key).await {
-                    Ok(()) => tally.deleted += 1,
-                    Err(e) => tally.fail(&key, &e),
-                },
+                _ if storage.fields.can_delete_objects == Some(true) => {
+                    claim.ensure_held()?;
+                    let result = target.delete(&key).await;
+                    claim.ensure_held()?;
+                    match result {
+                        Ok(()) => tally.deleted += 1,
+                        Err(e) => tally.fail(&key, &e),
+                    }
+                }
                 _ => {}
             }
         }
-        self.db.upsert_links(storage.id, &links).await?;
-        Ok(())
+        lease_held(claim, self.db.upsert_links(&claim.lease, &links).await?)
     }
 
-    async fn run_job(&self, storage_id: i64, mut job: SyncJob, stop: &CancellationToken) -> anyhow::Result<()> {
+    async fn run_job(&self, claim: &Arc<Claim>, mut job: SyncJob, stop: &CancellationToken) -> anyhow::Result<()> {
+        let storage_id = claim.storage_id();
         // Read after the job, so the row reflects the state its queueing wrote.
         let mut storage = match self.db.storage_by_id(storage_id).await {
             Ok(s) => s,
@@ -573,7 +624,7 @@ impl SyncEngine {
             let start_seq = self.db.latest_change_seq().await?;
             let total = self.db.count_annotations(storage.project_id).await?;
             let started = state::started(&storage, now_micros());
-            if !self.db.start_job(&job, &self.owner, &mode, start_seq, total, &started).await? {
+            if !self.db.start_job(&job, &claim.lease, &mode, start_seq, total, &started).await? {
                 return Ok(());
             }
             job = self.db.job(job.id).await?;
@@ -591,15 +642,15 @@ impl SyncEngine {
         };
         let target = match target {
             Ok(t) => t,
-            Err(e) => return self.fail_job(&storage, &job, &progress, &e.to_string()).await,
+            Err(e) => return self.fail_job(claim, &storage, &job, &progress, &e.to_string()).await,
         };
         if let Err(e) = target.validate().await {
-            return self.fail_job(&storage, &job, &progress, &e.to_string()).await;
+            return self.fail_job(claim, &storage, &job, &progress, &e.to_string()).await;
         }
         let finished = if job.mode == "full" {
-            self.full_pass(&storage, &job, target.as_ref(), &mut progress, stop).await
+            self.full_pass(claim, &storage, &job, target.as_ref(), &mut progress, stop).await
         } else {
-            self.incremental_pass(&storage, &job, target.as_ref(), &mut progress, stop).await
+            self.incremental_pass(claim, &storage, &job, target.as_ref(), &mut progress, stop).await
         };
         let finished = match finished {
             Ok(f) => f,
@@ -610,7 +661,7 @@ impl SyncEngine {
                         Some(failures) => format!("Export to {target} stopped: {cause}\n{failures}"),
                         None => format!("Export to {target} stopped: {cause}"),
                     };
-                    return self.fail_job(&storage, &job, &progress, &message).await;
+                    return self.fail_job(claim, &storage, &job, &progress, &message).await;
                 }
                 Err(e) => return Err(e),
             },
@@ -636,8 +687,10 @@ impl SyncEngine {
             // What failed is behind the cursor now: the next sync must walk everything.
             self.db.reset_baseline(storage.id).await?;
         }
-        self.record_token(storage.id, target.as_ref()).await?;
-        self.db.finish_job(&job, &self.owner, &progress, job_state, &done, Some(cursor), baseline).await?;
+        self.record_token(claim, target.as_ref()).await?;
+        let finished =
+            self.db.finish_job(&job, &claim.lease, &progress, job_state, &done, Some(cursor), baseline).await?;
+        lease_held(claim, finished)?;
         crate::telemetry::metrics::job_finished(
             &storage.storage_type,
             &job.mode,
@@ -651,6 +704,7 @@ impl SyncEngine {
 
     async fn fail_job(
         &self,
+        claim: &Arc<Claim>,
         storage: &ExportStorage,
         job: &SyncJob,
         progress: &JobProgress,
@@ -660,7 +714,7 @@ impl SyncEngine {
         let failed = state::failed(&storage, now_micros(), message);
         // Changes may have been passed over: the next sync walks everything.
         self.db.reset_baseline(storage.id).await?;
-        self.db.finish_job(job, &self.owner, progress, "failed", &failed, None, false).await?;
+        lease_held(claim, self.db.finish_job(job, &claim.lease, progress, "failed", &failed, None, false).await?)?;
         crate::telemetry::metrics::job_finished(
             &storage.storage_type,
             &job.mode,
@@ -674,24 +728,30 @@ impl SyncEngine {
     /// Saves progress; `false` means stop (lease lost or storage deleted).
     async fn checkpoint(
         &self,
-        storage_id: i64,
+        claim: &Arc<Claim>,
         job: &SyncJob,
         progress: &JobProgress,
         processed_for_ping: i64,
     ) -> anyhow::Result<bool> {
-        let storage = match self.db.storage_by_id(storage_id).await {
+        let storage = match self.db.storage_by_id(claim.storage_id()).await {
             Ok(s) => s,
             Err(DbError::NotFound) => return Ok(false),
             Err(e) => return Err(e.into()),
         };
         let ping = state::ping(&storage, now_micros(), processed_for_ping, job.total);
-        Ok(self.db.checkpoint_job(job, &self.owner, self.settings.lease, progress, &ping).await?)
+        let sent = Instant::now();
+        let saved = self.db.checkpoint_job(job, &claim.lease, self.settings.lease, progress, &ping).await?;
+        if saved {
+            claim.renewed(sent);
+        }
+        Ok(saved)
     }
 
     /// Walks every annotation from the checkpoint on. Returns the cursor to set, or
     /// `None` if the job was interrupted (stop, lost lease, storage deleted).
     async fn full_pass(
         &self,
+        claim: &Arc<Claim>,
         storage: &ExportStorage,
         job: &SyncJob,
         target: &dyn StorageTarget,
@@ -734,11 +794,11 @@ impl SyncEngine {
             let mut tally = Tally::default();
             let written = if storage.fields.export_mode == "task" {
                 let tasks: BTreeSet<i64> = page.iter().map(|(a, _)| a.task_id).collect();
-                self.export_tasks(storage, target, tasks, &mut users, &mut tally).await?;
+                self.export_tasks(claim, storage, target, tasks, &mut users, &mut tally).await?;
                 Vec::new()
             } else {
                 let todo = self.unchanged_filter(storage, target, inventory.as_deref(), page).await?;
-                self.write_annotations(storage, target, todo, &mut users, &mut tally).await?
+                self.write_annotations(claim, storage, target, todo, &mut users, &mut tally).await?
             };
             tally.add_to(progress);
             tally.observe(&storage.storage_type);
@@ -755,10 +815,12 @@ impl SyncEngine {
                     return Ok(None);
                 }
             }
-            let (engine, job, snapshot, storage_id) = (self.clone(), job.clone(), progress.clone(), storage.id);
+            let (engine, job, snapshot, claim) = (self.clone(), job.clone(), progress.clone(), claim.clone());
             saving = Some(tokio::spawn(async move {
-                engine.db.upsert_links(storage_id, &written).await?;
-                engine.checkpoint(storage_id, &job, &snapshot, snapshot.processed).await
+                if !engine.db.upsert_links(&claim.lease, &written).await? {
+                    return Ok(false);
+                }
+                engine.checkpoint(&claim, &job, &snapshot, snapshot.processed).await
             }));
         }
         if let Some(saving) = saving {
@@ -778,18 +840,21 @@ impl SyncEngine {
                 if storage.fields.export_mode == "task" {
                     // A task file goes only when none of its annotations is left.
                     let ids: Vec<i64> = orphans.iter().map(|l| l.annotation_id).collect();
-                    self.db.delete_links(storage.id, &ids).await?;
+                    lease_held(claim, self.db.delete_links(&claim.lease, &ids).await?)?;
                     let task_keys: BTreeSet<String> = orphans.into_iter().map(|l| l.key).collect();
                     for key in task_keys {
                         if self.db.count_links_with_key(storage.id, &key).await? == 0 {
-                            match target.delete(&key).await {
+                            claim.ensure_held()?;
+                            let result = target.delete(&key).await;
+                            claim.ensure_held()?;
+                            match result {
                                 Ok(()) => tally.deleted += 1,
                                 Err(e) => tally.fail(&key, &e),
                             }
                         }
                     }
                 } else {
-                    self.delete_linked(storage, target, orphans, &mut tally).await?;
+                    self.delete_linked(claim, target, orphans, &mut tally).await?;
                 }
                 tally.add_to(progress);
                 tally.observe(&storage.storage_type);
@@ -836,6 +901,7 @@ impl SyncEngine {
     /// Applies the change feed from the storage's cursor to its end.
     async fn incremental_pass(
         &self,
+        claim: &Arc<Claim>,
         storage: &ExportStorage,
         job: &SyncJob,
         target: &dyn StorageTarget,
@@ -852,22 +918,31 @@ impl SyncEngine {
             let Some(last) = changes.last().map(|c| c.seq) else {
                 break;
             };
-            let tally = self.apply_changes(storage, target, &changes, &mut users).await?;
+            let tally = self.apply_changes(claim, storage, target, &changes, &mut users).await?;
             tally.add_to(progress);
             tally.observe(&storage.storage_type);
             if let Some(cause) = tally.refused_everything() {
                 return Err(JobFailed(cause.to_owned()).into());
             }
             progress.processed += changes.len() as i64;
-            if !self.db.advance_cursor(storage.id, &self.owner, last, None).await? {
+            if !self.db.advance_cursor(&claim.lease, last, None).await? {
                 return Ok(None);
             }
             cursor = last;
-            if !self.checkpoint(storage.id, job, progress, progress.processed).await? {
+            if !self.checkpoint(claim, job, progress, progress.processed).await? {
                 return Ok(None);
             }
         }
         Ok(Some(cursor))
+    }
+}
+
+/// `Ok` if a fenced write went through, [`LeaseLost`] if the lease was lost.
+fn lease_held(claim: &Arc<Claim>, written: bool) -> anyhow::Result<()> {
+    if written {
+        Ok(())
+    } else {
+        Err(LeaseLost(claim.storage_id()).into())
     }
 }
 

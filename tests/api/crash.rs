@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const TOKEN: &str = "0123456789abcdef0123456789abcdef01234567";
+pub(crate) const TOKEN: &str = "0123456789abcdef0123456789abcdef01234567";
 
 struct Server {
     child: Child,
@@ -24,7 +24,7 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -63,7 +63,7 @@ async fn start(data: &Path, files: &Path, database_url: Option<&str>, slow: bool
     }
 }
 
-async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> Value {
+pub(crate) async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> Value {
     let mut req = reqwest::Client::new().request(method, url).header("Authorization", format!("Token {TOKEN}"));
     if let Some(body) = body {
         req = req.json(&body);
@@ -73,12 +73,12 @@ async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> Valu
     r.json().await.unwrap_or(Value::Null)
 }
 
-fn files_in(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn files_in(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect()
 }
 
 /// Every file that exists parses and names its annotation: no partial documents.
-fn assert_all_files_complete(dir: &Path) -> BTreeSet<i64> {
+pub(crate) fn assert_all_files_complete(dir: &Path) -> BTreeSet<i64> {
     let mut ids = BTreeSet::new();
     for path in files_in(dir) {
         let name = path.file_name().unwrap().to_string_lossy().to_string();

@@ -3,6 +3,7 @@
 
 use crate::backend_tests;
 use crate::helpers::{spawn_app_with, Backend, TestApp};
+use labelport::db::{JobProgress, Lease, SyncState};
 use labelport::storage::{InMemory, StorageTarget};
 use labelport::sync::{ExecutionOutcome, SyncEngine, TargetFactory};
 use reqwest::StatusCode;
@@ -16,7 +17,7 @@ async fn no_worker(backend: Backend) -> TestApp {
     spawn_app_with(backend, |s| s.sync.run_worker = false).await
 }
 
-fn memory_engine(app: &TestApp, store: &InMemory) -> SyncEngine {
+pub(crate) fn memory_engine(app: &TestApp, store: &InMemory) -> SyncEngine {
     let store = store.clone();
     let targets: TargetFactory = Arc::new(move |_| Ok(Arc::new(store.clone()) as Arc<dyn StorageTarget>));
     let settings = app.state.settings.sync.clone();
@@ -45,11 +46,12 @@ async fn a_storage_lease_is_held_by_one_worker_at_a_time(app: TestApp) {
     let lease = Duration::from_secs(30);
     // Whoever claims first (possibly the app's worker), nobody else can claim until release.
     let mine = app_db.claim_storage("test-worker-a", lease).await.unwrap();
-    if mine == Some(id) {
+    if let Some(mine) = mine.filter(|l| l.storage_id == id) {
         assert_eq!(app_db.claim_storage("test-worker-b", lease).await.unwrap(), None, "second claim must fail");
-        assert!(app_db.renew_lease(id, "test-worker-a", lease).await.unwrap());
-        assert!(!app_db.renew_lease(id, "test-worker-b", lease).await.unwrap(), "only the owner renews");
-        app_db.release_lease(id, "test-worker-a").await.unwrap();
+        assert!(app_db.renew_lease(&mine, lease).await.unwrap());
+        let other = Lease { owner: "test-worker-b".into(), ..mine.clone() };
+        assert!(!app_db.renew_lease(&other, lease).await.unwrap(), "only the owner renews");
+        app_db.release_lease(&mine).await.unwrap();
     }
     wait_for_status(&app, id, "completed").await;
 }
@@ -184,4 +186,169 @@ async fn sqlite_the_change_feed_is_pruned_only_up_to_what_every_storage_has_expo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_the_change_feed_is_pruned_only_up_to_what_every_storage_has_exported() {
     the_change_feed_is_pruned_only_up_to_what_every_storage_has_exported(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_worker_whose_lease_was_claimed_again_has_every_write_refused() {
+    a_worker_whose_lease_was_claimed_again_has_every_write_refused(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_worker_whose_lease_was_claimed_again_has_every_write_refused() {
+    a_worker_whose_lease_was_claimed_again_has_every_write_refused(Backend::Postgres).await;
+}
+
+async fn a_worker_whose_lease_was_claimed_again_has_every_write_refused(backend: Backend) {
+    // Arrange: no background worker; a storage with a queued job. Worker A claims it
+    // with a lease that ends at once, then it is claimed again: by B, and later by A
+    // itself (same owner name, new generation).
+    let app = no_worker(backend).await;
+    let db = &app.state.db;
+    let project = app.create_project("fencing").await;
+    app.import(project, &json!([{"data": {"n": 1}, "annotations": [{"result": []}]}])).await;
+    let id = create_storage(&app, project).await["id"].as_i64().unwrap();
+    let job = db.active_job(id).await.unwrap().expect("the create-time job is queued");
+    let stale = db.claim_storage("worker-a", Duration::ZERO).await.unwrap().expect("work to claim");
+    let state = SyncState {
+        status: "in_progress".into(),
+        meta: json!({}),
+        last_sync: None,
+        last_sync_count: None,
+        traceback: None,
+    };
+    assert!(db.start_job(&job, &stale, "full", 0, 1, &state).await.unwrap(), "the current lease may start the job");
+    tokio::time::sleep(Duration::from_millis(5)).await; // past the zero-length lease
+    let current = db.claim_storage("worker-b", Duration::from_secs(60)).await.unwrap().expect("expired: claimable");
+    assert_eq!(current.generation, stale.generation + 1, "each claim is a new generation");
+
+    // Act: the stale lease tries every write a worker makes.
+    let progress = JobProgress { checkpoint_id: 999, processed: 999, ..Default::default() };
+    let link = labelport::db::Link { annotation_id: 1, key: "1".into(), version: "stale".into(), size: 1 };
+    let checkpoint = db.checkpoint_job(&job, &stale, Duration::from_secs(60), &progress, &state).await.unwrap();
+    let started = db.start_job(&job, &stale, "full", 0, 1, &state).await.unwrap();
+    let finished = db.finish_job(&job, &stale, &progress, "completed", &state, Some(i64::MAX), true).await.unwrap();
+    let cursor = db.advance_cursor(&stale, i64::MAX, None).await.unwrap();
+    let links = db.upsert_links(&stale, &[link]).await.unwrap();
+    let unlinked = db.delete_links(&stale, &[1]).await.unwrap();
+    let token = db.set_target_token(&stale, Some("stale")).await.unwrap();
+    let renewed = db.renew_lease(&stale, Duration::from_secs(60)).await.unwrap();
+    db.release_lease(&stale).await.unwrap();
+
+    // Assert: all refused, nothing changed, and the current holder still holds it.
+    assert_eq!((checkpoint, started, finished, cursor), (false, false, false, false));
+    assert_eq!((links, unlinked, token, renewed), (false, false, false, false));
+    let job_now = db.job(job.id).await.unwrap();
+    assert_eq!((job_now.state.as_str(), job_now.checkpoint_id, job_now.processed), ("running", 0, 0));
+    let storage = db.storage_by_id(id).await.unwrap();
+    assert!(storage.cursor_seq < i64::MAX && storage.target_token.is_none());
+    assert!(db.links(id, &[1]).await.unwrap().is_empty());
+    assert_eq!(db.claim_storage("worker-c", Duration::from_secs(60)).await.unwrap(), None, "B still holds it");
+    assert!(db.checkpoint_job(&job, &current, Duration::from_secs(60), &progress, &state).await.unwrap());
+    assert_eq!(db.job(job.id).await.unwrap().checkpoint_id, 999, "the current lease checkpoints");
+
+    // The same owner name claiming again does not revive its older claim.
+    db.release_lease(&current).await.unwrap();
+    let again = db.claim_storage("worker-a", Duration::from_secs(60)).await.unwrap().expect("released: claimable");
+    let older = Lease { owner: "worker-a".into(), ..stale };
+    assert!(!db.checkpoint_job(&job, &older, Duration::from_secs(60), &progress, &state).await.unwrap());
+    assert!(db.checkpoint_job(&job, &again, Duration::from_secs(60), &progress, &state).await.unwrap());
+}
+
+/// A target that blocks the thread it runs on right before publishing: run on a
+/// single-threaded runtime of its own, the whole engine stops there (lease
+/// keep-alive included), as a process frozen by SIGSTOP would, until thawed.
+struct FrozenBeforePublish {
+    inner: InMemory,
+    frozen: std::sync::Mutex<std::sync::mpsc::Sender<()>>,
+    thaw: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl std::fmt::Display for FrozenBeforePublish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FrozenBeforePublish({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl StorageTarget for FrozenBeforePublish {
+    async fn validate(&self) -> labelport::storage::Result<()> {
+        self.inner.validate().await
+    }
+    async fn put(&self, key: &str, body: bytes::Bytes) -> labelport::storage::Result<()> {
+        self.inner.put(key, body).await
+    }
+    async fn put_many_guarded(
+        &self,
+        items: Vec<(String, bytes::Bytes)>,
+        may_publish: labelport::storage::MayPublish,
+    ) -> Vec<labelport::storage::Result<()>> {
+        self.frozen.lock().unwrap().send(()).unwrap();
+        self.thaw.lock().unwrap().recv().unwrap(); // blocks the runtime's only thread
+        self.inner.put_many_guarded(items, may_publish).await
+    }
+    async fn delete(&self, key: &str) -> labelport::storage::Result<()> {
+        self.inner.delete(key).await
+    }
+    async fn size(&self, key: &str) -> labelport::storage::Result<Option<u64>> {
+        self.inner.size(key).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_frozen_past_its_lease_does_not_overwrite_what_the_next_worker_wrote() {
+    // Arrange: two engines on one database and one store; the lease lasts a second.
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.sync.run_worker = false;
+        s.sync.lease = Duration::from_secs(1);
+    })
+    .await;
+    let store = InMemory::new();
+    let next = memory_engine(&app, &store);
+    let project = app.create_project("frozen").await;
+    let tasks = app.import(project, &json!([{"text": "a"}])).await;
+    let id = create_storage(&app, project).await["id"].as_i64().unwrap();
+    assert_eq!(next.try_execute_task().await.unwrap(), ExecutionOutcome::Worked, "the create-time job");
+    let annotation = app.annotate(tasks[0], &json!({"result": [{"v": "old"}]})).await;
+    let key = annotation["id"].to_string();
+    let (frozen_tx, frozen) = std::sync::mpsc::channel();
+    let (thaw, thaw_rx) = std::sync::mpsc::channel();
+    let target = Arc::new(FrozenBeforePublish {
+        inner: store.clone(),
+        frozen: std::sync::Mutex::new(frozen_tx),
+        thaw: std::sync::Mutex::new(thaw_rx),
+    });
+    let (url, settings) = (app.state.settings.database_url.clone(), app.state.settings.sync.clone());
+    let first = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let db = labelport::db::Db::connect(&url).await.unwrap();
+            let targets: TargetFactory = Arc::new(move |_| Ok(target.clone() as Arc<dyn StorageTarget>));
+            let engine = SyncEngine::new(db, settings, targets, Arc::new(tokio::sync::Notify::new()));
+            engine.try_execute_task().await.map_err(|e| e.to_string())
+        })
+    });
+
+    // Act: the first worker claims the auto-export of the old version and freezes
+    // right before writing it; meanwhile the annotation changes, the lease runs out
+    // and the next worker exports the new version. Then the first one wakes.
+    tokio::task::spawn_blocking(move || frozen.recv().unwrap()).await.unwrap();
+    let r = app.patch(&format!("/api/annotations/{key}/"), &json!({"result": [{"v": "new"}]})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while next.try_execute_task().await.unwrap() == ExecutionOutcome::Idle {
+        assert!(Instant::now() < deadline, "the frozen worker's lease never became claimable");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let written: Value = serde_json::from_slice(&store.snapshot()[&key]).unwrap();
+    assert_eq!(written["result"], json!([{"v": "new"}]));
+    thaw.send(()).unwrap();
+    let outcome = tokio::task::spawn_blocking(move || first.join().unwrap()).await.unwrap();
+
+    // Assert: the woken worker stopped without writing, and without error.
+    assert_eq!(outcome, Ok(ExecutionOutcome::Worked));
+    let doc: Value = serde_json::from_slice(&store.snapshot()[&key]).unwrap();
+    assert_eq!(doc["result"], json!([{"v": "new"}]), "the stale worker replaced a newer version");
+    let s: Value = app.get(&format!("/api/storages/export/localfiles/{id}")).await.json().await.unwrap();
+    assert_eq!(s["status"], "completed", "the stopped worker shows no failure: {s}");
+    assert_eq!(next.try_execute_task().await.unwrap(), ExecutionOutcome::Idle, "nothing left behind");
 }

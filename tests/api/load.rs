@@ -110,8 +110,8 @@ fn own_part(doc: &Value) -> Value {
 }
 
 /// Every annotation of the project with its task, read from the database.
-async fn rows(app: &TestApp, project: i64) -> Vec<(labelport::db::Annotation, labelport::db::Task)> {
-    let mut out: Vec<(labelport::db::Annotation, labelport::db::Task)> = Vec::new();
+async fn rows(app: &TestApp, project: i64) -> Vec<labelport::db::ExportRow> {
+    let mut out: Vec<labelport::db::ExportRow> = Vec::new();
     loop {
         let after = out.last().map_or(0, |(a, _)| a.id);
         let page = app.state.db.export_page(project, after, 500).await.unwrap();

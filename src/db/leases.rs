@@ -1,0 +1,153 @@
+//! Storage leases and their fencing.
+//!
+//! A worker may write to a storage only while it holds the storage's lease
+//! (`lease_owner`, `lease_expires_at`), taken with a compare-and-set UPDATE that both
+//! databases execute atomically. It renews the lease as it makes progress; a lease
+//! that expires (the worker died, or was paused) can be taken by any other worker,
+//! which resumes the storage's job from its checkpoint.
+//!
+//! **Fencing**: every claim increments `lease_generation`, and a [`Lease`] names the
+//! generation it claimed. Every write a worker makes under its lease (checkpoint,
+//! job state, cursor, links) checks owner *and* generation in the same statement (or,
+//! for a transaction of several statements, first updates the storage row with that
+//! check, which on PostgreSQL locks the row until commit, so no claim can slip in
+//! between). A worker that lost its lease, e.g. paused past its expiry and woken
+//! after another took over, has every such write refused and stops: it can never
+//! move a cursor or checkpoint back, nor mark a job done that another worker runs.
+
+use super::{Db, DbResult, WriteTx};
+use crate::time::{now_micros, Micros};
+use std::time::Duration;
+
+/// A claim on one storage: the fencing token every write under it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The storage claimed.
+    pub storage_id: i64,
+    /// The worker holding it.
+    pub owner: String,
+    /// Which claim of the storage this is (incremented at each claim).
+    pub generation: i64,
+}
+
+/// SQL condition: storage `s` has work (an active job, or changes past its cursor).
+const HAS_WORK: &str =
+    "(EXISTS (SELECT 1 FROM sync_jobs j WHERE j.storage_id = s.id AND j.state IN ('queued', 'running')) \
+     OR EXISTS (SELECT 1 FROM annotation_changes c WHERE c.project_id = s.project_id AND c.seq > s.cursor_seq))";
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 2)
+}
+
+impl Db {
+    /// Takes the lease of a storage that has work (an active job, or changes past
+    /// its cursor), if any is free, for `lease`.
+    pub async fn claim_storage(&self, owner: &str, lease: Duration) -> DbResult<Option<Lease>> {
+        let now = now_micros();
+        let candidates: Vec<i64> = sqlx::query_scalar(&format!(
+            "SELECT s.id FROM export_storages s WHERE (s.lease_owner IS NULL OR s.lease_expires_at < $1) AND {HAS_WORK} \
+             ORDER BY COALESCE(s.lease_expires_at, 0), s.id LIMIT 8"
+        ))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        for id in candidates {
+            let mut tx = self.write_tx().await?;
+            let generation: Option<i64> = sqlx::query_scalar(
+                "UPDATE export_storages SET lease_owner = $1, lease_expires_at = $2, \
+                 lease_generation = lease_generation + 1 \
+                 WHERE id = $3 AND (lease_owner IS NULL OR lease_expires_at < $4) RETURNING lease_generation",
+            )
+            .bind(owner)
+            .bind(now + micros(lease))
+            .bind(id)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            if let Some(generation) = generation {
+                return Ok(Some(Lease { storage_id: id, owner: owner.to_owned(), generation }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Extends a held lease by `lease` from now; `false` if it was lost (taken by
+    /// another claim, released, or the storage is gone).
+    pub async fn renew_lease(&self, held: &Lease, lease: Duration) -> DbResult<bool> {
+        let mut tx = self.write_tx().await?;
+        let held_still = fence(&mut tx, held, Some(lease)).await?;
+        tx.commit().await?;
+        Ok(held_still)
+    }
+
+    /// Gives a lease back (a no-op when it was lost), and tells idle workers of
+    /// other processes that the storage may be claimed.
+    pub async fn release_lease(&self, held: &Lease) -> DbResult<()> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE export_storages SET lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $1 AND lease_owner = $2 AND lease_generation = $3",
+        )
+        .bind(held.storage_id)
+        .bind(&held.owner)
+        .bind(held.generation)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 1 && self.backend == super::Backend::Postgres {
+            // Work left behind (a job stopped by a shutdown, changes that came in
+            // meanwhile) is for whoever is idle now.
+            let left: i64 =
+                sqlx::query_scalar(&format!("SELECT COUNT(*) FROM export_storages s WHERE s.id = $1 AND {HAS_WORK}"))
+                    .bind(held.storage_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if left > 0 {
+                self.notify_work(&mut tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Drops every lease. Only for the embedded SQLite database, which one process owns:
+    /// leases found at start belong to a process that is gone.
+    pub async fn release_all_leases(&self) -> DbResult<u64> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE export_storages SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner IS NOT NULL",
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    /// When the first lease still held expires after `now` (`None` when there is
+    /// none): an idle worker wakes then to take over the work of a worker that died.
+    pub async fn next_lease_expiry(&self, now: Micros) -> DbResult<Option<Micros>> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(lease_expires_at) FROM export_storages WHERE lease_owner IS NOT NULL AND lease_expires_at > $1",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+}
+
+/// Checks, inside `tx`, that `held` is still the storage's current lease, and with
+/// `renew` extends it. On PostgreSQL the row stays locked until `tx` ends, so the
+/// writes that follow in `tx` are fenced as if they were one statement.
+pub(super) async fn fence(tx: &mut WriteTx, held: &Lease, renew: Option<Duration>) -> DbResult<bool> {
+    let done = sqlx::query(
+        "UPDATE export_storages SET lease_expires_at = COALESCE($4, lease_expires_at) \
+         WHERE id = $1 AND lease_owner = $2 AND lease_generation = $3",
+    )
+    .bind(held.storage_id)
+    .bind(&held.owner)
+    .bind(held.generation)
+    .bind(renew.map(|d| now_micros() + micros(d)))
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
