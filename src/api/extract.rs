@@ -23,15 +23,21 @@ impl FromRequest<AppState> for Body {
     }
 }
 
-/// The body of an import: as [`Body`], with the larger import limit
-/// (`LABELPORT_MAX_IMPORT_BYTES`).
-pub struct ImportBody(pub Value);
+/// The body of an import as JSON text, to be parsed task by task: as [`Body`], with
+/// the larger import limit (`LABELPORT_MAX_IMPORT_BYTES`), but not parsed here (a
+/// form body is turned into the text of its object, an empty body into `{}`).
+pub struct ImportBody(pub bytes::Bytes);
 
 impl FromRequest<AppState> for ImportBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> ApiResult<Self> {
-        read_json(req, state.settings.http.max_import_bytes).await.map(ImportBody)
+        let (media, bytes) = read_body(req, state.settings.http.max_import_bytes).await?;
+        Ok(ImportBody(match media {
+            Media::Json if bytes.iter().all(u8::is_ascii_whitespace) => bytes::Bytes::from_static(b"{}"),
+            Media::Json => bytes,
+            Media::Form => form_object(&bytes).to_string().into(),
+        }))
     }
 }
 

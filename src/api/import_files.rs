@@ -7,28 +7,20 @@
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{read_limited, ImportBody};
+use super::import_parse::{for_each_task, TaskCollector};
 use super::AppState;
+use crate::db::NewTask;
 use axum::extract::{FromRequest, Request};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use serde_json::{Map, Value};
 
-/// The body of an import: JSON (or a form), or uploaded files.
-pub enum ImportInput {
-    /// A JSON body: a list of tasks or one task.
-    Json(Value),
-    /// Uploaded files, already turned into task items.
-    Files(Uploaded),
-}
-
-/// The tasks of the uploaded files, with what Label Studio reports about them.
-#[derive(Default)]
-pub struct Uploaded {
-    /// One item per task, in file order; CSV, TSV and TXT rows are `{"data": row}`.
-    pub items: Vec<Value>,
-    /// Number of files per extension (`{".csv": 1}`).
-    pub found_formats: Map<String, Value>,
-    /// Whether a table (CSV or TSV) was among the files.
-    pub could_be_tasks_list: bool,
+/// The tasks of an import, from a JSON (or form) body or from uploaded files.
+pub struct ImportInput {
+    /// The tasks, or the error to answer once the project is found.
+    pub tasks: Result<Vec<NewTask>, ApiError>,
+    /// For files: the number of files per extension (`{".csv": 1}`), and whether a
+    /// table (CSV or TSV) was among them.
+    pub files: Option<(Map<String, Value>, bool)>,
 }
 
 impl FromRequest<AppState> for ImportInput {
@@ -38,8 +30,11 @@ impl FromRequest<AppState> for ImportInput {
         let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
         let is_multipart =
             content_type.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("multipart/form-data");
+        let mut tasks = TaskCollector::new(state.settings.http.max_import_tasks);
         if !is_multipart {
-            return ImportBody::from_request(req, state).await.map(|ImportBody(v)| ImportInput::Json(v));
+            let ImportBody(body) = ImportBody::from_request(req, state).await?;
+            tasks.push_json(&body).map_err(|e| ApiError::bad_request(format!("JSON parse error - {e}")))?;
+            return Ok(ImportInput { tasks: tasks.finish(), files: None });
         }
         let boundary = multer::parse_boundary(&content_type)
             .map_err(|_| ApiError::bad_request("Multipart form parse error - Invalid boundary in multipart: None"))?;
@@ -49,7 +44,8 @@ impl FromRequest<AppState> for ImportInput {
         // Read within the import limit (413 past it), then split into parts.
         let bytes = read_limited(req.into_body(), limit, declared).await?;
         let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(bytes) });
-        read_files(multer::Multipart::new(stream, boundary)).await.map(ImportInput::Files)
+        let (formats, tables) = read_files(multer::Multipart::new(stream, boundary), &mut tasks).await?;
+        Ok(ImportInput { tasks: tasks.finish(), files: Some((formats, tables)) })
     }
 }
 
@@ -57,8 +53,14 @@ fn multipart_error(e: multer::Error) -> ApiError {
     ApiError::bad_request(format!("Multipart form parse error - {e}"))
 }
 
-async fn read_files(mut multipart: multer::Multipart<'_>) -> ApiResult<Uploaded> {
-    let mut uploaded = Uploaded::default();
+/// Reads each file's tasks into `tasks`; returns the number of files per extension
+/// and whether a table was among them.
+async fn read_files(
+    mut multipart: multer::Multipart<'_>,
+    tasks: &mut TaskCollector,
+) -> ApiResult<(Map<String, Value>, bool)> {
+    let mut found_formats = Map::new();
+    let mut could_be_tasks_list = false;
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
         let Some(file_name) = field.file_name().map(str::to_owned) else {
             if field.name() == Some("url") {
@@ -72,26 +74,29 @@ async fn read_files(mut multipart: multer::Multipart<'_>) -> ApiResult<Uploaded>
             .ok_or_else(|| file_error(&file_name, "unsupported file format; use .json, .jsonl, .csv, .tsv or .txt"))?;
         let text = std::str::from_utf8(&bytes).map_err(|_| file_error(&file_name, "the file is not UTF-8 text"))?;
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let items = match extension.as_str() {
-            ".json" => parse_json(text).map_err(|e| file_error(&file_name, e))?,
-            ".jsonl" => parse_jsonl(text).map_err(|e| file_error(&file_name, e))?,
-            ".csv" => parse_table(text, b',').map_err(|e| file_error(&file_name, e))?,
-            ".tsv" => parse_table(text, b'\t').map_err(|e| file_error(&file_name, e))?,
-            _ => parse_txt(text),
-        };
-        if matches!(extension.as_str(), ".csv" | ".tsv") {
-            uploaded.could_be_tasks_list = true;
+        match extension.as_str() {
+            ".json" => parse_json(text, tasks),
+            ".jsonl" => parse_jsonl(text, tasks),
+            ".csv" => parse_table(text, b',', |data| tasks.push_data(data)),
+            ".tsv" => parse_table(text, b'\t', |data| tasks.push_data(data)),
+            _ => {
+                parse_txt(text, |data| tasks.push_data(data));
+                Ok(())
+            }
         }
-        let count = uploaded.found_formats.get(&extension).and_then(Value::as_u64).unwrap_or(0);
-        uploaded.found_formats.insert(extension, Value::from(count + 1));
-        uploaded.items.extend(items);
+        .map_err(|e| file_error(&file_name, e))?;
+        if matches!(extension.as_str(), ".csv" | ".tsv") {
+            could_be_tasks_list = true;
+        }
+        let count = found_formats.get(&extension).and_then(Value::as_u64).unwrap_or(0);
+        found_formats.insert(extension, Value::from(count + 1));
     }
-    if uploaded.found_formats.is_empty() {
+    if found_formats.is_empty() {
         return Err(ApiError::non_field(
             "No files were uploaded: send each file as a multipart part with a file name.",
         ));
     }
-    Ok(uploaded)
+    Ok((found_formats, could_be_tasks_list))
 }
 
 fn file_error(file_name: &str, message: impl std::fmt::Display) -> ApiError {
@@ -106,48 +111,43 @@ fn extension_of(file_name: &str) -> Option<String> {
 }
 
 /// A JSON file: a list of tasks, or one task.
-fn parse_json(text: &str) -> Result<Vec<Value>, String> {
-    match serde_json::from_str::<Value>(text).map_err(|e| format!("invalid JSON - {e}"))? {
-        Value::Array(items) => Ok(items),
-        task @ Value::Object(_) => Ok(vec![task]),
-        _ => Err("a JSON file must hold a list of tasks or one task".into()),
+fn parse_json(text: &str, tasks: &mut TaskCollector) -> Result<(), String> {
+    match for_each_task(text.as_bytes(), |item| tasks.push_raw(item)).map_err(|e| format!("invalid JSON - {e}"))? {
+        Ok(()) => Ok(()),
+        Err(_) => Err("a JSON file must hold a list of tasks or one task".into()),
     }
 }
 
 /// A JSON Lines file: one task per non-blank line.
-fn parse_jsonl(text: &str) -> Result<Vec<Value>, String> {
-    text.lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| serde_json::from_str(line).map_err(|e| format!("line {}: invalid JSON - {e}", i + 1)))
-        .collect()
+fn parse_jsonl(text: &str, tasks: &mut TaskCollector) -> Result<(), String> {
+    for (i, line) in text.lines().enumerate().filter(|(_, line)| !line.trim().is_empty()) {
+        let item = serde_json::from_str(line).map_err(|e| format!("line {}: invalid JSON - {e}", i + 1))?;
+        tasks.push_raw(item);
+    }
+    Ok(())
 }
 
 /// A CSV or TSV file: the header row names the data keys; each row is one task whose
 /// values are strings.
-fn parse_table(text: &str, delimiter: u8) -> Result<Vec<Value>, String> {
+fn parse_table(text: &str, delimiter: u8, mut task: impl FnMut(Map<String, Value>)) -> Result<(), String> {
     let mut reader = csv::ReaderBuilder::new().delimiter(delimiter).from_reader(text.as_bytes());
     let header: Vec<String> = reader.headers().map_err(|e| e.to_string())?.iter().map(str::to_owned).collect();
     if header.iter().all(String::is_empty) {
         return Err("the first row must name the columns".into());
     }
-    let mut items = Vec::new();
     for row in reader.records() {
         let row = row.map_err(|e| e.to_string())?;
-        let data: Map<String, Value> =
-            header.iter().zip(row.iter()).map(|(k, v)| (k.clone(), Value::String(v.to_owned()))).collect();
-        items.push(serde_json::json!({ "data": data }));
+        task(header.iter().zip(row.iter()).map(|(k, v)| (k.clone(), Value::String(v.to_owned()))).collect());
     }
-    Ok(items)
+    Ok(())
 }
 
 /// A text file: one task `{"text": line}` per non-blank line.
-fn parse_txt(text: &str) -> Vec<Value> {
+fn parse_txt(text: &str, mut task: impl FnMut(Map<String, Value>)) {
     text.lines()
         .map(|line| line.strip_suffix('\r').unwrap_or(line))
         .filter(|line| !line.trim().is_empty())
-        .map(|line| serde_json::json!({ "data": { "text": line } }))
-        .collect()
+        .for_each(|line| task(Map::from_iter([("text".to_owned(), Value::String(line.to_owned()))])));
 }
 
 #[cfg(test)]
@@ -155,28 +155,32 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn rows(parse: impl FnOnce(&mut dyn FnMut(Map<String, Value>))) -> Vec<Value> {
+        let mut rows = Vec::new();
+        parse(&mut |row| rows.push(Value::Object(row)));
+        rows
+    }
+
     #[test]
     fn a_csv_row_becomes_one_task_of_strings_keyed_by_the_header() {
-        let items = parse_table("text,score\nx,1\n\"a, b\",2\n", b',').unwrap();
-        assert_eq!(
-            items,
-            [json!({"data": {"text": "x", "score": "1"}}), json!({"data": {"text": "a, b", "score": "2"}})]
-        );
+        let items = rows(|task| parse_table("text,score\nx,1\n\"a, b\",2\n", b',', task).unwrap());
+        assert_eq!(items, [json!({"text": "x", "score": "1"}), json!({"text": "a, b", "score": "2"})]);
     }
 
     #[test]
     fn a_csv_row_with_a_missing_field_is_an_error() {
-        assert!(parse_table("text,score\nx\n", b',').is_err());
+        assert!(parse_table("text,score\nx\n", b',', |_| {}).is_err());
     }
 
     #[test]
     fn a_text_file_gives_one_task_per_non_blank_line() {
-        assert_eq!(parse_txt("a\r\n\nb\n"), [json!({"data": {"text": "a"}}), json!({"data": {"text": "b"}})]);
+        assert_eq!(rows(|task| parse_txt("a\r\n\nb\n", task)), [json!({"text": "a"}), json!({"text": "b"})]);
     }
 
     #[test]
     fn a_json_lines_file_reports_the_bad_line() {
-        assert_eq!(parse_jsonl("{\"a\": 1}\n\n{oops\n").unwrap_err().split(':').next(), Some("line 3"));
+        let mut tasks = TaskCollector::new(10);
+        assert_eq!(parse_jsonl("{\"a\": 1}\n\n{oops\n", &mut tasks).unwrap_err().split(':').next(), Some("line 3"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod fields;
 pub mod health;
 pub mod import;
 pub mod import_files;
+pub mod import_parse;
 pub mod metrics;
 pub mod openapi;
 pub mod pagination;

@@ -21,27 +21,53 @@
 //! its request was dropped halfway (a timeout, a client gone): closing it drops the
 //! staging tables, so a half-done import leaves nothing behind.
 
-use super::annotations::NewAnnotation;
 use super::changes::{lock_change_feed, ChangeOp};
-use super::tasks::{next_inner_ids, NewPrediction};
+use super::tasks::next_inner_ids;
 use super::{Backend, Db, DbResult, NullableF64};
 use crate::time::now_micros;
-use serde_json::Value;
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, Connection, Row};
 
-/// A task to import, with its annotations and predictions.
+/// A task to import, with its annotations and predictions. JSON values are kept as
+/// compact JSON text, the form they are stored in, so that an import never holds a
+/// JSON tree (issue #12: a tree takes up to ~70× the size of its text).
 #[derive(Debug, Clone)]
 pub struct NewTask {
-    /// Data object.
-    pub data: Value,
-    /// Metadata object.
-    pub meta: Value,
+    /// Data object, as JSON text.
+    pub data: String,
+    /// Metadata object, as JSON text.
+    pub meta: String,
     /// Annotations to create with it.
-    pub annotations: Vec<NewAnnotation>,
+    pub annotations: Vec<ImportedAnnotation>,
     /// Predictions to create with it.
-    pub predictions: Vec<NewPrediction>,
+    pub predictions: Vec<ImportedPrediction>,
+}
+
+/// An annotation of an imported task (`last_action` "imported", `bulk_created`).
+#[derive(Debug, Clone)]
+pub struct ImportedAnnotation {
+    /// Regions, as the JSON text of a list.
+    pub result: String,
+    /// Skipped.
+    pub was_cancelled: bool,
+    /// Ground truth.
+    pub ground_truth: bool,
+    /// Seconds spent.
+    pub lead_time: Option<f64>,
+    /// Author; the importing user when `None`.
+    pub completed_by: Option<i64>,
+}
+
+/// A prediction of an imported task.
+#[derive(Debug, Clone)]
+pub struct ImportedPrediction {
+    /// Regions, as the JSON text of a list.
+    pub result: String,
+    /// Model score.
+    pub score: Option<f64>,
+    /// Model version.
+    pub model_version: String,
 }
 
 /// Counts of an import.
@@ -65,8 +91,7 @@ const STAGING_TABLES: [&str; 3] = [
      score DOUBLE PRECISION, model_version TEXT NOT NULL)",
     "CREATE TEMPORARY TABLE import_annotations (seq BIGINT PRIMARY KEY, n BIGINT NOT NULL, result TEXT NOT NULL, \
      was_cancelled BIGINT NOT NULL, ground_truth BIGINT NOT NULL, lead_time DOUBLE PRECISION, \
-     completed_by BIGINT, import_id BIGINT, last_action TEXT, parent_prediction BIGINT, parent_annotation BIGINT, \
-     draft_created_at BIGINT)",
+     completed_by BIGINT)",
 ];
 
 /// Parameters per staging statement: sqlx-sqlite looks every numbered parameter up
@@ -117,45 +142,39 @@ async fn stage_import(conn: &mut AnyConnection, user_id: i64, tasks: &[NewTask])
         let total = t.annotations.len() as i64 - cancelled;
         // `overlap` is 1 for new tasks: one completed annotation labels a task.
         q.bind(*n)
-            .bind(t.data.to_string())
-            .bind(t.meta.to_string())
+            .bind(t.data.as_str())
+            .bind(t.meta.as_str())
             .bind((total >= 1) as i64)
             .bind(total)
             .bind(cancelled)
             .bind(t.predictions.len() as i64)
     })
     .await?;
-    let predictions: Vec<(i64, i64, &NewPrediction)> = numbered
+    let predictions: Vec<(i64, i64, &ImportedPrediction)> = numbered
         .iter()
         .flat_map(|(n, t)| t.predictions.iter().map(move |p| (*n, p)))
         .zip(0..)
         .map(|((n, p), seq)| (seq, n, p))
         .collect();
     stage(conn, "import_predictions (seq, n, result, score, model_version)", 5, &predictions, |q, (seq, n, p)| {
-        q.bind(*seq).bind(*n).bind(p.result.to_string()).bind(NullableF64(p.score)).bind(&p.model_version)
+        q.bind(*seq).bind(*n).bind(p.result.as_str()).bind(NullableF64(p.score)).bind(&p.model_version)
     })
     .await?;
-    let annotations: Vec<(i64, i64, &NewAnnotation)> = numbered
+    let annotations: Vec<(i64, i64, &ImportedAnnotation)> = numbered
         .iter()
         .flat_map(|(n, t)| t.annotations.iter().map(move |a| (*n, a)))
         .zip(0..)
         .map(|((n, a), seq)| (seq, n, a))
         .collect();
-    let cols = "import_annotations (seq, n, result, was_cancelled, ground_truth, lead_time, completed_by, \
-                import_id, last_action, parent_prediction, parent_annotation, draft_created_at)";
-    stage(conn, cols, 12, &annotations, |q, (seq, n, a)| {
+    let cols = "import_annotations (seq, n, result, was_cancelled, ground_truth, lead_time, completed_by)";
+    stage(conn, cols, 7, &annotations, |q, (seq, n, a)| {
         q.bind(*seq)
             .bind(*n)
-            .bind(a.result.to_string())
+            .bind(a.result.as_str())
             .bind(a.was_cancelled as i64)
             .bind(a.ground_truth as i64)
             .bind(NullableF64(a.lead_time))
             .bind(a.completed_by.unwrap_or(user_id))
-            .bind(a.import_id)
-            .bind(a.last_action.as_deref())
-            .bind(a.parent_prediction)
-            .bind(a.parent_annotation)
-            .bind(a.draft_created_at)
     })
     .await?;
     Ok(())
@@ -206,7 +225,8 @@ impl Db {
              completed_by, updated_by, import_id, last_action, bulk_created, parent_prediction, parent_annotation, \
              draft_created_at, created_at, updated_at) \
              SELECT t.id, $1, s.result, s.was_cancelled, s.ground_truth, s.lead_time, s.completed_by, $4, \
-             s.import_id, s.last_action, 1, s.parent_prediction, s.parent_annotation, s.draft_created_at, $3, $3 \
+             CAST(NULL AS BIGINT), 'imported', 1, CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), \
+             CAST(NULL AS BIGINT), $3, $3 \
              FROM import_annotations s JOIN tasks t ON t.project_id = $1 AND t.inner_id = $2 + s.n ORDER BY s.seq",
         )
         .bind(project_id)

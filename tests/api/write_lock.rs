@@ -3,7 +3,7 @@
 //! 500 (issue #12 item 3, docs/SECURITY.md).
 
 use crate::helpers::{assert_error, spawn_app_with, Backend};
-use labelport::db::{NewAnnotation, NewTask};
+use labelport::db::{ImportedAnnotation, NewTask};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -109,9 +109,15 @@ async fn an_import_failing_in_the_database_leaves_no_task_and_no_change_behind(b
     let project = app.create_project("failing").await;
     let admin: Value = app.get("/api/current-user/whoami").await.json().await.unwrap();
     let annotated = |author: i64| NewTask {
-        data: json!({ "text": "t" }),
-        meta: json!({}),
-        annotations: vec![NewAnnotation { result: json!([]), completed_by: Some(author), ..Default::default() }],
+        data: json!({ "text": "t" }).to_string(),
+        meta: "{}".into(),
+        annotations: vec![ImportedAnnotation {
+            result: "[]".into(),
+            was_cancelled: false,
+            ground_truth: false,
+            lead_time: None,
+            completed_by: Some(author),
+        }],
         predictions: vec![],
     };
     let mut tasks: Vec<NewTask> = (0..500).map(|_| annotated(admin["id"].as_i64().unwrap())).collect();
