@@ -23,6 +23,8 @@ use std::fmt;
 pub struct TaskCollector {
     max: usize,
     count: usize,
+    /// Annotations and predictions the import may still hold.
+    items: ItemBudget,
     tasks: Vec<NewTask>,
     /// The body is not a list of tasks.
     not_a_list: Option<ApiError>,
@@ -33,7 +35,8 @@ pub struct TaskCollector {
 impl TaskCollector {
     /// A collector that keeps at most `max` tasks.
     pub fn new(max: usize) -> TaskCollector {
-        TaskCollector { max, count: 0, tasks: Vec::new(), not_a_list: None, bad_task: None }
+        let items = ItemBudget { left: max.saturating_mul(ITEMS_PER_TASK), limit: max.saturating_mul(ITEMS_PER_TASK) };
+        TaskCollector { max, count: 0, items, tasks: Vec::new(), not_a_list: None, bad_task: None }
     }
 
     /// Adds one input item (`{"data": …}` or a flat data object).
@@ -47,9 +50,13 @@ impl TaskCollector {
         if self.bad_task.is_some() {
             return;
         }
-        match parse_task(item) {
+        match parse_task(item, &mut self.items) {
             Ok(task) => self.tasks.push(task),
-            Err(e) => self.bad_task = Some(task_error(self.count - 1, e)),
+            Err(e) => {
+                // The import fails: what was read so far can go.
+                self.tasks = Vec::new();
+                self.bad_task = Some(task_error(self.count - 1, e));
+            }
         }
     }
 
@@ -95,6 +102,17 @@ impl TaskCollector {
             None => Ok(self.tasks),
         }
     }
+}
+
+/// Annotations and predictions an import may hold, per task of its cap. Each costs
+/// ~100 bytes however small its text (`{}`), so without a bound a body of millions
+/// of empty annotations would take ~30x its size (issue #12 item 1).
+pub const ITEMS_PER_TASK: usize = 10;
+
+/// What is left of an import's allowance of annotations and predictions.
+struct ItemBudget {
+    left: usize,
+    limit: usize,
 }
 
 fn task_error(index: usize, message: impl fmt::Display) -> ApiError {
@@ -286,7 +304,12 @@ fn parse_prediction(raw: &RawValue) -> Result<ImportedPrediction, String> {
 }
 
 /// Parses each element of the list `key` (absent or `null`: none).
-fn list_of<T>(key: &str, raw: Option<&RawValue>, parse: fn(&RawValue) -> Result<T, String>) -> Result<Vec<T>, String> {
+fn list_of<T>(
+    key: &str,
+    raw: Option<&RawValue>,
+    parse: fn(&RawValue) -> Result<T, String>,
+    budget: &mut ItemBudget,
+) -> Result<Vec<T>, String> {
     let Some(raw) = raw.filter(|r| !is_null(Some(r))) else { return Ok(vec![]) };
     if first_byte(raw) != b'[' {
         return Err(format!("\"{key}\" must be a list, got {}", type_name(raw)));
@@ -294,7 +317,15 @@ fn list_of<T>(key: &str, raw: Option<&RawValue>, parse: fn(&RawValue) -> Result<
     let mut items = Vec::new();
     let mut error = None;
     for_each_element(raw, |item| {
+        if error.is_none() && budget.left == 0 {
+            error = Some(format!(
+                "an import holds at most {} annotations and predictions in all ({ITEMS_PER_TASK} per task of \
+                 LABELPORT_MAX_IMPORT_TASKS)",
+                budget.limit
+            ));
+        }
         if error.is_none() {
+            budget.left -= 1;
             match parse(item) {
                 Ok(item) => items.push(item),
                 Err(e) => error = Some(e),
@@ -307,7 +338,7 @@ fn list_of<T>(key: &str, raw: Option<&RawValue>, parse: fn(&RawValue) -> Result<
 
 /// Turns one input item into a task: `{"data": {...}, "annotations": [...], ...}`,
 /// or a flat object that becomes `data` as a whole.
-fn parse_task(item: &RawValue) -> Result<NewTask, String> {
+fn parse_task(item: &RawValue, budget: &mut ItemBudget) -> Result<NewTask, String> {
     if !is_object(item) {
         return Err(format!("a task must be a JSON object, got {}", type_name(item)));
     }
@@ -324,8 +355,8 @@ fn parse_task(item: &RawValue) -> Result<NewTask, String> {
         Some(other) => return Err(format!("\"meta\" must be a JSON object, got {}", type_name(other))),
         None => unreachable!("absent is null"),
     };
-    let annotations = list_of("annotations", annotations, parse_annotation)?;
-    let predictions = list_of("predictions", predictions, parse_prediction)?;
+    let annotations = list_of("annotations", annotations, parse_annotation, budget)?;
+    let predictions = list_of("predictions", predictions, parse_prediction, budget)?;
     Ok(NewTask { data: compact(data)?, meta, annotations, predictions })
 }
 
@@ -393,6 +424,14 @@ mod tests {
     fn the_cap_counts_every_task_and_wins_over_a_bad_task() {
         let m = message(tasks("[1, {}, {}]", 2));
         assert!(m.contains("Maximum task number is 2, current task number is 3"), "{m}");
+    }
+
+    #[test]
+    fn annotations_and_predictions_are_bounded_per_import() {
+        let many = format!(r#"[{{"data": {{}}, "annotations": [{}]}}]"#, vec!["{}"; 2 * ITEMS_PER_TASK + 1].join(","));
+        assert!(tasks(&many, 2).is_err_and(|e| format!("{e:?}").contains("at most 20 annotations and predictions")));
+        let split = r#"[{"data": {}, "annotations": [{}, {}], "predictions": [{"result": []}]}]"#;
+        assert_eq!(tasks(split, 1).unwrap()[0].annotations.len(), 2);
     }
 
     #[test]

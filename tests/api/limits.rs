@@ -16,6 +16,7 @@ crate::configured_backend_tests!(
     a_20_mb_body_to_refresh_is_refused_with_413_and_memory_stays_flat,
     a_20_mb_refresh_body_under_a_raised_limit_is_read_without_a_json_tree,
     a_20_mb_import_of_one_long_list_raises_peak_memory_by_under_6x_its_size,
+    an_import_of_millions_of_empty_annotations_is_refused_without_growing_memory,
     half_sent_requests_are_closed_within_the_header_timeout,
     an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout,
     a_request_whose_body_never_completes_gets_408_after_the_request_timeout,
@@ -134,6 +135,30 @@ async fn a_20_mb_import_of_one_long_list_raises_peak_memory_by_under_6x_its_size
     // measured ~5× (the body, its stored text, and the database driver's
     // copies of that text while staging it); a JSON tree of it was ~70×
     assert!(growth < 6 * size, "peak memory grew by {} MB", growth / 1_000_000);
+}
+
+async fn an_import_of_millions_of_empty_annotations_is_refused_without_growing_memory(backend: Backend) {
+    // Arrange: 3.3 million `{}` annotations in one task (10 MB), each of which would
+    // cost ~100 bytes once parsed; the default cap allows 10 per task of the task cap
+    let app = spawn_app_with(backend, |s| s.http.max_import_bytes = 64 * 1024 * 1024).await;
+    let project = app.create_project("tiny annotations").await;
+    let mut body = br#"[{"data": {"text": "x"}, "annotations": ["#.to_vec();
+    while body.len() < 10_000_000 {
+        body.extend_from_slice(b"{},");
+    }
+    body.extend_from_slice(b"{}]}]");
+    let size = body.len() as u64;
+    let before = peak_memory();
+
+    // Act
+    let r = post_import(&app, project, body).await;
+
+    // Assert
+    let growth = peak_memory().saturating_sub(before);
+    let err = assert_error(r, StatusCode::BAD_REQUEST).await;
+    let message = err["validation_errors"]["non_field_errors"][0].as_str().unwrap_or_default().to_owned();
+    assert!(message.starts_with("Task #1: an import holds at most 1000000 annotations"), "{err}");
+    assert!(growth < 6 * size + MAX_PEAK_GROWTH, "peak memory grew by {} MB", growth / 1_000_000);
 }
 
 async fn an_import_larger_than_the_body_limit_is_accepted_up_to_the_import_limit(app: TestApp) {
