@@ -299,7 +299,7 @@ impl JsonColumn for JsonText {
         JsonText(row.get(col))
     }
     fn to_value(&self) -> std::borrow::Cow<'_, serde_json::Value> {
-        std::borrow::Cow::Owned(serde_json::from_str(&self.0).unwrap_or(serde_json::Value::Null))
+        std::borrow::Cow::Owned(parse_or_null(&self.0))
     }
 }
 
@@ -314,8 +314,12 @@ impl serde::Serialize for JsonText {
 
 /// Reads a JSON text column, falling back to `null` for anything unparsable.
 pub(crate) fn json_col(row: &AnyRow, col: &str) -> serde_json::Value {
-    let text: String = row.get(col);
-    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    parse_or_null(&row.get::<String, _>(col))
+}
+
+/// Stored JSON text as a value, `null` for anything unparsable.
+fn parse_or_null(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
 }
 
 /// A nullable `f64` parameter. sqlx 0.8's `Any` driver sends a NULL `f64` to

@@ -588,13 +588,7 @@ impl SyncEngine {
                     }
                 }
                 _ if storage.fields.can_delete_objects == Some(true) => {
-                    claim.ensure_held()?;
-                    let result = target.delete(&key).await;
-                    claim.ensure_held()?;
-                    match result {
-                        Ok(()) => tally.deleted += 1,
-                        Err(e) => tally.fail(&key, &e),
-                    }
+                    delete_fenced(claim, target, &key, tally).await?
                 }
                 _ => {}
             }
@@ -844,13 +838,7 @@ impl SyncEngine {
                     let task_keys: BTreeSet<String> = orphans.into_iter().map(|l| l.key).collect();
                     for key in task_keys {
                         if self.db.count_links_with_key(storage.id, &key).await? == 0 {
-                            claim.ensure_held()?;
-                            let result = target.delete(&key).await;
-                            claim.ensure_held()?;
-                            match result {
-                                Ok(()) => tally.deleted += 1,
-                                Err(e) => tally.fail(&key, &e),
-                            }
+                            delete_fenced(claim, target, &key, &mut tally).await?;
                         }
                     }
                 } else {
@@ -947,6 +935,19 @@ fn lease_held(claim: &Arc<Claim>, written: bool) -> anyhow::Result<()> {
 }
 
 /// Every minute, deletes the change-feed entries that every storage has passed.
+/// Deletes one object while the lease is held (checked before and after the
+/// request, as every publish is), counting the outcome.
+async fn delete_fenced(claim: &Claim, target: &dyn StorageTarget, key: &str, tally: &mut Tally) -> anyhow::Result<()> {
+    claim.ensure_held()?;
+    let result = target.delete(key).await;
+    claim.ensure_held()?;
+    match result {
+        Ok(()) => tally.deleted += 1,
+        Err(e) => tally.fail(key, &e),
+    }
+    Ok(())
+}
+
 async fn prune_until_stopped(db: Db, stop: CancellationToken) {
     loop {
         tokio::select! {
