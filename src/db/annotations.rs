@@ -1,6 +1,7 @@
 //! Annotations. Every create, update and delete writes a change-feed entry in the
 //! same transaction (see [`super::changes`]).
 
+use super::projects::add_to_annotation_count;
 use super::tasks::refresh_task_counters;
 use super::{flag, record_change, Backend, ChangeOp, Db, DbError, DbResult, JsonColumn, WriteTx};
 use crate::time::{now_micros, Micros};
@@ -157,6 +158,7 @@ pub(crate) async fn insert_annotation(
     .fetch_one(&mut **tx)
     .await?;
     record_change(backend, tx, project_id, task_id, id, ChangeOp::Upsert).await?;
+    add_to_annotation_count(tx, project_id, 1).await?;
     Ok(id)
 }
 
@@ -276,6 +278,7 @@ impl Db {
             return Err(DbError::NotFound);
         }
         record_change(self.backend, &mut tx, current.project_id, current.task_id, id, ChangeOp::Delete).await?;
+        add_to_annotation_count(&mut tx, current.project_id, -1).await?;
         refresh_task_counters(&mut tx, current.task_id, None).await?;
         tx.commit().await?;
         Ok(())

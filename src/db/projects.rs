@@ -3,7 +3,7 @@
 use super::{flag, Db, DbResult};
 use crate::time::{now_micros, Micros};
 use sqlx::any::AnyRow;
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 /// A project row plus its counters.
 #[derive(Debug, Clone)]
@@ -108,6 +108,19 @@ const PROJECT_COLUMNS: &str = "p.id, p.organization_id, p.title, p.description, 
      (SELECT COUNT(*) FROM annotations a WHERE a.project_id = p.id AND a.was_cancelled = 1) AS skipped, \
      (SELECT COUNT(*) FROM annotations a WHERE a.project_id = p.id AND a.ground_truth = 1) AS ground_truth, \
      (SELECT COUNT(*) FROM predictions r WHERE r.project_id = p.id) AS predictions";
+
+/// Adds `delta` to a project's annotation count, in the transaction that creates or
+/// deletes those annotations (the count is read instead of counted: see migration 0008).
+pub(crate) async fn add_to_annotation_count(conn: &mut AnyConnection, project_id: i64, delta: i64) -> DbResult<()> {
+    if delta != 0 {
+        sqlx::query("UPDATE projects SET annotation_count = annotation_count + $2 WHERE id = $1")
+            .bind(project_id)
+            .bind(delta)
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
 
 impl Project {
     fn from_row(row: &AnyRow) -> Project {

@@ -1,5 +1,6 @@
 //! Tasks and predictions, scoped to an organization through their project.
 
+use super::projects::add_to_annotation_count;
 use super::{flag, json_col, record_change, ChangeOp, Db, DbError, DbResult, JsonColumn, WriteTx};
 use crate::time::{now_micros, Micros};
 use serde_json::Value;
@@ -252,6 +253,7 @@ impl Db {
             .bind(task.id)
             .fetch_all(&mut *tx)
             .await?;
+        add_to_annotation_count(&mut tx, task.project_id, -(annotation_ids.len() as i64)).await?;
         for annotation_id in annotation_ids {
             record_change(self.backend, &mut tx, task.project_id, task.id, annotation_id, ChangeOp::Delete).await?;
         }

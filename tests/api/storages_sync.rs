@@ -33,6 +33,7 @@ backend_tests!(
     task_mode_rewrites_the_task_file_when_one_annotation_is_deleted_and_removes_it_with_the_last,
     a_resync_with_nothing_changed_writes_nothing_and_leaves_every_file_untouched,
     a_full_resync_with_nothing_changed_writes_nothing_either,
+    the_total_a_resync_reports_follows_creates_deletes_task_deletes_and_imports,
     changing_one_annotation_rewrites_exactly_its_file,
     a_full_sync_restores_a_file_deleted_by_hand,
     a_full_sync_rewrites_documents_whose_task_changed,
@@ -728,6 +729,51 @@ async fn a_full_resync_with_nothing_changed_writes_nothing_either(app: TestApp) 
     assert_eq!(s["meta"]["files_written"], 0, "{s}");
     assert_eq!(s["last_sync_count"], 3, "{s}");
     assert_eq!(snapshot(&dir), before, "no file was rewritten");
+}
+
+async fn the_total_a_resync_reports_follows_creates_deletes_task_deletes_and_imports(app: TestApp) {
+    // Arrange: the total is a kept count (not counted per sync): every path that adds or
+    // removes annotations must keep it right, and another project's must not touch it.
+    let (project, tasks, annotations) = annotated_project(&app, &["one", "two", "three"]).await;
+    let (other, other_tasks, _) = annotated_project(&app, &["elsewhere"]).await;
+    let (_dir, p) = make_dir(&app, "totals");
+    let id = create_storage(&app, project, &p, json!({})).await["id"].as_i64().unwrap();
+    assert_eq!(wait_completed(&app, id).await["meta"]["total_annotations"], 3);
+    let total_after_sync = || async {
+        sync(&app, id, "").await;
+        let s = wait_completed(&app, id).await;
+        assert_eq!(s["last_sync_count"], s["meta"]["total_annotations"], "{s}");
+        s["meta"]["total_annotations"].as_i64().unwrap()
+    };
+
+    // Act and assert, one kind of change at a time
+    annotate(&app, tasks[0], "second").await;
+    let cancelled = json!({"result": [], "was_cancelled": true});
+    app.annotate(tasks[1], &cancelled).await;
+    assert_eq!(total_after_sync().await, 5, "created, a cancelled one included");
+    let r = app.delete(&format!("/api/annotations/{}/", annotations[2])).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(total_after_sync().await, 4, "one annotation deleted");
+    let r = app.delete(&format!("/api/tasks/{}/", tasks[0])).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(total_after_sync().await, 2, "a task with two annotations deleted");
+    let imported = json!([
+        {"data": {"text": "i1"}, "annotations": [{"result": []}, {"result": []}]},
+        {"data": {"text": "i2"}, "annotations": [{"result": []}], "predictions": [{"result": []}]},
+        {"data": {"text": "i3"}},
+    ]);
+    app.import(project, &imported).await;
+    assert_eq!(total_after_sync().await, 5, "three annotations imported (predictions are not counted)");
+    annotate(&app, other_tasks[0], "other").await;
+    let r = app.delete(&format!("/api/projects/{other}/")).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(total_after_sync().await, 5, "another project's changes leave it alone");
+    let full = {
+        sync(&app, id, "?full=true").await;
+        wait_completed(&app, id).await
+    };
+    assert_eq!(full["meta"]["total_annotations"], 5, "{full}");
+    assert_eq!(full["last_sync_count"], 5, "{full}");
 }
 
 async fn changing_one_annotation_rewrites_exactly_its_file(app: TestApp) {
