@@ -1,10 +1,11 @@
 //! Annotations (`/api/tasks/{id}/annotations/`, `/api/annotations/{id}/`), contract §7.4.
 
 use super::auth::Auth;
-use super::error::schema::ErrorBody;
+use super::error::schema::{BodyErrors, Unauthenticated};
 use super::error::{ApiError, ApiResult, OrNotFound};
 use super::extract::{Body, Id, Query};
 use super::fields::{python_type_name, Form};
+use super::tasks::schema::TaskNotFound;
 use super::users::{created_username, UserCache};
 use super::AppState;
 use crate::db::{Annotation, NewAnnotation, User};
@@ -171,11 +172,9 @@ async fn render(state: &AppState, a: &Annotation) -> ApiResult<Value> {
     request_body = schema::AnnotationInput,
     responses(
         (status = 201, description = "The new annotation", body = schema::Annotation),
-        (status = 400, description = "Malformed JSON, wrong types or missing fields", body = ErrorBody),
-        (status = 413, description = "Body over the configured limit", body = ErrorBody),
-        (status = 415, description = "Not JSON or a form", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "No Task matches the given query.", body = ErrorBody),
+        BodyErrors,
+        Unauthenticated,
+        TaskNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -217,8 +216,8 @@ pub async fn create(
     params(("id" = i64, Path, description = "Task id")),
     responses(
         (status = 200, description = "The task's non-cancelled annotations, by id", body = Vec<schema::Annotation>),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "No Task matches the given query.", body = ErrorBody),
+        Unauthenticated,
+        TaskNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -243,8 +242,8 @@ pub async fn list_for_task(State(state): State<AppState>, Id(task_id): Id, Auth(
     params(("id" = i64, Path, description = "Annotation id")),
     responses(
         (status = 200, description = "The annotation", body = schema::Annotation),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "No Annotation matches the given query.", body = ErrorBody),
+        Unauthenticated,
+        schema::AnnotationNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -263,11 +262,9 @@ pub async fn get(State(state): State<AppState>, Id(id): Id, Auth(user): Auth) ->
     request_body = schema::AnnotationInput,
     responses(
         (status = 200, description = "The updated annotation", body = schema::Annotation),
-        (status = 400, description = "Malformed JSON, wrong types or missing fields", body = ErrorBody),
-        (status = 413, description = "Body over the configured limit", body = ErrorBody),
-        (status = 415, description = "Not JSON or a form", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "No Annotation matches the given query.", body = ErrorBody),
+        BodyErrors,
+        Unauthenticated,
+        schema::AnnotationNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -294,8 +291,8 @@ pub async fn update(
     params(("id" = i64, Path, description = "Annotation id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "No Annotation matches the given query.", body = ErrorBody),
+        Unauthenticated,
+        schema::AnnotationNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -309,8 +306,9 @@ pub async fn delete(State(state): State<AppState>, Id(id): Id, Auth(user): Auth)
 /// handlers build their JSON with `serde_json` to keep Label Studio's key order, so
 /// these types are never constructed.
 pub mod schema {
+    use crate::api::error::schema::ErrorBody;
     use serde_json::Value;
-    use utoipa::ToSchema;
+    use utoipa::{IntoResponses, ToSchema};
 
     /// An annotation.
     #[derive(ToSchema)]
@@ -357,4 +355,9 @@ pub mod schema {
         pub parent_annotation: Option<i64>,
         pub draft_created_at: Option<String>,
     }
+
+    /// The 404 of an unknown Annotation id.
+    #[derive(IntoResponses)]
+    #[response(status = 404, description = "No Annotation matches the given query.")]
+    pub struct AnnotationNotFound(pub ErrorBody);
 }

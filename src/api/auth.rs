@@ -2,7 +2,7 @@
 //! personal access tokens (JWT refresh tokens exchanged at `/api/token/refresh/`
 //! for 5-minute access tokens sent as `Authorization: Bearer <jwt>`), contract §1.
 
-use super::error::schema::ErrorBody;
+use super::error::schema::{BodyErrors, ErrorBody, Unauthenticated};
 use super::error::{ApiError, ApiResult};
 use super::extract::Typed;
 use super::AppState;
@@ -170,7 +170,7 @@ pub async fn create_personal_token(state: &AppState, user: &User) -> ApiResult<S
     operation_id = "api_token_create",
     responses(
         (status = 201, description = "A new personal access token", body = schema::PersonalToken),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        Unauthenticated,
         (status = 409, description = "The caller already has a live token", body = ErrorBody),
     ),
     security(("Token" = []), ("Bearer" = [])),
@@ -188,7 +188,7 @@ pub async fn create_token(State(state): State<AppState>, Auth(user): Auth) -> Ap
     operation_id = "api_token_list",
     responses(
         (status = 200, description = "The caller's live personal access tokens, without signatures", body = Vec<schema::PersonalToken>),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        Unauthenticated,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -340,9 +340,7 @@ fn refresh_field(body: RefreshBody) -> ApiResult<String> {
     request_body = schema::RefreshRequest,
     responses(
         (status = 200, description = "A 5-minute access token", body = schema::AccessToken),
-        (status = 400, description = "Malformed JSON, wrong types or missing fields", body = ErrorBody),
-        (status = 413, description = "Body over the configured limit", body = ErrorBody),
-        (status = 415, description = "Not JSON or a form", body = ErrorBody),
+        BodyErrors,
         (status = 401, description = "Token is invalid / Token is blacklisted", body = ErrorBody),
     ),
 )]
@@ -382,9 +380,7 @@ pub async fn refresh_token(State(state): State<AppState>, Typed(body): Typed<Ref
     request_body = schema::RefreshRequest,
     responses(
         (status = 204, description = "Revoked"),
-        (status = 400, description = "Malformed JSON, wrong types or missing fields", body = ErrorBody),
-        (status = 413, description = "Body over the configured limit", body = ErrorBody),
-        (status = 415, description = "Not JSON or a form", body = ErrorBody),
+        BodyErrors,
         (status = 401, description = "Token is invalid", body = ErrorBody),
     ),
 )]

@@ -240,7 +240,7 @@ pub fn json_bytes(v: &Value) -> Vec<u8> {
 /// many endpoints share.
 pub mod schema {
     use std::collections::HashMap;
-    use utoipa::ToSchema;
+    use utoipa::{IntoResponses, ToSchema};
 
     /// Every error (Label Studio's shape). Two 404s differ: a task list without `project`
     /// is `{"detail": "Neither project nor view id specified"}` only.
@@ -267,6 +267,24 @@ pub mod schema {
     pub struct DetailBody {
         /// The message.
         pub detail: String,
+    }
+
+    /// The 401 of every endpoint that needs credentials.
+    #[derive(IntoResponses)]
+    #[response(status = 401, description = "Missing or invalid credentials")]
+    pub struct Unauthenticated(pub ErrorBody);
+
+    /// The refusals of every endpoint that reads a body. An endpoint that says more
+    /// about one of them lists its own response after this set: responses are kept
+    /// by status, and a later one replaces an earlier one.
+    #[derive(IntoResponses)]
+    pub enum BodyErrors {
+        #[response(status = 400, description = "Malformed JSON, wrong types or missing fields")]
+        Invalid(ErrorBody),
+        #[response(status = 413, description = "Body over the configured limit")]
+        TooLarge(ErrorBody),
+        #[response(status = 415, description = "Not JSON or a form")]
+        NotJsonOrForm(ErrorBody),
     }
 }
 

@@ -1,11 +1,12 @@
 //! Task import (`POST /api/projects/{id}/import`), contract §7.2.
 
 use super::auth::Auth;
-use super::error::schema::ErrorBody;
+use super::error::schema::{BodyErrors, ErrorBody, Unauthenticated};
 use super::error::{ApiError, ApiResult, OrNotFound};
 use super::extract::{Id, Query};
 use super::import_files::ImportInput;
 use super::import_parse::object_keys;
+use super::projects::schema::ProjectNotFound;
 use super::AppState;
 use crate::db::NewTask;
 use axum::extract::State;
@@ -41,11 +42,12 @@ fn data_columns(tasks: &[NewTask]) -> Vec<String> {
     ),
     responses(
         (status = 201, description = "What was imported", body = schema::ImportSummary),
+        BodyErrors,
+        // After BodyErrors, so that these replace its 400 and 413.
         (status = 400, description = "Malformed JSON, wrong types or missing fields, or more tasks than `LABELPORT_MAX_IMPORT_TASKS`", body = ErrorBody),
         (status = 413, description = "Body over the import limit (`LABELPORT_MAX_IMPORT_BYTES`)", body = ErrorBody),
-        (status = 415, description = "Not JSON or a form", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "No Project matches the given query.", body = ErrorBody),
+        Unauthenticated,
+        ProjectNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]

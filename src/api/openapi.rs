@@ -201,3 +201,30 @@ impl Modify for PutOperationIds {
 pub async fn schema() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ApiDoc;
+    use utoipa::OpenApi;
+
+    #[test]
+    fn a_handler_s_own_response_replaces_the_shared_one_of_its_status() {
+        // Arrange
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let description = |path: &str, method: &str, status: &str| {
+            doc["paths"][path][method]["responses"][status]["description"].as_str().unwrap().to_owned()
+        };
+
+        // Act: the shared BodyErrors, then the handler's own 400 and 413 or StorageChecks
+        let import_400 = description("/api/projects/{id}/import", "post", "400");
+        let import_413 = description("/api/projects/{id}/import", "post", "413");
+        let storage_400 = description("/api/storages/export/{type}", "post", "400");
+
+        // Assert
+        assert!(import_400.contains("LABELPORT_MAX_IMPORT_TASKS"), "{import_400}");
+        assert!(import_413.contains("LABELPORT_MAX_IMPORT_BYTES"), "{import_413}");
+        assert!(storage_400.contains("bucket-name rule"), "{storage_400}");
+        assert_eq!(description("/api/projects/{id}/import", "post", "415"), "Not JSON or a form");
+        assert_eq!(description("/api/projects/", "post", "400"), "Malformed JSON, wrong types or missing fields");
+    }
+}

@@ -1,7 +1,7 @@
 //! Projects (`/api/projects/`), contract §7.1.
 
 use super::auth::Auth;
-use super::error::schema::ErrorBody;
+use super::error::schema::{BodyErrors, ErrorBody, Unauthenticated};
 use super::error::{ApiError, ApiResult, OrNotFound};
 use super::extract::{parse_id, Body, Id, Query};
 use super::fields::Form;
@@ -174,10 +174,8 @@ async fn render(db: &Db, project: &Project, users: &mut UserCache) -> ApiResult<
     request_body = schema::ProjectInput,
     responses(
         (status = 201, description = "The new project", body = schema::Project),
-        (status = 400, description = "Malformed JSON, wrong types or missing fields", body = ErrorBody),
-        (status = 413, description = "Body over the configured limit", body = ErrorBody),
-        (status = 415, description = "Not JSON or a form", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        BodyErrors,
+        Unauthenticated,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -202,7 +200,7 @@ pub async fn create(State(state): State<AppState>, Auth(user): Auth, Body(body):
     ),
     responses(
         (status = 200, description = "A page of projects, newest first", body = schema::ProjectPage),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        Unauthenticated,
         (status = 404, description = "Invalid page.", body = ErrorBody),
     ),
     security(("Token" = []), ("Bearer" = [])),
@@ -245,8 +243,8 @@ pub async fn list(
     params(("id" = i64, Path, description = "Project id")),
     responses(
         (status = 200, description = "The project", body = schema::Project),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "No Project matches the given query.", body = ErrorBody),
+        Unauthenticated,
+        schema::ProjectNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -265,11 +263,9 @@ pub async fn get(State(state): State<AppState>, Id(id): Id, Auth(user): Auth) ->
     request_body = schema::ProjectInput,
     responses(
         (status = 200, description = "The updated project", body = schema::Project),
-        (status = 400, description = "Malformed JSON, wrong types or missing fields", body = ErrorBody),
-        (status = 413, description = "Body over the configured limit", body = ErrorBody),
-        (status = 415, description = "Not JSON or a form", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "No Project matches the given query.", body = ErrorBody),
+        BodyErrors,
+        Unauthenticated,
+        schema::ProjectNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -294,8 +290,8 @@ pub async fn update(
     params(("id" = i64, Path, description = "Project id")),
     responses(
         (status = 204, description = "Deleted, with its tasks and annotations"),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "No Project matches the given query.", body = ErrorBody),
+        Unauthenticated,
+        schema::ProjectNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -308,8 +304,9 @@ pub async fn delete(State(state): State<AppState>, Id(id): Id, Auth(user): Auth)
 /// handlers build their JSON with `serde_json` to keep Label Studio's key order, so
 /// these types are never constructed.
 pub mod schema {
+    use crate::api::error::schema::ErrorBody;
     use crate::api::users::schema::UserBrief;
-    use utoipa::ToSchema;
+    use utoipa::{IntoResponses, ToSchema};
 
     /// A project (the main keys; every Label Studio key is present, in its order).
     #[derive(ToSchema)]
@@ -369,6 +366,11 @@ pub mod schema {
         pub previous: Option<String>,
         pub results: Vec<Project>,
     }
+
+    /// The 404 of an unknown Project id.
+    #[derive(IntoResponses)]
+    #[response(status = 404, description = "No Project matches the given query.")]
+    pub struct ProjectNotFound(pub ErrorBody);
 }
 
 #[cfg(test)]

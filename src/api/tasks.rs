@@ -2,7 +2,7 @@
 
 use super::annotations::annotation_json;
 use super::auth::Auth;
-use super::error::schema::{DetailBody, ErrorBody};
+use super::error::schema::{BodyErrors, DetailBody, Unauthenticated};
 use super::error::{ApiError, ApiResult, OrNotFound};
 use super::extract::{Body, Id, Query};
 use super::fields::Form;
@@ -178,10 +178,8 @@ pub async fn project_field(state: &AppState, form: &mut Form, organization_id: i
     request_body = schema::TaskInput,
     responses(
         (status = 201, description = "The new task", body = schema::Task),
-        (status = 400, description = "Malformed JSON, wrong types or missing fields", body = ErrorBody),
-        (status = 413, description = "Body over the configured limit", body = ErrorBody),
-        (status = 415, description = "Not JSON or a form", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        BodyErrors,
+        Unauthenticated,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -214,7 +212,7 @@ pub async fn create(State(state): State<AppState>, Auth(user): Auth, Body(body):
     ),
     responses(
         (status = 200, description = "A page of the project's tasks, by id", body = schema::TaskPage),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        Unauthenticated,
         (status = 404, description = "No `project`, unknown project, or Invalid page.", body = DetailBody),
     ),
     security(("Token" = []), ("Bearer" = [])),
@@ -256,8 +254,8 @@ pub async fn list(State(state): State<AppState>, Auth(user): Auth, query: Query)
     params(("id" = i64, Path, description = "Task id")),
     responses(
         (status = 200, description = "The task with all its annotations and predictions", body = schema::Task),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "No Task matches the given query.", body = ErrorBody),
+        Unauthenticated,
+        schema::TaskNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -277,11 +275,9 @@ pub async fn get(State(state): State<AppState>, Id(id): Id, Auth(user): Auth) ->
     request_body(content = Object, description = "`data`, `meta` and/or `overlap`"),
     responses(
         (status = 200, description = "The updated task", body = schema::Task),
-        (status = 400, description = "Malformed JSON, wrong types or missing fields", body = ErrorBody),
-        (status = 413, description = "Body over the configured limit", body = ErrorBody),
-        (status = 415, description = "Not JSON or a form", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "No Task matches the given query.", body = ErrorBody),
+        BodyErrors,
+        Unauthenticated,
+        schema::TaskNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -329,8 +325,8 @@ pub async fn update(
     params(("id" = i64, Path, description = "Task id")),
     responses(
         (status = 204, description = "Deleted, with its annotations"),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "No Task matches the given query.", body = ErrorBody),
+        Unauthenticated,
+        schema::TaskNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -345,8 +341,9 @@ pub async fn delete(State(state): State<AppState>, Id(id): Id, Auth(user): Auth)
 /// these types are never constructed.
 pub mod schema {
     use crate::api::annotations::schema::Annotation;
+    use crate::api::error::schema::ErrorBody;
     use serde_json::Value;
-    use utoipa::ToSchema;
+    use utoipa::{IntoResponses, ToSchema};
 
     /// A task (list items add `annotators`, `annotations_ids`, …; the detail adds
     /// `annotations` and `predictions`).
@@ -398,4 +395,9 @@ pub mod schema {
         pub task: i64,
         pub project: i64,
     }
+
+    /// The 404 of an unknown Task id.
+    #[derive(IntoResponses)]
+    #[response(status = 404, description = "No Task matches the given query.")]
+    pub struct TaskNotFound(pub ErrorBody);
 }

@@ -1,7 +1,7 @@
 //! The current user (`/api/current-user/...`).
 
 use super::auth::Auth;
-use super::error::schema::ErrorBody;
+use super::error::schema::Unauthenticated;
 use super::error::ApiResult;
 use super::AppState;
 use crate::db::{generate_legacy_token, User};
@@ -77,7 +77,7 @@ pub fn user_brief(user: &User) -> Value {
     operation_id = "api_current_user_whoami",
     responses(
         (status = 200, description = "The caller", body = schema::CurrentUser),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        Unauthenticated,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -110,7 +110,7 @@ pub async fn whoami(State(state): State<AppState>, Auth(user): Auth) -> ApiResul
     operation_id = "api_current_user_token",
     responses(
         (status = 200, description = "The caller's legacy token", body = schema::LegacyToken),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        Unauthenticated,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -126,7 +126,7 @@ pub async fn legacy_token(Auth(user): Auth) -> Json<Value> {
     operation_id = "api_current_user_reset_token",
     responses(
         (status = 200, description = "The caller's new legacy token (the old one stops working)", body = schema::LegacyToken),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        Unauthenticated,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]

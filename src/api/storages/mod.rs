@@ -7,7 +7,7 @@
 pub mod schema;
 
 use super::auth::Auth;
-use super::error::schema::ErrorBody;
+use super::error::schema::{BodyErrors, ErrorBody, Unauthenticated};
 use super::error::{ApiError, ApiResult, OrNotFound};
 use super::extract::{parse_id, Body, Query};
 use super::fields::Form;
@@ -308,7 +308,7 @@ pub async fn types() -> Json<Value> {
     params(("project" = Option<i64>, Query, description = "Project id; missing, unknown or invalid gives `[]`")),
     responses(
         (status = 200, description = "The project's export storages of every type, by type (s3, gcs, azure, redis, localfiles) then id; stale syncs are marked `failed` first", body = Vec<schema::ExportStorage>),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        Unauthenticated,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -338,7 +338,7 @@ pub async fn list_all(State(state): State<AppState>, Auth(user): Auth, query: Qu
     responses(
         (status = 200, description = "The project's storages of this type (not paginated); stale syncs are marked `failed` first", body = Vec<schema::ExportStorage>),
         (status = 400, description = "`query parameter \"project\" is required` (under `non_field_errors`)", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        Unauthenticated,
         (status = 404, description = "Unknown type or non-integer `project` (`Not found.`), or `No Project matches the given query.`", body = ErrorBody),
     ),
     security(("Token" = []), ("Bearer" = [])),
@@ -381,13 +381,11 @@ pub async fn list(
     request_body(content = schema::ExportStorageInput, description = "`project` and `path` are required"),
     responses(
         (status = 201, description = "The new storage; with sync-on-create (default) as it was right after its first sync was queued (`status: queued`)", body = schema::ExportStorage),
-        (status = 400, description = "Malformed JSON, wrong types, missing fields, a failed field check (e.g. the bucket-name rule, under `bucket`) or a failed path or connection check (under `non_field_errors`)", body = ErrorBody),
-        (status = 403, description = "With SSRF protection on: an endpoint that is not `http(s)://` or resolves to a private or reserved address", body = ErrorBody),
-        (status = 413, description = "Body over the configured limit", body = ErrorBody),
-        (status = 415, description = "Not JSON or a form", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "Unknown type (`Not found.`)", body = ErrorBody),
-        (status = 501, description = "A type labelport cannot export to yet", body = ErrorBody),
+        BodyErrors,
+        schema::StorageChecks,
+        Unauthenticated,
+        schema::UnknownStorageType,
+        schema::TypeNotSupported,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -425,13 +423,11 @@ pub async fn create(
     request_body(content = schema::ExportStorageInput, description = "A new storage, or with `id` changes to an existing one (merged over it); `project` is required. Nothing is stored."),
     responses(
         (status = 200, description = "Valid (empty body)"),
-        (status = 400, description = "Malformed JSON, wrong types, missing fields, a failed field check (e.g. the bucket-name rule, under `bucket`) or a failed path or connection check (under `non_field_errors`)", body = ErrorBody),
-        (status = 403, description = "With SSRF protection on: an endpoint that is not `http(s)://` or resolves to a private or reserved address", body = ErrorBody),
-        (status = 413, description = "Body over the configured limit", body = ErrorBody),
-        (status = 415, description = "Not JSON or a form", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "Unknown type (`Not found.`), or `No <Model> matches the given query.` (e.g. `No LocalFilesExportStorage matches the given query.`)", body = ErrorBody),
-        (status = 501, description = "A type labelport cannot export to yet", body = ErrorBody),
+        BodyErrors,
+        schema::StorageChecks,
+        Unauthenticated,
+        schema::StorageNotFound,
+        schema::TypeNotSupported,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -473,7 +469,7 @@ pub async fn validate(
     params(("type" = schema::ExportStorageType, Path, description = "Storage type")),
     responses(
         (status = 200, description = "The UI form layout of this type, verbatim from Label Studio", content_type = "application/json", body = Vec<Object>),
-        (status = 404, description = "Unknown type (`Not found.`)", body = ErrorBody),
+        schema::UnknownStorageType,
     ),
 )]
 pub async fn form(Path(kind): Path<String>) -> ApiResult<Response> {
@@ -493,8 +489,8 @@ pub async fn form(Path(kind): Path<String>) -> ApiResult<Response> {
     ),
     responses(
         (status = 200, description = "The storage", body = schema::ExportStorage),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "Unknown type (`Not found.`), or `No <Model> matches the given query.` (e.g. `No LocalFilesExportStorage matches the given query.`)", body = ErrorBody),
+        Unauthenticated,
+        schema::StorageNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -547,12 +543,10 @@ async fn update(
     request_body(content = schema::ExportStorageInput, description = "Fields to change; the merged storage is validated. `project` cannot change."),
     responses(
         (status = 200, description = "The updated storage (with `type`); never syncs", body = schema::ExportStorage),
-        (status = 400, description = "Malformed JSON, wrong types, missing fields, a failed field check (e.g. the bucket-name rule, under `bucket`) or a failed path or connection check (under `non_field_errors`)", body = ErrorBody),
-        (status = 403, description = "With SSRF protection on: an endpoint that is not `http(s)://` or resolves to a private or reserved address", body = ErrorBody),
-        (status = 413, description = "Body over the configured limit", body = ErrorBody),
-        (status = 415, description = "Not JSON or a form", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "Unknown type (`Not found.`), or `No <Model> matches the given query.` (e.g. `No LocalFilesExportStorage matches the given query.`)", body = ErrorBody),
+        BodyErrors,
+        schema::StorageChecks,
+        Unauthenticated,
+        schema::StorageNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -578,12 +572,10 @@ pub async fn patch(
     request_body(content = schema::ExportStorageInput, description = "Like PATCH, with `project` required. `project` cannot change."),
     responses(
         (status = 200, description = "The updated storage; never syncs", body = schema::ExportStorage),
-        (status = 400, description = "Malformed JSON, wrong types, missing fields, a failed field check (e.g. the bucket-name rule, under `bucket`) or a failed path or connection check (under `non_field_errors`)", body = ErrorBody),
-        (status = 403, description = "With SSRF protection on: an endpoint that is not `http(s)://` or resolves to a private or reserved address", body = ErrorBody),
-        (status = 413, description = "Body over the configured limit", body = ErrorBody),
-        (status = 415, description = "Not JSON or a form", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "Unknown type (`Not found.`), or `No <Model> matches the given query.` (e.g. `No LocalFilesExportStorage matches the given query.`)", body = ErrorBody),
+        BodyErrors,
+        schema::StorageChecks,
+        Unauthenticated,
+        schema::StorageNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -608,8 +600,8 @@ pub async fn put(
     ),
     responses(
         (status = 204, description = "Deleted; files already written stay"),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "Unknown type (`Not found.`), or `No <Model> matches the given query.` (e.g. `No LocalFilesExportStorage matches the given query.`)", body = ErrorBody),
+        Unauthenticated,
+        schema::StorageNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -642,8 +634,8 @@ pub async fn delete(
     responses(
         (status = 200, description = "The storage right after queuing (`queued`), or its current state when a sync was already queued or running", body = schema::ExportStorage),
         (status = 400, description = "`{\"message\": \"Storage <id> is not synchronizable\"}` (this exact raw body, not the error shape), or a failed path check (error shape, under `non_field_errors`)", body = schema::SyncRefused),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "Unknown type (`Not found.`), or `No <Model> matches the given query.` (e.g. `No LocalFilesExportStorage matches the given query.`)", body = ErrorBody),
+        Unauthenticated,
+        schema::StorageNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -679,8 +671,8 @@ pub async fn sync(
     ),
     responses(
         (status = 200, description = "How far auto-export is behind the change feed (labelport only)", body = schema::ExportLag),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 404, description = "Unknown type (`Not found.`), or `No <Model> matches the given query.` (e.g. `No LocalFilesExportStorage matches the given query.`)", body = ErrorBody),
+        Unauthenticated,
+        schema::StorageNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]

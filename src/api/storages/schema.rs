@@ -4,7 +4,7 @@
 
 use crate::api::error::schema::ErrorBody;
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 
 /// A storage type: the `{type}` path segment and the `type` of a storage.
 #[derive(ToSchema)]
@@ -294,3 +294,37 @@ pub struct ExportLag {
     pub oldest_pending_seconds: Option<f64>,
     pub status: SyncStatus,
 }
+
+/// The 404 of a storage: an unknown type, or an unknown id of the type.
+#[derive(IntoResponses)]
+#[response(
+    status = 404,
+    description = "Unknown type (`Not found.`), or `No <Model> matches the given query.` (e.g. `No LocalFilesExportStorage matches the given query.`)"
+)]
+pub struct StorageNotFound(pub ErrorBody);
+
+/// The 404 of an unknown `{type}`.
+#[derive(IntoResponses)]
+#[response(status = 404, description = "Unknown type (`Not found.`)")]
+pub struct UnknownStorageType(pub ErrorBody);
+
+/// The refusals of a storage's fields, on top of [`BodyErrors`](crate::api::error::schema::BodyErrors)
+/// (listed after it, this set's 400 replaces the generic one).
+#[derive(IntoResponses)]
+pub enum StorageChecks {
+    #[response(
+        status = 400,
+        description = "Malformed JSON, wrong types, missing fields, a failed field check (e.g. the bucket-name rule, under `bucket`) or a failed path or connection check (under `non_field_errors`)"
+    )]
+    Invalid(ErrorBody),
+    #[response(
+        status = 403,
+        description = "With SSRF protection on: an endpoint that is not `http(s)://` or resolves to a private or reserved address"
+    )]
+    Forbidden(ErrorBody),
+}
+
+/// The 501 of a storage type labelport cannot export to yet.
+#[derive(IntoResponses)]
+#[response(status = 501, description = "A type labelport cannot export to yet")]
+pub struct TypeNotSupported(pub ErrorBody);
