@@ -1,9 +1,11 @@
 //! Annotations (`/api/tasks/{id}/annotations/`, `/api/annotations/{id}/`), contract §7.4.
 
 use super::auth::Auth;
+use super::error::schema::{BodyErrors, Unauthenticated};
 use super::error::{ApiError, ApiResult, OrNotFound};
 use super::extract::{Body, Id, Query};
 use super::fields::{python_type_name, Form};
+use super::tasks::schema::TaskNotFound;
 use super::users::{created_username, UserCache};
 use super::AppState;
 use crate::db::{Annotation, NewAnnotation, User};
@@ -167,14 +169,12 @@ async fn render(state: &AppState, a: &Annotation) -> ApiResult<Value> {
         ("id" = i64, Path, description = "Task id"),
         ("was_cancelled" = Option<bool>, Query, description = "Create a skipped annotation"),
     ),
-    request_body = crate::api::openapi::AnnotationInput,
+    request_body = schema::AnnotationInput,
     responses(
-        (status = 201, description = "The new annotation", body = crate::api::openapi::Annotation),
-        (status = 400, description = "Malformed JSON, wrong types or missing fields", body = crate::api::openapi::ErrorBody),
-        (status = 413, description = "Body over the configured limit", body = crate::api::openapi::ErrorBody),
-        (status = 415, description = "Not JSON or a form", body = crate::api::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "No Task matches the given query.", body = crate::api::openapi::ErrorBody),
+        (status = 201, description = "The new annotation", body = schema::Annotation),
+        BodyErrors,
+        Unauthenticated,
+        TaskNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -215,9 +215,9 @@ pub async fn create(
     operation_id = "api_tasks_annotations_list",
     params(("id" = i64, Path, description = "Task id")),
     responses(
-        (status = 200, description = "The task's non-cancelled annotations, by id", body = Vec<crate::api::openapi::Annotation>),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "No Task matches the given query.", body = crate::api::openapi::ErrorBody),
+        (status = 200, description = "The task's non-cancelled annotations, by id", body = Vec<schema::Annotation>),
+        Unauthenticated,
+        TaskNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -241,9 +241,9 @@ pub async fn list_for_task(State(state): State<AppState>, Id(task_id): Id, Auth(
     operation_id = "api_annotations_read",
     params(("id" = i64, Path, description = "Annotation id")),
     responses(
-        (status = 200, description = "The annotation", body = crate::api::openapi::Annotation),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "No Annotation matches the given query.", body = crate::api::openapi::ErrorBody),
+        (status = 200, description = "The annotation", body = schema::Annotation),
+        Unauthenticated,
+        schema::AnnotationNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -259,14 +259,12 @@ pub async fn get(State(state): State<AppState>, Id(id): Id, Auth(user): Auth) ->
     tag = "annotations",
     operation_id = "api_annotations_partial_update",
     params(("id" = i64, Path, description = "Annotation id")),
-    request_body = crate::api::openapi::AnnotationInput,
+    request_body = schema::AnnotationInput,
     responses(
-        (status = 200, description = "The updated annotation", body = crate::api::openapi::Annotation),
-        (status = 400, description = "Malformed JSON, wrong types or missing fields", body = crate::api::openapi::ErrorBody),
-        (status = 413, description = "Body over the configured limit", body = crate::api::openapi::ErrorBody),
-        (status = 415, description = "Not JSON or a form", body = crate::api::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "No Annotation matches the given query.", body = crate::api::openapi::ErrorBody),
+        (status = 200, description = "The updated annotation", body = schema::Annotation),
+        BodyErrors,
+        Unauthenticated,
+        schema::AnnotationNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -293,8 +291,8 @@ pub async fn update(
     params(("id" = i64, Path, description = "Annotation id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "No Annotation matches the given query.", body = crate::api::openapi::ErrorBody),
+        Unauthenticated,
+        schema::AnnotationNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -302,4 +300,64 @@ pub async fn delete(State(state): State<AppState>, Id(id): Id, Auth(user): Auth)
     state.db.delete_annotation(user.organization_id, id).await.or_not_found("Annotation")?;
     state.changes_committed();
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Documentation-only shapes of this resource's bodies, for the OpenAPI document: the
+/// handlers build their JSON with `serde_json` to keep Label Studio's key order, so
+/// these types are never constructed.
+pub mod schema {
+    use crate::api::error::schema::ErrorBody;
+    use serde_json::Value;
+    use utoipa::{IntoResponses, ToSchema};
+
+    /// An annotation.
+    #[derive(ToSchema)]
+    pub struct Annotation {
+        pub id: i64,
+        pub result: Vec<Value>,
+        pub created_username: String,
+        pub created_ago: String,
+        /// A user id; inside a task detail, the expanded user
+        /// (`{"id", "first_name", "last_name", "avatar", "email", "initials"}`).
+        pub completed_by: Option<Value>,
+        pub was_cancelled: bool,
+        pub ground_truth: bool,
+        pub created_at: String,
+        pub updated_at: String,
+        pub draft_created_at: Option<String>,
+        /// Seconds.
+        pub lead_time: Option<f64>,
+        pub import_id: Option<i64>,
+        pub last_action: Option<String>,
+        pub bulk_created: bool,
+        pub task: i64,
+        pub project: i64,
+        pub updated_by: Option<i64>,
+        pub parent_prediction: Option<i64>,
+        pub parent_annotation: Option<i64>,
+        pub last_created_by: Option<i64>,
+    }
+
+    /// Writable annotation fields; all optional.
+    #[derive(ToSchema)]
+    pub struct AnnotationInput {
+        /// A list of regions, or a string holding one as JSON.
+        pub result: Option<Vec<Value>>,
+        pub was_cancelled: Option<bool>,
+        pub ground_truth: Option<bool>,
+        pub lead_time: Option<f64>,
+        /// A member of the caller's organization; default the caller.
+        pub completed_by: Option<i64>,
+        pub import_id: Option<i64>,
+        pub last_action: Option<String>,
+        pub bulk_created: Option<bool>,
+        pub parent_prediction: Option<i64>,
+        pub parent_annotation: Option<i64>,
+        pub draft_created_at: Option<String>,
+    }
+
+    /// The 404 of an unknown Annotation id.
+    #[derive(IntoResponses)]
+    #[response(status = 404, description = "No Annotation matches the given query.")]
+    pub struct AnnotationNotFound(pub ErrorBody);
 }

@@ -2,6 +2,7 @@
 //! personal access tokens (JWT refresh tokens exchanged at `/api/token/refresh/`
 //! for 5-minute access tokens sent as `Authorization: Bearer <jwt>`), contract §1.
 
+use super::error::schema::{BodyErrors, ErrorBody, Unauthenticated};
 use super::error::{ApiError, ApiResult};
 use super::extract::Typed;
 use super::AppState;
@@ -168,9 +169,9 @@ pub async fn create_personal_token(state: &AppState, user: &User) -> ApiResult<S
     tag = "tokens",
     operation_id = "api_token_create",
     responses(
-        (status = 201, description = "A new personal access token", body = crate::api::openapi::PersonalToken),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
-        (status = 409, description = "The caller already has a live token", body = crate::api::openapi::ErrorBody),
+        (status = 201, description = "A new personal access token", body = schema::PersonalToken),
+        Unauthenticated,
+        (status = 409, description = "The caller already has a live token", body = ErrorBody),
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -186,8 +187,8 @@ pub async fn create_token(State(state): State<AppState>, Auth(user): Auth) -> Ap
     tag = "tokens",
     operation_id = "api_token_list",
     responses(
-        (status = 200, description = "The caller's live personal access tokens, without signatures", body = Vec<crate::api::openapi::PersonalToken>),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 200, description = "The caller's live personal access tokens, without signatures", body = Vec<schema::PersonalToken>),
+        Unauthenticated,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -336,13 +337,11 @@ fn refresh_field(body: RefreshBody) -> ApiResult<String> {
     path = "/api/token/refresh/",
     tag = "tokens",
     operation_id = "api_token_refresh",
-    request_body = crate::api::openapi::RefreshRequest,
+    request_body = schema::RefreshRequest,
     responses(
-        (status = 200, description = "A 5-minute access token", body = crate::api::openapi::AccessToken),
-        (status = 400, description = "Malformed JSON, wrong types or missing fields", body = crate::api::openapi::ErrorBody),
-        (status = 413, description = "Body over the configured limit", body = crate::api::openapi::ErrorBody),
-        (status = 415, description = "Not JSON or a form", body = crate::api::openapi::ErrorBody),
-        (status = 401, description = "Token is invalid / Token is blacklisted", body = crate::api::openapi::ErrorBody),
+        (status = 200, description = "A 5-minute access token", body = schema::AccessToken),
+        BodyErrors,
+        (status = 401, description = "Token is invalid / Token is blacklisted", body = ErrorBody),
     ),
 )]
 pub async fn refresh_token(State(state): State<AppState>, Typed(body): Typed<RefreshBody>) -> ApiResult<Json<Value>> {
@@ -378,13 +377,11 @@ pub async fn refresh_token(State(state): State<AppState>, Typed(body): Typed<Ref
     path = "/api/token/blacklist/",
     tag = "tokens",
     operation_id = "api_token_blacklist",
-    request_body = crate::api::openapi::RefreshRequest,
+    request_body = schema::RefreshRequest,
     responses(
         (status = 204, description = "Revoked"),
-        (status = 400, description = "Malformed JSON, wrong types or missing fields", body = crate::api::openapi::ErrorBody),
-        (status = 413, description = "Body over the configured limit", body = crate::api::openapi::ErrorBody),
-        (status = 415, description = "Not JSON or a form", body = crate::api::openapi::ErrorBody),
-        (status = 401, description = "Token is invalid", body = crate::api::openapi::ErrorBody),
+        BodyErrors,
+        (status = 401, description = "Token is invalid", body = ErrorBody),
     ),
 )]
 pub async fn blacklist_token(State(state): State<AppState>, Typed(body): Typed<RefreshBody>) -> ApiResult<StatusCode> {
@@ -392,4 +389,29 @@ pub async fn blacklist_token(State(state): State<AppState>, Typed(body): Typed<R
     let claims = state.jwt.verify(&token, "refresh").ok_or_else(|| ApiError::unauthorized("Token is invalid"))?;
     state.db.revoke_personal_token(&claims.jti).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Documentation-only shapes of this resource's bodies, for the OpenAPI document: the
+/// handlers build their JSON with `serde_json` to keep Label Studio's key order, so
+/// these types are never constructed.
+pub mod schema {
+    use utoipa::ToSchema;
+
+    /// A personal access token (in lists: without its signature).
+    #[derive(ToSchema)]
+    pub struct PersonalToken {
+        pub token: String,
+    }
+
+    /// A personal access token to exchange or revoke.
+    #[derive(ToSchema)]
+    pub struct RefreshRequest {
+        pub refresh: String,
+    }
+
+    /// A 5-minute access token for `Authorization: Bearer`.
+    #[derive(ToSchema)]
+    pub struct AccessToken {
+        pub access: String,
+    }
 }

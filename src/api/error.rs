@@ -235,6 +235,59 @@ pub fn json_bytes(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
+/// Documentation-only shapes of error bodies, for the OpenAPI document (the bodies
+/// themselves are built by [`ApiError`]'s `into_response`), and the error responses
+/// many endpoints share.
+pub mod schema {
+    use std::collections::HashMap;
+    use utoipa::{IntoResponses, ToSchema};
+
+    /// Every error (Label Studio's shape). Two 404s differ: a task list without `project`
+    /// is `{"detail": "Neither project nor view id specified"}` only.
+    #[derive(ToSchema)]
+    pub struct ErrorBody {
+        /// Random id of this error, for log correlation.
+        pub id: String,
+        /// The HTTP status.
+        pub status_code: u16,
+        /// Server version.
+        pub version: String,
+        /// Message; `Validation error` when `validation_errors` is present.
+        pub detail: String,
+        /// Always null.
+        pub exc_info: Option<String>,
+        /// Field name (or `non_field_errors`) to messages; only on 400 validation failures.
+        pub validation_errors: Option<HashMap<String, Vec<String>>>,
+    }
+
+    /// The body of a 404 from the task list: Label Studio's error shape, or only
+    /// `{"detail": "Neither project nor view id specified"}` when neither `project` nor
+    /// `view` is given.
+    #[derive(ToSchema)]
+    pub struct DetailBody {
+        /// The message.
+        pub detail: String,
+    }
+
+    /// The 401 of every endpoint that needs credentials.
+    #[derive(IntoResponses)]
+    #[response(status = 401, description = "Missing or invalid credentials")]
+    pub struct Unauthenticated(pub ErrorBody);
+
+    /// The refusals of every endpoint that reads a body. An endpoint that says more
+    /// about one of them lists its own response after this set: responses are kept
+    /// by status, and a later one replaces an earlier one.
+    #[derive(IntoResponses)]
+    pub enum BodyErrors {
+        #[response(status = 400, description = "Malformed JSON, wrong types or missing fields")]
+        Invalid(ErrorBody),
+        #[response(status = 413, description = "Body over the configured limit")]
+        TooLarge(ErrorBody),
+        #[response(status = 415, description = "Not JSON or a form")]
+        NotJsonOrForm(ErrorBody),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,12 @@
 //! Task import (`POST /api/projects/{id}/import`), contract §7.2.
 
 use super::auth::Auth;
+use super::error::schema::{BodyErrors, ErrorBody, Unauthenticated};
 use super::error::{ApiError, ApiResult, OrNotFound};
 use super::extract::{Id, Query};
 use super::import_files::ImportInput;
 use super::import_parse::object_keys;
+use super::projects::schema::ProjectNotFound;
 use super::AppState;
 use crate::db::NewTask;
 use axum::extract::State;
@@ -35,16 +37,17 @@ fn data_columns(tasks: &[NewTask]) -> Vec<String> {
         description = "A list of tasks (`{\"data\": {...}, \"annotations\": [...], \"predictions\": [...], \"meta\": {...}}` or a flat data object), or a single task; or `multipart/form-data` files (.json, .jsonl, .csv, .tsv, .txt)",
         content(
             (Vec<Object> = "application/json"),
-            (crate::api::openapi::ImportFiles = "multipart/form-data"),
+            (schema::ImportFiles = "multipart/form-data"),
         ),
     ),
     responses(
-        (status = 201, description = "What was imported", body = crate::api::openapi::ImportSummary),
-        (status = 400, description = "Malformed JSON, wrong types or missing fields, or more tasks than `LABELPORT_MAX_IMPORT_TASKS`", body = crate::api::openapi::ErrorBody),
-        (status = 413, description = "Body over the import limit (`LABELPORT_MAX_IMPORT_BYTES`)", body = crate::api::openapi::ErrorBody),
-        (status = 415, description = "Not JSON or a form", body = crate::api::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "No Project matches the given query.", body = crate::api::openapi::ErrorBody),
+        (status = 201, description = "What was imported", body = schema::ImportSummary),
+        BodyErrors,
+        // After BodyErrors, so that these replace its 400 and 413.
+        (status = 400, description = "Malformed JSON, wrong types or missing fields, or more tasks than `LABELPORT_MAX_IMPORT_TASKS`", body = ErrorBody),
+        (status = 413, description = "Body over the import limit (`LABELPORT_MAX_IMPORT_BYTES`)", body = ErrorBody),
+        Unauthenticated,
+        ProjectNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -89,4 +92,39 @@ pub async fn import(
         body["task_ids"] = summary.task_ids.into();
     }
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Documentation-only shapes of this resource's bodies, for the OpenAPI document: the
+/// handlers build their JSON with `serde_json` to keep Label Studio's key order, so
+/// these types are never constructed.
+pub mod schema {
+    use utoipa::ToSchema;
+
+    /// Task files uploaded to an import (`multipart/form-data`).
+    #[derive(ToSchema)]
+    pub struct ImportFiles {
+        /// A task file (.json, .jsonl, .csv, .tsv or .txt); any part name is accepted,
+        /// and several files may be sent.
+        #[schema(value_type = String, format = Binary)]
+        pub file: Vec<u8>,
+    }
+
+    /// What an import created.
+    #[derive(ToSchema)]
+    pub struct ImportSummary {
+        pub task_count: i64,
+        pub annotation_count: i64,
+        pub prediction_count: i64,
+        /// Seconds.
+        pub duration: f64,
+        pub file_upload_ids: Vec<i64>,
+        /// Whether a CSV or TSV file was uploaded.
+        pub could_be_tasks_list: bool,
+        /// `[]` for a JSON body; for uploads, the number of files per extension (`{".csv": 1}`).
+        pub found_formats: serde_json::Value,
+        /// For uploads, the data keys of the imported tasks; `[]` for a JSON body.
+        pub data_columns: Vec<String>,
+        /// Only with `return_task_ids=true`.
+        pub task_ids: Option<Vec<i64>>,
+    }
 }

@@ -1,6 +1,7 @@
 //! Projects (`/api/projects/`), contract §7.1.
 
 use super::auth::Auth;
+use super::error::schema::{BodyErrors, ErrorBody, Unauthenticated};
 use super::error::{ApiError, ApiResult, OrNotFound};
 use super::extract::{parse_id, Body, Id, Query};
 use super::fields::Form;
@@ -170,13 +171,11 @@ async fn render(db: &Db, project: &Project, users: &mut UserCache) -> ApiResult<
     path = "/api/projects/",
     tag = "projects",
     operation_id = "api_projects_create",
-    request_body = crate::api::openapi::ProjectInput,
+    request_body = schema::ProjectInput,
     responses(
-        (status = 201, description = "The new project", body = crate::api::openapi::Project),
-        (status = 400, description = "Malformed JSON, wrong types or missing fields", body = crate::api::openapi::ErrorBody),
-        (status = 413, description = "Body over the configured limit", body = crate::api::openapi::ErrorBody),
-        (status = 415, description = "Not JSON or a form", body = crate::api::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 201, description = "The new project", body = schema::Project),
+        BodyErrors,
+        Unauthenticated,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -200,9 +199,9 @@ pub async fn create(State(state): State<AppState>, Auth(user): Auth, Body(body):
         ("title" = Option<String>, Query, description = "Case-insensitive substring of the title"),
     ),
     responses(
-        (status = 200, description = "A page of projects, newest first", body = crate::api::openapi::ProjectPage),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "Invalid page.", body = crate::api::openapi::ErrorBody),
+        (status = 200, description = "A page of projects, newest first", body = schema::ProjectPage),
+        Unauthenticated,
+        (status = 404, description = "Invalid page.", body = ErrorBody),
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -243,9 +242,9 @@ pub async fn list(
     operation_id = "api_projects_read",
     params(("id" = i64, Path, description = "Project id")),
     responses(
-        (status = 200, description = "The project", body = crate::api::openapi::Project),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "No Project matches the given query.", body = crate::api::openapi::ErrorBody),
+        (status = 200, description = "The project", body = schema::Project),
+        Unauthenticated,
+        schema::ProjectNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -261,14 +260,12 @@ pub async fn get(State(state): State<AppState>, Id(id): Id, Auth(user): Auth) ->
     tag = "projects",
     operation_id = "api_projects_partial_update",
     params(("id" = i64, Path, description = "Project id")),
-    request_body = crate::api::openapi::ProjectInput,
+    request_body = schema::ProjectInput,
     responses(
-        (status = 200, description = "The updated project", body = crate::api::openapi::Project),
-        (status = 400, description = "Malformed JSON, wrong types or missing fields", body = crate::api::openapi::ErrorBody),
-        (status = 413, description = "Body over the configured limit", body = crate::api::openapi::ErrorBody),
-        (status = 415, description = "Not JSON or a form", body = crate::api::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "No Project matches the given query.", body = crate::api::openapi::ErrorBody),
+        (status = 200, description = "The updated project", body = schema::Project),
+        BodyErrors,
+        Unauthenticated,
+        schema::ProjectNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -293,14 +290,87 @@ pub async fn update(
     params(("id" = i64, Path, description = "Project id")),
     responses(
         (status = 204, description = "Deleted, with its tasks and annotations"),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "No Project matches the given query.", body = crate::api::openapi::ErrorBody),
+        Unauthenticated,
+        schema::ProjectNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
 pub async fn delete(State(state): State<AppState>, Id(id): Id, Auth(user): Auth) -> ApiResult<StatusCode> {
     state.db.delete_project(user.organization_id, id).await.or_not_found("Project")?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Documentation-only shapes of this resource's bodies, for the OpenAPI document: the
+/// handlers build their JSON with `serde_json` to keep Label Studio's key order, so
+/// these types are never constructed.
+pub mod schema {
+    use crate::api::error::schema::ErrorBody;
+    use crate::api::users::schema::UserBrief;
+    use utoipa::{IntoResponses, ToSchema};
+
+    /// A project (the main keys; every Label Studio key is present, in its order).
+    #[derive(ToSchema)]
+    pub struct Project {
+        pub id: i64,
+        pub title: String,
+        pub description: String,
+        pub label_config: String,
+        pub expert_instruction: String,
+        pub show_instruction: bool,
+        pub show_skip_button: bool,
+        pub enable_empty_annotation: bool,
+        pub organization: i64,
+        pub color: String,
+        pub maximum_annotations: i64,
+        pub is_published: bool,
+        pub model_version: String,
+        pub created_by: Option<UserBrief>,
+        /// ISO 8601, UTC, microseconds, `Z`.
+        pub created_at: String,
+        pub num_tasks_with_annotations: i64,
+        pub task_number: i64,
+        pub total_annotations_number: i64,
+        pub skipped_annotations_number: i64,
+        pub ground_truth_number: i64,
+        pub total_predictions_number: i64,
+        pub sampling: String,
+        pub finished_task_number: i64,
+    }
+
+    /// Writable project fields; all optional.
+    #[derive(ToSchema)]
+    pub struct ProjectInput {
+        /// 3 to 50 characters (or empty).
+        pub title: Option<String>,
+        pub description: Option<String>,
+        /// Well-formed XML; default `<View></View>`.
+        pub label_config: Option<String>,
+        pub expert_instruction: Option<String>,
+        pub show_instruction: Option<bool>,
+        pub show_skip_button: Option<bool>,
+        pub enable_empty_annotation: Option<bool>,
+        /// At least 1.
+        pub maximum_annotations: Option<i64>,
+        pub color: Option<String>,
+        pub is_published: Option<bool>,
+        pub model_version: Option<String>,
+        /// `Sequential sampling`, `Uniform sampling` or `Uncertainty sampling`.
+        pub sampling: Option<String>,
+    }
+
+    /// A page of projects, newest first.
+    #[derive(ToSchema)]
+    pub struct ProjectPage {
+        pub count: i64,
+        pub next: Option<String>,
+        pub previous: Option<String>,
+        pub results: Vec<Project>,
+    }
+
+    /// The 404 of an unknown Project id.
+    #[derive(IntoResponses)]
+    #[response(status = 404, description = "No Project matches the given query.")]
+    pub struct ProjectNotFound(pub ErrorBody);
 }
 
 #[cfg(test)]

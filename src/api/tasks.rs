@@ -2,6 +2,7 @@
 
 use super::annotations::annotation_json;
 use super::auth::Auth;
+use super::error::schema::{BodyErrors, DetailBody, Unauthenticated};
 use super::error::{ApiError, ApiResult, OrNotFound};
 use super::extract::{Body, Id, Query};
 use super::fields::Form;
@@ -174,13 +175,11 @@ pub async fn project_field(state: &AppState, form: &mut Form, organization_id: i
     path = "/api/tasks/",
     tag = "tasks",
     operation_id = "api_tasks_create",
-    request_body = crate::api::openapi::TaskInput,
+    request_body = schema::TaskInput,
     responses(
-        (status = 201, description = "The new task", body = crate::api::openapi::Task),
-        (status = 400, description = "Malformed JSON, wrong types or missing fields", body = crate::api::openapi::ErrorBody),
-        (status = 413, description = "Body over the configured limit", body = crate::api::openapi::ErrorBody),
-        (status = 415, description = "Not JSON or a form", body = crate::api::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 201, description = "The new task", body = schema::Task),
+        BodyErrors,
+        Unauthenticated,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -212,9 +211,9 @@ pub async fn create(State(state): State<AppState>, Auth(user): Auth, Body(body):
         ("fields" = Option<String>, Query, description = "`all` adds annotations and predictions"),
     ),
     responses(
-        (status = 200, description = "A page of the project's tasks, by id", body = crate::api::openapi::TaskPage),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "No `project`, unknown project, or Invalid page.", body = crate::api::openapi::DetailBody),
+        (status = 200, description = "A page of the project's tasks, by id", body = schema::TaskPage),
+        Unauthenticated,
+        (status = 404, description = "No `project`, unknown project, or Invalid page.", body = DetailBody),
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -254,9 +253,9 @@ pub async fn list(State(state): State<AppState>, Auth(user): Auth, query: Query)
     operation_id = "api_tasks_read",
     params(("id" = i64, Path, description = "Task id")),
     responses(
-        (status = 200, description = "The task with all its annotations and predictions", body = crate::api::openapi::Task),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "No Task matches the given query.", body = crate::api::openapi::ErrorBody),
+        (status = 200, description = "The task with all its annotations and predictions", body = schema::Task),
+        Unauthenticated,
+        schema::TaskNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -275,12 +274,10 @@ pub async fn get(State(state): State<AppState>, Id(id): Id, Auth(user): Auth) ->
     params(("id" = i64, Path, description = "Task id")),
     request_body(content = Object, description = "`data`, `meta` and/or `overlap`"),
     responses(
-        (status = 200, description = "The updated task", body = crate::api::openapi::Task),
-        (status = 400, description = "Malformed JSON, wrong types or missing fields", body = crate::api::openapi::ErrorBody),
-        (status = 413, description = "Body over the configured limit", body = crate::api::openapi::ErrorBody),
-        (status = 415, description = "Not JSON or a form", body = crate::api::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "No Task matches the given query.", body = crate::api::openapi::ErrorBody),
+        (status = 200, description = "The updated task", body = schema::Task),
+        BodyErrors,
+        Unauthenticated,
+        schema::TaskNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -328,8 +325,8 @@ pub async fn update(
     params(("id" = i64, Path, description = "Task id")),
     responses(
         (status = 204, description = "Deleted, with its annotations"),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "No Task matches the given query.", body = crate::api::openapi::ErrorBody),
+        Unauthenticated,
+        schema::TaskNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -337,4 +334,70 @@ pub async fn delete(State(state): State<AppState>, Id(id): Id, Auth(user): Auth)
     state.db.delete_task(user.organization_id, id).await.or_not_found("Task")?;
     state.changes_committed();
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Documentation-only shapes of this resource's bodies, for the OpenAPI document: the
+/// handlers build their JSON with `serde_json` to keep Label Studio's key order, so
+/// these types are never constructed.
+pub mod schema {
+    use crate::api::annotations::schema::Annotation;
+    use crate::api::error::schema::ErrorBody;
+    use serde_json::Value;
+    use utoipa::{IntoResponses, ToSchema};
+
+    /// A task (list items add `annotators`, `annotations_ids`, …; the detail adds
+    /// `annotations` and `predictions`).
+    #[derive(ToSchema)]
+    pub struct Task {
+        pub id: i64,
+        pub data: Value,
+        pub meta: Value,
+        pub created_at: String,
+        pub updated_at: String,
+        pub is_labeled: bool,
+        pub overlap: i64,
+        /// 1-based counter within the project.
+        pub inner_id: i64,
+        pub total_annotations: i64,
+        pub cancelled_annotations: i64,
+        pub total_predictions: i64,
+        pub project: i64,
+        pub annotations: Option<Vec<Annotation>>,
+        pub predictions: Option<Vec<Prediction>>,
+    }
+
+    /// A task to create.
+    #[derive(ToSchema)]
+    pub struct TaskInput {
+        pub project: i64,
+        pub data: Value,
+        pub meta: Option<Value>,
+    }
+
+    /// A page of a project's tasks, by id.
+    #[derive(ToSchema)]
+    pub struct TaskPage {
+        /// Non-cancelled annotations of all matching tasks.
+        pub total_annotations: i64,
+        pub total_predictions: i64,
+        /// Matching tasks (not the page size).
+        pub total: i64,
+        pub tasks: Vec<Task>,
+    }
+
+    /// A prediction.
+    #[derive(ToSchema)]
+    pub struct Prediction {
+        pub id: i64,
+        pub result: Vec<Value>,
+        pub model_version: String,
+        pub score: Option<f64>,
+        pub task: i64,
+        pub project: i64,
+    }
+
+    /// The 404 of an unknown Task id.
+    #[derive(IntoResponses)]
+    #[response(status = 404, description = "No Task matches the given query.")]
+    pub struct TaskNotFound(pub ErrorBody);
 }

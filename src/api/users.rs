@@ -1,6 +1,7 @@
 //! The current user (`/api/current-user/...`).
 
 use super::auth::Auth;
+use super::error::schema::Unauthenticated;
 use super::error::ApiResult;
 use super::AppState;
 use crate::db::{generate_legacy_token, User};
@@ -75,8 +76,8 @@ pub fn user_brief(user: &User) -> Value {
     tag = "users",
     operation_id = "api_current_user_whoami",
     responses(
-        (status = 200, description = "The caller", body = crate::api::openapi::CurrentUser),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 200, description = "The caller", body = schema::CurrentUser),
+        Unauthenticated,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -108,8 +109,8 @@ pub async fn whoami(State(state): State<AppState>, Auth(user): Auth) -> ApiResul
     tag = "users",
     operation_id = "api_current_user_token",
     responses(
-        (status = 200, description = "The caller's legacy token", body = crate::api::openapi::LegacyToken),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 200, description = "The caller's legacy token", body = schema::LegacyToken),
+        Unauthenticated,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -124,8 +125,8 @@ pub async fn legacy_token(Auth(user): Auth) -> Json<Value> {
     tag = "users",
     operation_id = "api_current_user_reset_token",
     responses(
-        (status = 200, description = "The caller's new legacy token (the old one stops working)", body = crate::api::openapi::LegacyToken),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 200, description = "The caller's new legacy token (the old one stops working)", body = schema::LegacyToken),
+        Unauthenticated,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -177,4 +178,43 @@ pub fn created_username(user: Option<&User>) -> String {
         }
         format!("{name} {}, {}", u.email, u.id)
     })
+}
+
+/// Documentation-only shapes of this resource's bodies, for the OpenAPI document: the
+/// handlers build their JSON with `serde_json` to keep Label Studio's key order, so
+/// these types are never constructed.
+pub mod schema {
+    use utoipa::ToSchema;
+
+    /// A user embedded in another object.
+    #[derive(ToSchema)]
+    pub struct UserBrief {
+        pub id: i64,
+        pub first_name: String,
+        pub last_name: String,
+        pub email: String,
+        pub avatar: Option<String>,
+    }
+
+    /// The current user.
+    #[derive(ToSchema)]
+    pub struct CurrentUser {
+        pub id: i64,
+        pub first_name: String,
+        pub last_name: String,
+        pub username: String,
+        pub email: String,
+        pub last_activity: String,
+        pub initials: String,
+        pub active_organization: i64,
+        pub date_joined: String,
+        /// Permission codes, in Label Studio's order.
+        pub permissions: Vec<String>,
+    }
+
+    /// A legacy token.
+    #[derive(ToSchema)]
+    pub struct LegacyToken {
+        pub token: String,
+    }
 }

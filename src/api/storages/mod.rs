@@ -4,7 +4,10 @@
 //! (write-only ones sealed), response order, checks and connection check. A type
 //! whose spec has no target constructor answers 501 on create and validate.
 
+pub mod schema;
+
 use super::auth::Auth;
+use super::error::schema::{BodyErrors, ErrorBody, Unauthenticated};
 use super::error::{ApiError, ApiResult, OrNotFound};
 use super::extract::{parse_id, Body, Query};
 use super::fields::Form;
@@ -289,7 +292,7 @@ async fn find(state: &AppState, user: &User, t: &TypeSpec, raw_id: &str) -> ApiR
     path = "/api/storages/export/types",
     tag = "storages",
     operation_id = "api_storages_export_types_list",
-    responses((status = 200, description = "Every storage type, in Label Studio's order (also served at `/api/storages/types`)", body = Vec<crate::api::openapi::StorageTypeInfo>)),
+    responses((status = 200, description = "Every storage type, in Label Studio's order (also served at `/api/storages/types`)", body = Vec<schema::StorageTypeInfo>)),
 )]
 pub async fn types() -> Json<Value> {
     let list: Vec<Value> = TYPES.iter().map(|t| json!({ "name": t.name, "title": t.title })).collect();
@@ -304,8 +307,8 @@ pub async fn types() -> Json<Value> {
     operation_id = "api_storages_export_list",
     params(("project" = Option<i64>, Query, description = "Project id; missing, unknown or invalid gives `[]`")),
     responses(
-        (status = 200, description = "The project's export storages of every type, by type (s3, gcs, azure, redis, localfiles) then id; stale syncs are marked `failed` first", body = Vec<crate::api::openapi::ExportStorage>),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
+        (status = 200, description = "The project's export storages of every type, by type (s3, gcs, azure, redis, localfiles) then id; stale syncs are marked `failed` first", body = Vec<schema::ExportStorage>),
+        Unauthenticated,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -328,15 +331,15 @@ pub async fn list_all(State(state): State<AppState>, Auth(user): Auth, query: Qu
     tag = "storages",
     operation_id = "api_storages_export_type_list",
     params(
-        ("type" = crate::api::openapi::ExportStorageType, Path, description = "Storage type"),
+        ("type" = schema::ExportStorageType, Path, description = "Storage type"),
         ("project" = i64, Query, description = "Project id"),
         ("ordering" = Option<String>, Query, description = "`id` (default), `-id`, `title`, `-title`, `created_at` or `-created_at`; anything else keeps id order"),
     ),
     responses(
-        (status = 200, description = "The project's storages of this type (not paginated); stale syncs are marked `failed` first", body = Vec<crate::api::openapi::ExportStorage>),
-        (status = 400, description = "`query parameter \"project\" is required` (under `non_field_errors`)", body = crate::api::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "Unknown type or non-integer `project` (`Not found.`), or `No Project matches the given query.`", body = crate::api::openapi::ErrorBody),
+        (status = 200, description = "The project's storages of this type (not paginated); stale syncs are marked `failed` first", body = Vec<schema::ExportStorage>),
+        (status = 400, description = "`query parameter \"project\" is required` (under `non_field_errors`)", body = ErrorBody),
+        Unauthenticated,
+        (status = 404, description = "Unknown type or non-integer `project` (`Not found.`), or `No Project matches the given query.`", body = ErrorBody),
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -374,17 +377,15 @@ pub async fn list(
     path = "/api/storages/export/{type}",
     tag = "storages",
     operation_id = "api_storages_export_type_create",
-    params(("type" = crate::api::openapi::ExportStorageType, Path, description = "Storage type")),
-    request_body(content = crate::api::openapi::ExportStorageInput, description = "`project` and `path` are required"),
+    params(("type" = schema::ExportStorageType, Path, description = "Storage type")),
+    request_body(content = schema::ExportStorageInput, description = "`project` and `path` are required"),
     responses(
-        (status = 201, description = "The new storage; with sync-on-create (default) as it was right after its first sync was queued (`status: queued`)", body = crate::api::openapi::ExportStorage),
-        (status = 400, description = "Malformed JSON, wrong types, missing fields, a failed field check (e.g. the bucket-name rule, under `bucket`) or a failed path or connection check (under `non_field_errors`)", body = crate::api::openapi::ErrorBody),
-        (status = 403, description = "With SSRF protection on: an endpoint that is not `http(s)://` or resolves to a private or reserved address", body = crate::api::openapi::ErrorBody),
-        (status = 413, description = "Body over the configured limit", body = crate::api::openapi::ErrorBody),
-        (status = 415, description = "Not JSON or a form", body = crate::api::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "Unknown type (`Not found.`)", body = crate::api::openapi::ErrorBody),
-        (status = 501, description = "A type labelport cannot export to yet", body = crate::api::openapi::ErrorBody),
+        (status = 201, description = "The new storage; with sync-on-create (default) as it was right after its first sync was queued (`status: queued`)", body = schema::ExportStorage),
+        BodyErrors,
+        schema::StorageChecks,
+        Unauthenticated,
+        schema::UnknownStorageType,
+        schema::TypeNotSupported,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -418,17 +419,15 @@ pub async fn create(
     path = "/api/storages/export/{type}/validate",
     tag = "storages",
     operation_id = "api_storages_export_type_validate",
-    params(("type" = crate::api::openapi::ExportStorageType, Path, description = "Storage type")),
-    request_body(content = crate::api::openapi::ExportStorageInput, description = "A new storage, or with `id` changes to an existing one (merged over it); `project` is required. Nothing is stored."),
+    params(("type" = schema::ExportStorageType, Path, description = "Storage type")),
+    request_body(content = schema::ExportStorageInput, description = "A new storage, or with `id` changes to an existing one (merged over it); `project` is required. Nothing is stored."),
     responses(
         (status = 200, description = "Valid (empty body)"),
-        (status = 400, description = "Malformed JSON, wrong types, missing fields, a failed field check (e.g. the bucket-name rule, under `bucket`) or a failed path or connection check (under `non_field_errors`)", body = crate::api::openapi::ErrorBody),
-        (status = 403, description = "With SSRF protection on: an endpoint that is not `http(s)://` or resolves to a private or reserved address", body = crate::api::openapi::ErrorBody),
-        (status = 413, description = "Body over the configured limit", body = crate::api::openapi::ErrorBody),
-        (status = 415, description = "Not JSON or a form", body = crate::api::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "Unknown type (`Not found.`), or `No <Model> matches the given query.` (e.g. `No LocalFilesExportStorage matches the given query.`)", body = crate::api::openapi::ErrorBody),
-        (status = 501, description = "A type labelport cannot export to yet", body = crate::api::openapi::ErrorBody),
+        BodyErrors,
+        schema::StorageChecks,
+        Unauthenticated,
+        schema::StorageNotFound,
+        schema::TypeNotSupported,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -467,10 +466,10 @@ pub async fn validate(
     path = "/api/storages/export/{type}/form",
     tag = "storages",
     operation_id = "api_storages_export_type_form",
-    params(("type" = crate::api::openapi::ExportStorageType, Path, description = "Storage type")),
+    params(("type" = schema::ExportStorageType, Path, description = "Storage type")),
     responses(
         (status = 200, description = "The UI form layout of this type, verbatim from Label Studio", content_type = "application/json", body = Vec<Object>),
-        (status = 404, description = "Unknown type (`Not found.`)", body = crate::api::openapi::ErrorBody),
+        schema::UnknownStorageType,
     ),
 )]
 pub async fn form(Path(kind): Path<String>) -> ApiResult<Response> {
@@ -485,13 +484,13 @@ pub async fn form(Path(kind): Path<String>) -> ApiResult<Response> {
     tag = "storages",
     operation_id = "api_storages_export_type_read",
     params(
-        ("type" = crate::api::openapi::ExportStorageType, Path, description = "Storage type"),
+        ("type" = schema::ExportStorageType, Path, description = "Storage type"),
         ("id" = i64, Path, description = "Storage id (per type)"),
     ),
     responses(
-        (status = 200, description = "The storage", body = crate::api::openapi::ExportStorage),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "Unknown type (`Not found.`), or `No <Model> matches the given query.` (e.g. `No LocalFilesExportStorage matches the given query.`)", body = crate::api::openapi::ErrorBody),
+        (status = 200, description = "The storage", body = schema::ExportStorage),
+        Unauthenticated,
+        schema::StorageNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -538,18 +537,16 @@ async fn update(
     tag = "storages",
     operation_id = "api_storages_export_type_partial_update",
     params(
-        ("type" = crate::api::openapi::ExportStorageType, Path, description = "Storage type"),
+        ("type" = schema::ExportStorageType, Path, description = "Storage type"),
         ("id" = i64, Path, description = "Storage id (per type)"),
     ),
-    request_body(content = crate::api::openapi::ExportStorageInput, description = "Fields to change; the merged storage is validated. `project` cannot change."),
+    request_body(content = schema::ExportStorageInput, description = "Fields to change; the merged storage is validated. `project` cannot change."),
     responses(
-        (status = 200, description = "The updated storage (with `type`); never syncs", body = crate::api::openapi::ExportStorage),
-        (status = 400, description = "Malformed JSON, wrong types, missing fields, a failed field check (e.g. the bucket-name rule, under `bucket`) or a failed path or connection check (under `non_field_errors`)", body = crate::api::openapi::ErrorBody),
-        (status = 403, description = "With SSRF protection on: an endpoint that is not `http(s)://` or resolves to a private or reserved address", body = crate::api::openapi::ErrorBody),
-        (status = 413, description = "Body over the configured limit", body = crate::api::openapi::ErrorBody),
-        (status = 415, description = "Not JSON or a form", body = crate::api::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "Unknown type (`Not found.`), or `No <Model> matches the given query.` (e.g. `No LocalFilesExportStorage matches the given query.`)", body = crate::api::openapi::ErrorBody),
+        (status = 200, description = "The updated storage (with `type`); never syncs", body = schema::ExportStorage),
+        BodyErrors,
+        schema::StorageChecks,
+        Unauthenticated,
+        schema::StorageNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -569,18 +566,16 @@ pub async fn patch(
     tag = "storages",
     operation_id = "api_storages_export_type_update",
     params(
-        ("type" = crate::api::openapi::ExportStorageType, Path, description = "Storage type"),
+        ("type" = schema::ExportStorageType, Path, description = "Storage type"),
         ("id" = i64, Path, description = "Storage id (per type)"),
     ),
-    request_body(content = crate::api::openapi::ExportStorageInput, description = "Like PATCH, with `project` required. `project` cannot change."),
+    request_body(content = schema::ExportStorageInput, description = "Like PATCH, with `project` required. `project` cannot change."),
     responses(
-        (status = 200, description = "The updated storage; never syncs", body = crate::api::openapi::ExportStorage),
-        (status = 400, description = "Malformed JSON, wrong types, missing fields, a failed field check (e.g. the bucket-name rule, under `bucket`) or a failed path or connection check (under `non_field_errors`)", body = crate::api::openapi::ErrorBody),
-        (status = 403, description = "With SSRF protection on: an endpoint that is not `http(s)://` or resolves to a private or reserved address", body = crate::api::openapi::ErrorBody),
-        (status = 413, description = "Body over the configured limit", body = crate::api::openapi::ErrorBody),
-        (status = 415, description = "Not JSON or a form", body = crate::api::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "Unknown type (`Not found.`), or `No <Model> matches the given query.` (e.g. `No LocalFilesExportStorage matches the given query.`)", body = crate::api::openapi::ErrorBody),
+        (status = 200, description = "The updated storage; never syncs", body = schema::ExportStorage),
+        BodyErrors,
+        schema::StorageChecks,
+        Unauthenticated,
+        schema::StorageNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -600,13 +595,13 @@ pub async fn put(
     tag = "storages",
     operation_id = "api_storages_export_type_delete",
     params(
-        ("type" = crate::api::openapi::ExportStorageType, Path, description = "Storage type"),
+        ("type" = schema::ExportStorageType, Path, description = "Storage type"),
         ("id" = i64, Path, description = "Storage id (per type)"),
     ),
     responses(
         (status = 204, description = "Deleted; files already written stay"),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "Unknown type (`Not found.`), or `No <Model> matches the given query.` (e.g. `No LocalFilesExportStorage matches the given query.`)", body = crate::api::openapi::ErrorBody),
+        Unauthenticated,
+        schema::StorageNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -632,15 +627,15 @@ pub async fn delete(
     tag = "storages",
     operation_id = "api_storages_export_type_sync",
     params(
-        ("type" = crate::api::openapi::ExportStorageType, Path, description = "Storage type"),
+        ("type" = schema::ExportStorageType, Path, description = "Storage type"),
         ("id" = i64, Path, description = "Storage id (per type)"),
         ("full" = Option<bool>, Query, description = "`true`: walk every annotation instead of the change feed"),
     ),
     responses(
-        (status = 200, description = "The storage right after queuing (`queued`), or its current state when a sync was already queued or running", body = crate::api::openapi::ExportStorage),
-        (status = 400, description = "`{\"message\": \"Storage <id> is not synchronizable\"}` (this exact raw body, not the error shape), or a failed path check (error shape, under `non_field_errors`)", body = crate::api::openapi::SyncRefused),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "Unknown type (`Not found.`), or `No <Model> matches the given query.` (e.g. `No LocalFilesExportStorage matches the given query.`)", body = crate::api::openapi::ErrorBody),
+        (status = 200, description = "The storage right after queuing (`queued`), or its current state when a sync was already queued or running", body = schema::ExportStorage),
+        (status = 400, description = "`{\"message\": \"Storage <id> is not synchronizable\"}` (this exact raw body, not the error shape), or a failed path check (error shape, under `non_field_errors`)", body = schema::SyncRefused),
+        Unauthenticated,
+        schema::StorageNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
@@ -671,13 +666,13 @@ pub async fn sync(
     tag = "storages",
     operation_id = "api_storages_export_type_lag",
     params(
-        ("type" = crate::api::openapi::ExportStorageType, Path, description = "Storage type"),
+        ("type" = schema::ExportStorageType, Path, description = "Storage type"),
         ("id" = i64, Path, description = "Storage id (per type)"),
     ),
     responses(
-        (status = 200, description = "How far auto-export is behind the change feed (labelport only)", body = crate::api::openapi::ExportLag),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "Unknown type (`Not found.`), or `No <Model> matches the given query.` (e.g. `No LocalFilesExportStorage matches the given query.`)", body = crate::api::openapi::ErrorBody),
+        (status = 200, description = "How far auto-export is behind the change feed (labelport only)", body = schema::ExportLag),
+        Unauthenticated,
+        schema::StorageNotFound,
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
