@@ -16,26 +16,91 @@ fn datetime(us: Micros) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(us).unwrap_or_default()
 }
 
-/// `date`, `sep`, `time` with microseconds, then `suffix`. Written by hand: chrono's
-/// `format` parses its pattern on every call, and exports format millions of these.
-fn render(us: Micros, sep: char, suffix: &str) -> String {
-    use chrono::{Datelike, Timelike};
-    let dt = datetime(us);
-    format!(
-        "{:04}-{:02}-{:02}{sep}{:02}:{:02}:{:02}.{:06}{suffix}",
-        dt.year(),
-        dt.month(),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second(),
-        dt.timestamp_subsec_micros().min(999_999)
-    )
+/// A rendered timestamp, held on the stack: documents write four per annotation, so
+/// the text is built by hand (no `core::fmt`, no allocation). Years outside 0–9999
+/// fall back to `format!`, which widens the year as Python does not need to.
+pub struct Stamp {
+    buf: [u8; 40],
+    len: usize,
+}
+
+impl Stamp {
+    /// `date`, `sep`, `time` with microseconds, then `suffix` (at most 6 bytes).
+    fn new(us: Micros, sep: u8, suffix: &str) -> Stamp {
+        use chrono::{Datelike, Timelike};
+        let dt = datetime(us);
+        let mut stamp = Stamp { buf: [0; 40], len: 0 };
+        let year = dt.year();
+        if !(0..=9999).contains(&year) || suffix.len() > 6 {
+            let text = format!(
+                "{year:04}-{:02}-{:02}{}{:02}:{:02}:{:02}.{:06}{suffix}",
+                dt.month(),
+                dt.day(),
+                sep as char,
+                dt.hour(),
+                dt.minute(),
+                dt.second(),
+                dt.timestamp_subsec_micros().min(999_999)
+            );
+            stamp.push(text.as_bytes());
+            return stamp;
+        }
+        stamp.digits(year as u32, 4);
+        stamp.push(b"-");
+        stamp.digits(dt.month(), 2);
+        stamp.push(b"-");
+        stamp.digits(dt.day(), 2);
+        stamp.push(&[sep]);
+        stamp.digits(dt.hour(), 2);
+        stamp.push(b":");
+        stamp.digits(dt.minute(), 2);
+        stamp.push(b":");
+        stamp.digits(dt.second(), 2);
+        stamp.push(b".");
+        stamp.digits(dt.timestamp_subsec_micros().min(999_999), 6);
+        stamp.push(suffix.as_bytes());
+        stamp
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        let n = bytes.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+    }
+
+    /// `value` as exactly `width` decimal digits, zero-padded (`value` < 10^width).
+    fn digits(&mut self, mut value: u32, width: usize) {
+        for i in (0..width).rev() {
+            self.buf[self.len + i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+        self.len += width;
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).expect("a timestamp is ASCII")
+    }
+}
+
+impl serde::Serialize for Stamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// [`iso`] without allocating: serialises as the same string.
+pub fn iso_stamp(us: Micros) -> Stamp {
+    Stamp::new(us, b'T', "Z")
+}
+
+fn render(us: Micros, sep: u8, suffix: &str) -> String {
+    Stamp::new(us, sep, suffix).as_str().to_owned()
 }
 
 /// `2026-11-28T18:58:17.423841Z`, the format of model datetime fields.
 pub fn iso(us: Micros) -> String {
-    render(us, 'T', "Z")
+    render(us, b'T', "Z")
 }
 
 /// Like [`iso`], for nullable columns.
@@ -45,7 +110,7 @@ pub fn iso_opt(us: Option<Micros>) -> serde_json::Value {
 
 /// `2026-11-28 18:58:17.408272+00:00`, the format of timestamps inside storage `meta`.
 pub fn meta(us: Micros) -> String {
-    render(us, ' ', "+00:00")
+    render(us, b' ', "+00:00")
 }
 
 /// Parses either format above (with or without fractional seconds) back to micros.
@@ -95,6 +160,17 @@ mod tests {
         assert_eq!(parse_any("2026-11-28 18:58:17+00:00"), Some(us - 423_841));
         assert_eq!(iso(0), "1970-01-01T00:00:00.000000Z");
         assert_eq!(iso(us - 423_841 + 7), "2026-11-28T18:58:17.000007Z");
+        assert_eq!(serde_json::to_string(&iso_stamp(us)).unwrap(), "\"2026-11-28T18:58:17.423841Z\"");
+    }
+
+    #[test]
+    fn years_past_9999_and_before_the_epoch_render_as_before() {
+        // The hand-built text and the `format!` fallback agree at every edge.
+        let y10k = 253_402_300_800_000_000; // 10000-01-01T00:00:00Z
+        assert_eq!(iso(y10k), "10000-01-01T00:00:00.000000Z");
+        assert_eq!(iso(y10k - 1), "9999-12-31T23:59:59.999999Z");
+        assert_eq!(iso(-1), "1969-12-31T23:59:59.999999Z");
+        assert_eq!(meta(-62_135_596_800_000_000), "0001-01-01 00:00:00.000000+00:00");
     }
 
     #[test]

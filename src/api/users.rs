@@ -170,13 +170,19 @@ pub fn user_with_initials(user: &User) -> Value {
 
 /// `created_username`: `<first>[ <last>] <email>, <id>`.
 pub fn created_username(user: Option<&User>) -> String {
+    // Written into every exported document: built without `format!`.
     user.map_or_else(String::new, |u| {
-        let mut name = u.first_name.clone();
+        let mut name = String::with_capacity(u.first_name.len() + u.last_name.len() + u.email.len() + 24);
+        name.push_str(&u.first_name);
         if !u.last_name.is_empty() {
             name.push(' ');
             name.push_str(&u.last_name);
         }
-        format!("{name} {}, {}", u.email, u.id)
+        name.push(' ');
+        name.push_str(&u.email);
+        name.push_str(", ");
+        name.push_str(itoa::Buffer::new().format(u.id));
+        name
     })
 }
 

@@ -5,7 +5,7 @@
 
 use crate::db::{Annotation, JsonColumn, Task, User};
 pub use crate::storage::spec::DocumentStyle;
-use crate::time::{iso, iso_opt, now_micros, timesince};
+use crate::time::{iso, iso_opt, iso_stamp, now_micros, timesince, Stamp};
 use serde_json::ser::{Formatter, PrettyFormatter};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -63,8 +63,8 @@ struct CompletedBy<'a>(Option<&'a User>);
 
 struct NestedTask<'a, J>(&'a Task<J>, bool);
 
-fn iso_or_null(us: Option<crate::time::Micros>) -> Option<String> {
-    us.map(iso)
+fn iso_or_null(us: Option<crate::time::Micros>) -> Option<Stamp> {
+    us.map(iso_stamp)
 }
 
 impl serde::Serialize for CompletedBy<'_> {
@@ -88,8 +88,8 @@ impl<J: JsonColumn> serde::Serialize for NestedTask<'_, J> {
         m.serialize_entry("id", &t.id)?;
         m.serialize_entry("data", &Json(&t.data, lenient))?;
         m.serialize_entry("meta", &Json(&t.meta, lenient))?;
-        m.serialize_entry("created_at", &iso(t.created_at))?;
-        m.serialize_entry("updated_at", &iso(t.updated_at))?;
+        m.serialize_entry("created_at", &iso_stamp(t.created_at))?;
+        m.serialize_entry("updated_at", &iso_stamp(t.updated_at))?;
         m.serialize_entry("is_labeled", &t.is_labeled)?;
         m.serialize_entry("allow_skip", &true)?;
         m.serialize_entry("overlap", &t.overlap)?;
@@ -123,8 +123,8 @@ impl<J: JsonColumn> serde::Serialize for AnnotationDoc<'_, J> {
         m.serialize_entry("task", &NestedTask(self.t, self.lenient))?;
         m.serialize_entry("was_cancelled", &a.was_cancelled)?;
         m.serialize_entry("ground_truth", &a.ground_truth)?;
-        m.serialize_entry("created_at", &iso(a.created_at))?;
-        m.serialize_entry("updated_at", &iso(a.updated_at))?;
+        m.serialize_entry("created_at", &iso_stamp(a.created_at))?;
+        m.serialize_entry("updated_at", &iso_stamp(a.updated_at))?;
         m.serialize_entry("draft_created_at", &iso_or_null(a.draft_created_at))?;
         m.serialize_entry("lead_time", &a.lead_time)?;
         m.serialize_entry("import_id", &a.import_id)?;

@@ -128,7 +128,12 @@ pub fn target_config(f: &StorageFields, secrets: &SecretBox) -> Result<TargetCon
 }
 
 fn version<J>(a: &Annotation<J>, t: &Task<J>) -> String {
-    format!("{}:{}", a.updated_at, t.updated_at)
+    // Written once per exported annotation: built without `format!`.
+    let mut v = String::with_capacity(40);
+    v.push_str(itoa::Buffer::new().format(a.updated_at));
+    v.push(':');
+    v.push_str(itoa::Buffer::new().format(t.updated_at));
+    v
 }
 
 /// Counters of some export work.
