@@ -81,6 +81,15 @@ new_pg_database() {  # sets PGDB (dropped on exit) and PGURL
   psql -h 127.0.0.1 -U postgres -q -c "CREATE DATABASE $PGDB" >/dev/null
   PGURL="postgres://postgres@127.0.0.1:5432/$PGDB"
 }
+run_and_exit() {  # run_and_exit script.py name: runs it with ARGS (+ doc, note), keeps its results, exits
+  [[ $DOC == 1 ]] && ARGS+=(--doc "$REPO/docs/BENCHMARKS.md")
+  [[ -n "${BENCH_NOTE:-}" ]] && ARGS+=(--note "$BENCH_NOTE")
+  mkdir -p "$REPO/bench/results"
+  local rc=0
+  python3 "$HERE/$1" "${ARGS[@]}" || rc=$?
+  cp "$WORK/results.json" "$REPO/bench/results/last-$2-run.json" 2>/dev/null || true
+  exit $rc
+}
 if [[ $API_LOAD == 1 ]]; then
   OHA_VERSION=1.16.0
   OHA="$HERE/.tools/bin/oha"
@@ -94,13 +103,7 @@ if [[ $API_LOAD == 1 ]]; then
         --json "$WORK/results.json")
   [[ -n "$RATE" ]] && ARGS+=(--rate "$RATE")
   [[ $POSTGRES == 1 ]] && { new_pg_database; ARGS+=(--database-url "$PGURL"); }
-  [[ $DOC == 1 ]] && ARGS+=(--doc "$REPO/docs/BENCHMARKS.md")
-  [[ -n "${BENCH_NOTE:-}" ]] && ARGS+=(--note "$BENCH_NOTE")
-  mkdir -p "$REPO/bench/results"
-  RC=0
-  python3 "$HERE/apiload.py" "${ARGS[@]}" || RC=$?
-  cp "$WORK/results.json" "$REPO/bench/results/last-api-load-run.json" 2>/dev/null || true
-  exit $RC
+  run_and_exit apiload.py api-load
 fi
 if [[ $IMPORT == 1 ]]; then
   ARGS=(--labelport "$LABELPORT" --work "$WORK" --n "${N:-100000}" --repeats "$REPEATS" --json "$WORK/results.json")
@@ -111,13 +114,7 @@ if [[ $IMPORT == 1 ]]; then
     rustc -O --edition 2021 -l sqlite3 -o "$WORK/importfloor" "$HERE/importfloor.rs"
     ARGS+=(--floor "$WORK/importfloor")
   fi
-  [[ $DOC == 1 ]] && ARGS+=(--doc "$REPO/docs/BENCHMARKS.md")
-  [[ -n "${BENCH_NOTE:-}" ]] && ARGS+=(--note "$BENCH_NOTE")
-  mkdir -p "$REPO/bench/results"
-  RC=0
-  python3 "$HERE/importbench.py" "${ARGS[@]}" || RC=$?
-  cp "$WORK/results.json" "$REPO/bench/results/last-import-run.json" 2>/dev/null || true
-  exit $RC
+  run_and_exit importbench.py import
 fi
 if [[ $LOAD == 1 ]]; then
   ARGS=(--labelport "$LABELPORT" --work "$WORK" --n "${N:-20000}" --clients "$CLIENTS" --ops "$OPS"
