@@ -19,9 +19,11 @@ import argparse
 import json
 import os
 import random
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -90,6 +92,7 @@ def main():
     ap.add_argument("--labelport", required=True)
     ap.add_argument("--oha", required=True)
     ap.add_argument("--work", required=True)
+    ap.add_argument("--storage-parent", help="where the storage directory goes (default: --work); the database stays in --work")
     ap.add_argument("--database-url")
     ap.add_argument("--n", type=int, default=100000, help="annotations of the full sync")
     ap.add_argument("--rate", type=float, default=1000, help="requests/s of all endpoints together")
@@ -101,8 +104,8 @@ def main():
     ap.add_argument("--note", default="", help="a sentence for the doc (e.g. how busy the machine was)")
     a = ap.parse_args()
     info = machine(a.work)
-    root = os.path.join(a.work, "root")
-    os.makedirs(root, exist_ok=True)
+    root = tempfile.mkdtemp(prefix="labelport-api-load.", dir=a.storage_parent or a.work)
+    info["storage"] = subprocess.run(["df", "--output=fstype", root], capture_output=True, text=True).stdout.split()[-1]
     server, token = start_labelport(a, a.work, root)
     a.port = server.port
     try:
@@ -160,6 +163,7 @@ def main():
             log(f"  {name}: {res['endpoints'][name]}")
     finally:
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=2)
@@ -199,7 +203,8 @@ def report(a, res, info):
         "",
         f"`bench/run.sh --api-load --n {a.n} --rate {a.rate:g} --seconds {a.seconds:g}"
         f"{' --postgres' if res['db'] == 'postgresql' else ''}`, {info['date']}, commit {info['commit']}; "
-        f"{info['nproc']} cores ({info['cpu']}), storage directory on {info['disk']}. {a.note}".rstrip(),
+        f"{info['nproc']} cores ({info['cpu']}), database on {info['disk']}, storage directory on {info['storage']}. "
+        f"{a.note}".rstrip(),
         "",
         f"oha {a.seconds:g} s per endpoint, `-q` at its share of the rate, `--latency-correction`, "
         f"{a.connections} connections each; tasks pages and annotation tasks drawn at random from the "

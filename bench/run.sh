@@ -102,6 +102,8 @@ if [[ $API_LOAD == 1 ]]; then
   ARGS=(--labelport "$LABELPORT" --oha "$OHA" --work "$WORK" --n "${N:-100000}" --seconds "$SECONDS_"
         --json "$WORK/results.json")
   [[ -n "$RATE" ]] && ARGS+=(--rate "$RATE")
+  # The storage directory on tmpfs (as the full-sync benchmarks of issue #11), the database on disk.
+  [[ -d /dev/shm ]] && ARGS+=(--storage-parent "${BENCH_STORAGE_TMPDIR:-/dev/shm}")
   [[ $POSTGRES == 1 ]] && { new_pg_database; ARGS+=(--database-url "$PGURL"); }
   run_and_exit apiload.py api-load
 fi
