@@ -32,8 +32,8 @@ from bench import (  # noqa: E402
     Client, change_result, create_storage, log, machine, pct, read_status, seed, start_labelport, write_doc,
 )
 
-# name, share of the total rate, target p99 (ms)
-ENDPOINTS = (("storages", 0.4, 5), ("tasks", 0.4, 5), ("annotations", 0.2, 20))
+# name, target p99 (ms)
+ENDPOINTS = (("storages", 5), ("tasks", 5), ("annotations", 20))
 LABELS = {
     "storages": "`GET /api/storages/export/localfiles?project=`",
     "tasks": "`GET /api/tasks?project=&page=&page_size=PAGE_SIZE`",
@@ -98,11 +98,15 @@ def main():
     ap.add_argument("--rate", type=float, default=1000, help="requests/s of all endpoints together")
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--connections", type=int, default=16, help="connections per oha process")
+    ap.add_argument("--shares", default="0.4,0.4,0.2",
+                    help="each endpoint's share of the rate, in the order above; 0 leaves one out (to find who costs what)")
     ap.add_argument("--page-size", type=int, default=30, help="a screenful, as a UI asks (the server's default is 100)")
     ap.add_argument("--doc")
     ap.add_argument("--json")
     ap.add_argument("--note", default="", help="a sentence for the doc (e.g. how busy the machine was)")
     a = ap.parse_args()
+    a.plan = [(name, float(share), target) for (name, target), share in zip(ENDPOINTS, a.shares.split(","))
+              if float(share) > 0]
     info = machine(a.work)
     root = tempfile.mkdtemp(prefix="labelport-api-load.", dir=a.storage_parent or a.work)
     info["storage"] = subprocess.run(["df", "--output=fstype", root], capture_output=True, text=True).stdout.split()[-1]
@@ -118,7 +122,7 @@ def main():
             raise RuntimeError(f"task ids {first}..{last} are not {a.n} consecutive ids")
         sid = create_storage(cl, pid, os.path.join(root, "api-load"), "api load")
         procs = {}
-        for name, share, _ in ENDPOINTS:
+        for name, share, _ in a.plan:
             cmd = oha_cmd(a, token, name, a.rate * share, a.work, pid, first)
             procs[name] = (cmd, open(os.path.join(a.work, f"{name}.log"), "wb"))
         rss_before = read_status(server.pid).get("VmRSS")
@@ -146,7 +150,7 @@ def main():
                "seconds": a.seconds, "connections": a.connections, "page_size": a.page_size,
                "sync": sync_state, "oha_started_s": t_oha, "rss_before_kb": rss_before,
                "rss_after_kb": read_status(server.pid).get("VmRSS"), "endpoints": {}}
-        for name, share, target in ENDPOINTS:
+        for name, share, target in a.plan:
             with open(os.path.join(a.work, f"{name}.json")) as f:
                 o = json.load(f)
             codes = {int(k): v for k, v in o["statusCodeDistribution"].items()}
@@ -170,8 +174,9 @@ def main():
     body = report(a, res, info)
     print("\n" + body + "\n")
     if a.doc:
-        write_doc(a.doc, f"api-load-{res['db']}", body)
-        log(f"wrote {a.doc} section api-load-{res['db']}")
+        key = f"api-load-{res['db']}" + ("" if a.shares == "0.4,0.4,0.2" else "-shares-" + a.shares.replace(",", "-"))
+        write_doc(a.doc, key, body)
+        log(f"wrote {a.doc} section {key}")
     met = all(e["p99"] < e["target_p99_ms"] and e["errors"] == 0 and e["non_2xx"] == 0 for e in res["endpoints"].values())
     return 0 if met else 1
 
@@ -189,7 +194,7 @@ def report(a, res, info):
                      "it was requested.")
     rows = ["| endpoint | rate asked / achieved (req/s) | requests | p50 | p99 | max | errors | non-2xx "
             "| p99 during sync / after (requests) | target p99 | met? |", "|" + "---|" * 11]
-    for name, _, _ in ENDPOINTS:
+    for name, _, _ in a.plan:
         e = res["endpoints"][name]
         d, f = e["during_sync"], e["after_sync"]
         ok = e["p99"] < e["target_p99_ms"] and e["errors"] == 0 and e["non_2xx"] == 0
@@ -199,12 +204,15 @@ def report(a, res, info):
             f"{ms(d['p99'])} ms ({d['requests']}) / {ms(f['p99'])} ms ({f['requests']}) | "
             f"< {e['target_p99_ms']} ms, no errors | {'yes' if ok else '**no**'} |")
     return "\n".join([
-        f"### API under load: {a.rate:g} requests/s during a full sync of {a.n:,}, {res['db']}",
+        f"### API under load: {sum(a.rate * share for _, share, _ in a.plan):g} requests/s "
+        f"({', '.join(f'{name} {a.rate * share:g}' for name, share, _ in a.plan)}) during a full sync of {a.n:,}, "
+        f"{res['db']}",
         "",
         f"`bench/run.sh --api-load --n {a.n} --rate {a.rate:g} --seconds {a.seconds:g}"
+        f"{'' if a.shares == '0.4,0.4,0.2' else f' --shares {a.shares}'}"
         f"{' --postgres' if res['db'] == 'postgresql' else ''}`, {info['date']}, commit {info['commit']}; "
-        f"{info['nproc']} cores ({info['cpu']}), database on {info['disk']}, storage directory on {info['storage']}. "
-        f"{a.note}".rstrip(),
+        f"{info['nproc']} cores ({info['cpu']}, load average {info['load']} at the start), "
+        f"database on {info['disk']}, storage directory on {info['storage']}. {a.note}".rstrip(),
         "",
         f"oha {a.seconds:g} s per endpoint, `-q` at its share of the rate, `--latency-correction`, "
         f"{a.connections} connections each; tasks pages and annotation tasks drawn at random from the "

@@ -692,6 +692,8 @@ def machine(root):
         "mem": sh("free -h | awk '/^Mem:/{print $2}'"),
         "disk": sh(f"df -hT {root} | tail -1 | awk '{{print $1\" (\"$2\", \"$3\" total)\"}}'"),
         "kernel": sh("uname -r"),
+        # 1/5/15-minute load average when the run started: a shared machine's other work shows here.
+        "load": sh("cut -d' ' -f1-3 /proc/loadavg"),
     }
 
 

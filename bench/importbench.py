@@ -190,7 +190,7 @@ def main():
         f"### Import: N={a.n:,}, {db}",
         "",
         f"`bench/run.sh --import --n {a.n}{' --postgres' if a.postgres else ''}`, {info['date']}, commit {info['commit']}; "
-        f"{info['nproc']} cores ({info['cpu']}), disk {info['disk']}. {a.note}".rstrip(),
+        f"{info['nproc']} cores ({info['cpu']}, load average {info['load']} at the start), disk {info['disk']}. {a.note}".rstrip(),
         "",
         f"labelport: one `POST /api/projects/{{id}}/import` of {a.n:,} tasks with one annotation each "
         f"({len(body) / 1e6:.1f} MB of JSON, encoded before the clock starts), timed to the response. "

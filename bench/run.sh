@@ -5,6 +5,7 @@
 #                [--ls-only] [--rate 200] [--lag-seconds 15] [--no-doc] [--keep]
 #   bench/run.sh --load [--clients 200] [--ops 50] [--n 20000] [--postgres]
 #   bench/run.sh --api-load [--n 100000] [--rate 1000] [--seconds 30] [--postgres]
+#                [--shares 0.4,0.4,0.2] [--page-size 30] [--connections 16]
 #   bench/run.sh --import [--n 100000] [--repeats 3] [--postgres]
 #   bench/run.sh --target s3|gcs|azure|redis [--n 2000] [--repeats 3] [--postgres] [--endpoints moto,s3s-fs]
 #                [--with-label-studio --ls-n 2000]   (s3: Label Studio 1.23.2 to the same moto)
@@ -29,7 +30,7 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
-LOAD=0; API_LOAD=0; RATE=""; IMPORT=0; SECONDS_=30; CLIENTS=200; OPS=50; TARGET=localfiles; ENDPOINTS="moto,s3s-fs"; N=""; REPEATS=3; LS_N=10000; WITH_LS=0; LS_ONLY=0; POSTGRES=0; DOC=1; KEEP=0; EXTRA=()
+LOAD=0; API_LOAD=0; RATE=""; API_EXTRA=(); IMPORT=0; SECONDS_=30; CLIENTS=200; OPS=50; TARGET=localfiles; ENDPOINTS="moto,s3s-fs"; N=""; REPEATS=3; LS_N=10000; WITH_LS=0; LS_ONLY=0; POSTGRES=0; DOC=1; KEEP=0; EXTRA=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --n) N="$2"; shift 2;;
@@ -38,6 +39,7 @@ while [[ $# -gt 0 ]]; do
     --api-load) API_LOAD=1; shift;;
     --import) IMPORT=1; shift;;
     --seconds) SECONDS_="$2"; shift 2;;
+    --shares|--page-size|--connections) API_EXTRA+=("$1" "$2"); shift 2;;
     --clients) CLIENTS="$2"; shift 2;;
     --ops) OPS="$2"; shift 2;;
     --endpoints) ENDPOINTS="$2"; shift 2;;
@@ -52,7 +54,7 @@ while [[ $# -gt 0 ]]; do
     --lag-seconds|--ls-lag-seconds|--chunk|--inc-repeats|--floor-threads|--floor-mode|--ls-repeats)
       EXTRA+=("$1" "$2"); shift 2;;
     --skip-lag|--skip-incremental|--restart-before-sync|--no-floor) EXTRA+=("$1"); shift;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0;;
     *) echo "unknown option $1" >&2; exit 2;;
   esac
 done
@@ -100,7 +102,7 @@ if [[ $API_LOAD == 1 ]]; then
       --no-default-features --features native-tls --root "$HERE/.tools" >&2
   fi
   ARGS=(--labelport "$LABELPORT" --oha "$OHA" --work "$WORK" --n "${N:-100000}" --seconds "$SECONDS_"
-        --json "$WORK/results.json")
+        --json "$WORK/results.json" "${API_EXTRA[@]}")
   [[ -n "$RATE" ]] && ARGS+=(--rate "$RATE")
   # The storage directory on tmpfs (as the full-sync benchmarks of issue #11), the database on disk.
   [[ -d /dev/shm ]] && ARGS+=(--storage-parent "${BENCH_STORAGE_TMPDIR:-/dev/shm}")
