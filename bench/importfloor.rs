@@ -63,7 +63,8 @@ impl Db {
     fn exec(&self, sql: &str) {
         let sql = CString::new(sql).unwrap();
         // SAFETY: valid handle and NUL-terminated SQL; no callback.
-        let rc = unsafe { sqlite3_exec(self.0, sql.as_ptr(), std::ptr::null(), std::ptr::null_mut(), std::ptr::null_mut()) };
+        let rc =
+            unsafe { sqlite3_exec(self.0, sql.as_ptr(), std::ptr::null(), std::ptr::null_mut(), std::ptr::null_mut()) };
         self.check(rc, "exec");
     }
 
@@ -95,6 +96,14 @@ impl Db {
         self.check(rc, "step");
         // SAFETY: as above.
         unsafe { sqlite3_reset(stmt) };
+    }
+}
+
+/// Frees statements that are not used again.
+fn finalize(stmts: [*mut sqlite3_stmt; 3]) {
+    for stmt in stmts {
+        // SAFETY: a statement prepared on the open handle and not used after this.
+        unsafe { sqlite3_finalize(stmt) };
     }
 }
 
@@ -148,8 +157,7 @@ fn main() {
     for (b, chunk) in rows.chunks(batch).enumerate() {
         if prepared.map(|(n, _)| n) != Some(chunk.len()) {
             if let Some((_, stmts)) = prepared {
-                // SAFETY: statements of this handle, not used again.
-                stmts.iter().for_each(|s| unsafe { sqlite3_finalize(*s); });
+                finalize(stmts);
             }
             prepared = Some((
                 chunk.len(),
@@ -173,8 +181,7 @@ fn main() {
         db.run(changes, &p);
     }
     if let Some((_, stmts)) = prepared {
-        // SAFETY: statements of this handle, not used again.
-        stmts.iter().for_each(|s| unsafe { sqlite3_finalize(*s); });
+        finalize(stmts);
     }
     db.exec("COMMIT");
     let elapsed = started.elapsed().as_secs_f64();
