@@ -98,7 +98,7 @@ if [[ $API_LOAD == 1 ]]; then
   if ! "$OHA" --version 2>/dev/null | grep -q " $OHA_VERSION"; then
     # native-tls (the system OpenSSL) builds faster than the default rustls/aws-lc; oha needs one.
     echo "== installing oha $OHA_VERSION into bench/.tools (first use, a few minutes)" >&2
-    CARGO_TARGET_DIR="$HERE/.tools/build" cargo install oha --version "$OHA_VERSION" --locked \
+    cargo install oha --version "$OHA_VERSION" --locked \
       --no-default-features --features native-tls --root "$HERE/.tools" >&2
   fi
   ARGS=(--labelport "$LABELPORT" --oha "$OHA" --work "$WORK" --n "${N:-100000}" --seconds "$SECONDS_"
