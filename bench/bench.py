@@ -53,7 +53,8 @@ class Client:
 
     def call(self, method, path, body=None, timeout=None, ok=(200, 201, 204)):
         timeout = timeout or self.timeout
-        data = None if body is None else json.dumps(body).encode()
+        # bytes: a body encoded beforehand (so that a timed call does not include the encoding).
+        data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
         headers = {"Authorization": f"Token {self.token}", "Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = "application/json"
@@ -692,6 +693,8 @@ def machine(root):
         "mem": sh("free -h | awk '/^Mem:/{print $2}'"),
         "disk": sh(f"df -hT {root} | tail -1 | awk '{{print $1\" (\"$2\", \"$3\" total)\"}}'"),
         "kernel": sh("uname -r"),
+        # 1/5/15-minute load average when the run started: a shared machine's other work shows here.
+        "load": sh("cut -d' ' -f1-3 /proc/loadavg"),
     }
 
 

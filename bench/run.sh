@@ -4,12 +4,22 @@
 #   bench/run.sh [--n 100000] [--repeats 3] [--postgres] [--with-label-studio] [--ls-n 10000]
 #                [--ls-only] [--rate 200] [--lag-seconds 15] [--no-doc] [--keep]
 #   bench/run.sh --load [--clients 200] [--ops 50] [--n 20000] [--postgres]
+#   bench/run.sh --api-load [--n 100000] [--rate 1000] [--seconds 30] [--postgres]
+#                [--shares 0.4,0.4,0.2] [--page-size 30] [--connections 16]
+#   bench/run.sh --import [--n 100000] [--repeats 3] [--postgres]
 #   bench/run.sh --target s3|gcs|azure|redis [--n 2000] [--repeats 3] [--postgres] [--endpoints moto,s3s-fs]
 #                [--with-label-studio --ls-n 2000]   (s3: Label Studio 1.23.2 to the same moto)
 #
 # --load: CLIENTS clients create, update and delete annotations (OPS each) during a full sync
 # of N annotations (bench/load.py): request latency p50/p99, 5xx, export lag, and whether the
 # directory equals the database once quiet.
+# --api-load: oha (installed on first use into bench/.tools) drives the reads
+# `GET /api/storages/export/localfiles?project=`, `GET /api/tasks` and the write
+# `POST /api/tasks/{id}/annotations/` at RATE requests/s in total for SECONDS, started with a
+# full sync of N annotations (bench/apiload.py): latency p50/p99/max, errors, achieved rate.
+# --import: one `POST /api/projects/{id}/import` of N annotated tasks against a floor that
+# inserts the same rows (bench/importfloor.rs, psql COPY), interleaved (bench/importbench.py).
+# LABELPORT_BIN=path skips the release build and measures that binary.
 # --target: full syncs to the target's emulator (s3: moto and s3s-fs if installed, `cargo
 # install s3s-fs@0.14.1 --locked --features binary` or S3S_FS=path; gcs: fake-gcs-server;
 # azure: Azurite; redis: redis-server) against bench/targetfloor.rs, by bench/targets.py.
@@ -20,12 +30,16 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
-LOAD=0; CLIENTS=200; OPS=50; TARGET=localfiles; ENDPOINTS="moto,s3s-fs"; N=""; REPEATS=3; LS_N=10000; WITH_LS=0; LS_ONLY=0; POSTGRES=0; DOC=1; KEEP=0; EXTRA=()
+LOAD=0; API_LOAD=0; RATE=""; API_EXTRA=(); IMPORT=0; SECONDS_=30; CLIENTS=200; OPS=50; TARGET=localfiles; ENDPOINTS="moto,s3s-fs"; N=""; REPEATS=3; LS_N=10000; WITH_LS=0; LS_ONLY=0; POSTGRES=0; DOC=1; KEEP=0; EXTRA=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --n) N="$2"; shift 2;;
     --target) TARGET="$2"; shift 2;;
     --load) LOAD=1; shift;;
+    --api-load) API_LOAD=1; shift;;
+    --import) IMPORT=1; shift;;
+    --seconds) SECONDS_="$2"; shift 2;;
+    --shares|--page-size|--connections) API_EXTRA+=("$1" "$2"); shift 2;;
     --clients) CLIENTS="$2"; shift 2;;
     --ops) OPS="$2"; shift 2;;
     --endpoints) ENDPOINTS="$2"; shift 2;;
@@ -36,10 +50,11 @@ while [[ $# -gt 0 ]]; do
     --postgres) POSTGRES=1; shift;;
     --no-doc) DOC=0; shift;;
     --keep) KEEP=1; shift;;
-    --rate|--lag-seconds|--ls-lag-seconds|--chunk|--inc-repeats|--floor-threads|--floor-mode|--ls-repeats)
+    --rate) RATE="$2"; EXTRA+=("$1" "$2"); shift 2;;
+    --lag-seconds|--ls-lag-seconds|--chunk|--inc-repeats|--floor-threads|--floor-mode|--ls-repeats)
       EXTRA+=("$1" "$2"); shift 2;;
     --skip-lag|--skip-incremental|--restart-before-sync|--no-floor) EXTRA+=("$1"); shift;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0;;
     *) echo "unknown option $1" >&2; exit 2;;
   esac
 done
@@ -55,18 +70,60 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-echo "== building labelport (release)" >&2
-(cd "$REPO" && cargo build --release --bin labelport >&2)
-LABELPORT="$REPO/target/release/labelport"
+if [[ -n "${LABELPORT_BIN:-}" ]]; then
+  LABELPORT="$LABELPORT_BIN"
+else
+  echo "== building labelport (release)" >&2
+  (cd "$REPO" && cargo build --release --bin labelport >&2)
+  LABELPORT="$REPO/target/release/labelport"
+fi
 FLOOR="$WORK/floor"
+new_pg_database() {  # sets PGDB (dropped on exit) and PGURL
+  PGDB="labelport_bench_$$_$RANDOM"
+  psql -h 127.0.0.1 -U postgres -q -c "CREATE DATABASE $PGDB" >/dev/null
+  PGURL="postgres://postgres@127.0.0.1:5432/$PGDB"
+}
+run_and_exit() {  # run_and_exit script.py name: runs it with ARGS (+ doc, note), keeps its results, exits
+  [[ $DOC == 1 ]] && ARGS+=(--doc "$REPO/docs/BENCHMARKS.md")
+  [[ -n "${BENCH_NOTE:-}" ]] && ARGS+=(--note "$BENCH_NOTE")
+  mkdir -p "$REPO/bench/results"
+  local rc=0
+  python3 "$HERE/$1" "${ARGS[@]}" || rc=$?
+  cp "$WORK/results.json" "$REPO/bench/results/last-$2-run.json" 2>/dev/null || true
+  exit $rc
+}
+if [[ $API_LOAD == 1 ]]; then
+  OHA_VERSION=1.16.0
+  OHA="$HERE/.tools/bin/oha"
+  if ! "$OHA" --version 2>/dev/null | grep -q " $OHA_VERSION"; then
+    # native-tls (the system OpenSSL) builds faster than the default rustls/aws-lc; oha needs one.
+    echo "== installing oha $OHA_VERSION into bench/.tools (first use, a few minutes)" >&2
+    cargo install oha --version "$OHA_VERSION" --locked \
+      --no-default-features --features native-tls --root "$HERE/.tools" >&2
+  fi
+  ARGS=(--labelport "$LABELPORT" --oha "$OHA" --work "$WORK" --n "${N:-100000}" --seconds "$SECONDS_"
+        --json "$WORK/results.json" "${API_EXTRA[@]}")
+  [[ -n "$RATE" ]] && ARGS+=(--rate "$RATE")
+  # The storage directory on tmpfs (as the full-sync benchmarks of issue #11), the database on disk.
+  [[ -d /dev/shm ]] && ARGS+=(--storage-parent "${BENCH_STORAGE_TMPDIR:-/dev/shm}")
+  [[ $POSTGRES == 1 ]] && { new_pg_database; ARGS+=(--database-url "$PGURL"); }
+  run_and_exit apiload.py api-load
+fi
+if [[ $IMPORT == 1 ]]; then
+  ARGS=(--labelport "$LABELPORT" --work "$WORK" --n "${N:-100000}" --repeats "$REPEATS" --json "$WORK/results.json")
+  if [[ $POSTGRES == 1 ]]; then
+    ARGS+=(--postgres)
+  else
+    echo "== building the import floor program" >&2
+    rustc -O --edition 2021 -l sqlite3 -o "$WORK/importfloor" "$HERE/importfloor.rs"
+    ARGS+=(--floor "$WORK/importfloor")
+  fi
+  run_and_exit importbench.py import
+fi
 if [[ $LOAD == 1 ]]; then
   ARGS=(--labelport "$LABELPORT" --work "$WORK" --n "${N:-20000}" --clients "$CLIENTS" --ops "$OPS"
         --json "$WORK/results.json")
-  if [[ $POSTGRES == 1 ]]; then
-    PGDB="labelport_bench_$$_$RANDOM"
-    psql -h 127.0.0.1 -U postgres -q -c "CREATE DATABASE $PGDB" >/dev/null
-    ARGS+=(--database-url "postgres://postgres@127.0.0.1:5432/$PGDB")
-  fi
+  [[ $POSTGRES == 1 ]] && { new_pg_database; ARGS+=(--database-url "$PGURL"); }
   mkdir -p "$REPO/bench/results"
   RC=0
   python3 "$HERE/load.py" "${ARGS[@]}" || RC=$?
@@ -93,11 +150,7 @@ if [[ $TARGET != localfiles ]]; then
     fi
     ARGS+=(--with-label-studio --ls-venv "$LS_VENV" --ls-n "${LS_N_SET:-2000}")
   fi
-  if [[ $POSTGRES == 1 ]]; then
-    PGDB="labelport_bench_$$_$RANDOM"
-    psql -h 127.0.0.1 -U postgres -q -c "CREATE DATABASE $PGDB" >/dev/null
-    ARGS+=(--database-url "postgres://postgres@127.0.0.1:5432/$PGDB")
-  fi
+  [[ $POSTGRES == 1 ]] && { new_pg_database; ARGS+=(--database-url "$PGURL"); }
   mkdir -p "$REPO/bench/results"
   python3 "$HERE/targets.py" "${ARGS[@]}"
   cp "$WORK/results.json" "$REPO/bench/results/last-$TARGET-run.json" 2>/dev/null || true
@@ -110,11 +163,7 @@ rustc -O --edition 2021 -o "$FLOOR" "$HERE/floor.rs"
 ARGS=(--labelport "$LABELPORT" --floor "$FLOOR" --n "$N" --repeats "$REPEATS" --work "$WORK" --ls-n "$LS_N"
       --json "$WORK/results.json")
 if [[ $DOC == 1 ]]; then ARGS+=(--doc "$REPO/docs/BENCHMARKS.md"); fi
-if [[ $POSTGRES == 1 ]]; then
-  PGDB="labelport_bench_$$_$RANDOM"
-  psql -h 127.0.0.1 -U postgres -q -c "CREATE DATABASE $PGDB" >/dev/null
-  ARGS+=(--database-url "postgres://postgres@127.0.0.1:5432/$PGDB")
-fi
+[[ $POSTGRES == 1 ]] && { new_pg_database; ARGS+=(--database-url "$PGURL"); }
 if [[ $WITH_LS == 1 ]]; then
   LS_VENV="${LS_VENV:-$WORK/ls-venv}"
   if [[ ! -x "$LS_VENV/bin/label-studio" ]]; then

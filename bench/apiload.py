@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""API under load (issue #11): fixed-rate reads and writes while a full sync runs. Started by
+`bench/run.sh --api-load`; see docs/BENCHMARKS.md.
+
+Seeds N annotated tasks through the import API, creates a local-files storage, starts its full
+sync and, at the same moment, one `oha` process per endpoint at its share of the total rate
+(`-q`, open loop with `--latency-correction`, so a stalled server shows as latency rather than
+as fewer requests):
+
+- `GET /api/storages/export/localfiles?project=`  (the storage list, status of the running sync)
+- `GET /api/tasks?project=&page=&page_size=`       (a random page of the project)
+- `POST /api/tasks/{id}/annotations/`              (a new annotation on a random task)
+
+Reports per endpoint p50/p99/max latency, transport errors, non-2xx responses and the achieved
+rate from oha's JSON output, the same split into requests started while the sync was running
+and after (from oha's per-request records, `--db-url`), and when the sync ended.
+"""
+import argparse
+import json
+import os
+import random
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import (  # noqa: E402
+    Client, change_result, create_storage, log, machine, pct, read_status, seed, start_labelport, write_doc,
+)
+
+# name, target p99 (ms)
+ENDPOINTS = (("storages", 5), ("tasks", 5), ("annotations", 20))
+LABELS = {
+    "storages": "`GET /api/storages/export/localfiles?project=`",
+    "tasks": "`GET /api/tasks?project=&page=&page_size=PAGE_SIZE`",
+    "annotations": "`POST /api/tasks/{id}/annotations/`",
+}
+
+
+def watch_sync(cl, sid, t0, out, stop):
+    """Polls the storage every 50 ms until its sync ends; notes when, relative to `t0`."""
+    while not stop.is_set():
+        s = cl.call("GET", f"/api/storages/export/localfiles/{sid}")
+        if s["status"] in ("completed", "failed", "completed_with_errors"):
+            out.update(status=s["status"], ended_s=time.monotonic() - t0, meta=s.get("meta"))
+            return
+        time.sleep(0.05)
+
+
+def oha_cmd(a, token, name, rate, work, pid, first_task):
+    rnd = random.Random(name)
+    base = f"http://127.0.0.1:{a.port}"
+    urls = os.path.join(work, f"{name}.urls")
+    if name == "storages":
+        lines = [f"{base}/api/storages/export/localfiles?project={pid}"]
+    elif name == "tasks":
+        pages = max(1, a.n // a.page_size)
+        lines = [f"{base}/api/tasks?project={pid}&page={rnd.randint(1, pages)}&page_size={a.page_size}"
+                 for _ in range(10000)]
+    else:
+        lines = [f"{base}/api/tasks/{first_task + rnd.randrange(a.n)}/annotations/" for _ in range(10000)]
+    with open(urls, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    cmd = [a.oha, "--no-tui", "--output-format", "json", "-o", os.path.join(work, f"{name}.json"),
+           "--db-url", os.path.join(work, f"{name}.db"), "-z", f"{a.seconds}s", "-w", "-q", f"{rate:g}",
+           "--latency-correction", "-c", str(a.connections), "-H", f"Authorization: Token {token}",
+           "--urls-from-file", urls]
+    if name == "annotations":
+        cmd += ["-m", "POST", "-T", "application/json", "-d", json.dumps({"result": change_result("api-load")})]
+    return cmd
+
+
+def split(db_path, sync_end_s):
+    """Latency (ms) of the requests oha recorded, started before and after the sync ended."""
+    c = sqlite3.connect(db_path)
+    rows = c.execute("SELECT COALESCE(start_latency_correction, start), duration, status FROM oha").fetchall()
+    c.close()
+    out = {}
+    for phase, keep in (("during_sync", lambda s: s < sync_end_s), ("after_sync", lambda s: s >= sync_end_s)):
+        lat = [d * 1000 for s, d, _ in rows if keep(s)]
+        out[phase] = {"requests": len(lat), "non_2xx": sum(1 for s, _, st in rows if keep(s) and not 200 <= st < 300),
+                      "p50": pct(lat, 50), "p99": pct(lat, 99), "max": max(lat, default=None)}
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--labelport", required=True)
+    ap.add_argument("--oha", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--storage-parent", help="where the storage directory goes (default: --work); the database stays in --work")
+    ap.add_argument("--database-url")
+    ap.add_argument("--n", type=int, default=100000, help="annotations of the full sync")
+    ap.add_argument("--rate", type=float, default=1000, help="requests/s of all endpoints together")
+    ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--connections", type=int, default=16, help="connections per oha process")
+    ap.add_argument("--shares", default="0.4,0.4,0.2",
+                    help="each endpoint's share of the rate, in the order above; 0 leaves one out (to find who costs what)")
+    ap.add_argument("--page-size", type=int, default=30, help="a screenful, as a UI asks (the server's default is 100)")
+    ap.add_argument("--doc")
+    ap.add_argument("--json")
+    ap.add_argument("--note", default="", help="a sentence for the doc (e.g. how busy the machine was)")
+    a = ap.parse_args()
+    a.plan = [(name, float(share), target) for (name, target), share in zip(ENDPOINTS, a.shares.split(","))
+              if float(share) > 0]
+    info = machine(a.work)
+    root = tempfile.mkdtemp(prefix="labelport-api-load.", dir=a.storage_parent or a.work)
+    info["storage"] = subprocess.run(["df", "--output=fstype", root], capture_output=True, text=True).stdout.split()[-1]
+    server, token = start_labelport(a, a.work, root)
+    a.port = server.port
+    try:
+        cl = Client(server.port, token, timeout=120)
+        log(f"seeding {a.n} annotated tasks")
+        pid, _ = seed(cl, a.n, 5000, "api load")
+        first = cl.call("GET", f"/api/tasks?project={pid}&page=1&page_size=1")["tasks"][0]["id"]
+        last = cl.call("GET", f"/api/tasks?project={pid}&page={a.n}&page_size=1")["tasks"][0]["id"]
+        if last - first + 1 != a.n:
+            raise RuntimeError(f"task ids {first}..{last} are not {a.n} consecutive ids")
+        sid = create_storage(cl, pid, os.path.join(root, "api-load"), "api load")
+        procs = {}
+        for name, share, _ in a.plan:
+            cmd = oha_cmd(a, token, name, a.rate * share, a.work, pid, first)
+            procs[name] = (cmd, open(os.path.join(a.work, f"{name}.log"), "wb"))
+        rss_before = read_status(server.pid).get("VmRSS")
+        log(f"full sync of {a.n} with {a.rate:g} requests/s for {a.seconds:g}s")
+        t0 = time.monotonic()
+        cl.call("POST", f"/api/storages/export/localfiles/{sid}/sync")
+        sync_state, stop = {}, threading.Event()
+        watcher = threading.Thread(target=watch_sync, args=(Client(server.port, token), sid, t0, sync_state, stop),
+                                   daemon=True)
+        watcher.start()
+        running = {name: subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT)
+                   for name, (cmd, logf) in procs.items()}
+        t_oha = time.monotonic() - t0
+        for name, p in running.items():
+            if p.wait(a.seconds * 4 + 120) != 0:
+                raise RuntimeError(f"oha for {name} exited with {p.returncode}; see {a.work}/{name}.log")
+        watcher.join(1800)
+        stop.set()
+        if "ended_s" not in sync_state:
+            raise RuntimeError("the full sync did not end")
+        log(f"sync {sync_state['status']} {sync_state['ended_s']:.2f}s after it was requested")
+        # oha's clock starts when it is spawned (~t_oha after the sync request).
+        sync_end_in_oha = sync_state["ended_s"] - t_oha
+        res = {"machine": info, "db": "postgresql" if a.database_url else "sqlite", "n": a.n, "rate": a.rate,
+               "seconds": a.seconds, "connections": a.connections, "page_size": a.page_size,
+               "sync": sync_state, "oha_started_s": t_oha, "rss_before_kb": rss_before,
+               "rss_after_kb": read_status(server.pid).get("VmRSS"), "endpoints": {}}
+        for name, share, target in a.plan:
+            with open(os.path.join(a.work, f"{name}.json")) as f:
+                o = json.load(f)
+            codes = {int(k): v for k, v in o["statusCodeDistribution"].items()}
+            p = o["latencyPercentiles"]
+            res["endpoints"][name] = {
+                "rate": a.rate * share, "target_p99_ms": target,
+                "requests": sum(codes.values()) + sum(o["errorDistribution"].values()),
+                "achieved_rate": o["summary"]["requestsPerSec"],
+                "p50": p["p50"] * 1000, "p99": p["p99"] * 1000, "max": o["summary"]["slowest"] * 1000,
+                "errors": sum(o["errorDistribution"].values()), "error_kinds": o["errorDistribution"],
+                "non_2xx": sum(v for k, v in codes.items() if not 200 <= k < 300), "status_codes": codes,
+                **split(os.path.join(a.work, f"{name}.db"), sync_end_in_oha),
+            }
+            log(f"  {name}: {res['endpoints'][name]}")
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=2)
+    body = report(a, res, info)
+    print("\n" + body + "\n")
+    if a.doc:
+        key = f"api-load-{res['db']}" + ("" if a.shares == "0.4,0.4,0.2" else "-shares-" + a.shares.replace(",", "-"))
+        write_doc(a.doc, key, body)
+        log(f"wrote {a.doc} section {key}")
+    met = all(e["p99"] < e["target_p99_ms"] and e["errors"] == 0 and e["non_2xx"] == 0 for e in res["endpoints"].values())
+    return 0 if met else 1
+
+
+def report(a, res, info):
+    ms = lambda x: "–" if x is None else f"{x:.1f}"  # noqa: E731
+    s = res["sync"]
+    end_in_window = s["ended_s"] - res["oha_started_s"]
+    if end_in_window < a.seconds:
+        sync_line = (f"The sync ({s['status']}) ended {s['ended_s']:.1f} s after it was requested, "
+                     f"**{end_in_window:.1f} s into the {a.seconds:g} s window**: only the first part of the window "
+                     "ran beside it, hence the split below.")
+    else:
+        sync_line = (f"The sync ({s['status']}) ran for the whole window and ended {s['ended_s']:.1f} s after "
+                     "it was requested.")
+    rows = ["| endpoint | rate asked / achieved (req/s) | requests | p50 | p99 | max | errors | non-2xx "
+            "| p99 during sync / after (requests) | target p99 | met? |", "|" + "---|" * 11]
+    for name, _, _ in a.plan:
+        e = res["endpoints"][name]
+        d, f = e["during_sync"], e["after_sync"]
+        ok = e["p99"] < e["target_p99_ms"] and e["errors"] == 0 and e["non_2xx"] == 0
+        rows.append(
+            f"| {LABELS[name].replace('PAGE_SIZE', str(a.page_size))} | {e['rate']:g} / {e['achieved_rate']:.0f} | {e['requests']} | "
+            f"{ms(e['p50'])} ms | {ms(e['p99'])} ms | {ms(e['max'])} ms | {e['errors']} | {e['non_2xx']} | "
+            f"{ms(d['p99'])} ms ({d['requests']}) / {ms(f['p99'])} ms ({f['requests']}) | "
+            f"< {e['target_p99_ms']} ms, no errors | {'yes' if ok else '**no**'} |")
+    return "\n".join([
+        f"### API under load: {sum(a.rate * share for _, share, _ in a.plan):g} requests/s "
+        f"({', '.join(f'{name} {a.rate * share:g}' for name, share, _ in a.plan)}) during a full sync of {a.n:,}, "
+        f"{res['db']}",
+        "",
+        f"`bench/run.sh --api-load --n {a.n} --rate {a.rate:g} --seconds {a.seconds:g}"
+        f"{'' if a.shares == '0.4,0.4,0.2' else f' --shares {a.shares}'}"
+        f"{' --postgres' if res['db'] == 'postgresql' else ''}`, {info['date']}, commit {info['commit']}; "
+        f"{info['nproc']} cores ({info['cpu']}, load average {info['load']} at the start), "
+        f"database on {info['disk']}, storage directory on {info['storage']}. {a.note}".rstrip(),
+        "",
+        f"oha {a.seconds:g} s per endpoint, `-q` at its share of the rate, `--latency-correction`, "
+        f"{a.connections} connections each; tasks pages and annotation tasks drawn at random from the "
+        f"project. {sync_line}",
+        "",
+        *rows,
+    ])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
