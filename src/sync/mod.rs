@@ -136,6 +136,22 @@ fn version<J>(a: &Annotation<J>, t: &Task<J>) -> String {
     v
 }
 
+/// A page of a full pass whose documents are being written.
+struct PageInFlight {
+    work: PageWork,
+    /// Annotations in the page.
+    count: i64,
+    /// The page's last annotation id (its checkpoint).
+    last: i64,
+}
+
+enum PageWork {
+    /// Task mode writes its page in place.
+    Done(Tally),
+    /// Annotation mode: the writers' task, giving what was written.
+    Writing(JoinHandle<anyhow::Result<(Tally, Vec<Link>)>>),
+}
+
 /// Counters of some export work.
 #[derive(Debug, Default)]
 struct Tally {
@@ -647,7 +663,7 @@ impl SyncEngine {
             return self.fail_job(claim, &storage, &job, &progress, &e.to_string()).await;
         }
         let finished = if job.mode == "full" {
-            self.full_pass(claim, &storage, &job, target.as_ref(), &mut progress, stop).await
+            self.full_pass(claim, &storage, &job, &target, &mut progress, stop).await
         } else {
             self.incremental_pass(claim, &storage, &job, target.as_ref(), &mut progress, stop).await
         };
@@ -753,7 +769,7 @@ impl SyncEngine {
         claim: &Arc<Claim>,
         storage: &ExportStorage,
         job: &SyncJob,
-        target: &dyn StorageTarget,
+        target: &Arc<dyn StorageTarget>,
         progress: &mut JobProgress,
         stop: &CancellationToken,
     ) -> anyhow::Result<Option<i64>> {
@@ -771,61 +787,68 @@ impl SyncEngine {
                 None
             }
         };
-        // A two-stage pipeline with one page in flight each way, so memory stays flat:
-        // the next page is read, and the previous page's links and checkpoint are saved,
-        // while this page's files are written.
+        // A pipeline with one page in flight at each stage, so memory stays flat: the
+        // page after next is read, the next page is checked against the links and handed
+        // to the writers, while this page's files are still being written and the page
+        // before's links and checkpoint are saved. The writers never wait at a page
+        // boundary. A page's checkpoint is saved only once its files are all written.
         let mut users = Users::new();
         let mut next_page = Some(self.read_page(storage.project_id, progress.checkpoint_id));
+        let mut writing: Option<PageInFlight> = None;
         let mut saving: Option<JoinHandle<anyhow::Result<bool>>> = None;
-        loop {
+        let stopped = loop {
             if stop.is_cancelled() {
-                if let Some(saving) = saving {
-                    saving.await??;
-                }
-                return Ok(None);
+                break true;
             }
             let page = next_page.take().expect("a page is always requested").await??;
             let Some(last) = page.last().map(|(a, _)| a.id) else {
-                break;
+                break false;
             };
             next_page = Some(self.read_page(storage.project_id, last));
             let count = page.len() as i64;
-            let mut tally = Tally::default();
-            let written = if storage.fields.export_mode == "task" {
+            let work = if storage.fields.export_mode == "task" {
                 let tasks: BTreeSet<i64> = page.iter().map(|(a, _)| a.task_id).collect();
-                self.export_tasks(claim, storage, target, tasks, &mut users, &mut tally).await?;
-                Vec::new()
+                let mut tally = Tally::default();
+                self.export_tasks(claim, storage, target.as_ref(), tasks, &mut users, &mut tally).await?;
+                PageWork::Done(tally)
             } else {
-                let todo = self.unchanged_filter(storage, target, inventory.as_deref(), page).await?;
-                self.write_annotations(claim, storage, target, todo, &mut users, &mut tally).await?
+                let todo = self.unchanged_filter(storage, target.as_ref(), inventory.as_deref(), page).await?;
+                self.load_users(&mut users, todo.iter().filter_map(|(a, _)| a.completed_by)).await?;
+                let (engine, claim, storage, target) = (self.clone(), claim.clone(), storage.clone(), target.clone());
+                let mut page_users = users.clone();
+                PageWork::Writing(tokio::spawn(async move {
+                    let mut tally = Tally::default();
+                    let written = engine
+                        .write_annotations(&claim, &storage, target.as_ref(), todo, &mut page_users, &mut tally)
+                        .await?;
+                    Ok((tally, written))
+                }))
             };
-            tally.add_to(progress);
-            tally.observe(&storage.storage_type);
-            if let Some(cause) = tally.refused_everything() {
-                if let Some(saving) = saving.take() {
-                    saving.await??;
-                }
-                return Err(JobFailed(cause.to_owned()).into());
-            }
-            progress.processed += count;
-            progress.checkpoint_id = last;
-            if let Some(previous) = saving.take() {
-                if !previous.await?? {
-                    return Ok(None);
+            if let Some(previous) = writing.replace(PageInFlight { work, count, last }) {
+                let settled =
+                    self.settle_page(claim, job, &storage.storage_type, progress, &mut saving, previous).await;
+                if !matches!(settled, Ok(true)) {
+                    // Let the page just handed over finish before giving up (its
+                    // files are not recorded; the next sync finds them or writes them again).
+                    if let Some(PageInFlight { work: PageWork::Writing(handle), .. }) = writing.take() {
+                        let _ = handle.await;
+                    }
+                    return settled.map(|_| None);
                 }
             }
-            let (engine, job, snapshot, claim) = (self.clone(), job.clone(), progress.clone(), claim.clone());
-            saving = Some(tokio::spawn(async move {
-                if !engine.db.upsert_links(&claim.lease, &written).await? {
-                    return Ok(false);
-                }
-                engine.checkpoint(&claim, &job, &snapshot, snapshot.processed).await
-            }));
+        };
+        if let Some(last_page) = writing.take() {
+            if !self.settle_page(claim, job, &storage.storage_type, progress, &mut saving, last_page).await? {
+                return Ok(None);
+            }
         }
         if let Some(saving) = saving {
             if !saving.await?? {
                 return Ok(None);
             }
+        }
+        if stopped {
+            return Ok(None);
         }
         if storage.fields.can_delete_objects == Some(true) {
             let mut after = 0;
@@ -843,17 +866,57 @@ impl SyncEngine {
                     let task_keys: BTreeSet<String> = orphans.into_iter().map(|l| l.key).collect();
                     for key in task_keys {
                         if self.db.count_links_with_key(storage.id, &key).await? == 0 {
-                            delete_fenced(claim, target, &key, &mut tally).await?;
+                            delete_fenced(claim, target.as_ref(), &key, &mut tally).await?;
                         }
                     }
                 } else {
-                    self.delete_linked(claim, target, orphans, &mut tally).await?;
+                    self.delete_linked(claim, target.as_ref(), orphans, &mut tally).await?;
                 }
                 tally.add_to(progress);
                 tally.observe(&storage.storage_type);
             }
         }
         Ok(Some(job.start_seq))
+    }
+
+    /// Waits for a page's writes, counts them, and saves its links and checkpoint in
+    /// the background once the previous page's are saved. `false`: the lease is lost.
+    async fn settle_page(
+        &self,
+        claim: &Arc<Claim>,
+        job: &SyncJob,
+        storage_type: &str,
+        progress: &mut JobProgress,
+        saving: &mut Option<JoinHandle<anyhow::Result<bool>>>,
+        page: PageInFlight,
+    ) -> anyhow::Result<bool> {
+        let (tally, written) = match page.work {
+            PageWork::Done(tally) => (tally, Vec::new()),
+            PageWork::Writing(handle) => handle.await??,
+        };
+        tally.add_to(progress);
+        tally.observe(storage_type);
+        if let Some(cause) = tally.refused_everything() {
+            if let Some(saving) = saving.take() {
+                saving.await??;
+            }
+            return Err(JobFailed(cause.to_owned()).into());
+        }
+        progress.processed += page.count;
+        progress.checkpoint_id = page.last;
+        if let Some(previous) = saving.take() {
+            if !previous.await?? {
+                return Ok(false);
+            }
+        }
+        let (engine, job, snapshot, claim) = (self.clone(), job.clone(), progress.clone(), claim.clone());
+        *saving = Some(tokio::spawn(async move {
+            if !engine.db.upsert_links(&claim.lease, &written).await? {
+                return Ok(false);
+            }
+            engine.checkpoint(&claim, &job, &snapshot, snapshot.processed).await
+        }));
+        Ok(true)
     }
 
     /// Starts reading the page of annotations after `after` in the background.
