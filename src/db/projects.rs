@@ -101,13 +101,13 @@ pub struct ProjectFilter {
 const PROJECT_COLUMNS: &str = "p.id, p.organization_id, p.title, p.description, p.label_config, \
      p.expert_instruction, p.show_instruction, p.show_skip_button, p.enable_empty_annotation, \
      p.maximum_annotations, p.color, p.is_published, p.model_version, p.sampling, p.created_by, p.created_at, \
-     (SELECT COUNT(*) FROM tasks t WHERE t.project_id = p.id) AS task_number, \
+     p.task_count AS task_number, \
      (SELECT COUNT(*) FROM tasks t WHERE t.project_id = p.id AND t.total_annotations > 0) AS with_annotations, \
      (SELECT COUNT(*) FROM tasks t WHERE t.project_id = p.id AND t.is_labeled = 1) AS finished, \
-     (SELECT COUNT(*) FROM annotations a WHERE a.project_id = p.id AND a.was_cancelled = 0) AS total_annotations, \
-     (SELECT COUNT(*) FROM annotations a WHERE a.project_id = p.id AND a.was_cancelled = 1) AS skipped, \
+     p.annotation_count - p.cancelled_annotation_count AS total_annotations, \
+     p.cancelled_annotation_count AS skipped, \
      (SELECT COUNT(*) FROM annotations a WHERE a.project_id = p.id AND a.ground_truth = 1) AS ground_truth, \
-     (SELECT COUNT(*) FROM predictions r WHERE r.project_id = p.id) AS predictions";
+     p.prediction_count AS predictions";
 
 /// A project's kept totals (migrations 0008 and 0009), or a change to them. They are the
 /// sums of its tasks' counters, kept in the transactions that change those, so that the
