@@ -24,6 +24,7 @@ backend_tests!(
     a_page_size_over_1000_is_capped_at_1000,
     pages_with_fields_all_hold_every_task_once_with_exactly_its_annotations_and_predictions,
     the_totals_of_the_task_list_and_the_project_follow_every_kind_of_change,
+    the_totals_stay_exact_under_concurrent_changes_to_the_same_tasks,
 );
 
 fn keys(v: &Value) -> Vec<&str> {
@@ -651,4 +652,35 @@ async fn the_totals_of_the_task_list_and_the_project_follow_every_kind_of_change
     let list = json_of(app.get(&format!("/api/tasks/?project={project}")).await, StatusCode::OK).await;
     let totals = [&list["total"], &list["total_annotations"], &list["total_predictions"]];
     assert_eq!(totals, [&json!(3), &json!(0), &json!(1)], "b, c and d; two cancelled annotations; c's prediction");
+}
+
+async fn the_totals_stay_exact_under_concurrent_changes_to_the_same_tasks(app: TestApp) {
+    // Arrange: each kept total changes by a difference read under the task's lock, so
+    // writers of the same task (and an import of the same project) must not lose one.
+    let project = app.create_project("concurrent").await;
+    let tasks = app.import(project, &json!([{"text": "a"}, {"text": "b"}])).await;
+    let (app, tasks) = (&app, &tasks);
+    let writer = |i: usize| async move {
+        let a = app.annotate(tasks[i % 2], &json!({"result": []})).await["id"].as_i64().unwrap();
+        let r = app.patch(&format!("/api/annotations/{a}/"), &json!({"was_cancelled": true})).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        if i.is_multiple_of(2) {
+            let r = app.patch(&format!("/api/annotations/{a}/"), &json!({"was_cancelled": false})).await;
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+        if i.is_multiple_of(3) {
+            let r = app.delete(&format!("/api/annotations/{a}/")).await;
+            assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        }
+    };
+    let import = json!([{"data": {"text": "c"}, "annotations": [{"result": [], "was_cancelled": true}],
+                         "predictions": [{"result": []}]}]);
+
+    // Act
+    let writers = futures::future::join_all((0..12).map(writer));
+    let imports = futures::future::join_all((0..3).map(|_| app.import(project, &import)));
+    tokio::join!(writers, imports);
+
+    // Assert
+    assert_totals_are_counts(app, project, "concurrent annotation writes and imports").await;
 }
