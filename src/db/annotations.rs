@@ -1,9 +1,8 @@
 //! Annotations. Every create, update and delete writes a change-feed entry in the
 //! same transaction (see [`super::changes`]).
 
-use super::projects::add_to_annotation_count;
-use super::tasks::refresh_task_counters;
-use super::{flag, record_change, Backend, ChangeOp, Db, DbError, DbResult, JsonColumn, WriteTx};
+use super::tasks::{lock_task, refresh_task_counters};
+use super::{flag, record_change, ChangeOp, Db, DbError, DbResult, JsonColumn, WriteTx};
 use crate::time::{now_micros, Micros};
 use serde_json::Value;
 use sqlx::any::AnyRow;
@@ -126,7 +125,6 @@ impl Annotation {
 }
 
 pub(crate) async fn insert_annotation(
-    backend: Backend,
     tx: &mut WriteTx,
     project_id: i64,
     task_id: i64,
@@ -157,8 +155,6 @@ pub(crate) async fn insert_annotation(
     .bind(now)
     .fetch_one(&mut **tx)
     .await?;
-    record_change(backend, tx, project_id, task_id, id, ChangeOp::Upsert).await?;
-    add_to_annotation_count(tx, project_id, 1).await?;
     Ok(id)
 }
 
@@ -173,8 +169,10 @@ impl Db {
     ) -> DbResult<Annotation> {
         let task = self.task(organization_id, task_id).await?;
         let mut tx = self.write_tx().await?;
-        let id = insert_annotation(self.backend, &mut tx, task.project_id, task.id, user_id, a, now_micros()).await?;
-        refresh_task_counters(&mut tx, task.id, Some(user_id)).await?;
+        let locked = lock_task(&mut tx, task.id).await?;
+        let id = insert_annotation(&mut tx, task.project_id, task.id, user_id, a, now_micros()).await?;
+        refresh_task_counters(&mut tx, &locked, Some(user_id)).await?;
+        record_change(self.backend, &mut tx, task.project_id, task.id, id, ChangeOp::Upsert).await?;
         tx.commit().await?;
         self.annotation(organization_id, id).await
     }
@@ -239,6 +237,7 @@ impl Db {
     ) -> DbResult<Annotation> {
         let current = self.annotation(organization_id, id).await?;
         let mut tx = self.write_tx().await?;
+        let locked = lock_task(&mut tx, current.task_id).await?;
         let done = sqlx::query(
             "UPDATE annotations SET result = $1, was_cancelled = $2, ground_truth = $3, lead_time = $4, \
              completed_by = $5, updated_by = $6, import_id = $7, last_action = $8, bulk_created = $9, \
@@ -263,8 +262,8 @@ impl Db {
         if done.rows_affected() == 0 {
             return Err(DbError::NotFound);
         }
+        refresh_task_counters(&mut tx, &locked, Some(user_id)).await?;
         record_change(self.backend, &mut tx, current.project_id, current.task_id, id, ChangeOp::Upsert).await?;
-        refresh_task_counters(&mut tx, current.task_id, Some(user_id)).await?;
         tx.commit().await?;
         self.annotation(organization_id, id).await
     }
@@ -273,13 +272,13 @@ impl Db {
     pub async fn delete_annotation(&self, organization_id: i64, id: i64) -> DbResult<()> {
         let current = self.annotation(organization_id, id).await?;
         let mut tx = self.write_tx().await?;
+        let locked = lock_task(&mut tx, current.task_id).await?;
         let done = sqlx::query("DELETE FROM annotations WHERE id = $1").bind(id).execute(&mut *tx).await?;
         if done.rows_affected() == 0 {
             return Err(DbError::NotFound);
         }
+        refresh_task_counters(&mut tx, &locked, None).await?;
         record_change(self.backend, &mut tx, current.project_id, current.task_id, id, ChangeOp::Delete).await?;
-        add_to_annotation_count(&mut tx, current.project_id, -1).await?;
-        refresh_task_counters(&mut tx, current.task_id, None).await?;
         tx.commit().await?;
         Ok(())
     }

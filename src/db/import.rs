@@ -22,7 +22,7 @@
 //! staging tables, so a half-done import leaves nothing behind.
 
 use super::changes::{lock_change_feed, ChangeOp};
-use super::projects::add_to_annotation_count;
+use super::projects::{add_to_totals, Totals};
 use super::tasks::next_inner_ids;
 use super::{Backend, Db, DbResult, NullableF64};
 use crate::time::now_micros;
@@ -267,7 +267,14 @@ impl Db {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        add_to_annotation_count(&mut tx, project_id, annotations as i64).await?;
+        let cancelled = tasks.iter().flat_map(|t| &t.annotations).filter(|a| a.was_cancelled).count();
+        let totals = Totals {
+            tasks: count,
+            annotations: annotations as i64,
+            cancelled: cancelled as i64,
+            predictions: predictions as i64,
+        };
+        add_to_totals(&mut tx, project_id, totals).await?;
         if annotations > 0 {
             // Last, so that PostgreSQL's change-feed lock is held only until the commit.
             lock_change_feed(self.backend, &mut tx).await?;

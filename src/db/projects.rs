@@ -101,23 +101,60 @@ pub struct ProjectFilter {
 const PROJECT_COLUMNS: &str = "p.id, p.organization_id, p.title, p.description, p.label_config, \
      p.expert_instruction, p.show_instruction, p.show_skip_button, p.enable_empty_annotation, \
      p.maximum_annotations, p.color, p.is_published, p.model_version, p.sampling, p.created_by, p.created_at, \
-     (SELECT COUNT(*) FROM tasks t WHERE t.project_id = p.id) AS task_number, \
+     p.task_count AS task_number, \
      (SELECT COUNT(*) FROM tasks t WHERE t.project_id = p.id AND t.total_annotations > 0) AS with_annotations, \
      (SELECT COUNT(*) FROM tasks t WHERE t.project_id = p.id AND t.is_labeled = 1) AS finished, \
-     (SELECT COUNT(*) FROM annotations a WHERE a.project_id = p.id AND a.was_cancelled = 0) AS total_annotations, \
-     (SELECT COUNT(*) FROM annotations a WHERE a.project_id = p.id AND a.was_cancelled = 1) AS skipped, \
+     p.annotation_count - p.cancelled_annotation_count AS total_annotations, \
+     p.cancelled_annotation_count AS skipped, \
      (SELECT COUNT(*) FROM annotations a WHERE a.project_id = p.id AND a.ground_truth = 1) AS ground_truth, \
-     (SELECT COUNT(*) FROM predictions r WHERE r.project_id = p.id) AS predictions";
+     p.prediction_count AS predictions";
 
-/// Adds `delta` to a project's annotation count, in the transaction that creates or
-/// deletes those annotations (the count is read instead of counted: see migration 0008).
-pub(crate) async fn add_to_annotation_count(conn: &mut AnyConnection, project_id: i64, delta: i64) -> DbResult<()> {
-    if delta != 0 {
-        sqlx::query("UPDATE projects SET annotation_count = annotation_count + $2 WHERE id = $1")
-            .bind(project_id)
-            .bind(delta)
-            .execute(conn)
-            .await?;
+/// A project's kept totals (migrations 0008 and 0009), or a change to them. They are the
+/// sums of its tasks' counters, kept in the transactions that change those, so that the
+/// task list's totals and a sync's total are one row read, not counts over the project.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Totals {
+    /// Tasks.
+    pub tasks: i64,
+    /// Annotations, cancelled ones included.
+    pub annotations: i64,
+    /// Cancelled annotations.
+    pub cancelled: i64,
+    /// Predictions.
+    pub predictions: i64,
+}
+
+impl std::ops::Sub for Totals {
+    type Output = Totals;
+
+    fn sub(self, other: Totals) -> Totals {
+        Totals {
+            tasks: self.tasks - other.tasks,
+            annotations: self.annotations - other.annotations,
+            cancelled: self.cancelled - other.cancelled,
+            predictions: self.predictions - other.predictions,
+        }
+    }
+}
+
+/// Adds `delta` to a project's totals, in the transaction that makes the change. Comes
+/// after every task and annotation row lock of that transaction: on PostgreSQL, rows are
+/// locked in the order task, annotations, project (then the change feed), so that two
+/// writers never wait for each other.
+pub(crate) async fn add_to_totals(conn: &mut AnyConnection, project_id: i64, delta: Totals) -> DbResult<()> {
+    if delta != Totals::default() {
+        sqlx::query(
+            "UPDATE projects SET task_count = task_count + $2, annotation_count = annotation_count + $3, \
+             cancelled_annotation_count = cancelled_annotation_count + $4, prediction_count = prediction_count + $5 \
+             WHERE id = $1",
+        )
+        .bind(project_id)
+        .bind(delta.tasks)
+        .bind(delta.annotations)
+        .bind(delta.cancelled)
+        .bind(delta.predictions)
+        .execute(conn)
+        .await?;
     }
     Ok(())
 }

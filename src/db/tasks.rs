@@ -1,6 +1,6 @@
 //! Tasks and predictions, scoped to an organization through their project.
 
-use super::projects::add_to_annotation_count;
+use super::projects::{add_to_totals, Totals};
 use super::{flag, json_col, record_change, ChangeOp, Db, DbError, DbResult, JsonColumn, WriteTx};
 use crate::time::{now_micros, Micros};
 use serde_json::Value;
@@ -108,27 +108,71 @@ impl Prediction {
     }
 }
 
-/// Recomputes a task's annotation counters after its annotations changed.
 /// `SET` list recomputing a task's counters from its annotations and predictions.
 const COUNTERS_SET: &str =
     "total_annotations = (SELECT COUNT(*) FROM annotations a WHERE a.task_id = tasks.id AND a.was_cancelled = 0), \
      cancelled_annotations = (SELECT COUNT(*) FROM annotations a WHERE a.task_id = tasks.id AND a.was_cancelled = 1), \
      total_predictions = (SELECT COUNT(*) FROM predictions r WHERE r.task_id = tasks.id)";
 
+/// `RETURNING` list of a task's part of its project's [`Totals`] (see [`task_totals_of`]).
+const TOTALS_RETURNING: &str = "RETURNING project_id, total_annotations, cancelled_annotations, total_predictions";
+
 /// `SET` clause deriving `is_labeled` from the (already refreshed) counters.
 const IS_LABELED_SET: &str = "is_labeled = CASE WHEN total_annotations >= overlap THEN 1 ELSE 0 END";
 
-pub(crate) async fn refresh_task_counters(tx: &mut WriteTx, task_id: i64, updated_by: Option<i64>) -> DbResult<()> {
-    sqlx::query(&format!(
-        "UPDATE tasks SET {COUNTERS_SET}, updated_by = COALESCE($2, updated_by), updated_at = $3 WHERE id = $1"
+/// A task's project and its part of that project's totals, from a [`TOTALS_RETURNING`] row.
+fn task_totals_of(row: &AnyRow) -> (i64, Totals) {
+    let cancelled: i64 = row.get("cancelled_annotations");
+    let totals = Totals {
+        tasks: 1,
+        annotations: row.get::<i64, _>("total_annotations") + cancelled,
+        cancelled,
+        predictions: row.get("total_predictions"),
+    };
+    (row.get("project_id"), totals)
+}
+
+/// The counters of a task whose annotations a transaction is about to change, read
+/// under the task's row lock; hand them to [`refresh_task_counters`] after the change.
+#[derive(Debug)]
+pub(crate) struct LockedTask {
+    id: i64,
+    project_id: i64,
+    before: Totals,
+}
+
+/// Locks a task's row and reads its counters: the first statement on the task of a
+/// transaction that changes its annotations. On PostgreSQL a concurrent change to the
+/// same task then commits before this one counts, so the counters' difference is this
+/// transaction's own (see [`add_to_totals`] for the lock order).
+pub(crate) async fn lock_task(tx: &mut WriteTx, task_id: i64) -> DbResult<LockedTask> {
+    let row = sqlx::query(&format!("UPDATE tasks SET updated_at = updated_at WHERE id = $1 {TOTALS_RETURNING}"))
+        .bind(task_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    let (project_id, before) = task_totals_of(&row);
+    Ok(LockedTask { id: task_id, project_id, before })
+}
+
+/// Recomputes a task's counters after its annotations changed, and adds their change
+/// to its project's totals.
+pub(crate) async fn refresh_task_counters(
+    tx: &mut WriteTx,
+    task: &LockedTask,
+    updated_by: Option<i64>,
+) -> DbResult<()> {
+    let row = sqlx::query(&format!(
+        "UPDATE tasks SET {COUNTERS_SET}, updated_by = COALESCE($2, updated_by), updated_at = $3 WHERE id = $1 \
+         {TOTALS_RETURNING}"
     ))
-    .bind(task_id)
+    .bind(task.id)
     .bind(updated_by)
     .bind(now_micros())
-    .execute(&mut **tx)
+    .fetch_one(&mut **tx)
     .await?;
-    sqlx::query(&format!("UPDATE tasks SET {IS_LABELED_SET} WHERE id = $1")).bind(task_id).execute(&mut **tx).await?;
-    Ok(())
+    sqlx::query(&format!("UPDATE tasks SET {IS_LABELED_SET} WHERE id = $1")).bind(task.id).execute(&mut **tx).await?;
+    let (_, after) = task_totals_of(&row);
+    add_to_totals(tx, task.project_id, after - task.before).await
 }
 
 /// Reserves `n` consecutive `inner_id`s of a project; returns the first.
@@ -169,6 +213,7 @@ impl Db {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
+        add_to_totals(&mut tx, project_id, Totals { tasks: 1, ..Totals::default() }).await?;
         tx.commit().await?;
         self.task(organization_id, id).await
     }
@@ -186,19 +231,17 @@ impl Db {
         Ok(Task::from_row(&row))
     }
 
-    /// Task count, non-cancelled annotation count and prediction count of a project,
-    /// each counted in an index (`tasks_project`, `annotations_project_cancelled`,
-    /// `predictions_project`) without reading rows.
+    /// Task count, non-cancelled annotation count and prediction count of a project:
+    /// one row read, whatever the project's size (see [`Totals`]).
     pub async fn task_totals(&self, project_id: i64) -> DbResult<(i64, i64, i64)> {
         let row = sqlx::query(
-            "SELECT (SELECT COUNT(*) FROM tasks WHERE project_id = $1) AS tasks, \
-             (SELECT COUNT(*) FROM annotations WHERE project_id = $1 AND was_cancelled = 0) AS annotations, \
-             (SELECT COUNT(*) FROM predictions WHERE project_id = $1) AS predictions",
+            "SELECT task_count, annotation_count - cancelled_annotation_count AS annotations, prediction_count \
+             FROM projects WHERE id = $1",
         )
         .bind(project_id)
         .fetch_one(&self.pool)
         .await?;
-        Ok((row.get("tasks"), row.get("annotations"), row.get("predictions")))
+        Ok((row.get("task_count"), row.get("annotations"), row.get("prediction_count")))
     }
 
     /// One page of a project's tasks, by id. The page's ids are found in the
@@ -228,6 +271,7 @@ impl Db {
     ) -> DbResult<Task> {
         let task = self.task(organization_id, id).await?;
         let mut tx = self.write_tx().await?;
+        let locked = lock_task(&mut tx, task.id).await?;
         sqlx::query(
             "UPDATE tasks SET data = $1, meta = $2, overlap = $3, updated_by = $4, updated_at = $5 WHERE id = $6",
         )
@@ -239,7 +283,7 @@ impl Db {
         .bind(task.id)
         .execute(&mut *tx)
         .await?;
-        refresh_task_counters(&mut tx, task.id, None).await?;
+        refresh_task_counters(&mut tx, &locked, None).await?;
         tx.commit().await?;
         self.task(organization_id, id).await
     }
@@ -249,15 +293,18 @@ impl Db {
     pub async fn delete_task(&self, organization_id: i64, id: i64) -> DbResult<()> {
         let task = self.task(organization_id, id).await?;
         let mut tx = self.write_tx().await?;
+        // Locked first, so that on PostgreSQL no annotation is added to it unseen.
+        let locked = lock_task(&mut tx, task.id).await?;
         let annotation_ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM annotations WHERE task_id = $1 ORDER BY id")
             .bind(task.id)
             .fetch_all(&mut *tx)
             .await?;
-        add_to_annotation_count(&mut tx, task.project_id, -(annotation_ids.len() as i64)).await?;
+        sqlx::query("DELETE FROM tasks WHERE id = $1").bind(task.id).execute(&mut *tx).await?;
+        // Its annotations and predictions went by cascade, so its counters leave the totals.
+        add_to_totals(&mut tx, locked.project_id, Totals::default() - locked.before).await?;
         for annotation_id in annotation_ids {
             record_change(self.backend, &mut tx, task.project_id, task.id, annotation_id, ChangeOp::Delete).await?;
         }
-        sqlx::query("DELETE FROM tasks WHERE id = $1").bind(task.id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }

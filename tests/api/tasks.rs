@@ -23,6 +23,8 @@ backend_tests!(
     every_task_path_works_with_and_without_its_trailing_slash,
     a_page_size_over_1000_is_capped_at_1000,
     pages_with_fields_all_hold_every_task_once_with_exactly_its_annotations_and_predictions,
+    the_totals_of_the_task_list_and_the_project_follow_every_kind_of_change,
+    the_totals_stay_exact_under_concurrent_changes_to_the_same_tasks,
 );
 
 fn keys(v: &Value) -> Vec<&str> {
@@ -569,4 +571,116 @@ async fn every_task_path_works_with_and_without_its_trailing_slash(app: TestApp)
         let r = app.req(method.clone(), &path).json(&body).send().await.unwrap();
         assert_eq!(r.status(), status, "{method} {path}: {:?}", r.text().await);
     }
+}
+
+/// Asserts that the task list's totals and the project's counters, which are kept (not
+/// counted per request), equal what a fresh count over the project gives.
+async fn assert_totals_are_counts(app: &TestApp, project: i64, after: &str) {
+    let count = |sql: &'static str| async move {
+        let n: i64 = sqlx::query_scalar(sql).bind(project).fetch_one(app.state.db.pool()).await.unwrap();
+        n
+    };
+    let tasks = count("SELECT COUNT(*) FROM tasks WHERE project_id = $1").await;
+    let annotations = count("SELECT COUNT(*) FROM annotations WHERE project_id = $1 AND was_cancelled = 0").await;
+    let cancelled = count("SELECT COUNT(*) FROM annotations WHERE project_id = $1 AND was_cancelled = 1").await;
+    let predictions = count("SELECT COUNT(*) FROM predictions WHERE project_id = $1").await;
+    let list = json_of(app.get(&format!("/api/tasks/?project={project}")).await, StatusCode::OK).await;
+    let p = json_of(app.get(&format!("/api/projects/{project}/")).await, StatusCode::OK).await;
+    let got = [
+        &list["total"],
+        &list["total_annotations"],
+        &list["total_predictions"],
+        &p["task_number"],
+        &p["total_annotations_number"],
+        &p["skipped_annotations_number"],
+        &p["total_predictions_number"],
+    ];
+    let want = [tasks, annotations, predictions, tasks, annotations, cancelled, predictions];
+    assert_eq!(got, want.map(Value::from).each_ref(), "after {after}: list and project totals against counts");
+}
+
+async fn the_totals_of_the_task_list_and_the_project_follow_every_kind_of_change(app: TestApp) {
+    // Arrange: a project and another one, both with cancelled annotations and predictions
+    let import = json!([
+        {"data": {"text": "a"}, "annotations": [{"result": []}, {"result": [], "was_cancelled": true}],
+         "predictions": [{"result": []}, {"result": []}]},
+        {"data": {"text": "b"}, "annotations": [{"result": [], "was_cancelled": true}]},
+        {"data": {"text": "c"}, "predictions": [{"result": []}]},
+    ]);
+    let project = app.create_project("totals").await;
+    let other = app.create_project("other").await;
+    let tasks = app.import(project, &import).await;
+    assert_totals_are_counts(&app, project, "an import").await;
+    let other_tasks = app.import(other, &import).await;
+    assert_totals_are_counts(&app, project, "another project's import").await;
+    assert_totals_are_counts(&app, other, "the other project's import").await;
+
+    // Act and assert, one kind of change at a time
+    let a = app.annotate(tasks[2], &json!({"result": []})).await["id"].as_i64().unwrap();
+    assert_totals_are_counts(&app, project, "an annotation created").await;
+    app.annotate(tasks[2], &json!({"result": [], "was_cancelled": true})).await;
+    assert_totals_are_counts(&app, project, "a cancelled annotation created").await;
+    let app = &app;
+    let patch = |cancelled: bool| async move {
+        let r = app.patch(&format!("/api/annotations/{a}/"), &json!({"was_cancelled": cancelled})).await;
+        json_of(r, StatusCode::OK).await
+    };
+    patch(true).await;
+    assert_totals_are_counts(app, project, "an annotation patched to cancelled").await;
+    patch(true).await;
+    assert_totals_are_counts(app, project, "a cancelled annotation patched to cancelled again").await;
+    patch(false).await;
+    assert_totals_are_counts(app, project, "an annotation patched back").await;
+    let r = app.delete(&format!("/api/annotations/{a}/")).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_totals_are_counts(app, project, "an annotation deleted").await;
+    let r = app.post("/api/tasks/", &json!({"project": project, "data": {"text": "d"}})).await;
+    json_of(r, StatusCode::CREATED).await;
+    assert_totals_are_counts(app, project, "a task created").await;
+    json_of(app.patch(&format!("/api/tasks/{}/", tasks[1]), &json!({"overlap": 2})).await, StatusCode::OK).await;
+    assert_totals_are_counts(app, project, "a task patched").await;
+    let r = app.delete(&format!("/api/tasks/{}/", tasks[0])).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_totals_are_counts(app, project, "a task with annotations (one cancelled) and predictions deleted").await;
+    app.annotate(other_tasks[1], &json!({"result": []})).await;
+    let r = app.delete(&format!("/api/tasks/{}/", other_tasks[0])).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_totals_are_counts(app, other, "the other project's annotation and task changes").await;
+    let r = app.delete(&format!("/api/projects/{other}/")).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_totals_are_counts(app, project, "another project's changes and deletion").await;
+    let list = json_of(app.get(&format!("/api/tasks/?project={project}")).await, StatusCode::OK).await;
+    let totals = [&list["total"], &list["total_annotations"], &list["total_predictions"]];
+    assert_eq!(totals, [&json!(3), &json!(0), &json!(1)], "b, c and d; two cancelled annotations; c's prediction");
+}
+
+async fn the_totals_stay_exact_under_concurrent_changes_to_the_same_tasks(app: TestApp) {
+    // Arrange: each kept total changes by a difference read under the task's lock, so
+    // writers of the same task (and an import of the same project) must not lose one.
+    let project = app.create_project("concurrent").await;
+    let tasks = app.import(project, &json!([{"text": "a"}, {"text": "b"}])).await;
+    let (app, tasks) = (&app, &tasks);
+    let writer = |i: usize| async move {
+        let a = app.annotate(tasks[i % 2], &json!({"result": []})).await["id"].as_i64().unwrap();
+        let r = app.patch(&format!("/api/annotations/{a}/"), &json!({"was_cancelled": true})).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        if i.is_multiple_of(2) {
+            let r = app.patch(&format!("/api/annotations/{a}/"), &json!({"was_cancelled": false})).await;
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+        if i.is_multiple_of(3) {
+            let r = app.delete(&format!("/api/annotations/{a}/")).await;
+            assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        }
+    };
+    let import = json!([{"data": {"text": "c"}, "annotations": [{"result": [], "was_cancelled": true}],
+                         "predictions": [{"result": []}]}]);
+
+    // Act
+    let writers = futures::future::join_all((0..12).map(writer));
+    let imports = futures::future::join_all((0..3).map(|_| app.import(project, &import)));
+    tokio::join!(writers, imports);
+
+    // Assert
+    assert_totals_are_counts(app, project, "concurrent annotation writes and imports").await;
 }
