@@ -24,11 +24,11 @@
 use super::changes::{lock_change_feed, ChangeOp};
 use super::projects::{add_to_totals, Totals};
 use super::tasks::next_inner_ids;
-use super::{Backend, Db, DbResult, NullableF64};
+use super::{Db, DbResult, NullableF64};
 use crate::time::now_micros;
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
-use sqlx::{Any, AnyConnection, Connection, Row};
+use sqlx::{Any, AnyConnection, Row};
 
 /// A task to import, with its annotations and predictions. JSON values are kept as
 /// compact JSON text, the form they are stored in, so that an import never holds a
@@ -222,11 +222,8 @@ impl Db {
         stage_import(self.backend, &mut conn, user_id, tasks).await?;
         let count = tasks.len() as i64;
         let now = now_micros();
-        let begin = match self.backend {
-            Backend::Sqlite => "BEGIN IMMEDIATE",
-            Backend::Postgres => "BEGIN",
-        };
-        let mut tx = conn.begin_with(begin).await?;
+        // Only now, staged, does the import wait for its turn to write.
+        let mut tx = self.write_tx_on(&mut conn).await?;
         let first = next_inner_ids(&mut tx, project_id, count).await?;
         let last = first + count - 1;
         sqlx::query(

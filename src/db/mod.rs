@@ -21,6 +21,7 @@ mod sessions;
 mod storages;
 mod tasks;
 mod users;
+mod write_tx;
 
 pub use annotations::*;
 pub use changes::*;
@@ -32,9 +33,10 @@ pub use projects::*;
 pub use storages::*;
 pub use tasks::*;
 pub use users::*;
+pub use write_tx::{WriteQueueTimedOut, WriteTransaction, WriteTx};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use sqlx::{Any, AnyPool, Executor, Row};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,9 +66,13 @@ impl From<sqlx::Error> for DbError {
 
 /// Whether `e` says that the database is busy with another writer and the statement
 /// may succeed if tried again later: SQLite's `SQLITE_BUSY` / `SQLITE_LOCKED` (after
-/// [`BUSY_TIMEOUT`] of waiting), PostgreSQL's `lock_not_available`, or no pooled
+/// [`BUSY_TIMEOUT`] of waiting), no turn to write in this process within that time
+/// ([`WriteQueueTimedOut`]), PostgreSQL's `lock_not_available`, or no pooled
 /// connection becoming free in time.
 pub fn is_busy(e: &anyhow::Error) -> bool {
+    if e.chain().any(|cause| cause.is::<WriteQueueTimedOut>()) {
+        return true;
+    }
     e.chain().filter_map(|cause| cause.downcast_ref::<sqlx::Error>()).any(|e| match e {
         sqlx::Error::PoolTimedOut => true,
         sqlx::Error::Database(d) => {
@@ -87,7 +93,8 @@ const SQLITE_LOCKED: i64 = 6;
 const PG_LOCK_NOT_AVAILABLE: &str = "55P03";
 
 /// How long a SQLite statement waits for another connection's write lock before it
-/// fails with `SQLITE_BUSY` (answered 503 with `Retry-After`). Writers hold the lock
+/// fails with `SQLITE_BUSY` (answered 503 with `Retry-After`), and a writer for its
+/// turn among this process's writers (see [`WriteTx`]). Writers hold the lock
 /// for short transactions only (a large import stages its rows first, see
 /// [`Db::import_tasks`]), so a wait this long means the database is overloaded.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -120,11 +127,9 @@ pub struct Db {
     /// The URL connected to (holds the password: never log it); the new-work
     /// listener opens its own connection with it.
     url: Arc<str>,
+    /// This process's SQLite writers wait here for their turn (see [`WriteTx`]).
+    writers: Option<Arc<tokio::sync::Semaphore>>,
 }
-
-/// A write transaction. On SQLite it is started with `BEGIN IMMEDIATE` so that two
-/// writers never deadlock on a read-to-write lock upgrade.
-pub type WriteTx = Transaction<'static, Any>;
 
 impl Db {
     /// Connects to `url` (`sqlite://…` or `postgres://…`), creating a SQLite file if
@@ -176,7 +181,7 @@ impl Db {
             .connect(&url)
             .await
             .context("Failed to connect to the database")?;
-        let db = Db { pool, backend, secrets: None, url: url.into() };
+        let db = Db { pool, backend, secrets: None, url: url.into(), writers: write_tx::writer_queue(backend) };
         db.migrate().await.context("Failed to run database migrations")?;
         Ok(db)
     }
@@ -241,14 +246,6 @@ impl Db {
     /// The underlying pool, for reads that need no transaction.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
-    }
-
-    /// Starts a write transaction.
-    pub async fn write_tx(&self) -> DbResult<WriteTx> {
-        Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
-        })
     }
 
     /// Checks that the database answers.
@@ -349,13 +346,15 @@ impl<'q> sqlx::Encode<'q, Any> for NullableF64 {
 
 #[cfg(test)]
 mod tests {
-    use super::is_busy;
+    use super::{is_busy, WriteQueueTimedOut};
     use anyhow::Context;
 
     #[test]
     fn a_pool_timeout_is_busy_even_under_context_and_a_missing_row_is_not() {
         let timed_out: anyhow::Result<()> = Err(sqlx::Error::PoolTimedOut.into());
         assert!(is_busy(&timed_out.context("Failed to create a project").unwrap_err()));
+        let no_turn: anyhow::Result<()> = Err(WriteQueueTimedOut.into());
+        assert!(is_busy(&no_turn.context("Failed to create a project").unwrap_err()));
         assert!(!is_busy(&sqlx::Error::RowNotFound.into()));
         assert!(!is_busy(&anyhow::anyhow!("database is locked, said someone")));
     }
