@@ -24,7 +24,7 @@
 use super::changes::{lock_change_feed, ChangeOp};
 use super::projects::{add_to_totals, Totals};
 use super::tasks::next_inner_ids;
-use super::{Db, DbResult, NullableF64};
+use super::{Backend, Db, DbResult, NullableF64};
 use crate::time::now_micros;
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
