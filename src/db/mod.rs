@@ -67,8 +67,8 @@ impl From<sqlx::Error> for DbError {
 /// Whether `e` says that the database is busy with another writer and the statement
 /// may succeed if tried again later: SQLite's `SQLITE_BUSY` / `SQLITE_LOCKED` (after
 /// [`BUSY_TIMEOUT`] of waiting), no turn to write in this process within that time
-/// ([`WriteQueueTimedOut`]), PostgreSQL's `lock_not_available`, or no pooled
-/// connection becoming free in time.
+/// ([`WriteQueueTimedOut`]), PostgreSQL's lock timeout, deadlock or serialization
+/// failure ([`pg_code_is_busy`]), or no pooled connection becoming free in time.
 pub fn is_busy(e: &anyhow::Error) -> bool {
     if e.chain().any(|cause| cause.is::<WriteQueueTimedOut>()) {
         return true;
@@ -81,7 +81,7 @@ pub fn is_busy(e: &anyhow::Error) -> bool {
                 let code = sqlx::error::DatabaseError::code(sqlite).and_then(|c| c.parse::<i64>().ok()).unwrap_or(0);
                 matches!(code & 0xff, SQLITE_BUSY | SQLITE_LOCKED)
             } else {
-                d.code().as_deref() == Some(PG_LOCK_NOT_AVAILABLE)
+                d.code().is_some_and(|code| pg_code_is_busy(&code))
             }
         }
         _ => false,
@@ -90,7 +90,14 @@ pub fn is_busy(e: &anyhow::Error) -> bool {
 
 const SQLITE_BUSY: i64 = 5;
 const SQLITE_LOCKED: i64 = 6;
-const PG_LOCK_NOT_AVAILABLE: &str = "55P03";
+
+/// PostgreSQL errors after which the same request succeeds when retried: a lock not
+/// available in time (`55P03`), and a transaction the server aborted to break a lock
+/// cycle (`40P01`, e.g. a project deleted while its annotations are written) or a
+/// serialization conflict (`40001`). Answered 503 with `Retry-After`, not 500.
+fn pg_code_is_busy(code: &str) -> bool {
+    matches!(code, "55P03" | "40P01" | "40001")
+}
 
 /// How long a SQLite statement waits for another connection's write lock before it
 /// fails with `SQLITE_BUSY` (answered 503 with `Retry-After`), and a writer for its
@@ -346,8 +353,18 @@ impl<'q> sqlx::Encode<'q, Any> for NullableF64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_busy, WriteQueueTimedOut};
+    use super::{is_busy, pg_code_is_busy, WriteQueueTimedOut};
     use anyhow::Context;
+
+    #[test]
+    fn postgres_lock_timeouts_deadlocks_and_serialization_failures_are_busy_and_other_errors_are_not() {
+        for code in ["55P03", "40P01", "40001"] {
+            assert!(pg_code_is_busy(code), "{code}");
+        }
+        for code in ["23505", "23503", "42P01", "57014"] {
+            assert!(!pg_code_is_busy(code), "{code}");
+        }
+    }
 
     #[test]
     fn a_pool_timeout_is_busy_even_under_context_and_a_missing_row_is_not() {
