@@ -80,21 +80,23 @@ impl Db {
     /// process's turn to write (SQLite).
     pub async fn write_tx(&self) -> DbResult<WriteTx> {
         let turn = self.turn_to_write().await?;
-        let tx = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
-        };
+        let tx = self.pool.begin_with(self.begin_write()).await?;
         Ok(WriteTransaction { tx, _turn: turn })
     }
 
     /// Starts a write transaction on `conn`, as [`Db::write_tx`] does on the pool.
     pub(super) async fn write_tx_on<'c>(&self, conn: &'c mut AnyConnection) -> DbResult<WriteTransaction<'c>> {
         let turn = self.turn_to_write().await?;
-        let tx = match self.backend {
-            Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => conn.begin().await?,
-        };
+        let tx = conn.begin_with(self.begin_write()).await?;
         Ok(WriteTransaction { tx, _turn: turn })
+    }
+
+    /// The statement that opens a write transaction on this backend.
+    fn begin_write(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        }
     }
 
     /// Waits for this process's turn to write, if it has a queue of writers.
