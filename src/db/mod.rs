@@ -275,9 +275,11 @@ pub(crate) fn flag(row: &AnyRow, col: &str) -> bool {
 /// How a JSON column is held once read: parsed into a [`serde_json::Value`] where the
 /// API looks inside it, or kept as its stored text ([`JsonText`]) where it is only
 /// written out again, as in export documents.
-pub trait JsonColumn: serde::Serialize + Sized {
+pub trait JsonColumn: Sized {
     /// Reads column `col` of `row`.
     fn read(row: &AnyRow, col: &str) -> Self;
+    /// The JSON text (as stored, or serialised from the value).
+    fn json_text(&self) -> std::borrow::Cow<'_, str>;
     /// The parsed value, `null` for text that is not JSON (as [`json_col`] reads it).
     fn to_value(&self) -> std::borrow::Cow<'_, serde_json::Value>;
 }
@@ -286,15 +288,16 @@ impl JsonColumn for serde_json::Value {
     fn read(row: &AnyRow, col: &str) -> Self {
         json_col(row, col)
     }
+    fn json_text(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Owned(self.to_string())
+    }
     fn to_value(&self) -> std::borrow::Cow<'_, serde_json::Value> {
         std::borrow::Cow::Borrowed(self)
     }
 }
 
-/// A JSON column's stored text. Serialising it streams the text through the
-/// serializer (`serde_transcode`): the same output as parsing it into a `Value` and
-/// serialising that, without building the tree. Text that is not valid JSON makes
-/// serialisation fail; writers then fall back to [`JsonColumn::to_value`].
+/// A JSON column's stored text, for export documents, which copy it into their own
+/// style without building a tree (`sync::restyle`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JsonText(pub String);
 
@@ -302,17 +305,11 @@ impl JsonColumn for JsonText {
     fn read(row: &AnyRow, col: &str) -> Self {
         JsonText(row.get(col))
     }
+    fn json_text(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Borrowed(&self.0)
+    }
     fn to_value(&self) -> std::borrow::Cow<'_, serde_json::Value> {
         std::borrow::Cow::Owned(parse_or_null(&self.0))
-    }
-}
-
-impl serde::Serialize for JsonText {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut source = serde_json::Deserializer::from_str(&self.0);
-        let out = serde_transcode::transcode(&mut source, s)?;
-        source.end().map_err(serde::ser::Error::custom)?;
-        Ok(out)
     }
 }
 

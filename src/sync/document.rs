@@ -3,9 +3,10 @@
 //! files indented by 2 spaces (`json.dumps(doc, indent=2)`), cloud objects compact
 //! with Python's separators (`json.dumps(doc)`: `", "` and `": "`).
 
+use super::restyle::Writer;
 use crate::db::{Annotation, JsonColumn, Task, User};
 pub use crate::storage::spec::DocumentStyle;
-use crate::time::{iso, iso_opt, iso_stamp, now_micros, timesince, Stamp};
+use crate::time::{iso, iso_opt, iso_stamp, now_micros, timesince};
 use serde_json::ser::{Formatter, PrettyFormatter};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -14,128 +15,128 @@ use std::io;
 /// Users by id, for `completed_by` and `created_username`.
 pub type Users = HashMap<i64, User>;
 
-/// The annotation-mode document (contract §5.3), serialised straight from the rows to
-/// bytes: no `Value` tree, which would clone the task data and the result per document.
-/// JSON held as stored text ([`JsonText`](crate::db::JsonText)) is streamed through;
-/// should a stored text not be JSON, the document is rendered again with it as `null`,
-/// as the API reads it.
+/// The annotation-mode document (contract §5.3), written straight from the rows to
+/// bytes ([`restyle::Writer`]): no `Value` tree and no serde round trip of the stored
+/// JSON. A JSON column whose text is not JSON is written as `null`, as the API reads it.
 pub fn annotation_document_bytes<J: JsonColumn>(
     a: &Annotation<J>,
-    task: &Task<J>,
+    t: &Task<J>,
     users: &Users,
     style: DocumentStyle,
 ) -> Vec<u8> {
-    let doc = AnnotationDoc { a, t: task, users, now: now_micros(), lenient: false };
-    try_to_bytes_styled(&doc, style).unwrap_or_else(|_| to_bytes_styled(&AnnotationDoc { lenient: true, ..doc }, style))
-}
-
-struct AnnotationDoc<'a, J> {
-    a: &'a Annotation<J>,
-    t: &'a Task<J>,
-    users: &'a Users,
-    now: crate::time::Micros,
-    /// Serialise JSON columns through their parsed value (`null` if unparsable).
-    lenient: bool,
-}
-
-impl<J> Clone for AnnotationDoc<'_, J> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<J> Copy for AnnotationDoc<'_, J> {}
-
-/// A JSON column in a document: streamed as it is held, or, when `lenient`, as its
-/// parsed value.
-struct Json<'a, J>(&'a J, bool);
-
-impl<J: JsonColumn> serde::Serialize for Json<'_, J> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.1 {
-            self.0.to_value().serialize(s)
-        } else {
-            self.0.serialize(s)
+    let author = a.completed_by.and_then(|id| users.get(&id));
+    let mut out = Vec::with_capacity(2048);
+    let mut w = Writer::new(&mut out, style);
+    w.open();
+    w.key("id");
+    w.int(a.id);
+    w.key("result");
+    w.json_text(&a.result.json_text());
+    w.key("created_username");
+    w.str(&crate::api::users::created_username(author));
+    w.key("created_ago");
+    w.str(&timesince(a.created_at, now_micros()));
+    w.key("completed_by");
+    match author {
+        Some(u) => {
+            w.open();
+            w.key("id");
+            w.int(u.id);
+            w.key("first_name");
+            w.str(&u.first_name);
+            w.key("last_name");
+            w.str(&u.last_name);
+            w.key("email");
+            w.str(&u.email);
+            w.close();
         }
+        None => w.null(),
     }
+    w.key("task");
+    nested_task(&mut w, t);
+    w.key("was_cancelled");
+    w.bool(a.was_cancelled);
+    w.key("ground_truth");
+    w.bool(a.ground_truth);
+    w.key("created_at");
+    stamp(&mut w, Some(a.created_at));
+    w.key("updated_at");
+    stamp(&mut w, Some(a.updated_at));
+    w.key("draft_created_at");
+    stamp(&mut w, a.draft_created_at);
+    w.key("lead_time");
+    w.opt_float(a.lead_time);
+    w.key("import_id");
+    w.opt_int(a.import_id);
+    w.key("last_action");
+    w.opt_str(a.last_action.as_deref());
+    w.key("bulk_created");
+    w.bool(a.bulk_created);
+    w.key("project");
+    w.int(a.project_id);
+    w.key("updated_by");
+    w.opt_int(a.updated_by);
+    w.key("parent_prediction");
+    w.opt_int(a.parent_prediction);
+    w.key("parent_annotation");
+    w.opt_int(a.parent_annotation);
+    w.key("last_created_by");
+    w.opt_int(a.last_created_by);
+    w.close();
+    out
 }
 
-struct CompletedBy<'a>(Option<&'a User>);
-
-struct NestedTask<'a, J>(&'a Task<J>, bool);
-
-fn iso_or_null(us: Option<crate::time::Micros>) -> Option<Stamp> {
-    us.map(iso_stamp)
+/// The task as nested in an annotation document.
+fn nested_task<J: JsonColumn>(w: &mut Writer<'_>, t: &Task<J>) {
+    w.open();
+    w.key("id");
+    w.int(t.id);
+    w.key("data");
+    w.json_text(&t.data.json_text());
+    w.key("meta");
+    w.json_text(&t.meta.json_text());
+    w.key("created_at");
+    stamp(w, Some(t.created_at));
+    w.key("updated_at");
+    stamp(w, Some(t.updated_at));
+    w.key("is_labeled");
+    w.bool(t.is_labeled);
+    w.key("allow_skip");
+    w.bool(true);
+    w.key("overlap");
+    w.int(t.overlap);
+    w.key("inner_id");
+    w.int(t.inner_id);
+    w.key("total_annotations");
+    w.int(t.total_annotations);
+    w.key("cancelled_annotations");
+    w.int(t.cancelled_annotations);
+    w.key("total_predictions");
+    w.int(t.total_predictions);
+    w.key("precomputed_agreement");
+    w.null();
+    w.key("comment_count");
+    w.int(0);
+    w.key("unresolved_comment_count");
+    w.int(0);
+    w.key("last_comment_updated_at");
+    w.null();
+    w.key("project");
+    w.int(t.project_id);
+    w.key("updated_by");
+    w.opt_int(t.updated_by);
+    w.key("file_upload");
+    w.null();
+    w.key("comment_authors");
+    w.raw("[]");
+    w.close();
 }
 
-impl serde::Serialize for CompletedBy<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let Some(u) = self.0 else { return s.serialize_none() };
-        let mut m = s.serialize_map(Some(4))?;
-        m.serialize_entry("id", &u.id)?;
-        m.serialize_entry("first_name", &u.first_name)?;
-        m.serialize_entry("last_name", &u.last_name)?;
-        m.serialize_entry("email", &u.email)?;
-        m.end()
-    }
-}
-
-impl<J: JsonColumn> serde::Serialize for NestedTask<'_, J> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let (t, lenient) = (self.0, self.1);
-        let mut m = s.serialize_map(Some(20))?;
-        m.serialize_entry("id", &t.id)?;
-        m.serialize_entry("data", &Json(&t.data, lenient))?;
-        m.serialize_entry("meta", &Json(&t.meta, lenient))?;
-        m.serialize_entry("created_at", &iso_stamp(t.created_at))?;
-        m.serialize_entry("updated_at", &iso_stamp(t.updated_at))?;
-        m.serialize_entry("is_labeled", &t.is_labeled)?;
-        m.serialize_entry("allow_skip", &true)?;
-        m.serialize_entry("overlap", &t.overlap)?;
-        m.serialize_entry("inner_id", &t.inner_id)?;
-        m.serialize_entry("total_annotations", &t.total_annotations)?;
-        m.serialize_entry("cancelled_annotations", &t.cancelled_annotations)?;
-        m.serialize_entry("total_predictions", &t.total_predictions)?;
-        m.serialize_entry("precomputed_agreement", &())?;
-        m.serialize_entry("comment_count", &0)?;
-        m.serialize_entry("unresolved_comment_count", &0)?;
-        m.serialize_entry("last_comment_updated_at", &())?;
-        m.serialize_entry("project", &t.project_id)?;
-        m.serialize_entry("updated_by", &t.updated_by)?;
-        m.serialize_entry("file_upload", &())?;
-        m.serialize_entry("comment_authors", &[(); 0])?;
-        m.end()
-    }
-}
-
-impl<J: JsonColumn> serde::Serialize for AnnotationDoc<'_, J> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let (a, users) = (self.a, self.users);
-        let author = a.completed_by.and_then(|id| users.get(&id));
-        let mut m = s.serialize_map(Some(20))?;
-        m.serialize_entry("id", &a.id)?;
-        m.serialize_entry("result", &Json(&a.result, self.lenient))?;
-        m.serialize_entry("created_username", &crate::api::users::created_username(author))?;
-        m.serialize_entry("created_ago", &timesince(a.created_at, self.now))?;
-        m.serialize_entry("completed_by", &CompletedBy(author))?;
-        m.serialize_entry("task", &NestedTask(self.t, self.lenient))?;
-        m.serialize_entry("was_cancelled", &a.was_cancelled)?;
-        m.serialize_entry("ground_truth", &a.ground_truth)?;
-        m.serialize_entry("created_at", &iso_stamp(a.created_at))?;
-        m.serialize_entry("updated_at", &iso_stamp(a.updated_at))?;
-        m.serialize_entry("draft_created_at", &iso_or_null(a.draft_created_at))?;
-        m.serialize_entry("lead_time", &a.lead_time)?;
-        m.serialize_entry("import_id", &a.import_id)?;
-        m.serialize_entry("last_action", &a.last_action)?;
-        m.serialize_entry("bulk_created", &a.bulk_created)?;
-        m.serialize_entry("project", &a.project_id)?;
-        m.serialize_entry("updated_by", &a.updated_by)?;
-        m.serialize_entry("parent_prediction", &a.parent_prediction)?;
-        m.serialize_entry("parent_annotation", &a.parent_annotation)?;
-        m.serialize_entry("last_created_by", &a.last_created_by)?;
-        m.end()
+/// A timestamp as the API writes it, or `null`.
+fn stamp(w: &mut Writer<'_>, us: Option<crate::time::Micros>) {
+    match us {
+        Some(us) => w.str(iso_stamp(us).as_str()),
+        None => w.null(),
     }
 }
 
@@ -207,23 +208,10 @@ struct AsciiPretty<'a>(PrettyFormatter<'a>);
 
 impl Formatter for AsciiPretty<'_> {
     fn write_string_fragment<W: ?Sized + io::Write>(&mut self, w: &mut W, fragment: &str) -> io::Result<()> {
-        // Most text is plain ASCII: one byte scan, one copy.
-        if fragment.bytes().all(|b| b < 0x7f) {
-            return w.write_all(fragment.as_bytes());
-        }
-        let mut start = 0;
-        for (i, ch) in fragment.char_indices() {
-            if (ch as u32) < 0x7f {
-                continue;
-            }
-            w.write_all(&fragment.as_bytes()[start..i])?;
-            let mut units = [0u16; 2];
-            for unit in ch.encode_utf16(&mut units) {
-                write!(w, "\\u{unit:04x}")?;
-            }
-            start = i + ch.len_utf8();
-        }
-        w.write_all(&fragment.as_bytes()[start..])
+        // serde_json has escaped quotes, backslashes and control characters already.
+        let mut escaped = Vec::with_capacity(fragment.len());
+        super::restyle::escape_str(&mut escaped, fragment);
+        w.write_all(&escaped)
     }
 
     fn begin_array<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
@@ -288,12 +276,6 @@ pub fn to_bytes<T: serde::Serialize + ?Sized>(doc: &T) -> Vec<u8> {
 
 /// Serialises a document in the given style.
 pub fn to_bytes_styled<T: serde::Serialize + ?Sized>(doc: &T, style: DocumentStyle) -> Vec<u8> {
-    try_to_bytes_styled(doc, style).expect("serialising a JSON value into memory cannot fail")
-}
-
-/// Serialises a document in the given style; fails only if the document's own
-/// `Serialize` does (stored JSON text that is not JSON).
-fn try_to_bytes_styled<T: serde::Serialize + ?Sized>(doc: &T, style: DocumentStyle) -> serde_json::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(2048);
     match style {
         DocumentStyle::Indented => serde::Serialize::serialize(
@@ -303,8 +285,9 @@ fn try_to_bytes_styled<T: serde::Serialize + ?Sized>(doc: &T, style: DocumentSty
         DocumentStyle::Compact => {
             serde::Serialize::serialize(doc, &mut serde_json::Serializer::with_formatter(&mut out, AsciiCompact))
         }
-    }?;
-    Ok(out)
+    }
+    .expect("serialising a JSON value into memory cannot fail");
+    out
 }
 
 #[cfg(test)]
@@ -322,25 +305,6 @@ mod tests {
         assert!(text.is_ascii());
         let back: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(back, doc);
-    }
-
-    #[test]
-    fn stored_json_text_streams_to_exactly_what_its_parsed_value_gives() {
-        use crate::db::JsonText;
-        let texts = [
-            r#"[{"value":{"start":0,"end":5,"text":"h\u00e9llo \ud83d\ude00","labels":["PER"]},"id":"a1","from_name":"label","to_name":"text","type":"labels"}]"#,
-            r#"{"z":1,"a":[],"m":{},"f":1.5,"g":-0.0,"e":1e300,"i":-12,"u":18446744073709551615,"n":null,"t":true,"s":"\u007f\n\"q\" \/"}"#,
-            "\"just a string\"",
-            "[[[]],{},[{}]]",
-            "12345678901234567890123",
-        ];
-        for text in texts {
-            let value: Value = serde_json::from_str(text).unwrap();
-            for style in [DocumentStyle::Indented, DocumentStyle::Compact] {
-                let streamed = try_to_bytes_styled(&JsonText(text.into()), style).unwrap();
-                assert_eq!(streamed, to_bytes_styled(&value, style), "{text} in {style:?}");
-            }
-        }
     }
 
     #[test]

@@ -25,6 +25,7 @@
 
 pub mod document;
 pub mod fence;
+mod restyle;
 pub mod state;
 
 use crate::config::SyncSettings;

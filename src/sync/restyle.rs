@@ -1,0 +1,614 @@
+//! Export documents written straight into a byte buffer, in Label Studio's two styles.
+//!
+//! A document is a fixed frame of keys (written by [`Writer`]) around the JSON the
+//! database holds as text: the task's `data` and `meta`, the annotation's `result`.
+//! Parsing that text and serialising it again (`serde_transcode` through serde_json's
+//! formatter) cost about a third of a full sync's CPU. [`Writer::json_text`] copies it
+//! token by token instead, adding the style's separators and indentation and escaping
+//! every non-ASCII character as Python's `ensure_ascii` does. It validates as it goes
+//! and brings numbers and escapes to the form serde_json gives them, so the bytes are
+//! exactly what serialising the parsed value gives (the tests compare the two on many
+//! inputs), whatever wrote the text.
+
+use crate::storage::spec::DocumentStyle;
+
+/// serde_json refuses documents nested deeper than this (its recursion limit).
+const MAX_NESTING: usize = 127;
+
+/// Writes one document: keys, scalars and stored JSON text, each placed by the style.
+pub struct Writer<'a> {
+    out: &'a mut Vec<u8>,
+    style: DocumentStyle,
+    /// Containers open around the next value.
+    depth: usize,
+    /// No member written yet in the innermost open container.
+    first: bool,
+}
+
+impl<'a> Writer<'a> {
+    /// A writer appending to `out`.
+    pub fn new(out: &'a mut Vec<u8>, style: DocumentStyle) -> Self {
+        Writer { out, style, depth: 0, first: true }
+    }
+
+    /// Opens an object (as the document, or as the value of the last [`key`](Self::key)).
+    pub fn open(&mut self) {
+        self.out.push(b'{');
+        self.depth += 1;
+        self.first = true;
+    }
+
+    /// Closes the innermost object.
+    pub fn close(&mut self) {
+        self.depth -= 1;
+        close(self.out, self.style, self.depth, self.first);
+        self.out.push(b'}');
+        self.first = false;
+    }
+
+    /// Starts the member `key` (plain ASCII, nothing to escape); its value comes next.
+    pub fn key(&mut self, key: &str) {
+        member(self.out, self.style, self.depth, self.first);
+        self.first = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\": ");
+    }
+
+    /// A literal JSON value: `null`, `true`, `[]`, `{}`, a stamp's quoted text…
+    pub fn raw(&mut self, json: &str) {
+        self.out.extend_from_slice(json.as_bytes());
+    }
+
+    pub fn null(&mut self) {
+        self.raw("null");
+    }
+
+    pub fn bool(&mut self, v: bool) {
+        self.raw(if v { "true" } else { "false" });
+    }
+
+    pub fn int(&mut self, v: i64) {
+        self.raw(itoa::Buffer::new().format(v));
+    }
+
+    pub fn opt_int(&mut self, v: Option<i64>) {
+        match v {
+            Some(v) => self.int(v),
+            None => self.null(),
+        }
+    }
+
+    /// A float as serde_json writes one (shortest round trip; `null` if not finite).
+    pub fn opt_float(&mut self, v: Option<f64>) {
+        match v {
+            Some(v) => serde_json::to_writer(&mut *self.out, &v).expect("writing to memory cannot fail"),
+            None => self.null(),
+        }
+    }
+
+    /// A string, escaped as serde_json and `ensure_ascii` do.
+    pub fn str(&mut self, s: &str) {
+        self.out.push(b'"');
+        escape_str(self.out, s);
+        self.out.push(b'"');
+    }
+
+    pub fn opt_str(&mut self, v: Option<&str>) {
+        match v {
+            Some(v) => self.str(v),
+            None => self.null(),
+        }
+    }
+
+    /// Stored JSON text, re-written in the document's style; `null` (as the API reads
+    /// it) if it is not JSON.
+    pub fn json_text(&mut self, text: &str) {
+        let start = self.out.len();
+        let mut p = Restyler { text, s: text.as_bytes(), i: 0, out: self.out, style: self.style };
+        if p.document(self.depth).is_err() {
+            self.out.truncate(start);
+            self.null();
+        }
+    }
+}
+
+/// Before a member or element: its separator and, indented, its line.
+fn member(out: &mut Vec<u8>, style: DocumentStyle, depth: usize, first: bool) {
+    match style {
+        DocumentStyle::Indented => {
+            out.extend_from_slice(if first { b"\n" } else { b",\n" });
+            indent(out, depth);
+        }
+        DocumentStyle::Compact if !first => out.extend_from_slice(b", "),
+        DocumentStyle::Compact => {}
+    }
+}
+
+/// Before a closing bracket at `depth`: its own line, unless the container is empty.
+fn close(out: &mut Vec<u8>, style: DocumentStyle, depth: usize, empty: bool) {
+    if style == DocumentStyle::Indented && !empty {
+        out.push(b'\n');
+        indent(out, depth);
+    }
+}
+
+fn indent(out: &mut Vec<u8>, depth: usize) {
+    out.resize(out.len() + 2 * depth, b' ');
+}
+
+/// Plain ASCII that goes through unchanged inside a string.
+fn is_plain(b: u8) -> bool {
+    (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'
+}
+
+/// `s` inside quotes: serde_json's escapes for `"`, `\` and control characters, and
+/// `\uXXXX` (UTF-16, lower-case hex) for everything from U+007F up.
+pub(super) fn escape_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let run = i;
+        while i < bytes.len() && is_plain(bytes[i]) {
+            i += 1;
+        }
+        out.extend_from_slice(&bytes[run..i]);
+        if let Some(ch) = s[i..].chars().next() {
+            escape_char(out, ch);
+            i += ch.len_utf8();
+        }
+    }
+}
+
+/// One character of a string as serde_json's escaping and `ensure_ascii` write it.
+fn escape_char(out: &mut Vec<u8>, ch: char) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let short: &[u8] = match ch {
+        '"' => b"\\\"",
+        '\\' => b"\\\\",
+        '\u{8}' => b"\\b",
+        '\u{c}' => b"\\f",
+        '\n' => b"\\n",
+        '\r' => b"\\r",
+        '\t' => b"\\t",
+        ' '..='\u{7e}' => {
+            out.push(ch as u8);
+            return;
+        }
+        _ => {
+            let mut units = [0u16; 2];
+            for &unit in ch.encode_utf16(&mut units).iter() {
+                let u = unit as usize;
+                out.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    HEX[u >> 12],
+                    HEX[(u >> 8) & 15],
+                    HEX[(u >> 4) & 15],
+                    HEX[u & 15],
+                ]);
+            }
+            return;
+        }
+    };
+    out.extend_from_slice(short);
+}
+
+/// The text is not one JSON value that serde_json accepts.
+struct Invalid;
+
+type Step = Result<(), Invalid>;
+
+/// A one-pass validating copier of JSON text into a document.
+struct Restyler<'t, 'o> {
+    text: &'t str,
+    s: &'t [u8],
+    i: usize,
+    out: &'o mut Vec<u8>,
+    style: DocumentStyle,
+}
+
+impl Restyler<'_, '_> {
+    /// One value with nothing but whitespace around it, placed at `depth`.
+    fn document(&mut self, depth: usize) -> Step {
+        self.value(depth, 0)?;
+        self.skip_ws();
+        if self.i == self.s.len() {
+            Ok(())
+        } else {
+            Err(Invalid)
+        }
+    }
+
+    fn skip_ws(&mut self) {
+        while matches!(self.s.get(self.i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+            self.i += 1;
+        }
+    }
+
+    /// The next byte after whitespace, not consumed.
+    fn peek(&mut self) -> Result<u8, Invalid> {
+        self.skip_ws();
+        self.s.get(self.i).copied().ok_or(Invalid)
+    }
+
+    /// `depth`: containers open around the value in the document; `nesting`: in this text.
+    fn value(&mut self, depth: usize, nesting: usize) -> Step {
+        match self.peek()? {
+            b'{' => self.container(depth, nesting, b'}'),
+            b'[' => self.container(depth, nesting, b']'),
+            b'"' => self.string(),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => Err(Invalid),
+        }
+    }
+
+    /// An object (`end` = `}`: string keys, `:`) or an array (`end` = `]`).
+    fn container(&mut self, depth: usize, nesting: usize, end: u8) -> Step {
+        if nesting == MAX_NESTING {
+            return Err(Invalid);
+        }
+        self.out.push(self.s[self.i]);
+        self.i += 1;
+        let mut first = true;
+        if self.peek()? != end {
+            loop {
+                member(self.out, self.style, depth + 1, first);
+                first = false;
+                if end == b'}' {
+                    if self.peek()? != b'"' {
+                        return Err(Invalid);
+                    }
+                    self.string()?;
+                    if self.peek()? != b':' {
+                        return Err(Invalid);
+                    }
+                    self.i += 1;
+                    self.out.extend_from_slice(b": ");
+                }
+                self.value(depth + 1, nesting + 1)?;
+                match self.peek()? {
+                    b',' => self.i += 1,
+                    b if b == end => break,
+                    _ => return Err(Invalid),
+                }
+            }
+        }
+        self.i += 1;
+        close(self.out, self.style, depth, first);
+        self.out.push(end);
+        Ok(())
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Step {
+        if !self.s[self.i..].starts_with(word) {
+            return Err(Invalid);
+        }
+        self.i += word.len();
+        self.out.extend_from_slice(word);
+        Ok(())
+    }
+
+    /// A string, its escapes brought to serde_json's form, non-ASCII escaped.
+    fn string(&mut self) -> Step {
+        self.i += 1;
+        self.out.push(b'"');
+        loop {
+            let run = self.i;
+            while self.i < self.s.len() && is_plain(self.s[self.i]) {
+                self.i += 1;
+            }
+            self.out.extend_from_slice(&self.s[run..self.i]);
+            match self.s.get(self.i) {
+                None => return Err(Invalid),
+                Some(b'"') => {
+                    self.i += 1;
+                    self.out.push(b'"');
+                    return Ok(());
+                }
+                Some(b'\\') => self.escape()?,
+                Some(&b) if b < 0x20 => return Err(Invalid),
+                Some(_) => {
+                    let ch = self.text[self.i..].chars().next().ok_or(Invalid)?;
+                    escape_char(self.out, ch);
+                    self.i += ch.len_utf8();
+                }
+            }
+        }
+    }
+
+    /// A backslash escape, decoded and written again as serde_json would.
+    fn escape(&mut self) -> Step {
+        let code = *self.s.get(self.i + 1).ok_or(Invalid)?;
+        self.i += 2;
+        let ch = match code {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let unit = self.hex4()?;
+                match unit {
+                    0xD800..=0xDBFF => {
+                        if self.s.get(self.i..self.i + 2) != Some(b"\\u") {
+                            return Err(Invalid);
+                        }
+                        self.i += 2;
+                        let low = self.hex4()?;
+                        if !(0xDC00..=0xDFFF).contains(&low) {
+                            return Err(Invalid);
+                        }
+                        char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)).ok_or(Invalid)?
+                    }
+                    _ => char::from_u32(unit).ok_or(Invalid)?,
+                }
+            }
+            _ => return Err(Invalid),
+        };
+        escape_char(self.out, ch);
+        Ok(())
+    }
+
+    fn hex4(&mut self) -> Result<u32, Invalid> {
+        let digits = self.s.get(self.i..self.i + 4).ok_or(Invalid)?;
+        let mut unit = 0;
+        for &d in digits {
+            unit = unit * 16 + (d as char).to_digit(16).ok_or(Invalid)?;
+        }
+        self.i += 4;
+        Ok(unit)
+    }
+
+    /// A number: short integers as they are, anything else through serde_json's own
+    /// parsing and printing (`-0` is a float there, large integers too).
+    fn number(&mut self) -> Step {
+        let start = self.i;
+        let digits = |s: &[u8], mut i: usize| {
+            while s.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            i
+        };
+        if self.s[self.i] == b'-' {
+            self.i += 1;
+        }
+        let int_start = self.i;
+        match self.s.get(self.i) {
+            Some(b'0') => self.i += 1,
+            Some(b'1'..=b'9') => self.i = digits(self.s, self.i),
+            _ => return Err(Invalid),
+        }
+        let int_len = self.i - int_start;
+        let mut integer = true;
+        if self.s.get(self.i) == Some(&b'.') {
+            let end = digits(self.s, self.i + 1);
+            if end == self.i + 1 {
+                return Err(Invalid);
+            }
+            (self.i, integer) = (end, false);
+        }
+        if matches!(self.s.get(self.i), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.s.get(self.i), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            let end = digits(self.s, self.i);
+            if end == self.i {
+                return Err(Invalid);
+            }
+            (self.i, integer) = (end, false);
+        }
+        let token = &self.text[start..self.i];
+        if integer && int_len <= 18 && token != "-0" {
+            self.out.extend_from_slice(token.as_bytes());
+            return Ok(());
+        }
+        let n: serde_json::Number = serde_json::from_str(token).map_err(|_| Invalid)?;
+        serde_json::to_writer(&mut *self.out, &n).map_err(|_| Invalid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::document::to_bytes_styled;
+    use serde_json::Value;
+
+    const STYLES: [DocumentStyle; 2] = [DocumentStyle::Indented, DocumentStyle::Compact];
+
+    /// `text` as the member `"v"` of a one-key document, at depth 1, through the writer.
+    fn through_writer(text: &str, style: DocumentStyle) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut w = Writer::new(&mut out, style);
+        w.open();
+        w.key("v");
+        w.json_text(text);
+        w.close();
+        out
+    }
+
+    /// The same document through serde_json: parse, then serialise with the formatter.
+    fn through_value(text: &str, style: DocumentStyle) -> Vec<u8> {
+        let value: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+        to_bytes_styled(&serde_json::json!({ "v": value }), style)
+    }
+
+    fn assert_same(text: &str) {
+        for style in STYLES {
+            let ours = through_writer(text, style);
+            let theirs = through_value(text, style);
+            assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&theirs), "{text:?} in {style:?}");
+        }
+    }
+
+    #[test]
+    fn stored_text_is_written_as_its_parsed_value_would_be() {
+        let texts = [
+            r#"[{"value":{"start":0,"end":5,"text":"h\u00e9llo \ud83d\ude00","labels":["PER"]},"id":"a1","from_name":"label","to_name":"text","type":"labels"}]"#,
+            r#"{"z":1,"a":[],"m":{},"f":1.5,"g":-0.0,"e":1e300,"i":-12,"u":18446744073709551615,"n":null,"t":true,"s":"\u007f\n\"q\" \/"}"#,
+            "\"just a string\"",
+            "[[[]],{},[{}]]",
+            "12345678901234567890123",
+            "123456789012345678",
+            "-123456789012345678",
+            "1234567890123456789",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "-0",
+            "0",
+            "-0.0",
+            "1E5",
+            "1e-7",
+            "0.1",
+            "100.50",
+            "2.5e+3",
+            "  { \"a\" : [ 1 , 2 ] , \"b\" : { } }  ",
+            "{\"text\":\"raw é ü ✓ 😀 \u{7f} and \u{80}\"}",
+            r#""\u0041\u00e9\u0000\u001f\u0008\u000c\u000a\u000d\u0009\u0022\u005c\u002f\u007f\uFFFF""#,
+            r#""\b\f\n\r\t\"\\\/""#,
+            r#"{"a":{"a":{"a":[1,[2,[3,{"b":[]}]]]}}}"#,
+            "true",
+            "false",
+            "null",
+            "[1.0, 3.0e0, 0.000001, 1e16, 1e17, 123456789.123456789]",
+        ];
+        for text in texts {
+            assert_same(text);
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_are_kept_as_stored() {
+        // As streaming the text through serde_json did; a parsed `Value` keeps the last.
+        for style in STYLES {
+            let text = String::from_utf8(through_writer(r#"{"dup":1,"dup":2}"#, style)).unwrap();
+            assert!(text.contains(r#""dup": 1"#) && text.contains(r#""dup": 2"#), "{text}");
+        }
+    }
+
+    #[test]
+    fn text_serde_json_refuses_is_written_as_null() {
+        let broken = [
+            "",
+            " ",
+            "[",
+            "[1,]",
+            "{\"a\":1,}",
+            "{\"a\" 1}",
+            "{1:2}",
+            "[1] x",
+            "tru",
+            "nul",
+            "01",
+            "1.",
+            ".5",
+            "1e",
+            "-",
+            "+1",
+            "1e400",
+            "\"unterminated",
+            "\"bad \\x escape\"",
+            "\"raw \u{1} control\"",
+            r#""\ud800""#,
+            r#""\ud800x""#,
+            r#""\ud800\u0041""#,
+            r#""\udc00""#,
+            r#""\u12""#,
+            r#""\u12g4""#,
+            "NaN",
+            "[1 2]",
+        ];
+        for text in broken {
+            assert!(serde_json::from_str::<Value>(text).is_err(), "{text:?} should be invalid JSON");
+            for style in STYLES {
+                assert_eq!(through_writer(text, style), through_value("null", style), "{text:?} in {style:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn nesting_is_refused_where_serde_json_refuses_it() {
+        for levels in [126, 127, 128, 200] {
+            let text = format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+            assert_same(&text);
+        }
+    }
+
+    /// Pseudo-random JSON values (deterministic), compared on both paths.
+    #[test]
+    fn generated_values_are_written_as_serde_json_writes_them() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        fn gen(next: &mut dyn FnMut() -> u64, depth: u32) -> Value {
+            let pick = next() % if depth > 3 { 6 } else { 8 };
+            match pick {
+                0 => Value::Null,
+                1 => Value::Bool(next().is_multiple_of(2)),
+                2 => Value::from(next() as i64 >> (next() % 64)),
+                3 => Value::from(f64::from_bits(next()) % 1e6),
+                4 => {
+                    let alphabet = ['a', ' ', '"', '\\', '/', '\n', '\u{1}', '\u{7f}', 'é', '✓', '😀', '\u{2028}'];
+                    let len = next() % 12;
+                    Value::String((0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect())
+                }
+                5 => Value::from(next() % 1000),
+                6 => Value::Array((0..next() % 4).map(|_| gen(next, depth + 1)).collect()),
+                _ => Value::Object((0..next() % 4).map(|k| (format!("k{k}é"), gen(next, depth + 1))).collect()),
+            }
+        }
+        for _ in 0..2000 {
+            let value = gen(&mut next, 0);
+            // As serde_json stores it, and as an indenting writer would have.
+            assert_same(&value.to_string());
+            assert_same(&serde_json::to_string_pretty(&value).unwrap());
+        }
+    }
+
+    #[test]
+    fn writer_frames_match_serde_jsons_layout() {
+        for style in STYLES {
+            let mut out = Vec::new();
+            let mut w = Writer::new(&mut out, style);
+            w.open();
+            w.key("id");
+            w.int(-7);
+            w.key("name");
+            w.str("a \"q\" é\n");
+            w.key("nested");
+            w.open();
+            w.key("empty");
+            w.open();
+            w.close();
+            w.key("f");
+            w.opt_float(Some(3.0));
+            w.key("nan");
+            w.opt_float(Some(f64::NAN));
+            w.close();
+            w.key("none");
+            w.opt_int(None);
+            w.key("list");
+            w.raw("[]");
+            w.key("ok");
+            w.bool(true);
+            w.close();
+            let expected = serde_json::json!({
+                "id": -7, "name": "a \"q\" é\n",
+                "nested": {"empty": {}, "f": 3.0, "nan": null},
+                "none": null, "list": [], "ok": true,
+            });
+            assert_eq!(String::from_utf8(out).unwrap(), String::from_utf8(to_bytes_styled(&expected, style)).unwrap());
+        }
+    }
+}
