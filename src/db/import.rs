@@ -23,7 +23,7 @@
 
 use super::changes::{lock_change_feed, ChangeOp};
 use super::projects::{add_to_totals, Totals};
-use super::tasks::next_inner_ids;
+use super::tasks::{keep_page_order, next_inner_ids};
 use super::{Backend, Db, DbResult, NullableF64};
 use crate::time::now_micros;
 use sqlx::any::AnyArguments;
@@ -237,6 +237,7 @@ impl Db {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        keep_page_order(&mut tx, project_id, first, last).await?;
         let predictions = sqlx::query(
             "INSERT INTO predictions (task_id, project_id, result, score, model_version, created_at, updated_at) \
              SELECT t.id, $1, s.result, s.score, s.model_version, $3, $3 FROM import_predictions s \
