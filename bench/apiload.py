@@ -101,6 +101,8 @@ def main():
     ap.add_argument("--shares", default="0.4,0.4,0.2",
                     help="each endpoint's share of the rate, in the order above; 0 leaves one out (to find who costs what)")
     ap.add_argument("--page-size", type=int, default=30, help="a screenful, as a UI asks (the server's default is 100)")
+    ap.add_argument("--after-seed-sql", help="PostgreSQL only: SQL run (psql) after seeding, before the load, e.g. to "
+                    "restore an older plan for an A/B run on one binary (docs/BENCHMARKS.md, issue #11)")
     ap.add_argument("--doc")
     ap.add_argument("--json")
     ap.add_argument("--note", default="", help="a sentence for the doc (e.g. how busy the machine was)")
@@ -121,6 +123,11 @@ def main():
         if last - first + 1 != a.n:
             raise RuntimeError(f"task ids {first}..{last} are not {a.n} consecutive ids")
         sid = create_storage(cl, pid, os.path.join(root, "api-load"), "api load")
+        if a.after_seed_sql:
+            if not a.database_url:
+                raise RuntimeError("--after-seed-sql needs --database-url (PostgreSQL)")
+            subprocess.run(["psql", a.database_url, "-qc", a.after_seed_sql], check=True)
+            log(f"ran {a.after_seed_sql}")
         procs = {}
         for name, share, _ in a.plan:
             cmd = oha_cmd(a, token, name, a.rate * share, a.work, pid, first)

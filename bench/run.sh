@@ -5,7 +5,7 @@
 #                [--ls-only] [--rate 200] [--lag-seconds 15] [--no-doc] [--keep]
 #   bench/run.sh --load [--clients 200] [--ops 50] [--n 20000] [--postgres]
 #   bench/run.sh --api-load [--n 100000] [--rate 1000] [--seconds 30] [--postgres]
-#                [--shares 0.4,0.4,0.2] [--page-size 30] [--connections 16]
+#                [--shares 0.4,0.4,0.2] [--page-size 30] [--connections 16] [--after-seed-sql SQL]
 #   bench/run.sh --import [--n 100000] [--repeats 3] [--postgres]
 #   bench/run.sh --target s3|gcs|azure|redis [--n 2000] [--repeats 3] [--postgres] [--endpoints moto,s3s-fs]
 #                [--with-label-studio --ls-n 2000]   (s3: Label Studio 1.23.2 to the same moto)
@@ -39,7 +39,7 @@ while [[ $# -gt 0 ]]; do
     --api-load) API_LOAD=1; shift;;
     --import) IMPORT=1; shift;;
     --seconds) SECONDS_="$2"; shift 2;;
-    --shares|--page-size|--connections) API_EXTRA+=("$1" "$2"); shift 2;;
+    --shares|--page-size|--connections|--after-seed-sql) API_EXTRA+=("$1" "$2"); shift 2;;
     --clients) CLIENTS="$2"; shift 2;;
     --ops) OPS="$2"; shift 2;;
     --endpoints) ENDPOINTS="$2"; shift 2;;

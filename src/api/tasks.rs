@@ -232,15 +232,15 @@ pub async fn list(State(state): State<AppState>, Auth(user): Auth, query: Query)
         return Err(ApiError::not_found("Project"));
     }
     let page = Page::from_query(&query, 100, MAX_TASK_PAGE_SIZE)?;
-    let (total, total_annotations, total_predictions) = state.db.task_totals(project).await?;
-    let page = page.check(total)?;
-    let tasks = state.db.list_tasks(project, page.offset(), page.size).await?;
+    let totals = state.db.task_totals(project).await?;
+    let page = page.check(totals.tasks)?;
+    let tasks = state.db.list_tasks(project, &totals, page.offset(), page.size).await?;
     let detailed = query.get("fields") == Some("all");
     let tasks = render_tasks(&state.db, &tasks, detailed).await?;
     Ok(Json(json!({
-        "total_annotations": total_annotations,
-        "total_predictions": total_predictions,
-        "total": total,
+        "total_annotations": totals.annotations,
+        "total_predictions": totals.predictions,
+        "total": totals.tasks,
         "tasks": tasks,
     })))
 }

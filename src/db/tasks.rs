@@ -38,6 +38,21 @@ pub struct Task<J = Value> {
     pub updated_at: Micros,
 }
 
+/// A project's totals as the task list shows them ([`Db::task_totals`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskTotals {
+    /// Tasks.
+    pub tasks: i64,
+    /// Non-cancelled annotations.
+    pub annotations: i64,
+    /// Predictions.
+    pub predictions: i64,
+    /// The project's tasks, in id order, have the inner ids 1, 2, … `tasks`, so the
+    /// tasks at offsets `o..o + n` are those with inner ids `o + 1..=o + n`: none was
+    /// deleted and each insert came after the earlier ones (migration 0010).
+    pub pages_by_inner_id: bool,
+}
+
 /// A prediction row.
 #[derive(Debug, Clone)]
 pub struct Prediction {
@@ -175,6 +190,29 @@ pub(crate) async fn refresh_task_counters(
     add_to_totals(tx, task.project_id, after - task.before).await
 }
 
+/// Clears a project's `tasks_in_inner_id_order` (migration 0010) if the tasks just
+/// inserted with inner ids `first..=last` (the project's newest) break it: unless they
+/// are the project's tasks with the largest ids, and their ids increase with their
+/// inner ids. Run in the inserting transaction, after [`next_inner_ids`] locked the
+/// project's row, so no other insert into the project runs in between. Both checks
+/// walk the new tasks in an index (newest ids first, then by inner id), never the
+/// project: a single task costs two index probes.
+pub(crate) async fn keep_page_order(conn: &mut AnyConnection, project_id: i64, first: i64, last: i64) -> DbResult<()> {
+    sqlx::query(
+        "UPDATE projects SET tasks_in_inner_id_order = 0 WHERE id = $1 AND tasks_in_inner_id_order = 1 AND ( \
+           (SELECT MIN(x.inner_id) FROM (SELECT o.inner_id FROM tasks o WHERE o.project_id = $1 \
+             ORDER BY o.id DESC LIMIT $3 - $2 + 1) x) <> $2 \
+           OR EXISTS (SELECT 1 FROM (SELECT t.id, LAG(t.id) OVER (ORDER BY t.inner_id) AS previous FROM tasks t \
+             WHERE t.project_id = $1 AND t.inner_id BETWEEN $2 AND $3) x WHERE x.previous >= x.id))",
+    )
+    .bind(project_id)
+    .bind(first)
+    .bind(last)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Reserves `n` consecutive `inner_id`s of a project; returns the first.
 pub(crate) async fn next_inner_ids(conn: &mut AnyConnection, project_id: i64, n: i64) -> DbResult<i64> {
     let first: i64 = sqlx::query_scalar(
@@ -213,6 +251,7 @@ impl Db {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
+        keep_page_order(&mut tx, project_id, inner_id, inner_id).await?;
         add_to_totals(&mut tx, project_id, Totals { tasks: 1, ..Totals::default() }).await?;
         tx.commit().await?;
         self.task(organization_id, id).await
@@ -231,31 +270,51 @@ impl Db {
         Ok(Task::from_row(&row))
     }
 
-    /// Task count, non-cancelled annotation count and prediction count of a project:
-    /// one row read, whatever the project's size (see [`Totals`]).
-    pub async fn task_totals(&self, project_id: i64) -> DbResult<(i64, i64, i64)> {
+    /// Task count, non-cancelled annotation count and prediction count of a project,
+    /// and how its pages are found: one row read, whatever the project's size (see
+    /// [`Totals`]).
+    pub async fn task_totals(&self, project_id: i64) -> DbResult<TaskTotals> {
         let row = sqlx::query(
-            "SELECT task_count, annotation_count - cancelled_annotation_count AS annotations, prediction_count \
-             FROM projects WHERE id = $1",
+            "SELECT task_count, annotation_count - cancelled_annotation_count AS annotations, prediction_count, \
+             CASE WHEN tasks_in_inner_id_order = 1 AND task_count = next_inner_id - 1 THEN 1 ELSE 0 END \
+             AS pages_by_inner_id FROM projects WHERE id = $1",
         )
         .bind(project_id)
         .fetch_one(&self.pool)
         .await?;
-        Ok((row.get("task_count"), row.get("annotations"), row.get("prediction_count")))
+        Ok(TaskTotals {
+            tasks: row.get("task_count"),
+            annotations: row.get("annotations"),
+            predictions: row.get("prediction_count"),
+            pages_by_inner_id: flag(&row, "pages_by_inner_id"),
+        })
     }
 
-    /// One page of a project's tasks, by id. The page's ids are found in the
-    /// `(project_id, id)` index alone, so skipping earlier pages reads no task rows.
-    pub async fn list_tasks(&self, project_id: i64, offset: i64, limit: i64) -> DbResult<Vec<Task>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks t WHERE t.id IN \
-             (SELECT id FROM tasks WHERE project_id = $1 ORDER BY id LIMIT $2 OFFSET $3) ORDER BY t.id"
-        ))
-        .bind(project_id)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&self.pool)
-        .await?;
+    /// One page of a project's tasks, by id, with `totals` read by [`Db::task_totals`]
+    /// just before. While the project's inner ids are 1..n in id order, the page is a
+    /// range of inner ids, found in the `(project_id, inner_id)` index: its cost does
+    /// not grow with the page number. Otherwise the page's ids are found by `OFFSET` in
+    /// the `(project_id, id)` index, which walks every earlier entry (on PostgreSQL, and
+    /// visits their rows until the table is vacuumed).
+    pub async fn list_tasks(
+        &self,
+        project_id: i64,
+        totals: &TaskTotals,
+        offset: i64,
+        limit: i64,
+    ) -> DbResult<Vec<Task>> {
+        let sql = if totals.pages_by_inner_id {
+            format!(
+                "SELECT {TASK_COLUMNS} FROM tasks t WHERE t.project_id = $1 AND t.inner_id > $3 \
+                 AND t.inner_id <= $3 + $2 ORDER BY t.id"
+            )
+        } else {
+            format!(
+                "SELECT {TASK_COLUMNS} FROM tasks t WHERE t.id IN \
+                 (SELECT id FROM tasks WHERE project_id = $1 ORDER BY id LIMIT $2 OFFSET $3) ORDER BY t.id"
+            )
+        };
+        let rows = sqlx::query(&sql).bind(project_id).bind(limit).bind(offset).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(Task::from_row).collect())
     }
 

@@ -22,6 +22,7 @@ backend_tests!(
     deleting_a_task_deletes_its_annotations_and_records_deletes_in_the_change_feed,
     every_task_path_works_with_and_without_its_trailing_slash,
     a_page_size_over_1000_is_capped_at_1000,
+    pages_hold_the_tasks_in_id_order_whether_found_by_inner_id_or_by_offset,
     pages_with_fields_all_hold_every_task_once_with_exactly_its_annotations_and_predictions,
     the_totals_of_the_task_list_and_the_project_follow_every_kind_of_change,
     the_totals_stay_exact_under_concurrent_changes_to_the_same_tasks,
@@ -362,6 +363,53 @@ async fn a_page_size_over_1000_is_capped_at_1000(app: TestApp) {
     };
     assert_eq!(page_ids(&first), ids[..1000]);
     assert_eq!(page_ids(&second), ids[1000..]);
+}
+
+/// Every page of size `size` of the project, concatenated: the listed task ids.
+async fn all_pages(app: &TestApp, project: i64, size: i64) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for page in 1.. {
+        let r = app.get(&format!("/api/tasks/?project={project}&page={page}&page_size={size}")).await;
+        if r.status() == StatusCode::NOT_FOUND {
+            break;
+        }
+        let body = json_of(r, StatusCode::OK).await;
+        ids.extend(body["tasks"].as_array().unwrap().iter().map(|t| t["id"].as_i64().unwrap()));
+    }
+    ids
+}
+
+async fn pages_hold_the_tasks_in_id_order_whether_found_by_inner_id_or_by_offset(app: TestApp) {
+    // Arrange: imported and created tasks, beside another project's tasks in between
+    let project = app.create_project("paged").await;
+    let other = app.create_project("other").await;
+    let mut ids = app.import(project, &json!([{"n": 1}, {"n": 2}, {"n": 3}, {"n": 4}, {"n": 5}])).await;
+    app.import(other, &json!([{"n": 0}, {"n": 0}])).await;
+    for n in 6..=7 {
+        let r = app.post("/api/tasks/", &json!({"project": project, "data": {"n": n}})).await;
+        ids.push(json_of(r, StatusCode::CREATED).await["id"].as_i64().unwrap());
+    }
+    ids.extend(app.import(project, &json!([{"n": 8}, {"n": 9}])).await);
+
+    // Act / Assert: inner ids 1..9 in id order, so pages are inner-id ranges
+    let totals = app.state.db.task_totals(project).await.unwrap();
+    assert!(totals.pages_by_inner_id, "{totals:?}");
+    for size in [1, 2, 4, 9, 100] {
+        assert_eq!(all_pages(&app, project, size).await, ids, "pages of {size} by inner id");
+    }
+
+    // Act / Assert: a deleted task leaves a gap in the inner ids, so pages go by offset
+    let r = app.delete(&format!("/api/tasks/{}/", ids[2])).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    ids.remove(2);
+    let totals = app.state.db.task_totals(project).await.unwrap();
+    assert!(!totals.pages_by_inner_id, "{totals:?}");
+    for size in [1, 2, 3, 8, 100] {
+        assert_eq!(all_pages(&app, project, size).await, ids, "pages of {size} by offset");
+    }
+    let r = app.post("/api/tasks/", &json!({"project": project, "data": {"n": 10}})).await;
+    ids.push(json_of(r, StatusCode::CREATED).await["id"].as_i64().unwrap());
+    assert_eq!(all_pages(&app, project, 3).await, ids, "a task created after the delete");
 }
 
 async fn pages_with_fields_all_hold_every_task_once_with_exactly_its_annotations_and_predictions(app: TestApp) {
