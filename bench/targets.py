@@ -373,6 +373,17 @@ class Azure(Target):
     def storage_fields(self, bucket):
         return {"container": bucket, "account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY}
 
+    def label_studio_reaches(self):
+        return True
+
+    def label_studio_fields(self, bucket):
+        # Label Studio builds `DefaultEndpointsProtocol=https;AccountName=<account_name>;
+        # AccountKey=…;EndpointSuffix=core.windows.net` itself, with no endpoint setting; a
+        # `BlobEndpoint` smuggled into the account name is the only way to Azurite (the SDK
+        # takes it over the suffix). A bench trick, not a configuration anyone should use.
+        return {"container": bucket, "account_name": f"{AZURITE_ACCOUNT};BlobEndpoint={self.base}",
+                "account_key": AZURITE_KEY}
+
     def list_sizes(self, bucket):
         out, marker = {}, None
         while True:
