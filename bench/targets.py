@@ -168,8 +168,12 @@ class Target:
     def requests_since(self, mark, bucket: str) -> dict[str, int] | None:
         return None
 
+    data_dir: str | None = None  # the emulator's own data outside the run's temp dir
+
     def stop(self):
         self.emulator.stop()
+        if self.data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 def count_requests(text: str, pattern: re.Pattern, bucket: str) -> dict[str, int]:
@@ -257,8 +261,10 @@ def s3_endpoints(a, work) -> list[Target]:
             root = os.path.join(a.fast_root, f"s3s-{uuid.uuid4().hex[:6]}")
             os.makedirs(root)
             port = bench.free_port()
-            eps.append(S3("s3s-fs, unsigned", [binary, "--host", HOST, "--port", str(port), root], port,
-                          os.path.join(work, "s3s-fs.log"), False, signed=False))
+            ep = S3("s3s-fs, unsigned", [binary, "--host", HOST, "--port", str(port), root], port,
+                    os.path.join(work, "s3s-fs.log"), False, signed=False)
+            ep.data_dir = root  # on /dev/shm, outside the run's temp dir: removed on stop
+            eps.append(ep)
     return eps
 
 
