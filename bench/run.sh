@@ -8,7 +8,7 @@
 #                [--shares 0.4,0.4,0.2] [--page-size 30] [--connections 16] [--after-seed-sql SQL]
 #   bench/run.sh --import [--n 100000] [--repeats 3] [--postgres]
 #   bench/run.sh --target s3|gcs|azure|redis [--n 2000] [--repeats 3] [--postgres] [--endpoints moto,s3s-fs]
-#                [--with-label-studio --ls-n 2000]   (s3: Label Studio 1.23.2 to the same moto)
+#                [--with-label-studio --ls-n 2000]   (Label Studio 1.23.2 to the same emulator)
 #
 # --load: CLIENTS clients create, update and delete annotations (OPS each) during a full sync
 # of N annotations (bench/load.py): request latency p50/p99, 5xx, export lag, and whether the
@@ -141,7 +141,7 @@ if [[ $TARGET != localfiles ]]; then
   [[ $TARGET == s3 && -n "$S3S" ]] && ARGS+=(--s3s-fs "$S3S")
   [[ -n "${LABELPORT_TARGET_CONCURRENCY:-}" ]] && ARGS+=(--concurrency "$LABELPORT_TARGET_CONCURRENCY")
   [[ $DOC == 1 ]] && ARGS+=(--doc "$REPO/docs/BENCHMARKS.md")
-  if [[ $WITH_LS == 1 && $TARGET == s3 ]]; then
+  if [[ $WITH_LS == 1 ]]; then
     LS_VENV="${LS_VENV:-$WORK/ls-venv}"
     if [[ ! -x "$LS_VENV/bin/label-studio" ]]; then
       echo "== installing label-studio==1.23.2 into $LS_VENV (takes minutes)" >&2

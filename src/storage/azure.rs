@@ -243,6 +243,10 @@ struct Inner {
     timeout: Duration,
     retry: RetryPolicy,
     permits: Semaphore,
+    /// The bound of `permits`: what one batched call queues on them. Not the permits
+    /// free when it starts, or a call that begins while another holds them all (the
+    /// sync engine's writers overlap) would go one request at a time.
+    max_in_flight: usize,
 }
 
 impl fmt::Display for AzureBlob {
@@ -428,6 +432,7 @@ impl AzureBlob {
                 timeout: ctx.targets.request_timeout,
                 retry: RetryPolicy { max_attempts: ctx.targets.max_attempts, base: ctx.targets.backoff },
                 permits: Semaphore::new(ctx.targets.max_in_flight),
+                max_in_flight: ctx.targets.max_in_flight,
             }),
         })
     }
@@ -614,7 +619,7 @@ impl StorageTarget for AzureBlob {
 
     /// Up to `max_in_flight` puts at once (the semaphore bounds them across callers).
     async fn put_many(&self, items: Vec<(String, Bytes)>) -> Vec<Result<()>> {
-        let limit = self.inner.permits.available_permits();
+        let limit = self.inner.max_in_flight;
         each_concurrently(items, limit, |(key, body)| async move { self.put(&key, body).await }).await
     }
 
@@ -636,7 +641,7 @@ impl StorageTarget for AzureBlob {
 
     /// Up to `max_in_flight` deletes at once (see the module header on Blob Batch).
     async fn delete_many(&self, keys: Vec<String>) -> Vec<Result<()>> {
-        let limit = self.inner.permits.available_permits();
+        let limit = self.inner.max_in_flight;
         each_concurrently(keys, limit, |key| async move { self.delete(&key).await }).await
     }
 
@@ -658,7 +663,7 @@ impl StorageTarget for AzureBlob {
 
     /// Sizes asked concurrently, as writes are.
     async fn sizes(&self, keys: Vec<String>) -> Vec<Result<Option<u64>>> {
-        let limit = self.inner.permits.available_permits();
+        let limit = self.inner.max_in_flight;
         each_concurrently(keys, limit, |key| async move { self.size(&key).await }).await
     }
 

@@ -123,6 +123,10 @@ struct Inner {
     request_timeout: Duration,
     /// Bounds the pipelines in flight across every caller of this target.
     permits: Semaphore,
+    /// The bound of `permits`: what one batched call queues on them. Not the permits
+    /// free when it starts, or a call that begins while another holds them all (the
+    /// sync engine's writers overlap) would go one request at a time.
+    max_in_flight: usize,
     /// Made on first use, to an address checked by [`ssrf::resolve`].
     connection: Mutex<Option<ConnectionManager>>,
     /// The server's `run_id` when this target first connected (see `change_token`).
@@ -231,6 +235,7 @@ impl Redis {
                 retry: RetryPolicy { max_attempts: ctx.targets.max_attempts, base: ctx.targets.backoff },
                 request_timeout: ctx.targets.request_timeout,
                 permits: Semaphore::new(ctx.targets.max_in_flight),
+                max_in_flight: ctx.targets.max_in_flight,
                 connection: Mutex::new(None),
                 first_run_id: std::sync::Mutex::new(None),
             }),
@@ -492,7 +497,7 @@ impl StorageTarget for Redis {
                 Err(e) => out.push(Some(Err(e))),
             }
         }
-        let limit = self.inner.permits.available_permits().max(1);
+        let limit = self.inner.max_in_flight;
         let done: Vec<(Vec<usize>, Vec<Result<()>>)> = futures::stream::iter(batches(safe))
             .map(|batch| async move {
                 let (slots, items): (Vec<usize>, Vec<(String, Bytes)>) =
@@ -529,7 +534,7 @@ impl StorageTarget for Redis {
                 Err(e) => out.push(Some(Err(e))),
             }
         }
-        let limit = self.inner.permits.available_permits().max(1);
+        let limit = self.inner.max_in_flight;
         let done: Vec<(Vec<usize>, Result<()>)> = futures::stream::iter(chunked(safe))
             .map(|(slots, keys)| async move { (slots, self.delete_batch(&keys).await) })
             .buffer_unordered(limit)
@@ -564,7 +569,7 @@ impl StorageTarget for Redis {
                 Err(e) => out.push(Some(Err(e))),
             }
         }
-        let limit = self.inner.permits.available_permits().max(1);
+        let limit = self.inner.max_in_flight;
         let done: Vec<(Vec<usize>, Vec<Result<Option<u64>>>)> = futures::stream::iter(chunked(safe))
             .map(|(slots, keys)| async move { (slots, self.size_batch(&keys).await) })
             .buffer_unordered(limit)

@@ -145,6 +145,10 @@ struct Inner {
     auth: TokenProvider,
     retry: RetryPolicy,
     permits: Semaphore,
+    /// The bound of `permits`: what one batched call queues on them. Not the permits
+    /// free when it starts, or a call that begins while another holds them all (the
+    /// sync engine's writers overlap) would go one request at a time.
+    max_in_flight: usize,
     /// Cleared when the batch endpoint refuses a batch: deletes go one by one then.
     batch_deletes: std::sync::atomic::AtomicBool,
 }
@@ -269,6 +273,7 @@ impl GoogleCloudStorage {
                 auth,
                 retry: RetryPolicy { max_attempts: ctx.targets.max_attempts, base: ctx.targets.backoff },
                 permits: Semaphore::new(ctx.targets.max_in_flight),
+                max_in_flight: ctx.targets.max_in_flight,
                 batch_deletes: std::sync::atomic::AtomicBool::new(true),
             }),
         })
@@ -520,7 +525,7 @@ impl StorageTarget for GoogleCloudStorage {
 
     /// Up to `max_in_flight` uploads at once (the semaphore bounds them across callers).
     async fn put_many(&self, items: Vec<(String, Bytes)>) -> Vec<Result<()>> {
-        let limit = self.inner.permits.available_permits();
+        let limit = self.inner.max_in_flight;
         each_concurrently(items, limit, |(key, body)| async move { self.put(&key, body).await }).await
     }
 
@@ -545,7 +550,7 @@ impl StorageTarget for GoogleCloudStorage {
                     if chunk.len() > 1 {
                         self.inner.batch_deletes.store(false, Ordering::Relaxed);
                     }
-                    let limit = self.inner.permits.available_permits();
+                    let limit = self.inner.max_in_flight;
                     let one_by_one =
                         each_concurrently(chunk.to_vec(), limit, |key| async move { self.delete_one(&key).await })
                             .await;

@@ -133,7 +133,10 @@ struct Inner {
     http: reqwest::Client,
     sse_kms_key_id: Option<String>,
     retry: RetryPolicy,
+    /// Bounds the requests in flight across all callers of this target.
     permits: Semaphore,
+    /// The bound itself: how many requests one `put_many` keeps queued on `permits`.
+    max_in_flight: usize,
 }
 
 impl fmt::Display for AmazonS3 {
@@ -240,6 +243,7 @@ impl AmazonS3 {
                 sse_kms_key_id: config.text("aws_sse_kms_key_id").map(str::to_owned),
                 retry: RetryPolicy { max_attempts: ctx.targets.max_attempts, base: ctx.targets.backoff },
                 permits: Semaphore::new(ctx.targets.max_in_flight),
+                max_in_flight: ctx.targets.max_in_flight,
             }),
         })
     }
@@ -398,9 +402,13 @@ impl StorageTarget for AmazonS3 {
     }
 
     /// Up to `max_in_flight` puts at once (the semaphore bounds them across callers).
+    ///
+    /// Each call queues the full bound, not the permits free when it starts: the sync
+    /// engine calls this from several writers at once, and a call that started while
+    /// another held every permit would otherwise send its whole batch one by one.
     async fn put_many(&self, items: Vec<(String, Bytes)>) -> Vec<Result<()>> {
-        let limit = self.inner.permits.available_permits();
-        each_concurrently(items, limit, |(key, body)| async move { self.put(&key, body).await }).await
+        each_concurrently(items, self.inner.max_in_flight, |(key, body)| async move { self.put(&key, body).await })
+            .await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
@@ -519,6 +527,68 @@ mod tests {
         assert_eq!(target(Some("exports")).object_key("11005"), "exports/11005");
         assert_eq!(target(Some("a/")).object_key("11005"), "a//11005");
         assert_eq!(target(Some("x")).object_key("42.json"), "x/42.json");
+    }
+
+    /// A stand-in S3 that answers every PUT after `delay`, noting the most requests
+    /// it held at once for keys starting with `watch`.
+    async fn slow_s3(delay: Duration, watch: &'static str) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let seen = peak.clone();
+        let app = axum::Router::new().route(
+            "/{bucket}/{key}",
+            axum::routing::put(move |axum::extract::Path((_, key)): axum::extract::Path<(String, String)>| {
+                let (now, peak) = (now.clone(), peak.clone());
+                async move {
+                    if key.starts_with(watch) {
+                        peak.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                    }
+                    tokio::time::sleep(delay).await;
+                    if key.starts_with(watch) {
+                        now.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    ""
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, seen)
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_starts_while_another_holds_every_permit_still_goes_out_concurrently() {
+        // Arrange: 4 requests in flight at most; the sync engine's writers call
+        // `put_many` at the same time, so the second finds no permit free.
+        let (url, peak) = slow_s3(Duration::from_millis(50), "b-").await;
+        let mut config = TargetConfig::default();
+        config.values.insert("bucket".into(), "b".into());
+        config.values.insert("s3_endpoint".into(), url.into());
+        let ctx = TargetContext {
+            local_files: crate::config::LocalFilesSettings { serving_enabled: false, document_root: "/".into() },
+            fsync: false,
+            targets: crate::config::TargetSettings {
+                ssrf_protection: false,
+                max_in_flight: 4,
+                ..crate::config::TargetSettings::from_env()
+            },
+        };
+        let s3 = AmazonS3::new(&config, &ctx).unwrap();
+        let batch = |name: &str| (0..8).map(|i| (format!("{name}-{i}"), Bytes::from_static(b"{}"))).collect::<Vec<_>>();
+
+        // Act
+        let first = s3.put_many(batch("a"));
+        let second = async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            s3.put_many(batch("b")).await
+        };
+        let (a, b) = tokio::join!(first, second);
+
+        // Assert
+        assert!(a.iter().chain(&b).all(|r| r.is_ok()), "{a:?} {b:?}");
+        let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(peak > 1, "the second batch went out {peak} at a time, not up to the bound of 4");
     }
 
     #[test]
