@@ -27,7 +27,7 @@
 use super::keys::{self, check_key};
 use super::retry::{RetryPolicy, Transient};
 use super::spec::{no_check, DocumentStyle, FieldSpec, TargetConfig, TargetContext, TypeSpec};
-use super::{each_concurrently, Result, StorageError, StorageTarget};
+use super::{InFlight, Result, StorageError, StorageTarget};
 use base64::Engine as _;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
@@ -38,7 +38,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
 
 /// The `azure` type.
 pub const SPEC: TypeSpec = TypeSpec {
@@ -242,11 +241,7 @@ struct Inner {
     /// Time limit of one request.
     timeout: Duration,
     retry: RetryPolicy,
-    permits: Semaphore,
-    /// The bound of `permits`: what one batched call queues on them. Not the permits
-    /// free when it starts, or a call that begins while another holds them all (the
-    /// sync engine's writers overlap) would go one request at a time.
-    max_in_flight: usize,
+    in_flight: InFlight,
 }
 
 impl fmt::Display for AzureBlob {
@@ -431,8 +426,7 @@ impl AzureBlob {
                 http,
                 timeout: ctx.targets.request_timeout,
                 retry: RetryPolicy { max_attempts: ctx.targets.max_attempts, base: ctx.targets.backoff },
-                permits: Semaphore::new(ctx.targets.max_in_flight),
-                max_in_flight: ctx.targets.max_in_flight,
+                in_flight: InFlight::new(ctx.targets.max_in_flight),
             }),
         })
     }
@@ -497,7 +491,7 @@ impl AzureBlob {
     where
         F: Fn() -> reqwest::RequestBuilder,
     {
-        let _permit = self.inner.permits.acquire().await.expect("the semaphore is never closed");
+        let _permit = self.inner.in_flight.acquire().await;
         self.inner
             .retry
             .run(|| async {
@@ -619,8 +613,7 @@ impl StorageTarget for AzureBlob {
 
     /// Up to `max_in_flight` puts at once (the semaphore bounds them across callers).
     async fn put_many(&self, items: Vec<(String, Bytes)>) -> Vec<Result<()>> {
-        let limit = self.inner.max_in_flight;
-        each_concurrently(items, limit, |(key, body)| async move { self.put(&key, body).await }).await
+        self.inner.in_flight.each(items, |(key, body)| async move { self.put(&key, body).await }).await
     }
 
     /// Delete Blob with its snapshots; a missing blob is not an error.
@@ -641,8 +634,7 @@ impl StorageTarget for AzureBlob {
 
     /// Up to `max_in_flight` deletes at once (see the module header on Blob Batch).
     async fn delete_many(&self, keys: Vec<String>) -> Vec<Result<()>> {
-        let limit = self.inner.max_in_flight;
-        each_concurrently(keys, limit, |key| async move { self.delete(&key).await }).await
+        self.inner.in_flight.each(keys, |key| async move { self.delete(&key).await }).await
     }
 
     /// Get Blob Properties: `Content-Length`, or `None` for a missing blob.
@@ -663,8 +655,7 @@ impl StorageTarget for AzureBlob {
 
     /// Sizes asked concurrently, as writes are.
     async fn sizes(&self, keys: Vec<String>) -> Vec<Result<Option<u64>>> {
-        let limit = self.inner.max_in_flight;
-        each_concurrently(keys, limit, |key| async move { self.size(&key).await }).await
+        self.inner.in_flight.each(keys, |key| async move { self.size(&key).await }).await
     }
 
     /// One List Blobs request per 1,000 blobs under the prefix.

@@ -90,15 +90,42 @@ pub(crate) fn request_error_text(e: reqwest::Error) -> String {
     text
 }
 
-/// Runs `op` on every item with at most `limit` running at once; the results come
-/// back in the items' order. The network targets write, delete and size this way.
-pub async fn each_concurrently<T, R, F, Fut>(items: Vec<T>, limit: usize, op: F) -> Vec<R>
-where
-    F: FnMut(T) -> Fut,
-    Fut: std::future::Future<Output = R>,
-{
-    use futures::StreamExt;
-    futures::stream::iter(items).map(op).buffered(limit.max(1)).collect().await
+/// The bound on a network target's requests in flight, shared by all its callers.
+pub struct InFlight {
+    permits: tokio::sync::Semaphore,
+    bound: usize,
+}
+
+impl InFlight {
+    /// At most `bound` requests at once (at least one).
+    pub fn new(bound: usize) -> InFlight {
+        let bound = bound.max(1);
+        InFlight { permits: tokio::sync::Semaphore::new(bound), bound }
+    }
+
+    /// Waits for a turn to send one request; the request holds the permit.
+    pub async fn acquire(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.permits.acquire().await.expect("the semaphore is never closed")
+    }
+
+    /// How many requests one batched call keeps queued: the whole bound, not the
+    /// permits free when it starts. The sync engine's writers call targets at the same
+    /// time, and a call that began while another held every permit would otherwise
+    /// send its whole batch one request at a time (the permits still cap the total).
+    pub fn bound(&self) -> usize {
+        self.bound
+    }
+
+    /// Runs `op` on every item, up to [`bound`](Self::bound) at once; the results come
+    /// back in the items' order. `op` takes its permit with [`acquire`](Self::acquire).
+    pub async fn each<T, R, F, Fut>(&self, items: Vec<T>, op: F) -> Vec<R>
+    where
+        F: FnMut(T) -> Fut,
+        Fut: std::future::Future<Output = R>,
+    {
+        use futures::StreamExt;
+        futures::stream::iter(items).map(op).buffered(self.bound).collect().await
+    }
 }
 
 /// Keys split into the safe ones, to send, and refusals of the others, so that

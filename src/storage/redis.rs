@@ -24,7 +24,7 @@ use super::keys::check_key;
 use super::retry::{RetryPolicy, Transient};
 use super::spec::{ConfigError, DocumentStyle, FieldKind, FieldSpec, TargetConfig, TargetContext, TypeSpec};
 use super::ssrf::{self, SsrfError};
-use super::{Result, StorageError, StorageTarget};
+use super::{InFlight, Result, StorageError, StorageTarget};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::StreamExt;
@@ -33,7 +33,7 @@ use redis::{ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisConnectionInfo, 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Mutex;
 
 /// The `redis` type.
 pub const SPEC: TypeSpec = TypeSpec {
@@ -122,11 +122,7 @@ struct Inner {
     retry: RetryPolicy,
     request_timeout: Duration,
     /// Bounds the pipelines in flight across every caller of this target.
-    permits: Semaphore,
-    /// The bound of `permits`: what one batched call queues on them. Not the permits
-    /// free when it starts, or a call that begins while another holds them all (the
-    /// sync engine's writers overlap) would go one request at a time.
-    max_in_flight: usize,
+    in_flight: InFlight,
     /// Made on first use, to an address checked by [`ssrf::resolve`].
     connection: Mutex<Option<ConnectionManager>>,
     /// The server's `run_id` when this target first connected (see `change_token`).
@@ -234,8 +230,7 @@ impl Redis {
                 ssrf_protection: ctx.targets.ssrf_protection,
                 retry: RetryPolicy { max_attempts: ctx.targets.max_attempts, base: ctx.targets.backoff },
                 request_timeout: ctx.targets.request_timeout,
-                permits: Semaphore::new(ctx.targets.max_in_flight),
-                max_in_flight: ctx.targets.max_in_flight,
+                in_flight: InFlight::new(ctx.targets.max_in_flight),
                 connection: Mutex::new(None),
                 first_run_id: std::sync::Mutex::new(None),
             }),
@@ -340,7 +335,7 @@ impl Redis {
 
     /// One pipeline of `SET`s; per-item results, in order.
     async fn set_batch(&self, items: &[(String, Bytes)]) -> Vec<Result<()>> {
-        let _permit = self.inner.permits.acquire().await.expect("the semaphore is never closed");
+        let _permit = self.inner.in_flight.acquire().await;
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for (key, body) in items {
@@ -372,7 +367,7 @@ impl Redis {
 
     /// One `DEL` of many keys.
     async fn delete_batch(&self, keys: &[String]) -> Result<()> {
-        let _permit = self.inner.permits.acquire().await.expect("the semaphore is never closed");
+        let _permit = self.inner.in_flight.acquire().await;
         let mut del = redis::cmd("DEL");
         for key in keys {
             del.arg(key.as_str());
@@ -388,7 +383,7 @@ impl Redis {
 
     /// One pipeline of `STRLEN` and `EXISTS` per key.
     async fn size_batch(&self, keys: &[String]) -> Vec<Result<Option<u64>>> {
-        let _permit = self.inner.permits.acquire().await.expect("the semaphore is never closed");
+        let _permit = self.inner.in_flight.acquire().await;
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for key in keys {
@@ -497,7 +492,7 @@ impl StorageTarget for Redis {
                 Err(e) => out.push(Some(Err(e))),
             }
         }
-        let limit = self.inner.max_in_flight;
+        let limit = self.inner.in_flight.bound();
         let done: Vec<(Vec<usize>, Vec<Result<()>>)> = futures::stream::iter(batches(safe))
             .map(|batch| async move {
                 let (slots, items): (Vec<usize>, Vec<(String, Bytes)>) =
@@ -534,7 +529,7 @@ impl StorageTarget for Redis {
                 Err(e) => out.push(Some(Err(e))),
             }
         }
-        let limit = self.inner.max_in_flight;
+        let limit = self.inner.in_flight.bound();
         let done: Vec<(Vec<usize>, Result<()>)> = futures::stream::iter(chunked(safe))
             .map(|(slots, keys)| async move { (slots, self.delete_batch(&keys).await) })
             .buffer_unordered(limit)
@@ -569,7 +564,7 @@ impl StorageTarget for Redis {
                 Err(e) => out.push(Some(Err(e))),
             }
         }
-        let limit = self.inner.max_in_flight;
+        let limit = self.inner.in_flight.bound();
         let done: Vec<(Vec<usize>, Vec<Result<Option<u64>>>)> = futures::stream::iter(chunked(safe))
             .map(|(slots, keys)| async move { (slots, self.size_batch(&keys).await) })
             .buffer_unordered(limit)

@@ -29,7 +29,7 @@ use super::keys::{self, check_key};
 use super::retry::{RetryPolicy, Transient};
 use super::spec::{ConfigError, DocumentStyle, FieldSpec, TargetConfig, TargetContext, TypeSpec};
 use super::ssrf::{self, CheckedResolver};
-use super::{each_concurrently, Result, SafeKeys, StorageError, StorageTarget};
+use super::{InFlight, Result, SafeKeys, StorageError, StorageTarget};
 use auth::TokenProvider;
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -38,7 +38,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
 
 /// Google's public endpoint of the JSON API.
 pub const GOOGLE_ENDPOINT: &str = "https://storage.googleapis.com";
@@ -144,11 +143,7 @@ struct Inner {
     http: reqwest::Client,
     auth: TokenProvider,
     retry: RetryPolicy,
-    permits: Semaphore,
-    /// The bound of `permits`: what one batched call queues on them. Not the permits
-    /// free when it starts, or a call that begins while another holds them all (the
-    /// sync engine's writers overlap) would go one request at a time.
-    max_in_flight: usize,
+    in_flight: InFlight,
     /// Cleared when the batch endpoint refuses a batch: deletes go one by one then.
     batch_deletes: std::sync::atomic::AtomicBool,
 }
@@ -272,8 +267,7 @@ impl GoogleCloudStorage {
                 http,
                 auth,
                 retry: RetryPolicy { max_attempts: ctx.targets.max_attempts, base: ctx.targets.backoff },
-                permits: Semaphore::new(ctx.targets.max_in_flight),
-                max_in_flight: ctx.targets.max_in_flight,
+                in_flight: InFlight::new(ctx.targets.max_in_flight),
                 batch_deletes: std::sync::atomic::AtomicBool::new(true),
             }),
         })
@@ -328,7 +322,7 @@ impl GoogleCloudStorage {
     where
         F: Fn() -> reqwest::RequestBuilder,
     {
-        let _permit = self.inner.permits.acquire().await.expect("the semaphore is never closed");
+        let _permit = self.inner.in_flight.acquire().await;
         self.inner
             .retry
             .run(|| async {
@@ -525,8 +519,7 @@ impl StorageTarget for GoogleCloudStorage {
 
     /// Up to `max_in_flight` uploads at once (the semaphore bounds them across callers).
     async fn put_many(&self, items: Vec<(String, Bytes)>) -> Vec<Result<()>> {
-        let limit = self.inner.max_in_flight;
-        each_concurrently(items, limit, |(key, body)| async move { self.put(&key, body).await }).await
+        self.inner.in_flight.each(items, |(key, body)| async move { self.put(&key, body).await }).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
@@ -550,10 +543,11 @@ impl StorageTarget for GoogleCloudStorage {
                     if chunk.len() > 1 {
                         self.inner.batch_deletes.store(false, Ordering::Relaxed);
                     }
-                    let limit = self.inner.max_in_flight;
-                    let one_by_one =
-                        each_concurrently(chunk.to_vec(), limit, |key| async move { self.delete_one(&key).await })
-                            .await;
+                    let one_by_one = self
+                        .inner
+                        .in_flight
+                        .each(chunk.to_vec(), |key| async move { self.delete_one(&key).await })
+                        .await;
                     results.extend(one_by_one);
                 }
             }

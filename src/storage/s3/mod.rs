@@ -23,7 +23,7 @@ use super::keys::{self, check_key};
 use super::retry::{RetryPolicy, Transient};
 use super::spec::{ConfigError, DocumentStyle, FieldSpec, TargetConfig, TargetContext, TypeSpec};
 use super::ssrf::{self, CheckedResolver};
-use super::{each_concurrently, Result, SafeKeys, StorageError, StorageTarget};
+use super::{InFlight, Result, SafeKeys, StorageError, StorageTarget};
 use bytes::Bytes;
 use credentials::CredentialChain;
 use futures::future::BoxFuture;
@@ -34,7 +34,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
 
 /// The `s3` type.
 pub const SPEC: TypeSpec = TypeSpec {
@@ -134,9 +133,7 @@ struct Inner {
     sse_kms_key_id: Option<String>,
     retry: RetryPolicy,
     /// Bounds the requests in flight across all callers of this target.
-    permits: Semaphore,
-    /// The bound itself: how many requests one `put_many` keeps queued on `permits`.
-    max_in_flight: usize,
+    in_flight: InFlight,
 }
 
 impl fmt::Display for AmazonS3 {
@@ -242,8 +239,7 @@ impl AmazonS3 {
                 http,
                 sse_kms_key_id: config.text("aws_sse_kms_key_id").map(str::to_owned),
                 retry: RetryPolicy { max_attempts: ctx.targets.max_attempts, base: ctx.targets.backoff },
-                permits: Semaphore::new(ctx.targets.max_in_flight),
-                max_in_flight: ctx.targets.max_in_flight,
+                in_flight: InFlight::new(ctx.targets.max_in_flight),
             }),
         })
     }
@@ -286,7 +282,7 @@ impl AmazonS3 {
     where
         F: Fn(Option<&rusty_s3::Credentials>) -> reqwest::RequestBuilder,
     {
-        let _permit = self.inner.permits.acquire().await.expect("the semaphore is never closed");
+        let _permit = self.inner.in_flight.acquire().await;
         self.inner
             .retry
             .run(|| async {
@@ -401,14 +397,9 @@ impl StorageTarget for AmazonS3 {
         self.send(|creds| self.put_request(key, body.clone(), creds)).await.map(|_| ()).map_err(|e| self.error(e))
     }
 
-    /// Up to `max_in_flight` puts at once (the semaphore bounds them across callers).
-    ///
-    /// Each call queues the full bound, not the permits free when it starts: the sync
-    /// engine calls this from several writers at once, and a call that started while
-    /// another held every permit would otherwise send its whole batch one by one.
+    /// Up to `max_in_flight` puts at once, bounded across callers ([`InFlight`]).
     async fn put_many(&self, items: Vec<(String, Bytes)>) -> Vec<Result<()>> {
-        each_concurrently(items, self.inner.max_in_flight, |(key, body)| async move { self.put(&key, body).await })
-            .await
+        self.inner.in_flight.each(items, |(key, body)| async move { self.put(&key, body).await }).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
