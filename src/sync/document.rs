@@ -208,8 +208,12 @@ struct AsciiPretty<'a>(PrettyFormatter<'a>);
 
 impl Formatter for AsciiPretty<'_> {
     fn write_string_fragment<W: ?Sized + io::Write>(&mut self, w: &mut W, fragment: &str) -> io::Result<()> {
+        // Most text is plain ASCII: written as it is, with no copy.
+        if fragment.bytes().all(|b| b < 0x7f) {
+            return w.write_all(fragment.as_bytes());
+        }
         // serde_json has escaped quotes, backslashes and control characters already.
-        let mut escaped = Vec::with_capacity(fragment.len());
+        let mut escaped = Vec::with_capacity(fragment.len() + 16);
         super::restyle::escape_str(&mut escaped, fragment);
         w.write_all(&escaped)
     }
