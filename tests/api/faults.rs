@@ -203,7 +203,12 @@ async fn a_directory_removed_mid_sync_fails_the_sync_with_not_found_and_the_next
 
     // Act
     wait_in_progress(&app, id, 2 * BATCH).await;
-    std::fs::remove_dir_all(&dir).unwrap();
+    // The sync keeps adding files while the tree is removed: removal may find a new
+    // one in a directory it has just emptied; try again, as a user's `rm -rf` would.
+    let removal = Instant::now() + TIMEOUT;
+    while let Err(e) = std::fs::remove_dir_all(&dir) {
+        assert!(e.kind() == std::io::ErrorKind::DirectoryNotEmpty && Instant::now() < removal, "{e}");
+    }
     let s = wait_sync(&app, id).await;
 
     // Assert: the cause says the directory does not exist, and it is not recreated.
