@@ -280,8 +280,6 @@ pub trait JsonColumn: Sized {
     fn read(row: &AnyRow, col: &str) -> Self;
     /// The JSON text (as stored, or serialised from the value).
     fn json_text(&self) -> std::borrow::Cow<'_, str>;
-    /// The parsed value, `null` for text that is not JSON (as [`json_col`] reads it).
-    fn to_value(&self) -> std::borrow::Cow<'_, serde_json::Value>;
 }
 
 impl JsonColumn for serde_json::Value {
@@ -290,9 +288,6 @@ impl JsonColumn for serde_json::Value {
     }
     fn json_text(&self) -> std::borrow::Cow<'_, str> {
         std::borrow::Cow::Owned(self.to_string())
-    }
-    fn to_value(&self) -> std::borrow::Cow<'_, serde_json::Value> {
-        std::borrow::Cow::Borrowed(self)
     }
 }
 
@@ -307,9 +302,6 @@ impl JsonColumn for JsonText {
     }
     fn json_text(&self) -> std::borrow::Cow<'_, str> {
         std::borrow::Cow::Borrowed(&self.0)
-    }
-    fn to_value(&self) -> std::borrow::Cow<'_, serde_json::Value> {
-        std::borrow::Cow::Owned(parse_or_null(&self.0))
     }
 }
 
