@@ -154,7 +154,7 @@ pub fn failed(current: &ExportStorage, now: Micros, message: &str) -> SyncState 
 pub const AUTO_EXPORT_FAILED: &str = "Automatic export failed; retrying with backoff. Cause: ";
 
 /// Meta key holding an ongoing automatic-export failure: since when, how many
-/// attempts, and the status to restore once it recovers.
+/// attempts, and the status (with its traceback) to restore once it recovers.
 const AUTO_EXPORT_KEY: &str = "auto_export_failure";
 
 /// Consecutive failed attempts of automatic export recorded on a storage (0 if none).
@@ -168,7 +168,12 @@ pub fn auto_export_failed(current: &ExportStorage, now: Micros, cause: &str) -> 
     let mut meta = meta_map(&current.meta);
     let previous = match meta.get(AUTO_EXPORT_KEY) {
         Some(f) => f.clone(),
-        None => json!({ "since": meta_time(now), "previous_status": current.status, "attempts": 0 }),
+        None => json!({
+            "since": meta_time(now),
+            "previous_status": current.status,
+            "previous_traceback": current.traceback,
+            "attempts": 0,
+        }),
     };
     let attempts = previous.get("attempts").and_then(Value::as_u64).unwrap_or(0) + 1;
     let mut failure = previous;
@@ -188,15 +193,22 @@ pub fn auto_export_failed(current: &ExportStorage, now: Micros, cause: &str) -> 
 pub fn auto_export_recovered(current: &ExportStorage) -> Option<SyncState> {
     let mut meta = meta_map(&current.meta);
     let failure = meta.remove(AUTO_EXPORT_KEY)?;
-    let previous = failure.get("previous_status").and_then(Value::as_str).unwrap_or(status::COMPLETED);
     let showing_it = current.status == status::FAILED
         && current.traceback.as_deref().is_some_and(|t| t.starts_with(AUTO_EXPORT_FAILED));
+    let (status, traceback) = if showing_it {
+        // A storage that had failed before keeps showing that failure's cause.
+        let previous = failure.get("previous_status").and_then(Value::as_str).unwrap_or(status::COMPLETED);
+        let traceback = failure.get("previous_traceback").and_then(Value::as_str).map(str::to_owned);
+        (previous.to_owned(), traceback)
+    } else {
+        (current.status.clone(), current.traceback.clone())
+    };
     Some(SyncState {
-        status: if showing_it { previous.to_owned() } else { current.status.clone() },
+        status,
         meta: Value::Object(meta),
         last_sync: current.last_sync,
         last_sync_count: current.last_sync_count,
-        traceback: if showing_it { None } else { current.traceback.clone() },
+        traceback,
     })
 }
 
@@ -242,6 +254,18 @@ mod tests {
         assert_eq!(back.traceback, None);
         assert!(back.meta.get("auto_export_failure").is_none());
         assert!(auto_export_recovered(&s).is_none(), "nothing to recover from");
+    }
+
+    #[test]
+    fn recovering_to_an_earlier_failure_restores_its_traceback() {
+        let mut s = storage(status::FAILED, json!({"attempts": 1}));
+        s.traceback = Some("Export to x stopped: no such container".into());
+        let failed = auto_export_failed(&s, 1_000_000, "unreachable");
+        s.meta = failed.meta;
+        s.traceback = failed.traceback;
+        let back = auto_export_recovered(&s).unwrap();
+        assert_eq!(back.status, status::FAILED);
+        assert_eq!(back.traceback.as_deref(), Some("Export to x stopped: no such container"));
     }
 
     fn storage(status: &str, meta: Value) -> ExportStorage {
