@@ -16,6 +16,21 @@ fn datetime(us: Micros) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(us).unwrap_or_default()
 }
 
+/// The proleptic Gregorian (year, month, day) of a day counted from 1970-01-01:
+/// Howard Hinnant's `civil_from_days`, a few integer operations where chrono's
+/// conversions took most of a timestamp's rendering (four per exported document).
+fn civil_date(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * shifted_month + 2) / 5 + 1) as u32;
+    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 } as u32;
+    (year_of_era + era * 400 + i64::from(month <= 2), month, day)
+}
+
 /// A rendered timestamp, held on the stack: documents write four per annotation, so
 /// the text is built by hand (no `core::fmt`, no allocation). Years outside 0–9999
 /// fall back to `format!`, which widens the year as Python does not need to.
@@ -27,13 +42,16 @@ pub struct Stamp {
 impl Stamp {
     /// `date`, `sep`, `time` with microseconds, then `suffix` (at most 6 bytes).
     fn new(us: Micros, sep: u8, suffix: &str) -> Stamp {
-        use chrono::{Datelike, Timelike};
-        let dt = datetime(us);
         let mut stamp = Stamp { buf: [0; 40], len: 0 };
-        let year = dt.year();
+        let (secs, micros) = (us.div_euclid(1_000_000), us.rem_euclid(1_000_000) as u32);
+        let (days, second_of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400) as u32);
+        let (year, month, day) = civil_date(days);
         if !(0..=9999).contains(&year) || suffix.len() > 6 {
+            use chrono::{Datelike, Timelike};
+            let dt = datetime(us);
             let text = format!(
-                "{year:04}-{:02}-{:02}{}{:02}:{:02}:{:02}.{:06}{suffix}",
+                "{:04}-{:02}-{:02}{}{:02}:{:02}:{:02}.{:06}{suffix}",
+                dt.year(),
                 dt.month(),
                 dt.day(),
                 sep as char,
@@ -47,17 +65,17 @@ impl Stamp {
         }
         stamp.digits(year as u32, 4);
         stamp.push(b"-");
-        stamp.digits(dt.month(), 2);
+        stamp.digits(month, 2);
         stamp.push(b"-");
-        stamp.digits(dt.day(), 2);
+        stamp.digits(day, 2);
         stamp.push(&[sep]);
-        stamp.digits(dt.hour(), 2);
+        stamp.digits(second_of_day / 3600, 2);
         stamp.push(b":");
-        stamp.digits(dt.minute(), 2);
+        stamp.digits(second_of_day / 60 % 60, 2);
         stamp.push(b":");
-        stamp.digits(dt.second(), 2);
+        stamp.digits(second_of_day % 60, 2);
         stamp.push(b".");
-        stamp.digits(dt.timestamp_subsec_micros().min(999_999), 6);
+        stamp.digits(micros, 6);
         stamp.push(suffix.as_bytes());
         stamp
     }
@@ -171,6 +189,20 @@ mod tests {
         assert_eq!(iso(y10k - 1), "9999-12-31T23:59:59.999999Z");
         assert_eq!(iso(-1), "1969-12-31T23:59:59.999999Z");
         assert_eq!(meta(-62_135_596_800_000_000), "0001-01-01 00:00:00.000000+00:00");
+    }
+
+    #[test]
+    fn civil_dates_match_chrono_from_year_0_to_9999() {
+        use chrono::Datelike;
+        let first = chrono::NaiveDate::from_ymd_opt(0, 1, 1).unwrap();
+        let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
+        let mut date = first;
+        while date.year() <= 9999 {
+            let days = (date - epoch).num_days();
+            assert_eq!(civil_date(days), (i64::from(date.year()), date.month(), date.day()), "{date}");
+            date = date.succ_opt().unwrap();
+        }
+        assert_eq!(civil_date(-1), (1969, 12, 31));
     }
 
     #[test]
