@@ -116,9 +116,10 @@ impl<'a> Writer<'a> {
 /// Before a member or element: its separator and, indented, its line.
 fn member(out: &mut Vec<u8>, style: DocumentStyle, depth: usize, first: bool) {
     match style {
+        DocumentStyle::Indented if first => new_line(out, depth),
         DocumentStyle::Indented => {
-            out.extend_from_slice(if first { b"\n" } else { b",\n" });
-            indent(out, depth);
+            out.push(b',');
+            new_line(out, depth);
         }
         DocumentStyle::Compact if !first => out.extend_from_slice(b", "),
         DocumentStyle::Compact => {}
@@ -128,18 +129,51 @@ fn member(out: &mut Vec<u8>, style: DocumentStyle, depth: usize, first: bool) {
 /// Before a closing bracket at `depth`: its own line, unless the container is empty.
 fn close(out: &mut Vec<u8>, style: DocumentStyle, depth: usize, empty: bool) {
     if style == DocumentStyle::Indented && !empty {
-        out.push(b'\n');
-        indent(out, depth);
+        new_line(out, depth);
     }
 }
 
-fn indent(out: &mut Vec<u8>, depth: usize) {
-    out.resize(out.len() + 2 * depth, b' ');
+/// A line break and the indentation of `depth`, copied in one piece where it is
+/// shallow enough (documents rarely nest deeper).
+fn new_line(out: &mut Vec<u8>, depth: usize) {
+    const LINE: &[u8; 65] = b"\n                                                                ";
+    match LINE.get(..1 + 2 * depth) {
+        Some(line) => out.extend_from_slice(line),
+        None => {
+            out.push(b'\n');
+            out.resize(out.len() + 2 * depth, b' ');
+        }
+    }
 }
 
 /// Plain ASCII that goes through unchanged inside a string.
 fn is_plain(b: u8) -> bool {
     (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'
+}
+
+/// How many bytes at the start of `s` are plain, looked at eight at a time: a word
+/// goes through whole unless one of its bytes may be a control character, `"`, `\\`
+/// or from 0x7f up (the bit tricks never miss one; the byte loop then decides).
+fn plain_run(s: &[u8]) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES * 0x80;
+    let has_zero = |w: u64| w.wrapping_sub(ONES) & !w;
+    let mut i = 0;
+    while let Some(word) = s.get(i..i + 8) {
+        let w = u64::from_ne_bytes(word.try_into().expect("eight bytes"));
+        let control = w.wrapping_sub(ONES * 0x20) & !w;
+        let high = w.wrapping_add(ONES) | w;
+        let quote = has_zero(w ^ (ONES * u64::from(b'"')));
+        let backslash = has_zero(w ^ (ONES * u64::from(b'\\')));
+        if (control | high | quote | backslash) & HIGH != 0 {
+            break;
+        }
+        i += 8;
+    }
+    while i < s.len() && is_plain(s[i]) {
+        i += 1;
+    }
+    i
 }
 
 /// `s` inside quotes: serde_json's escapes for `"`, `\` and control characters, and
@@ -149,9 +183,7 @@ pub(super) fn escape_str(out: &mut Vec<u8>, s: &str) {
     let mut i = 0;
     while i < bytes.len() {
         let run = i;
-        while i < bytes.len() && is_plain(bytes[i]) {
-            i += 1;
-        }
+        i += plain_run(&bytes[i..]);
         out.extend_from_slice(&bytes[run..i]);
         if let Some(ch) = s[i..].chars().next() {
             escape_char(out, ch);
@@ -298,9 +330,7 @@ impl Restyler<'_, '_> {
         self.out.push(b'"');
         loop {
             let run = self.i;
-            while self.i < self.s.len() && is_plain(self.s[self.i]) {
-                self.i += 1;
-            }
+            self.i += plain_run(&self.s[self.i..]);
             self.out.extend_from_slice(&self.s[run..self.i]);
             match self.s.get(self.i) {
                 None => return Err(Invalid),
@@ -542,6 +572,22 @@ mod tests {
     }
 
     /// Pseudo-random JSON values (deterministic), compared on both paths.
+    #[test]
+    fn the_word_scan_stops_exactly_where_the_byte_scan_does() {
+        // Every byte value, at every offset of a word, after plain runs of every length.
+        for special in 0..=255u8 {
+            for len in 0..20 {
+                let mut s = vec![b'a'; len];
+                s.push(special);
+                s.extend_from_slice(b"tail");
+                let expected = s.iter().position(|&b| !is_plain(b)).unwrap_or(s.len());
+                assert_eq!(plain_run(&s), expected, "byte {special:#x} after {len} plain bytes");
+            }
+        }
+        assert_eq!(plain_run(b""), 0);
+        assert_eq!(plain_run(b"0123456789abcdef"), 16);
+    }
+
     #[test]
     fn generated_values_are_written_as_serde_json_writes_them() {
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
