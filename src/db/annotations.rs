@@ -2,11 +2,9 @@
 //! same transaction (see [`super::changes`]).
 
 use super::tasks::{lock_task, refresh_task_counters};
-use super::{flag, record_change, ChangeOp, Db, DbError, DbResult, JsonColumn, WriteTx};
+use super::{flag, record_change, ChangeOp, Db, DbError, DbResult, DbRow, JsonColumn, WriteTx};
 use crate::time::{now_micros, Micros};
 use serde_json::Value;
-use sqlx::any::AnyRow;
-use sqlx::Row;
 
 /// An annotation row; `J` is how its JSON is held (see [`JsonColumn`]).
 #[derive(Debug, Clone)]
@@ -81,26 +79,26 @@ pub(crate) const ANNOTATION_COLUMNS: &str = "a.id, a.task_id, a.project_id, a.re
      a.parent_prediction, a.parent_annotation, a.last_created_by, a.draft_created_at, a.created_at, a.updated_at";
 
 impl<J: JsonColumn> Annotation<J> {
-    pub(crate) fn from_row(row: &AnyRow) -> Annotation<J> {
+    pub(crate) fn from_row(row: &impl DbRow) -> Annotation<J> {
         Annotation {
-            id: row.get("id"),
-            task_id: row.get("task_id"),
-            project_id: row.get("project_id"),
+            id: row.int("id"),
+            task_id: row.int("task_id"),
+            project_id: row.int("project_id"),
             result: J::read(row, "result"),
             was_cancelled: flag(row, "was_cancelled"),
             ground_truth: flag(row, "ground_truth"),
-            lead_time: row.get("lead_time"),
-            completed_by: row.get("completed_by"),
-            updated_by: row.get("updated_by"),
-            import_id: row.get("import_id"),
-            last_action: row.get("last_action"),
+            lead_time: row.opt_float("lead_time"),
+            completed_by: row.opt_int("completed_by"),
+            updated_by: row.opt_int("updated_by"),
+            import_id: row.opt_int("import_id"),
+            last_action: row.opt_text("last_action"),
             bulk_created: flag(row, "bulk_created"),
-            parent_prediction: row.get("parent_prediction"),
-            parent_annotation: row.get("parent_annotation"),
-            last_created_by: row.get("last_created_by"),
-            draft_created_at: row.get("draft_created_at"),
-            created_at: row.get("created_at"),
-            updated_at: row.get("updated_at"),
+            parent_prediction: row.opt_int("parent_prediction"),
+            parent_annotation: row.opt_int("parent_annotation"),
+            last_created_by: row.opt_int("last_created_by"),
+            draft_created_at: row.opt_int("draft_created_at"),
+            created_at: row.int("created_at"),
+            updated_at: row.int("updated_at"),
         }
     }
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 const SIDE_FILES: [&str; 3] = ["-wal", "-shm", "-journal"];
 
 /// The file of a `sqlite://path?options` URL; `None` for in-memory databases.
-fn sqlite_path(url: &str) -> Option<PathBuf> {
+pub(super) fn sqlite_path(url: &str) -> Option<PathBuf> {
     let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or_default();
     (!path.is_empty() && !path.starts_with(":memory:") && !url.contains("mode=memory")).then(|| PathBuf::from(path))

@@ -23,12 +23,11 @@
 
 use super::changes::{lock_change_feed, ChangeOp};
 use super::projects::{add_to_totals, Totals};
+use super::rows::insert_rows;
 use super::tasks::{keep_page_order, next_inner_ids};
 use super::{Backend, Db, DbResult, NullableF64};
 use crate::time::now_micros;
-use sqlx::any::AnyArguments;
-use sqlx::query::Query;
-use sqlx::{Any, AnyConnection, Row};
+use sqlx::{AnyConnection, Row};
 
 /// A task to import, with its annotations and predictions. JSON values are kept as
 /// compact JSON text, the form they are stored in, so that an import never holds a
@@ -95,65 +94,6 @@ const STAGING_TABLES: [&str; 3] = [
      completed_by BIGINT)",
 ];
 
-/// Parameters per staging statement.
-const PARAMETERS_PER_STATEMENT: usize = 700;
-
-/// `(…), (…)` for `rows` rows of `cols` parameters. SQLite gets anonymous `?`s, bound
-/// by position: it resolves every numbered `$N` by a linear search of the names seen
-/// so far, when preparing and again when binding, which made half of a SQLite import's
-/// CPU `strncmp` at 700 parameters per statement. PostgreSQL has only `$N`.
-fn placeholders(backend: Backend, rows: usize, cols: usize) -> String {
-    let mut sql = String::with_capacity(rows * cols * 6);
-    for r in 0..rows {
-        sql.push_str(if r == 0 { "(" } else { ", (" });
-        for c in 1..=cols {
-            if c > 1 {
-                sql.push_str(", ");
-            }
-            match backend {
-                Backend::Sqlite => sql.push('?'),
-                Backend::Postgres => {
-                    sql.push('$');
-                    sql.push_str(itoa::Buffer::new().format(r * cols + c));
-                }
-            }
-        }
-        sql.push(')');
-    }
-    sql
-}
-
-/// Inserts `rows` into the staging table `into` (`table (columns)`), `cols`
-/// parameters per row bound by `bind`, in statements of bounded size. Full-size
-/// statements repeat the same text, so they are prepared once on this (import-only)
-/// connection.
-async fn stage<T>(
-    backend: Backend,
-    conn: &mut AnyConnection,
-    into: &str,
-    cols: usize,
-    rows: &[T],
-    bind: impl for<'q> Fn(Query<'q, Any, AnyArguments<'q>>, &'q T) -> Query<'q, Any, AnyArguments<'q>>,
-) -> DbResult<()> {
-    let per_statement = PARAMETERS_PER_STATEMENT / cols;
-    let full = format!("INSERT INTO {into} VALUES {}", placeholders(backend, per_statement, cols));
-    for chunk in rows.chunks(per_statement) {
-        let last;
-        let sql = if chunk.len() == per_statement {
-            full.as_str()
-        } else {
-            last = format!("INSERT INTO {into} VALUES {}", placeholders(backend, chunk.len(), cols));
-            last.as_str()
-        };
-        let mut q = sqlx::query(sql).persistent(chunk.len() == per_statement);
-        for row in chunk {
-            q = bind(q, row);
-        }
-        q.execute(&mut *conn).await?;
-    }
-    Ok(())
-}
-
 /// Writes the import into the staging tables.
 async fn stage_import(backend: Backend, conn: &mut AnyConnection, user_id: i64, tasks: &[NewTask]) -> DbResult<()> {
     for sql in STAGING_TABLES {
@@ -161,7 +101,7 @@ async fn stage_import(backend: Backend, conn: &mut AnyConnection, user_id: i64, 
     }
     let numbered: Vec<(i64, &NewTask)> = (0..).zip(tasks).collect();
     let cols = "import_tasks (n, data, meta, is_labeled, total_annotations, cancelled_annotations, total_predictions)";
-    stage(backend, conn, cols, 7, &numbered, |q, (n, t)| {
+    insert_rows(backend, conn, cols, "", 7, &numbered, |q, (n, t)| {
         let cancelled = t.annotations.iter().filter(|a| a.was_cancelled).count() as i64;
         let total = t.annotations.len() as i64 - cancelled;
         // `overlap` is 1 for new tasks: one completed annotation labels a task.
@@ -180,10 +120,11 @@ async fn stage_import(backend: Backend, conn: &mut AnyConnection, user_id: i64, 
         .zip(0..)
         .map(|((n, p), seq)| (seq, n, p))
         .collect();
-    stage(
+    insert_rows(
         backend,
         conn,
         "import_predictions (seq, n, result, score, model_version)",
+        "",
         5,
         &predictions,
         |q, (seq, n, p)| {
@@ -198,7 +139,7 @@ async fn stage_import(backend: Backend, conn: &mut AnyConnection, user_id: i64, 
         .map(|((n, a), seq)| (seq, n, a))
         .collect();
     let cols = "import_annotations (seq, n, result, was_cancelled, ground_truth, lead_time, completed_by)";
-    stage(backend, conn, cols, 7, &annotations, |q, (seq, n, a)| {
+    insert_rows(backend, conn, cols, "", 7, &annotations, |q, (seq, n, a)| {
         q.bind(*seq)
             .bind(*n)
             .bind(a.result.as_str())
@@ -338,17 +279,5 @@ impl Db {
             refresh_planner_statistics(&mut conn, count).await;
         }
         Ok(ImportSummary { task_ids, annotation_count: annotations as i64, prediction_count: predictions as i64 })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{placeholders, Backend};
-
-    #[test]
-    fn placeholders_number_the_parameters_row_by_row_on_postgres_and_are_positional_on_sqlite() {
-        assert_eq!(placeholders(Backend::Postgres, 2, 3), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(placeholders(Backend::Postgres, 1, 1), "($1)");
-        assert_eq!(placeholders(Backend::Sqlite, 2, 3), "(?, ?, ?), (?, ?, ?)");
     }
 }

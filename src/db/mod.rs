@@ -17,6 +17,7 @@ mod leases;
 mod local_paths;
 mod notify;
 mod projects;
+mod rows;
 mod sessions;
 mod storages;
 mod tasks;
@@ -35,7 +36,7 @@ pub use tasks::*;
 pub use users::*;
 pub use write_tx::{WriteQueueTimedOut, WriteTransaction, WriteTx};
 
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, AnyPool, Executor, Row};
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,6 +137,10 @@ pub struct Db {
     url: Arc<str>,
     /// This process's SQLite writers wait here for their turn (see [`WriteTx`]).
     writers: Option<Arc<tokio::sync::Semaphore>>,
+    /// SQLite (a database file): a small pool of the typed driver on the same file,
+    /// for the full sync's page reads ([`Db::export_page`]), whose rows then skip the
+    /// `Any` driver's conversion. It only reads; WAL lets it read beside the writers.
+    export_reads: Option<sqlx::SqlitePool>,
 }
 
 impl Db {
@@ -188,8 +193,18 @@ impl Db {
             .connect(&url)
             .await
             .context("Failed to connect to the database")?;
-        let db = Db { pool, backend, secrets: None, url: url.into(), writers: write_tx::writer_queue(backend) };
+        let mut db = Db {
+            pool,
+            backend,
+            secrets: None,
+            url: url.as_str().into(),
+            writers: write_tx::writer_queue(backend),
+            export_reads: None,
+        };
         db.migrate().await.context("Failed to run database migrations")?;
+        if backend == Backend::Sqlite && files::sqlite_path(&url).is_some() {
+            db.export_reads = Some(export_read_pool(&url).await.context("Failed to connect to the database")?);
+        }
         Ok(db)
     }
 
@@ -261,15 +276,71 @@ impl Db {
         Ok(())
     }
 
-    /// Closes the pool, waiting for connections to be returned.
+    /// Closes the pools, waiting for connections to be returned.
     pub async fn close(&self) {
+        if let Some(reads) = &self.export_reads {
+            reads.close().await;
+        }
         self.pool.close().await;
     }
 }
 
+/// The typed SQLite pool for export pages (see [`Db::export_page`]): two connections,
+/// one for the page being read and one for the next.
+async fn export_read_pool(url: &str) -> anyhow::Result<sqlx::SqlitePool> {
+    use std::str::FromStr;
+    let options =
+        sqlx::sqlite::SqliteConnectOptions::from_str(url)?.create_if_missing(false).busy_timeout(BUSY_TIMEOUT);
+    Ok(sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await?)
+}
+
+/// Typed reads of a result row from either driver: the portable `Any` pool's, or the
+/// SQLite pool's that export pages are read through ([`Db::export_page`]), whose rows
+/// skip the `Any` driver's conversion and copy of every value.
+pub trait DbRow {
+    /// An integer column (ids, counters, 0/1 flags, timestamps).
+    fn int(&self, col: &str) -> i64;
+    /// A nullable integer column.
+    fn opt_int(&self, col: &str) -> Option<i64>;
+    /// A nullable floating-point column.
+    fn opt_float(&self, col: &str) -> Option<f64>;
+    /// A text column.
+    fn text(&self, col: &str) -> String;
+    /// A nullable text column.
+    fn opt_text(&self, col: &str) -> Option<String>;
+}
+
+impl<R: Row> DbRow for R
+where
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn int(&self, col: &str) -> i64 {
+        self.get(col)
+    }
+    fn opt_int(&self, col: &str) -> Option<i64> {
+        self.get(col)
+    }
+    fn opt_float(&self, col: &str) -> Option<f64> {
+        self.get(col)
+    }
+    fn text(&self, col: &str) -> String {
+        self.get(col)
+    }
+    fn opt_text(&self, col: &str) -> Option<String> {
+        self.get(col)
+    }
+}
+
 /// Reads a 0/1 integer column as a bool.
-pub(crate) fn flag(row: &AnyRow, col: &str) -> bool {
-    row.get::<i64, _>(col) != 0
+pub(crate) fn flag(row: &impl DbRow, col: &str) -> bool {
+    row.int(col) != 0
 }
 
 /// How a JSON column is held once read: parsed into a [`serde_json::Value`] where the
@@ -277,13 +348,13 @@ pub(crate) fn flag(row: &AnyRow, col: &str) -> bool {
 /// written out again, as in export documents.
 pub trait JsonColumn: Sized {
     /// Reads column `col` of `row`.
-    fn read(row: &AnyRow, col: &str) -> Self;
+    fn read(row: &impl DbRow, col: &str) -> Self;
     /// The JSON text (as stored, or serialised from the value).
     fn json_text(&self) -> std::borrow::Cow<'_, str>;
 }
 
 impl JsonColumn for serde_json::Value {
-    fn read(row: &AnyRow, col: &str) -> Self {
+    fn read(row: &impl DbRow, col: &str) -> Self {
         json_col(row, col)
     }
     fn json_text(&self) -> std::borrow::Cow<'_, str> {
@@ -297,8 +368,8 @@ impl JsonColumn for serde_json::Value {
 pub struct JsonText(pub String);
 
 impl JsonColumn for JsonText {
-    fn read(row: &AnyRow, col: &str) -> Self {
-        JsonText(row.get(col))
+    fn read(row: &impl DbRow, col: &str) -> Self {
+        JsonText(row.text(col))
     }
     fn json_text(&self) -> std::borrow::Cow<'_, str> {
         std::borrow::Cow::Borrowed(&self.0)
@@ -306,8 +377,8 @@ impl JsonColumn for JsonText {
 }
 
 /// Reads a JSON text column, falling back to `null` for anything unparsable.
-pub(crate) fn json_col(row: &AnyRow, col: &str) -> serde_json::Value {
-    parse_or_null(&row.get::<String, _>(col))
+pub(crate) fn json_col(row: &impl DbRow, col: &str) -> serde_json::Value {
+    parse_or_null(&row.text(col))
 }
 
 /// Stored JSON text as a value, `null` for anything unparsable.

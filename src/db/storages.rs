@@ -5,11 +5,13 @@
 //! a worker that lost the lease has these writes refused.
 
 use super::leases::fence;
+use super::rows::insert_rows;
 use super::{
-    json_col, Annotation, Backend, Db, DbError, DbResult, JsonColumn, JsonText, Lease, PathClaim, Task,
+    flag, json_col, Annotation, Db, DbError, DbResult, DbRow, JsonColumn, JsonText, Lease, PathClaim, Task,
     ANNOTATION_COLUMNS,
 };
 use crate::time::{now_micros, Micros};
+use futures::TryStreamExt;
 use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -643,16 +645,34 @@ impl Db {
 
     /// Up to `limit` annotations of a project with id > `after`, each with its task.
     pub async fn export_page(&self, project_id: i64, after: i64, limit: i64) -> DbResult<Vec<ExportRow>> {
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "SELECT {ANNOTATION_COLUMNS}, {EXPORT_TASK_COLUMNS} FROM annotations a JOIN tasks t ON t.id = a.task_id \
              WHERE a.project_id = $1 AND a.id > $2 ORDER BY a.id LIMIT $3"
-        ))
-        .bind(project_id)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(|row| (Annotation::from_row(row), task_from_prefixed(row))).collect())
+        );
+        // Each row is converted as it arrives and dropped at once: rows held until the
+        // page is complete cost the allocator three times as much to free (callgrind).
+        Ok(match &self.export_reads {
+            Some(reads) => {
+                sqlx::query(&sql)
+                    .bind(project_id)
+                    .bind(after)
+                    .bind(limit)
+                    .fetch(reads)
+                    .map_ok(|row| export_row(&row))
+                    .try_collect()
+                    .await?
+            }
+            None => {
+                sqlx::query(&sql)
+                    .bind(project_id)
+                    .bind(after)
+                    .bind(limit)
+                    .fetch(&self.pool)
+                    .map_ok(|row| export_row(&row))
+                    .try_collect()
+                    .await?
+            }
+        })
     }
 
     /// The given annotations (those that still exist) with their tasks.
@@ -668,7 +688,7 @@ impl Db {
         .bind(serde_json::to_string(annotation_ids).map_err(|e| DbError::Other(e.into()))?)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(|row| (Annotation::from_row(row), task_from_prefixed(row))).collect())
+        Ok(rows.iter().map(export_row).collect())
     }
 
     /// A task (any organization) if it still exists.
@@ -697,41 +717,51 @@ impl Db {
         Ok(rows.iter().map(link_from_row).collect())
     }
 
+    /// The links a storage has for annotation ids in `first..=last`: a page of the
+    /// full pass is such a range, so this is one index range scan, with no id list.
+    pub async fn links_between(&self, storage_id: i64, first: i64, last: i64) -> DbResult<Vec<Link>> {
+        let rows: Vec<Link> = sqlx::query(
+            "SELECT annotation_id, object_key, version, size FROM export_links \
+             WHERE storage_id = $1 AND annotation_id BETWEEN $2 AND $3",
+        )
+        .bind(storage_id)
+        .bind(first)
+        .bind(last)
+        .fetch(&self.pool)
+        .map_ok(|row| link_from_row(&row))
+        .try_collect()
+        .await?;
+        Ok(rows)
+    }
+
     /// Records what was written (insert or replace), under the storage's current
     /// lease only; `false` (nothing recorded) if the lease was lost.
     pub async fn upsert_links(&self, lease: &Lease, links: &[Link]) -> DbResult<bool> {
         if links.is_empty() {
             return Ok(true);
         }
-        // The rows travel as one JSON array parameter, so the statement's text is the
-        // same for every page and prepared once per connection. Hundreds of numbered
-        // parameters instead cost SQLite a quadratic name lookup at every prepare (a
-        // fifth of a full sync's instructions, measured with bench/callgrind.py).
-        let rows: Vec<(i64, &str, &str, i64)> =
-            links.iter().map(|l| (l.annotation_id, l.key.as_str(), l.version.as_str(), l.size)).collect();
-        let rows = serde_json::to_string(&rows).map_err(|e| DbError::Other(e.into()))?;
-        let source = match self.backend {
-            Backend::Sqlite => {
-                "SELECT $1, json_extract(r.value, '$[0]'), json_extract(r.value, '$[1]'), \
-                 json_extract(r.value, '$[2]'), json_extract(r.value, '$[3]'), $2 FROM json_each($3) r WHERE true"
-            }
-            Backend::Postgres => {
-                "SELECT $1, (r->>0)::bigint, r->>1, r->>2, (r->>3)::bigint, $2 FROM jsonb_array_elements($3::jsonb) r"
-            }
-        };
         let mut tx = self.write_tx().await?;
         if !fence(&mut tx, lease, None).await? {
             return Ok(false);
         }
-        sqlx::query(&format!(
-            "INSERT INTO export_links (storage_id, annotation_id, object_key, version, size, written_at) {source} \
-             ON CONFLICT (storage_id, annotation_id) DO UPDATE SET object_key = excluded.object_key, \
-             version = excluded.version, size = excluded.size, written_at = excluded.written_at"
-        ))
-        .bind(lease.storage_id)
-        .bind(now_micros())
-        .bind(rows)
-        .execute(&mut *tx)
+        let (storage_id, now) = (lease.storage_id, now_micros());
+        insert_rows(
+            self.backend,
+            &mut tx,
+            "export_links (storage_id, annotation_id, object_key, version, size, written_at)",
+            "ON CONFLICT (storage_id, annotation_id) DO UPDATE SET object_key = excluded.object_key, \
+             version = excluded.version, size = excluded.size, written_at = excluded.written_at",
+            6,
+            links,
+            |q, l| {
+                q.bind(storage_id)
+                    .bind(l.annotation_id)
+                    .bind(l.key.as_str())
+                    .bind(l.version.as_str())
+                    .bind(l.size)
+                    .bind(now)
+            },
+        )
         .await?;
         tx.commit().await?;
         Ok(true)
@@ -872,22 +902,27 @@ fn link_from_row(r: &AnyRow) -> Link {
     }
 }
 
-fn task_from_prefixed<J: JsonColumn>(row: &AnyRow) -> Task<J> {
+fn task_from_prefixed<J: JsonColumn>(row: &impl DbRow) -> Task<J> {
     Task {
-        id: row.get("task_id"),
-        project_id: row.get("project_id"),
+        id: row.int("task_id"),
+        project_id: row.int("project_id"),
         data: J::read(row, "t_data"),
         meta: J::read(row, "t_meta"),
-        inner_id: row.get("t_inner_id"),
-        overlap: row.get("t_overlap"),
-        is_labeled: row.get::<i64, _>("t_is_labeled") != 0,
-        total_annotations: row.get("t_total_annotations"),
-        cancelled_annotations: row.get("t_cancelled_annotations"),
-        total_predictions: row.get("t_total_predictions"),
-        updated_by: row.get("t_updated_by"),
-        created_at: row.get("t_created_at"),
-        updated_at: row.get("t_updated_at"),
+        inner_id: row.int("t_inner_id"),
+        overlap: row.int("t_overlap"),
+        is_labeled: flag(row, "t_is_labeled"),
+        total_annotations: row.int("t_total_annotations"),
+        cancelled_annotations: row.int("t_cancelled_annotations"),
+        total_predictions: row.int("t_total_predictions"),
+        updated_by: row.opt_int("t_updated_by"),
+        created_at: row.int("t_created_at"),
+        updated_at: row.int("t_updated_at"),
     }
+}
+
+/// An export row (annotation and task columns of the export join) from either driver.
+fn export_row(row: &impl DbRow) -> ExportRow {
+    (Annotation::from_row(row), task_from_prefixed(row))
 }
 
 async fn save_progress(tx: &mut super::WriteTx, job_id: i64, p: &JobProgress, state: Option<&str>) -> DbResult<()> {

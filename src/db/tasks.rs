@@ -1,7 +1,7 @@
 //! Tasks and predictions, scoped to an organization through their project.
 
 use super::projects::{add_to_totals, Totals};
-use super::{flag, json_col, record_change, ChangeOp, Db, DbError, DbResult, JsonColumn, WriteTx};
+use super::{flag, json_col, record_change, ChangeOp, Db, DbError, DbResult, DbRow, JsonColumn, WriteTx};
 use crate::time::{now_micros, Micros};
 use serde_json::Value;
 use sqlx::any::AnyRow;
@@ -89,21 +89,21 @@ pub(crate) const TASK_COLUMNS: &str = "t.id, t.project_id, t.data, t.meta, t.inn
      t.total_annotations, t.cancelled_annotations, t.total_predictions, t.updated_by, t.created_at, t.updated_at";
 
 impl<J: JsonColumn> Task<J> {
-    pub(crate) fn from_row(row: &AnyRow) -> Task<J> {
+    pub(crate) fn from_row(row: &impl DbRow) -> Task<J> {
         Task {
-            id: row.get("id"),
-            project_id: row.get("project_id"),
+            id: row.int("id"),
+            project_id: row.int("project_id"),
             data: J::read(row, "data"),
             meta: J::read(row, "meta"),
-            inner_id: row.get("inner_id"),
-            overlap: row.get("overlap"),
+            inner_id: row.int("inner_id"),
+            overlap: row.int("overlap"),
             is_labeled: flag(row, "is_labeled"),
-            total_annotations: row.get("total_annotations"),
-            cancelled_annotations: row.get("cancelled_annotations"),
-            total_predictions: row.get("total_predictions"),
-            updated_by: row.get("updated_by"),
-            created_at: row.get("created_at"),
-            updated_at: row.get("updated_at"),
+            total_annotations: row.int("total_annotations"),
+            cancelled_annotations: row.int("cancelled_annotations"),
+            total_predictions: row.int("total_predictions"),
+            updated_by: row.opt_int("updated_by"),
+            created_at: row.int("created_at"),
+            updated_at: row.int("updated_at"),
         }
     }
 }

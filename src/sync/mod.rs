@@ -935,9 +935,17 @@ impl SyncEngine {
         inventory: Option<&HashMap<String, u64>>,
         page: Vec<ExportRow>,
     ) -> anyhow::Result<Vec<ExportRow>> {
-        let ids: Vec<i64> = page.iter().map(|(a, _)| a.id).collect();
-        let links: BTreeMap<i64, Link> =
-            self.db.links(storage.id, &ids).await?.into_iter().map(|l| (l.annotation_id, l)).collect();
+        let (Some(first), Some(last)) = (page.first(), page.last()) else {
+            return Ok(page);
+        };
+        // A page is every annotation of the project in an id range, sorted by id.
+        let links: BTreeMap<i64, Link> = self
+            .db
+            .links_between(storage.id, first.0.id, last.0.id)
+            .await?
+            .into_iter()
+            .map(|l| (l.annotation_id, l))
+            .collect();
         // Skip only what is in place as we wrote it: same fingerprint, same size on the target.
         let candidates: Vec<&Link> =
             page.iter().filter_map(|(a, t)| links.get(&a.id).filter(|l| l.version == version(a, t))).collect();
