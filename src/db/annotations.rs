@@ -171,8 +171,8 @@ impl Db {
         let mut tx = self.write_tx().await?;
         let locked = lock_task(&mut tx, task.id).await?;
         let id = insert_annotation(&mut tx, task.project_id, task.id, user_id, a, now_micros()).await?;
-        refresh_task_counters(&mut tx, &locked, Some(user_id)).await?;
-        record_change(self.backend, &mut tx, task.project_id, task.id, id, ChangeOp::Upsert).await?;
+        let delta = refresh_task_counters(&mut tx, &locked, Some(user_id)).await?;
+        record_change(self.backend, &mut tx, task.project_id, task.id, id, ChangeOp::Upsert, delta).await?;
         tx.commit().await?;
         self.annotation(organization_id, id).await
     }
@@ -262,8 +262,9 @@ impl Db {
         if done.rows_affected() == 0 {
             return Err(DbError::NotFound);
         }
-        refresh_task_counters(&mut tx, &locked, Some(user_id)).await?;
-        record_change(self.backend, &mut tx, current.project_id, current.task_id, id, ChangeOp::Upsert).await?;
+        let delta = refresh_task_counters(&mut tx, &locked, Some(user_id)).await?;
+        let op = ChangeOp::Upsert;
+        record_change(self.backend, &mut tx, current.project_id, current.task_id, id, op, delta).await?;
         tx.commit().await?;
         self.annotation(organization_id, id).await
     }
@@ -277,8 +278,9 @@ impl Db {
         if done.rows_affected() == 0 {
             return Err(DbError::NotFound);
         }
-        refresh_task_counters(&mut tx, &locked, None).await?;
-        record_change(self.backend, &mut tx, current.project_id, current.task_id, id, ChangeOp::Delete).await?;
+        let delta = refresh_task_counters(&mut tx, &locked, None).await?;
+        let op = ChangeOp::Delete;
+        record_change(self.backend, &mut tx, current.project_id, current.task_id, id, op, delta).await?;
         tx.commit().await?;
         Ok(())
     }
