@@ -134,8 +134,8 @@ pub struct Db {
     /// The URL connected to (holds the password: never log it); the new-work
     /// listener opens its own connection with it.
     url: Arc<str>,
-    /// This process's SQLite writers wait here for their turn (see [`WriteTx`]).
-    writers: Option<Arc<tokio::sync::Semaphore>>,
+    /// This process's writers wait here for their turn (see [`WriteTx`]).
+    writers: write_tx::WriterQueues,
 }
 
 impl Db {
@@ -188,7 +188,8 @@ impl Db {
             .connect(&url)
             .await
             .context("Failed to connect to the database")?;
-        let db = Db { pool, backend, secrets: None, url: url.into(), writers: write_tx::writer_queue(backend) };
+        let db =
+            Db { pool, backend, secrets: None, url: url.into(), writers: write_tx::WriterQueues::new(backend, max) };
         db.migrate().await.context("Failed to run database migrations")?;
         Ok(db)
     }

@@ -239,7 +239,7 @@ impl Db {
             return Err(DbError::NotFound);
         }
         let now = now_micros();
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.project_write_tx().await?;
         let inner_id = next_inner_ids(&mut tx, project_id, 1).await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO tasks (project_id, data, meta, inner_id, created_at, updated_at) \
@@ -330,7 +330,7 @@ impl Db {
         updated_by: i64,
     ) -> DbResult<Task> {
         let task = self.task(organization_id, id).await?;
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.project_write_tx().await?;
         let locked = lock_task(&mut tx, task.id).await?;
         sqlx::query(
             "UPDATE tasks SET data = $1, meta = $2, overlap = $3, updated_by = $4, updated_at = $5 WHERE id = $6",
@@ -353,7 +353,7 @@ impl Db {
     /// annotation so that export storages can remove their files.
     pub async fn delete_task(&self, organization_id: i64, id: i64) -> DbResult<()> {
         let task = self.task(organization_id, id).await?;
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.project_write_tx().await?;
         // Locked first, so that on PostgreSQL no annotation is added to it unseen.
         let locked = lock_task(&mut tx, task.id).await?;
         let annotation_ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM annotations WHERE task_id = $1 ORDER BY id")
