@@ -166,11 +166,11 @@ impl Db {
         a: &NewAnnotation,
     ) -> DbResult<Annotation> {
         let task = self.task(organization_id, task_id).await?;
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.project_write_tx().await?;
         let locked = lock_task(&mut tx, task.id).await?;
         let id = insert_annotation(&mut tx, task.project_id, task.id, user_id, a, now_micros()).await?;
-        refresh_task_counters(&mut tx, &locked, Some(user_id)).await?;
-        record_change(self.backend, &mut tx, task.project_id, task.id, id, ChangeOp::Upsert).await?;
+        let delta = refresh_task_counters(&mut tx, &locked, Some(user_id)).await?;
+        record_change(self.backend, &mut tx, task.project_id, task.id, id, ChangeOp::Upsert, delta).await?;
         tx.commit().await?;
         self.annotation(organization_id, id).await
     }
@@ -234,7 +234,7 @@ impl Db {
         a: &NewAnnotation,
     ) -> DbResult<Annotation> {
         let current = self.annotation(organization_id, id).await?;
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.project_write_tx().await?;
         let locked = lock_task(&mut tx, current.task_id).await?;
         let done = sqlx::query(
             "UPDATE annotations SET result = $1, was_cancelled = $2, ground_truth = $3, lead_time = $4, \
@@ -260,8 +260,9 @@ impl Db {
         if done.rows_affected() == 0 {
             return Err(DbError::NotFound);
         }
-        refresh_task_counters(&mut tx, &locked, Some(user_id)).await?;
-        record_change(self.backend, &mut tx, current.project_id, current.task_id, id, ChangeOp::Upsert).await?;
+        let delta = refresh_task_counters(&mut tx, &locked, Some(user_id)).await?;
+        let op = ChangeOp::Upsert;
+        record_change(self.backend, &mut tx, current.project_id, current.task_id, id, op, delta).await?;
         tx.commit().await?;
         self.annotation(organization_id, id).await
     }
@@ -269,14 +270,15 @@ impl Db {
     /// Deletes an annotation.
     pub async fn delete_annotation(&self, organization_id: i64, id: i64) -> DbResult<()> {
         let current = self.annotation(organization_id, id).await?;
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.project_write_tx().await?;
         let locked = lock_task(&mut tx, current.task_id).await?;
         let done = sqlx::query("DELETE FROM annotations WHERE id = $1").bind(id).execute(&mut *tx).await?;
         if done.rows_affected() == 0 {
             return Err(DbError::NotFound);
         }
-        refresh_task_counters(&mut tx, &locked, None).await?;
-        record_change(self.backend, &mut tx, current.project_id, current.task_id, id, ChangeOp::Delete).await?;
+        let delta = refresh_task_counters(&mut tx, &locked, None).await?;
+        let op = ChangeOp::Delete;
+        record_change(self.backend, &mut tx, current.project_id, current.task_id, id, op, delta).await?;
         tx.commit().await?;
         Ok(())
     }

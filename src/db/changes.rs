@@ -9,7 +9,8 @@
 //! `WHERE seq > cursor` and never miss an entry that commits later with a smaller
 //! number. [`Db::prune_change_feed`] deletes what every storage has passed.
 
-use super::{Backend, Db, DbResult, WriteTx};
+use super::projects::{add_to_totals, Totals};
+use super::{Backend, Db, DbError, DbResult, WriteTx};
 use crate::time::{now_micros, Micros};
 use sqlx::{AnyConnection, Row};
 
@@ -66,6 +67,19 @@ pub(crate) async fn lock_change_feed(backend: Backend, conn: &mut AnyConnection)
     Ok(())
 }
 
+/// Records a change of an annotation and adds `totals` (the change's effect on the
+/// project's kept totals, see [`add_to_totals`]) to its project: the **last statement
+/// before the commit** of the transaction that makes the change, after every task and
+/// annotation row lock of it.
+///
+/// On PostgreSQL the project's row and the change-feed lock are what every writer of the
+/// project (and, for the feed lock, of the database) queues on until the holder commits
+/// (issue #11), so they are taken in one statement, one round trip before the commit:
+/// the project's `UPDATE` locks its row, then, for the row it returns, the advisory lock
+/// is taken, and only then is the entry inserted and its `seq` drawn. Each step consumes
+/// the previous one's row, so PostgreSQL cannot run them in another order: the lock order
+/// (task, annotations, project, change feed) and "seq order is commit order" hold as
+/// with separate statements. SQLite serialises all writers anyway.
 pub(crate) async fn record_change(
     backend: Backend,
     tx: &mut WriteTx,
@@ -73,8 +87,65 @@ pub(crate) async fn record_change(
     task_id: i64,
     annotation_id: i64,
     op: ChangeOp,
+    totals: Totals,
 ) -> DbResult<()> {
-    lock_change_feed(backend, tx).await?;
+    if backend == Backend::Sqlite {
+        add_to_totals(tx, project_id, totals).await?;
+        return insert_change(tx, project_id, task_id, annotation_id, op).await;
+    }
+    let done = if totals == Totals::default() {
+        sqlx::query(
+            "INSERT INTO annotation_changes (project_id, task_id, annotation_id, op, created_at) \
+             SELECT $1, $2, $3, $4, $5 FROM (SELECT pg_advisory_xact_lock($6), pg_notify($7, '')) feed",
+        )
+        .bind(project_id)
+        .bind(task_id)
+        .bind(annotation_id)
+        .bind(op.as_str())
+        .bind(now_micros())
+        .bind(CHANGE_FEED_LOCK)
+        .bind(super::WORK_CHANNEL)
+        .execute(&mut **tx)
+        .await?
+    } else {
+        sqlx::query(
+            "WITH project AS (UPDATE projects SET task_count = task_count + $8, annotation_count = annotation_count + $9, \
+               cancelled_annotation_count = cancelled_annotation_count + $10, \
+               prediction_count = prediction_count + $11 WHERE id = $1 RETURNING id), \
+             feed AS (SELECT pg_advisory_xact_lock($6), pg_notify($7, '') FROM project) \
+             INSERT INTO annotation_changes (project_id, task_id, annotation_id, op, created_at) \
+             SELECT $1, $2, $3, $4, $5 FROM feed",
+        )
+        .bind(project_id)
+        .bind(task_id)
+        .bind(annotation_id)
+        .bind(op.as_str())
+        .bind(now_micros())
+        .bind(CHANGE_FEED_LOCK)
+        .bind(super::WORK_CHANNEL)
+        .bind(totals.tasks)
+        .bind(totals.annotations)
+        .bind(totals.cancelled)
+        .bind(totals.predictions)
+        .execute(&mut **tx)
+        .await?
+    };
+    // No row when the project's row is gone; its tasks would have gone with it, and the
+    // task's row lock this transaction holds keeps that from happening, but do not lose
+    // an entry silently.
+    if done.rows_affected() != 1 {
+        return Err(DbError::NotFound);
+    }
+    Ok(())
+}
+
+async fn insert_change(
+    conn: &mut AnyConnection,
+    project_id: i64,
+    task_id: i64,
+    annotation_id: i64,
+    op: ChangeOp,
+) -> DbResult<()> {
     sqlx::query(
         "INSERT INTO annotation_changes (project_id, task_id, annotation_id, op, created_at) VALUES ($1, $2, $3, $4, $5)",
     )
@@ -83,7 +154,7 @@ pub(crate) async fn record_change(
     .bind(annotation_id)
     .bind(op.as_str())
     .bind(now_micros())
-    .execute(&mut **tx)
+    .execute(conn)
     .await?;
     Ok(())
 }

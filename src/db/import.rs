@@ -196,7 +196,7 @@ impl Db {
         let count = tasks.len() as i64;
         let now = now_micros();
         // Only now, staged, does the import wait for its turn to write.
-        let mut tx = self.write_tx_on(&mut conn).await?;
+        let mut tx = self.project_write_tx_on(&mut conn).await?;
         let first = next_inner_ids(&mut tx, project_id, count).await?;
         let last = first + count - 1;
         sqlx::query(

@@ -135,8 +135,8 @@ pub struct Db {
     /// The URL connected to (holds the password: never log it); the new-work
     /// listener opens its own connection with it.
     url: Arc<str>,
-    /// This process's SQLite writers wait here for their turn (see [`WriteTx`]).
-    writers: Option<Arc<tokio::sync::Semaphore>>,
+    /// This process's writers wait here for their turn (see [`WriteTx`]).
+    writers: write_tx::WriterQueues,
     /// SQLite (a database file): a small pool of the typed driver on the same file,
     /// for the full sync's page reads ([`Db::export_page`]), whose rows then skip the
     /// `Any` driver's conversion. It only reads; WAL lets it read beside the writers.
@@ -198,7 +198,7 @@ impl Db {
             backend,
             secrets: None,
             url: url.as_str().into(),
-            writers: write_tx::writer_queue(backend),
+            writers: write_tx::WriterQueues::new(backend, max),
             export_reads: None,
         };
         db.migrate().await.context("Failed to run database migrations")?;

@@ -140,7 +140,10 @@ impl std::ops::Sub for Totals {
 /// Adds `delta` to a project's totals, in the transaction that makes the change. Comes
 /// after every task and annotation row lock of that transaction: on PostgreSQL, rows are
 /// locked in the order task, annotations, project (then the change feed), so that two
-/// writers never wait for each other.
+/// writers never wait for each other. The project's row is where every writer of the
+/// project queues until the holder commits, so take it as late as possible; a change
+/// that is also recorded in the change feed adds its delta in
+/// [`record_change`](super::changes::record_change) instead, in the same round trip.
 pub(crate) async fn add_to_totals(conn: &mut AnyConnection, project_id: i64, delta: Totals) -> DbResult<()> {
     if delta != Totals::default() {
         sqlx::query(

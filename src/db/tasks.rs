@@ -169,13 +169,14 @@ pub(crate) async fn lock_task(tx: &mut WriteTx, task_id: i64) -> DbResult<Locked
     Ok(LockedTask { id: task_id, project_id, before })
 }
 
-/// Recomputes a task's counters after its annotations changed, and adds their change
-/// to its project's totals.
+/// Recomputes a task's counters after its annotations changed, and returns their change,
+/// which the caller adds to its project's totals last ([`record_change`] or
+/// [`add_to_totals`]), so that the project's row stays unlocked until then.
 pub(crate) async fn refresh_task_counters(
     tx: &mut WriteTx,
     task: &LockedTask,
     updated_by: Option<i64>,
-) -> DbResult<()> {
+) -> DbResult<Totals> {
     let row = sqlx::query(&format!(
         "UPDATE tasks SET {COUNTERS_SET}, updated_by = COALESCE($2, updated_by), updated_at = $3 WHERE id = $1 \
          {TOTALS_RETURNING}"
@@ -187,7 +188,7 @@ pub(crate) async fn refresh_task_counters(
     .await?;
     sqlx::query(&format!("UPDATE tasks SET {IS_LABELED_SET} WHERE id = $1")).bind(task.id).execute(&mut **tx).await?;
     let (_, after) = task_totals_of(&row);
-    add_to_totals(tx, task.project_id, after - task.before).await
+    Ok(after - task.before)
 }
 
 /// Clears a project's `tasks_in_inner_id_order` (migration 0010) if the tasks just
@@ -238,7 +239,7 @@ impl Db {
             return Err(DbError::NotFound);
         }
         let now = now_micros();
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.project_write_tx().await?;
         let inner_id = next_inner_ids(&mut tx, project_id, 1).await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO tasks (project_id, data, meta, inner_id, created_at, updated_at) \
@@ -329,7 +330,7 @@ impl Db {
         updated_by: i64,
     ) -> DbResult<Task> {
         let task = self.task(organization_id, id).await?;
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.project_write_tx().await?;
         let locked = lock_task(&mut tx, task.id).await?;
         sqlx::query(
             "UPDATE tasks SET data = $1, meta = $2, overlap = $3, updated_by = $4, updated_at = $5 WHERE id = $6",
@@ -342,7 +343,8 @@ impl Db {
         .bind(task.id)
         .execute(&mut *tx)
         .await?;
-        refresh_task_counters(&mut tx, &locked, None).await?;
+        let delta = refresh_task_counters(&mut tx, &locked, None).await?;
+        add_to_totals(&mut tx, locked.project_id, delta).await?;
         tx.commit().await?;
         self.task(organization_id, id).await
     }
@@ -351,7 +353,7 @@ impl Db {
     /// annotation so that export storages can remove their files.
     pub async fn delete_task(&self, organization_id: i64, id: i64) -> DbResult<()> {
         let task = self.task(organization_id, id).await?;
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.project_write_tx().await?;
         // Locked first, so that on PostgreSQL no annotation is added to it unseen.
         let locked = lock_task(&mut tx, task.id).await?;
         let annotation_ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM annotations WHERE task_id = $1 ORDER BY id")
@@ -360,9 +362,14 @@ impl Db {
             .await?;
         sqlx::query("DELETE FROM tasks WHERE id = $1").bind(task.id).execute(&mut *tx).await?;
         // Its annotations and predictions went by cascade, so its counters leave the totals.
-        add_to_totals(&mut tx, locked.project_id, Totals::default() - locked.before).await?;
+        let mut delta = Totals::default() - locked.before;
+        if annotation_ids.is_empty() {
+            add_to_totals(&mut tx, locked.project_id, delta).await?;
+        }
         for annotation_id in annotation_ids {
-            record_change(self.backend, &mut tx, task.project_id, task.id, annotation_id, ChangeOp::Delete).await?;
+            let op = ChangeOp::Delete;
+            record_change(self.backend, &mut tx, task.project_id, task.id, annotation_id, op, delta).await?;
+            delta = Totals::default();
         }
         tx.commit().await?;
         Ok(())

@@ -1,5 +1,4 @@
-//! Write transactions, and the queue in which this process's SQLite writers take
-//! their turn.
+//! Write transactions, and the queues in which this process's writers take their turn.
 //!
 //! SQLite lets one connection write at a time. A writer that finds the write lock
 //! taken waits in SQLite's busy handler, which sleeps between retries (1, 2, 5, 10 …
@@ -12,11 +11,23 @@
 //! still covers. The wait for a turn is bounded by [`BUSY_TIMEOUT`] too, and ends in
 //! [`WriteQueueTimedOut`], which [`is_busy`](super::is_busy) counts as busy.
 //!
+//! PostgreSQL writers conflict only where they take the same row locks or the
+//! change-feed lock, and wait there, on a pool connection. Most never meet, but every
+//! transaction that changes a project's kept totals or the change feed (annotation
+//! writes, task creation and deletion, imports: [`Db::project_write_tx`]) waits for
+//! the one before it on the same project's row, and for every other one on the feed
+//! lock, until that one commits. Under a stream of annotation saves those waiting
+//! writers took every connection of the pool, and reads waited behind them (issue
+//! #11). So on PostgreSQL these writers take a turn as well, from a queue that lets a
+//! quarter of the pool in at once ([`PROJECT_WRITERS_SHARE`]): enough for the next
+//! writers to run their statements up to the hot locks while one holds them, and the
+//! rest of the pool stays free for reads and the other writes. The queue only bounds
+//! this process's waiting writers; what orders writers, in this process or among
+//! several sharing the database, is still PostgreSQL's locks, so it changes no
+//! guarantee, and other processes' writers simply wait in PostgreSQL as before.
+//!
 //! A task that holds a write transaction must not start another one (or wait for
 //! one): it would wait for its own turn. No code in `db` does.
-//!
-//! PostgreSQL has no queue: its writers conflict only where they take the same row
-//! locks or the change-feed lock, and wait there.
 
 use super::{Backend, Db, DbError, DbResult, BUSY_TIMEOUT};
 use sqlx::{Any, AnyConnection, Connection, Transaction};
@@ -69,24 +80,55 @@ impl DerefMut for WriteTransaction<'_> {
 #[error("database busy: no turn to write within {BUSY_TIMEOUT:?}")]
 pub struct WriteQueueTimedOut;
 
-/// The queue of this process's SQLite writers (see the module documentation); none
-/// on PostgreSQL.
-pub(super) fn writer_queue(backend: Backend) -> Option<Arc<Semaphore>> {
-    (backend == Backend::Sqlite).then(|| Arc::new(Semaphore::new(1)))
+/// On PostgreSQL, the share of the pool's connections that the writers of project
+/// totals and of the change feed may hold at once (see the module documentation).
+pub(super) const PROJECT_WRITERS_SHARE: u32 = 4;
+
+/// The queues in which this process's writers wait for their turn (see the module
+/// documentation).
+#[derive(Debug, Clone)]
+pub(super) struct WriterQueues {
+    /// Every writer's (SQLite: one at a time).
+    all: Option<Arc<Semaphore>>,
+    /// The writers of project totals and the change feed (PostgreSQL).
+    project: Option<Arc<Semaphore>>,
+}
+
+impl WriterQueues {
+    /// The queues for `backend` with a pool of `pool_size` connections.
+    pub(super) fn new(backend: Backend, pool_size: u32) -> WriterQueues {
+        match backend {
+            Backend::Sqlite => WriterQueues { all: Some(Arc::new(Semaphore::new(1))), project: None },
+            Backend::Postgres => {
+                let permits = (pool_size / PROJECT_WRITERS_SHARE).max(2) as usize;
+                WriterQueues { all: None, project: Some(Arc::new(Semaphore::new(permits))) }
+            }
+        }
+    }
 }
 
 impl Db {
     /// Starts a write transaction on a pool connection, after waiting for this
     /// process's turn to write (SQLite).
     pub async fn write_tx(&self) -> DbResult<WriteTx> {
-        let turn = self.turn_to_write().await?;
+        let turn = self.turn_to_write(false).await?;
         let tx = self.pool.begin_with(self.begin_write()).await?;
         Ok(WriteTransaction { tx, _turn: turn })
     }
 
-    /// Starts a write transaction on `conn`, as [`Db::write_tx`] does on the pool.
-    pub(super) async fn write_tx_on<'c>(&self, conn: &'c mut AnyConnection) -> DbResult<WriteTransaction<'c>> {
-        let turn = self.turn_to_write().await?;
+    /// Starts a write transaction that will change a project's kept totals, its inner
+    /// ids or the change feed ([`record_change`](super::changes::record_change),
+    /// [`add_to_totals`](super::projects::add_to_totals)), after waiting for its turn
+    /// among this process's writers of those (PostgreSQL) or all its writers (SQLite).
+    pub(crate) async fn project_write_tx(&self) -> DbResult<WriteTx> {
+        let turn = self.turn_to_write(true).await?;
+        let tx = self.pool.begin_with(self.begin_write()).await?;
+        Ok(WriteTransaction { tx, _turn: turn })
+    }
+
+    /// Starts a write transaction on `conn`, as [`Db::project_write_tx`] does on the pool.
+    pub(super) async fn project_write_tx_on<'c>(&self, conn: &'c mut AnyConnection) -> DbResult<WriteTransaction<'c>> {
+        let turn = self.turn_to_write(true).await?;
         let tx = conn.begin_with(self.begin_write()).await?;
         Ok(WriteTransaction { tx, _turn: turn })
     }
@@ -99,9 +141,14 @@ impl Db {
         }
     }
 
-    /// Waits for this process's turn to write, if it has a queue of writers.
-    async fn turn_to_write(&self) -> DbResult<Option<OwnedSemaphorePermit>> {
-        let Some(queue) = &self.writers else { return Ok(None) };
+    /// Waits for this process's turn to write, if its writers of this kind queue.
+    async fn turn_to_write(&self, project: bool) -> DbResult<Option<OwnedSemaphorePermit>> {
+        let queue = if project {
+            self.writers.project.as_ref().or(self.writers.all.as_ref())
+        } else {
+            self.writers.all.as_ref()
+        };
+        let Some(queue) = queue else { return Ok(None) };
         match tokio::time::timeout(BUSY_TIMEOUT, queue.clone().acquire_owned()).await {
             Ok(turn) => Ok(Some(turn.map_err(|e| DbError::Other(e.into()))?)),
             Err(_) => Err(DbError::Other(WriteQueueTimedOut.into())),
