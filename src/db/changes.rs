@@ -93,22 +93,26 @@ pub(crate) async fn record_change(
         add_to_totals(tx, project_id, totals).await?;
         return insert_change(tx, project_id, task_id, annotation_id, op).await;
     }
+    // The feed entry's parameters are $1-$7 in both statements.
+    let entry = |sql| {
+        sqlx::query(sql)
+            .bind(project_id)
+            .bind(task_id)
+            .bind(annotation_id)
+            .bind(op.as_str())
+            .bind(now_micros())
+            .bind(CHANGE_FEED_LOCK)
+            .bind(super::WORK_CHANNEL)
+    };
     let done = if totals == Totals::default() {
-        sqlx::query(
+        entry(
             "INSERT INTO annotation_changes (project_id, task_id, annotation_id, op, created_at) \
              SELECT $1, $2, $3, $4, $5 FROM (SELECT pg_advisory_xact_lock($6), pg_notify($7, '')) feed",
         )
-        .bind(project_id)
-        .bind(task_id)
-        .bind(annotation_id)
-        .bind(op.as_str())
-        .bind(now_micros())
-        .bind(CHANGE_FEED_LOCK)
-        .bind(super::WORK_CHANNEL)
         .execute(&mut **tx)
         .await?
     } else {
-        sqlx::query(
+        entry(
             "WITH project AS (UPDATE projects SET task_count = task_count + $8, annotation_count = annotation_count + $9, \
                cancelled_annotation_count = cancelled_annotation_count + $10, \
                prediction_count = prediction_count + $11 WHERE id = $1 RETURNING id), \
@@ -116,13 +120,6 @@ pub(crate) async fn record_change(
              INSERT INTO annotation_changes (project_id, task_id, annotation_id, op, created_at) \
              SELECT $1, $2, $3, $4, $5 FROM feed",
         )
-        .bind(project_id)
-        .bind(task_id)
-        .bind(annotation_id)
-        .bind(op.as_str())
-        .bind(now_micros())
-        .bind(CHANGE_FEED_LOCK)
-        .bind(super::WORK_CHANNEL)
         .bind(totals.tasks)
         .bind(totals.annotations)
         .bind(totals.cancelled)
