@@ -11,6 +11,7 @@
 
 mod annotations;
 mod changes;
+mod export_read;
 mod files;
 mod import;
 mod leases;
@@ -137,10 +138,9 @@ pub struct Db {
     url: Arc<str>,
     /// This process's writers wait here for their turn (see [`WriteTx`]).
     writers: write_tx::WriterQueues,
-    /// SQLite (a database file): a small pool of the typed driver on the same file,
-    /// for the full sync's page reads ([`Db::export_page`]), whose rows then skip the
-    /// `Any` driver's conversion. It only reads; WAL lets it read beside the writers.
-    export_reads: Option<sqlx::SqlitePool>,
+    /// SQLite (a database file): rusqlite connections to the same file for the full
+    /// sync's page reads ([`Db::export_page`]), see [`export_read`].
+    export_reads: Option<Arc<export_read::ExportReader>>,
 }
 
 impl Db {
@@ -202,8 +202,8 @@ impl Db {
             export_reads: None,
         };
         db.migrate().await.context("Failed to run database migrations")?;
-        if backend == Backend::Sqlite && files::sqlite_path(&url).is_some() {
-            db.export_reads = Some(export_read_pool(&url).await.context("Failed to connect to the database")?);
+        if let (Backend::Sqlite, Some(path)) = (backend, files::sqlite_path(&url)) {
+            db.export_reads = Some(export_read::ExportReader::open(path).context("Failed to open the database")?);
         }
         Ok(db)
     }
@@ -276,31 +276,15 @@ impl Db {
         Ok(())
     }
 
-    /// Closes the pools, waiting for connections to be returned.
+    /// Closes the pool, waiting for connections to be returned.
     pub async fn close(&self) {
-        if let Some(reads) = &self.export_reads {
-            reads.close().await;
-        }
         self.pool.close().await;
     }
 }
 
-/// The typed SQLite pool for export pages (see [`Db::export_page`]): two connections,
-/// one for the page being read and one for the next.
-async fn export_read_pool(url: &str) -> anyhow::Result<sqlx::SqlitePool> {
-    use std::str::FromStr;
-    let options =
-        sqlx::sqlite::SqliteConnectOptions::from_str(url)?.create_if_missing(false).busy_timeout(BUSY_TIMEOUT);
-    Ok(sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(2)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
-        .connect_with(options)
-        .await?)
-}
-
-/// Typed reads of a result row from either driver: the portable `Any` pool's, or the
-/// SQLite pool's that export pages are read through ([`Db::export_page`]), whose rows
-/// skip the `Any` driver's conversion and copy of every value.
+/// Typed reads of a result row from any of the drivers: the portable `Any` pool's, or
+/// rusqlite's, through which export pages are read on SQLite ([`Db::export_page`]), so
+/// that the row mappings are written once.
 pub trait DbRow {
     /// An integer column (ids, counters, 0/1 flags, timestamps).
     fn int(&self, col: &str) -> i64;
