@@ -620,9 +620,15 @@ async fn faulty_proxy() -> FaultyProxy {
     .await
 }
 
+/// Retries quick enough for a test and patient enough for the proxy above, which
+/// fails about 38 % of all requests: a document fails only if every one of its
+/// attempts draws a fault, and with 10 attempts one of 1,500 documents did so in about
+/// a fifth of the runs (1,500 × 0.38¹⁰ ≈ 0.09 if the draws were independent; they are
+/// not quite: a quickly failed request is retried while passed ones wait on moto). With
+/// 16 the chance is 1,500 × 0.38¹⁶ ≈ 3·10⁻⁴.
 fn quick_retries(s: &mut labelport::config::Settings) {
     s.targets.backoff = Duration::from_millis(5);
-    s.targets.max_attempts = 10;
+    s.targets.max_attempts = 16;
     s.sync.batch_size = 200;
 }
 
@@ -665,11 +671,19 @@ async fn a_sync_whose_endpoint_goes_down_fails_and_a_later_sync_completes_it() {
     // Arrange
     let app = spawn_app_with(Backend::Sqlite, |s| {
         quick_retries(s);
+        // Fewer attempts, so that the pages written while the endpoint is down fail
+        // in seconds; the faults on the way are milder here to match (one request in
+        // five throttled: 1,200 × 0.2¹⁰ ≈ 10⁻⁴ that a document runs out of attempts).
+        s.targets.max_attempts = 10;
         s.sync.batch_size = 40;
         s.sync.write_delay = Duration::from_millis(250);
     })
     .await;
-    let proxy = faulty_proxy().await;
+    let proxy = fault_proxy::start(s3_endpoint(), |n| match n {
+        n if n % 5 == 1 => Fault::Answer(503, "<Error><Code>SlowDown</Code></Error>"),
+        _ => Fault::Pass,
+    })
+    .await;
     let bucket = new_bucket().await;
     let (project, ids) = project_with_annotations(&app, 1200).await;
     let id = create_s3(&app, project, &bucket, json!({"s3_endpoint": proxy.url})).await["id"].as_i64().unwrap();
