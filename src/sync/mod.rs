@@ -813,15 +813,18 @@ impl SyncEngine {
                 self.export_tasks(claim, storage, target.as_ref(), tasks, &mut users, &mut tally).await?;
                 PageWork::Done(tally)
             } else {
-                let todo = self.unchanged_filter(storage, target.as_ref(), inventory.as_deref(), page).await?;
+                let (todo, recorded) =
+                    self.unchanged_filter(storage, target.as_ref(), inventory.as_deref(), page).await?;
                 self.load_users(&mut users, todo.iter().filter_map(|(a, _)| a.completed_by)).await?;
                 let (engine, claim, storage, target) = (self.clone(), claim.clone(), storage.clone(), target.clone());
                 let mut page_users = users.clone();
                 PageWork::Writing(tokio::spawn(async move {
                     let mut tally = Tally::default();
-                    let written = engine
+                    let mut written = engine
                         .write_annotations(&claim, &storage, target.as_ref(), todo, &mut page_users, &mut tally)
                         .await?;
+                    // A document written again as it was (its file had gone) needs no new link.
+                    written.retain(|link| recorded.get(&link.annotation_id) != Some(link));
                     Ok((tally, written))
                 }))
             };
@@ -927,16 +930,17 @@ impl SyncEngine {
     }
 
     /// Drops rows whose document is already in place with the same fingerprint.
-    /// `inventory` is the target's listing, when it has one.
+    /// `inventory` is the target's listing, when it has one. Also returns the links
+    /// already recorded with the current fingerprint, in place or not.
     async fn unchanged_filter(
         &self,
         storage: &ExportStorage,
         target: &dyn StorageTarget,
         inventory: Option<&HashMap<String, u64>>,
         page: Vec<ExportRow>,
-    ) -> anyhow::Result<Vec<ExportRow>> {
+    ) -> anyhow::Result<(Vec<ExportRow>, HashMap<i64, Link>)> {
         let (Some(first), Some(last)) = (page.first(), page.last()) else {
-            return Ok(page);
+            return Ok((page, HashMap::new()));
         };
         // A page is every annotation of the project in an id range, sorted by id.
         let links: BTreeMap<i64, Link> = self
@@ -959,8 +963,13 @@ impl SyncEngine {
             .filter(|(link, size)| matches!(size, Ok(Some(n)) if *n == link.size as u64))
             .map(|(link, _)| link.annotation_id)
             .collect();
+        let recorded: HashMap<i64, Link> = candidates
+            .into_iter()
+            .filter(|link| !in_place.contains(&link.annotation_id))
+            .map(|link| (link.annotation_id, link.clone()))
+            .collect();
         let todo: Vec<ExportRow> = page.into_iter().filter(|(a, _)| !in_place.contains(&a.id)).collect();
-        Ok(todo)
+        Ok((todo, recorded))
     }
 
     /// Applies the change feed from the storage's cursor to its end.
