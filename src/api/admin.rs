@@ -12,6 +12,7 @@
 //! /api/admin/session`, which other sites cannot read), so a forged cross-site
 //! request fails even where a browser would send the cookie.
 
+use super::error::schema::{BodyErrors, ErrorBody};
 use super::error::{ApiError, ApiResult};
 use super::extract::Body;
 use super::AppState;
@@ -146,7 +147,25 @@ fn session_json(user: &User, csrf: &str) -> Value {
 }
 
 /// `POST /api/admin/login` `{"email", "password"}`: starts a session and sets its cookie.
-async fn login(State(state): State<AppState>, Body(body): Body) -> ApiResult<Response> {
+#[utoipa::path(
+    post,
+    path = "/api/admin/login",
+    tag = "admin",
+    operation_id = "api_admin_login",
+    request_body = schema::Login,
+    responses(
+        (status = 200, description = "Signed in: the `labelport_session` cookie is set (HttpOnly, SameSite=Strict, \
+                                      12 hours); send `csrf_token` as `X-CSRFToken` on requests that change state",
+         body = schema::Session),
+        BodyErrors,
+        (status = 400, description = "A field missing, blank, over 1,024 characters or not a string (under its name), \
+                                      or `Unable to log in with provided credentials.` under `non_field_errors`",
+         body = ErrorBody),
+        (status = 429, description = "Too many logins from this address (`LABELPORT_AUTH_FAILURES_PER_MINUTE` a minute, \
+                                      right or wrong): wait `Retry-After` seconds", body = ErrorBody),
+    ),
+)]
+pub async fn login(State(state): State<AppState>, Body(body): Body) -> ApiResult<Response> {
     if !body.is_object() {
         return Err(ApiError::non_field("Invalid data. Expected a dictionary."));
     }
@@ -176,7 +195,18 @@ async fn login(State(state): State<AppState>, Body(body): Body) -> ApiResult<Res
 
 /// `POST /api/admin/logout`: ends the session of the cookie (with its CSRF header) and
 /// clears the cookie.
-async fn logout(State(state): State<AppState>, parts: Parts) -> ApiResult<Response> {
+#[utoipa::path(
+    post,
+    path = "/api/admin/logout",
+    tag = "admin",
+    operation_id = "api_admin_logout",
+    params(("X-CSRFToken" = Option<String>, Header, description = "The session's CSRF token (with the cookie)")),
+    responses(
+        (status = 204, description = "Signed out (also without a session); the cookie is cleared"),
+        (status = 403, description = "The session cookie without its `X-CSRFToken`", body = ErrorBody),
+    ),
+)]
+pub async fn logout(State(state): State<AppState>, parts: Parts) -> ApiResult<Response> {
     if session_user(&parts, &state).await?.is_some() {
         if let Some(token) = session_cookie(&parts.headers) {
             state.db.delete_session(&sha256_hex(token.as_bytes())).await?;
@@ -188,11 +218,52 @@ async fn logout(State(state): State<AppState>, parts: Parts) -> ApiResult<Respon
 
 /// `GET /api/admin/session`: the signed-in user and the CSRF token of the cookie's
 /// session; 401 without a live session.
-async fn session(State(state): State<AppState>, parts: Parts) -> ApiResult<Response> {
+#[utoipa::path(
+    get,
+    path = "/api/admin/session",
+    tag = "admin",
+    operation_id = "api_admin_session",
+    responses(
+        (status = 200, description = "The signed-in user and the CSRF token of the cookie's session", body = schema::Session),
+        (status = 401, description = "No live session cookie", body = ErrorBody),
+    ),
+)]
+pub async fn session(State(state): State<AppState>, parts: Parts) -> ApiResult<Response> {
     let not_signed_in = || ApiError::unauthorized("Authentication credentials were not provided.");
     let user = session_user(&parts, &state).await?.ok_or_else(not_signed_in)?;
     let token = session_cookie(&parts.headers).ok_or_else(not_signed_in)?;
     Ok(([(CACHE_CONTROL, "no-store")], Json(session_json(&user, &csrf_token(&token)))).into_response())
+}
+
+/// The shapes of the sign-in's bodies, for the OpenAPI document.
+pub mod schema {
+    use utoipa::ToSchema;
+
+    /// A password sign-in.
+    #[derive(ToSchema)]
+    pub struct Login {
+        /// A user's email.
+        #[schema(min_length = 1, max_length = 1024)]
+        pub email: String,
+        /// Its password.
+        #[schema(min_length = 1, max_length = 1024)]
+        pub password: String,
+    }
+
+    /// The signed-in user of a session.
+    #[derive(ToSchema)]
+    pub struct SessionUser {
+        pub id: i64,
+        pub email: String,
+    }
+
+    /// A live session.
+    #[derive(ToSchema)]
+    pub struct Session {
+        pub user: SessionUser,
+        /// To send as `X-CSRFToken` with the cookie on requests that change state.
+        pub csrf_token: String,
+    }
 }
 
 #[cfg(test)]

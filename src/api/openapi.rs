@@ -5,7 +5,7 @@
 //! [`super`]); the shapes of its bodies live beside it, in its module's `schema`, and
 //! the error responses many endpoints share in [`error::schema`].
 
-use super::{annotations, auth, error, health, import, metrics, projects, storages, tasks, users};
+use super::{admin, annotations, auth, error, health, import, metrics, projects, storages, tasks, users};
 use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -17,7 +17,8 @@ use utoipa::{Modify, OpenApi};
         title = "labelport",
         description = "Label Studio-compatible API (Label Studio 1.23.2 wire format): projects, \
                        task import, tasks, annotations, current user, personal access tokens, and export \
-                       storages (local files; auto-export of annotations and on-demand sync)."
+                       storages (local files, S3, GCS, Azure Blob, Redis; auto-export of annotations and on-demand sync), \
+                       and the admin page's cookie sign-in."
     ),
     paths(
         health::health,
@@ -60,6 +61,9 @@ use utoipa::{Modify, OpenApi};
         storages::delete,
         storages::sync,
         storages::lag,
+        admin::login,
+        admin::logout,
+        admin::session,
     ),
     components(schemas(
         error::schema::ErrorBody,
@@ -102,6 +106,9 @@ use utoipa::{Modify, OpenApi};
         storages::schema::NotSynchronizable,
         storages::schema::SyncRefused,
         storages::schema::ExportLag,
+        admin::schema::Login,
+        admin::schema::SessionUser,
+        admin::schema::Session,
     )),
     modifiers(&SecuritySchemes, &CurrentUserAlias, &StorageTypesAlias, &PutOperationIds),
     tags(
@@ -113,6 +120,7 @@ use utoipa::{Modify, OpenApi};
         (name = "users", description = "The current user and its legacy token"),
         (name = "tokens", description = "Personal access tokens (JWT refresh tokens) and Bearer access tokens"),
         (name = "service", description = "Health, version and this document"),
+        (name = "admin", description = "The admin page's cookie sign-in (a session instead of a token)"),
     )
 )]
 pub struct ApiDoc;
