@@ -617,7 +617,9 @@ def profile(a, cl, pid, t: Target, path: str):
     sync to a fresh bucket, after the measured ones (which it does not disturb)."""
     import signal
 
-    perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-o", path, "-p", str(a.server_pid)],
+    # BENCH_PERF_CALL_GRAPH=dwarf unwinds through code built without frame pointers.
+    graph = os.environ.get("BENCH_PERF_CALL_GRAPH", "fp")
+    perf = subprocess.Popen(["perf", "record", "-F", "999", "--call-graph", graph, "-o", path, "-p", str(a.server_pid)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1)
     _, dt, _ = labelport_sync(cl, pid, t, t.new_bucket(), 3600)
