@@ -65,6 +65,15 @@ async fn sync(app: &TestApp, id: i64, query: &str) -> Value {
 }
 
 /// Sync jobs recorded for a storage (read straight from the database).
+/// Links (what the storage holds a file for) the database keeps for a storage.
+async fn link_count(app: &TestApp, storage: i64) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM export_links WHERE storage_id = $1")
+        .bind(storage)
+        .fetch_one(app.state.db.pool())
+        .await
+        .unwrap()
+}
+
 async fn job_count(app: &TestApp, storage: i64) -> i64 {
     sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM sync_jobs WHERE storage_id = $1")
         .bind(storage)
@@ -982,6 +991,8 @@ async fn deleting_the_project_leaves_the_files(app: TestApp) {
     let marker = annotate(&app, later_tasks[0], "marker").await;
     wait_for("a later auto-export", || later_dir.join(marker.to_string()).is_file()).await;
     assert_eq!(snapshot(&dir), before);
+    assert_eq!(link_count(&app, id).await, 0, "the storage's links went with it");
+    assert_eq!(link_count(&app, later).await, 2);
 }
 
 // ---------------------------------------------------------------------------------
@@ -1026,4 +1037,6 @@ async fn deleting_a_storage_while_it_syncs_is_safe_and_the_server_keeps_working(
     wait_for("auto-export after the deletion", || fresh_dir.join(extra.to_string()).is_file()).await;
     assert!(files_in(&dir).len() <= 30, "the deleted storage's directory got no more than its annotations");
     assert!(!dir.join(extra.to_string()).exists(), "the deleted storage is not auto-exported to");
+    assert_eq!(link_count(&app, id).await, 0, "no link outlives its storage, nor is written after it");
+    assert_eq!(link_count(&app, fresh).await, 31);
 }
