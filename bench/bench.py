@@ -707,10 +707,22 @@ def sh(cmd):
         return "?"
 
 
+def commit_label():
+    """The checkout's commit; with LABELPORT_BIN, said to be the checkout's, not the binary's."""
+    label = sh("git rev-parse --short HEAD")
+    binary = os.environ.get("LABELPORT_BIN")
+    if binary:
+        built = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(os.path.getmtime(binary))) if os.path.exists(binary) else "?"
+        return f"{label} checked out, binary {binary} (built {built}; LABELPORT_BIN, not necessarily from this commit)"
+    if sh("git status --porcelain -- src Cargo.toml"):
+        label += " (+ uncommitted changes)"
+    return label
+
+
 def machine(root):
     return {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "commit": sh("git rev-parse --short HEAD") + (" (+ uncommitted changes)" if sh("git status --porcelain -- src Cargo.toml") else ""),
+        "commit": commit_label(),
         "nproc": sh("nproc"),
         "cpu": sh("lscpu | sed -n 's/^Model name:[ ]*//p' | head -1"),
         "mem": sh("free -h | awk '/^Mem:/{print $2}'"),
