@@ -202,7 +202,7 @@ pub async fn create(
     )
     .await?;
     let annotation =
-        state.db.create_annotation(user.organization_id, task_id, user.id, &new).await.or_not_found("Task")?;
+        state.db.create_annotation(user.organization_id, &task, user.id, &new).await.or_not_found("Task")?;
     state.changes_committed();
     Ok((StatusCode::CREATED, Json(render(&state, &annotation).await?)).into_response())
 }

@@ -2,7 +2,7 @@
 //! same transaction (see [`super::changes`]).
 
 use super::tasks::{lock_task, refresh_task_counters};
-use super::{flag, record_change, ChangeOp, Db, DbError, DbResult, DbRow, JsonColumn, WriteTx};
+use super::{flag, record_change, ChangeOp, Db, DbError, DbResult, DbRow, JsonColumn, Task, WriteTx};
 use crate::time::{now_micros, Micros};
 use serde_json::Value;
 
@@ -157,15 +157,15 @@ pub(crate) async fn insert_annotation(
 }
 
 impl Db {
-    /// Creates an annotation on a task of the organization.
+    /// Creates an annotation on a task of the organization (read by the caller; if it
+    /// was deleted since, the row lock finds no task: `NotFound`).
     pub async fn create_annotation(
         &self,
         organization_id: i64,
-        task_id: i64,
+        task: &Task,
         user_id: i64,
         a: &NewAnnotation,
     ) -> DbResult<Annotation> {
-        let task = self.task(organization_id, task_id).await?;
         let mut tx = self.project_write_tx().await?;
         let locked = lock_task(&mut tx, task.id).await?;
         let id = insert_annotation(&mut tx, task.project_id, task.id, user_id, a, now_micros()).await?;

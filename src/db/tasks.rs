@@ -132,8 +132,11 @@ const COUNTERS_SET: &str =
 /// `RETURNING` list of a task's part of its project's [`Totals`] (see [`task_totals_of`]).
 const TOTALS_RETURNING: &str = "RETURNING project_id, total_annotations, cancelled_annotations, total_predictions";
 
-/// `SET` clause deriving `is_labeled` from the (already refreshed) counters.
-const IS_LABELED_SET: &str = "is_labeled = CASE WHEN total_annotations >= overlap THEN 1 ELSE 0 END";
+/// `SET` clause deriving `is_labeled` from the task's non-cancelled annotations, in the
+/// same `UPDATE` as [`COUNTERS_SET`] (whose new values a `SET` cannot read: it sees the
+/// row as it was, hence the count again).
+const IS_LABELED_SET: &str = "is_labeled = CASE WHEN (SELECT COUNT(*) FROM annotations a WHERE a.task_id = tasks.id \
+     AND a.was_cancelled = 0) >= overlap THEN 1 ELSE 0 END";
 
 /// A task's project and its part of that project's totals, from a [`TOTALS_RETURNING`] row.
 fn task_totals_of(row: &AnyRow) -> (i64, Totals) {
@@ -178,15 +181,14 @@ pub(crate) async fn refresh_task_counters(
     updated_by: Option<i64>,
 ) -> DbResult<Totals> {
     let row = sqlx::query(&format!(
-        "UPDATE tasks SET {COUNTERS_SET}, updated_by = COALESCE($2, updated_by), updated_at = $3 WHERE id = $1 \
-         {TOTALS_RETURNING}"
+        "UPDATE tasks SET {COUNTERS_SET}, {IS_LABELED_SET}, updated_by = COALESCE($2, updated_by), updated_at = $3 \
+         WHERE id = $1 {TOTALS_RETURNING}"
     ))
     .bind(task.id)
     .bind(updated_by)
     .bind(now_micros())
     .fetch_one(&mut **tx)
     .await?;
-    sqlx::query(&format!("UPDATE tasks SET {IS_LABELED_SET} WHERE id = $1")).bind(task.id).execute(&mut **tx).await?;
     let (_, after) = task_totals_of(&row);
     Ok(after - task.before)
 }
