@@ -605,15 +605,15 @@ async fn the_s3_target_passes_the_conformance_suite() {
     assert!(sizes.is_empty(), "the suite cleans up: {sizes:?}");
 }
 
+/// S3's throttling answer, as the proxies below give it.
+const SLOW_DOWN: &str = "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+
 /// A proxy in front of moto answering 503 SlowDown, 500, or dropping the connection
 /// for a share of requests.
 async fn faulty_proxy() -> FaultyProxy {
     fault_proxy::start(s3_endpoint(), |n| match n {
         n if n % 11 == 5 => Fault::Drop,
-        n if n % 5 == 1 => Fault::Answer(
-            503,
-            "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
-        ),
+        n if n % 5 == 1 => Fault::Answer(503, SLOW_DOWN),
         n if n % 7 == 3 => Fault::Answer(500, "<Error><Code>InternalError</Code></Error>"),
         _ => Fault::Pass,
     })
@@ -680,7 +680,7 @@ async fn a_sync_whose_endpoint_goes_down_fails_and_a_later_sync_completes_it() {
     })
     .await;
     let proxy = fault_proxy::start(s3_endpoint(), |n| match n {
-        n if n % 5 == 1 => Fault::Answer(503, "<Error><Code>SlowDown</Code></Error>"),
+        n if n % 5 == 1 => Fault::Answer(503, SLOW_DOWN),
         _ => Fault::Pass,
     })
     .await;

@@ -64,22 +64,23 @@ async fn sync(app: &TestApp, id: i64, query: &str) -> Value {
     json_of(app.post(&format!("{LF}/{id}/sync{query}"), &json!({})).await, StatusCode::OK).await
 }
 
-/// Sync jobs recorded for a storage (read straight from the database).
-/// Links (what the storage holds a file for) the database keeps for a storage.
-async fn link_count(app: &TestApp, storage: i64) -> i64 {
-    sqlx::query_scalar("SELECT COUNT(*) FROM export_links WHERE storage_id = $1")
+/// Rows a table keeps for a storage (read straight from the database).
+async fn rows_of_storage(app: &TestApp, table: &str, storage: i64) -> i64 {
+    sqlx::query_scalar::<_, i64>(&format!("SELECT COUNT(*) FROM {table} WHERE storage_id = $1"))
         .bind(storage)
         .fetch_one(app.state.db.pool())
         .await
         .unwrap()
 }
 
+/// Sync jobs recorded for a storage.
 async fn job_count(app: &TestApp, storage: i64) -> i64 {
-    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM sync_jobs WHERE storage_id = $1")
-        .bind(storage)
-        .fetch_one(app.state.db.pool())
-        .await
-        .unwrap()
+    rows_of_storage(app, "sync_jobs", storage).await
+}
+
+/// Links (what the storage holds a file for) the database keeps for a storage.
+async fn link_count(app: &TestApp, storage: i64) -> i64 {
+    rows_of_storage(app, "export_links", storage).await
 }
 
 /// What identifies one version of a file on disk: inode, mtime and content. A write
