@@ -181,6 +181,34 @@ impl Db {
             .collect())
     }
 
+    /// Asks for the current version of some documents to be exported again, by
+    /// appending an `upsert` entry to the feed for every annotation that still exists
+    /// among `annotation_ids`, and among the annotations of `task_ids`. Not fenced by
+    /// any lease: a worker that finds it may have published late (see
+    /// `sync::fence`) uses it so that whoever holds the storage now repairs that.
+    pub async fn request_reexport(&self, annotation_ids: &[i64], task_ids: &[i64]) -> DbResult<u64> {
+        if annotation_ids.is_empty() && task_ids.is_empty() {
+            return Ok(0);
+        }
+        let list = |ids: &[i64]| serde_json::to_string(ids).map_err(|e| DbError::Other(e.into()));
+        let mut tx = self.write_tx().await?;
+        lock_change_feed(self.backend, &mut tx).await?;
+        let done = sqlx::query(&format!(
+            "INSERT INTO annotation_changes (project_id, task_id, annotation_id, op, created_at) \
+             SELECT a.project_id, a.task_id, a.id, 'upsert', $1 FROM annotations a \
+             WHERE a.id IN ({}) OR a.task_id IN ({}) ORDER BY a.id",
+            self.id_list_param(2),
+            self.id_list_param(3)
+        ))
+        .bind(now_micros())
+        .bind(list(annotation_ids)?)
+        .bind(list(task_ids)?)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
     /// The newest sequence number of the whole feed (0 when empty).
     pub async fn latest_change_seq(&self) -> DbResult<i64> {
         let seq: Option<i64> =

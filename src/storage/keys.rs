@@ -14,6 +14,11 @@ pub fn task_key(task_id: i64, json_extension: bool) -> String {
     }
 }
 
+/// The task of a task-mode key (the inverse of [`task_key`]).
+pub fn task_of_key(key: &str) -> Option<i64> {
+    key.strip_suffix(".json").unwrap_or(key).parse().ok()
+}
+
 /// The object name of a document under a cloud prefix, as Label Studio forms it
 /// (contract §6.3): `<prefix>/<key>` with the prefix verbatim (`a/` gives `a//11005`),
 /// or the bare key without a prefix.
@@ -56,6 +61,13 @@ pub fn is_safe_key(key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_key_gives_its_task_back() {
+        assert_eq!(task_of_key(&task_key(42, true)), Some(42));
+        assert_eq!(task_of_key(&task_key(42, false)), Some(42));
+        assert_eq!(task_of_key("notes.txt"), None);
+    }
 
     #[test]
     fn keys_are_bare_ids_or_task_json_names() {

@@ -15,10 +15,14 @@
 //! **lapsed**: it publishes nothing more and stops, whether or not another worker
 //! took over meanwhile, and a later successful renewal does not revive it.
 //!
-//! What is left: a pause that falls between a target's last check and the write it
-//! guards (one file's write and rename for local files; one request for the cloud
-//! targets, which check once per batch) can still publish late. Closing that would
-//! need conditional writes on every target type.
+//! What no check closes: a pause that falls between a target's last check and the
+//! write it guards (one file's link or rename for local files; one request for the
+//! cloud targets, which check once per batch) publishes late, possibly over what the
+//! next worker wrote. Such a write ends after the deadline, so the check every batch
+//! ends with sees it: the worker then puts the attempted documents back in the change
+//! feed ([`crate::db::Db::request_reexport`]) and stops, and the storage's holder
+//! writes their current version again. The late version is visible until then; a
+//! process killed between its late write and that request leaves it in place.
 
 use crate::db::{Db, Lease};
 use crate::storage::MayPublish;

@@ -466,7 +466,8 @@ impl SyncEngine {
         let mut removed = Vec::new();
         claim.ensure_held()?;
         let results = target.delete_many(links.iter().map(|l| l.key.clone()).collect()).await;
-        claim.ensure_held()?;
+        let attempted: Vec<i64> = links.iter().map(|l| l.annotation_id).collect();
+        self.ensure_held_after(claim, &attempted, &[]).await?;
         for (link, result) in links.into_iter().zip(results) {
             match result {
                 Ok(()) => {
@@ -477,6 +478,63 @@ impl SyncEngine {
             }
         }
         lease_held(claim, self.db.delete_links(&claim.lease, &removed).await?)
+    }
+
+    /// Deletes task `task_id`'s document `key` while the lease is held (checked
+    /// before and after the request, as every publish is), counting the outcome.
+    async fn delete_fenced(
+        &self,
+        claim: &Arc<Claim>,
+        target: &dyn StorageTarget,
+        task_id: i64,
+        key: &str,
+        tally: &mut Tally,
+    ) -> anyhow::Result<()> {
+        claim.ensure_held()?;
+        let result = target.delete(key).await;
+        self.ensure_held_after(claim, &[], &[task_id]).await?;
+        match result {
+            Ok(()) => tally.deleted += 1,
+            Err(e) => tally.fail(key, &e),
+        }
+        Ok(())
+    }
+
+    /// Checked after writes or deletes made under `claim`: [`LeaseLost`] when the
+    /// claim no longer holds, after asking for a repair of what was attempted (the
+    /// documents of `annotations`, and of the annotations of `tasks`).
+    async fn ensure_held_after(&self, claim: &Arc<Claim>, annotations: &[i64], tasks: &[i64]) -> anyhow::Result<()> {
+        if claim.may_publish() {
+            return Ok(());
+        }
+        Err(self.lease_lost_after_writing(claim, annotations, tasks).await)
+    }
+
+    /// The claim ended while documents were being written or deleted. A write checks
+    /// the claim right before it publishes, but a worker paused between that check and
+    /// the write it guards (see [`fence`]) publishes late, possibly over what the
+    /// worker that took over wrote since. Every write done in time was done before
+    /// the lease could be claimed again, so one finished after the end is the only
+    /// kind that can be late, and it is seen here: the attempted documents are put in
+    /// the change feed again, and whoever holds the storage now writes their current
+    /// version over whatever came late. Returns the [`LeaseLost`] to stop with.
+    async fn lease_lost_after_writing(&self, claim: &Arc<Claim>, annotations: &[i64], tasks: &[i64]) -> anyhow::Error {
+        let storage = claim.storage_id();
+        if !annotations.is_empty() || !tasks.is_empty() {
+            match self.db.request_reexport(annotations, tasks).await {
+                Ok(entries) => tracing::info!(
+                    storage,
+                    entries,
+                    "the lease ended while writing; asked for the attempted documents to be exported again"
+                ),
+                Err(e) => tracing::warn!(
+                    storage,
+                    error.message = %e,
+                    "the lease ended while writing, and asking for a re-export of the attempted documents failed"
+                ),
+            }
+        }
+        LeaseLost(storage).into()
     }
 
     async fn load_users(&self, users: &mut Users, ids: impl Iterator<Item = i64>) -> anyhow::Result<()> {
@@ -551,10 +609,15 @@ impl SyncEngine {
             }
         }))
         .await;
+        let results: Vec<(Link, Result<(), StorageError>)> = results.into_iter().flatten().collect();
         // Documents held back (the lease lapsed) are neither failures nor written.
-        claim.ensure_held()?;
+        if !claim.may_publish() {
+            let attempted: Vec<i64> =
+                results.iter().filter(|(_, r)| !is_held_back(r)).map(|(link, _)| link.annotation_id).collect();
+            return Err(self.lease_lost_after_writing(claim, &attempted, &[]).await);
+        }
         let mut written = Vec::new();
-        for (link, result) in results.into_iter().flatten() {
+        for (link, result) in results {
             match result {
                 Ok(()) => {
                     tally.written += 1;
@@ -595,8 +658,11 @@ impl SyncEngine {
                     }
                     let size = body.len() as i64;
                     let result = target.put_many_guarded(vec![(key.clone(), body)], claim.publish_check()).await.pop();
-                    claim.ensure_held()?;
-                    match result.expect("one result per document") {
+                    let result = result.expect("one result per document");
+                    let one_task = [task_id];
+                    let attempted: &[i64] = if is_held_back(&result) { &[] } else { &one_task };
+                    self.ensure_held_after(claim, &[], attempted).await?;
+                    match result {
                         Ok(()) => {
                             tally.written += 1;
                             links.extend(annotations.iter().map(|a| Link {
@@ -610,7 +676,7 @@ impl SyncEngine {
                     }
                 }
                 _ if storage.fields.can_delete_objects == Some(true) => {
-                    delete_fenced(claim, target, &key, tally).await?
+                    self.delete_fenced(claim, target, task_id, &key, tally).await?
                 }
                 _ => {}
             }
@@ -870,7 +936,8 @@ impl SyncEngine {
                     let task_keys: BTreeSet<String> = orphans.into_iter().map(|l| l.key).collect();
                     for key in task_keys {
                         if self.db.count_links_with_key(storage.id, &key).await? == 0 {
-                            delete_fenced(claim, target.as_ref(), &key, &mut tally).await?;
+                            let task_id = keys::task_of_key(&key).unwrap_or_default();
+                            self.delete_fenced(claim, target.as_ref(), task_id, &key, &mut tally).await?;
                         }
                     }
                 } else {
@@ -1020,20 +1087,12 @@ fn lease_held(claim: &Arc<Claim>, written: bool) -> anyhow::Result<()> {
     }
 }
 
-/// Every minute, deletes the change-feed entries that every storage has passed.
-/// Deletes one object while the lease is held (checked before and after the
-/// request, as every publish is), counting the outcome.
-async fn delete_fenced(claim: &Claim, target: &dyn StorageTarget, key: &str, tally: &mut Tally) -> anyhow::Result<()> {
-    claim.ensure_held()?;
-    let result = target.delete(key).await;
-    claim.ensure_held()?;
-    match result {
-        Ok(()) => tally.deleted += 1,
-        Err(e) => tally.fail(key, &e),
-    }
-    Ok(())
+/// Whether a write was held back by the lease check, i.e. surely not made.
+fn is_held_back(result: &Result<(), StorageError>) -> bool {
+    matches!(result, Err(StorageError::Precondition(_)))
 }
 
+/// Every minute, deletes the change-feed entries that every storage has passed.
 async fn prune_until_stopped(db: Db, stop: CancellationToken) {
     loop {
         tokio::select! {

@@ -254,23 +254,25 @@ async fn a_worker_whose_lease_was_claimed_again_has_every_write_refused(backend:
     assert!(db.checkpoint_job(&job, &again, Duration::from_secs(60), &progress, &state).await.unwrap());
 }
 
-/// A target that blocks the thread it runs on right before publishing: run on a
+/// A target that blocks the thread it runs on while publishing: run on a
 /// single-threaded runtime of its own, the whole engine stops there (lease
 /// keep-alive included), as a process frozen by SIGSTOP would, until thawed.
-struct FrozenBeforePublish {
+/// Frozen before the lease check, or between the check and the write it guards.
+struct Frozen {
     inner: InMemory,
+    after_check: bool,
     frozen: std::sync::Mutex<std::sync::mpsc::Sender<()>>,
     thaw: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
 }
 
-impl std::fmt::Display for FrozenBeforePublish {
+impl std::fmt::Display for Frozen {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "FrozenBeforePublish({})", self.inner)
+        write!(f, "Frozen({})", self.inner)
     }
 }
 
 #[async_trait::async_trait]
-impl StorageTarget for FrozenBeforePublish {
+impl StorageTarget for Frozen {
     async fn validate(&self) -> labelport::storage::Result<()> {
         self.inner.validate().await
     }
@@ -282,8 +284,14 @@ impl StorageTarget for FrozenBeforePublish {
         items: Vec<(String, bytes::Bytes)>,
         may_publish: labelport::storage::MayPublish,
     ) -> Vec<labelport::storage::Result<()>> {
+        if self.after_check && !may_publish() {
+            return items.iter().map(|_| Err(labelport::storage::held_back())).collect();
+        }
         self.frozen.lock().unwrap().send(()).unwrap();
         self.thaw.lock().unwrap().recv().unwrap(); // blocks the runtime's only thread
+        if self.after_check {
+            return self.inner.put_many(items).await;
+        }
         self.inner.put_many_guarded(items, may_publish).await
     }
     async fn delete(&self, key: &str) -> labelport::storage::Result<()> {
@@ -296,6 +304,19 @@ impl StorageTarget for FrozenBeforePublish {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_frozen_past_its_lease_does_not_overwrite_what_the_next_worker_wrote() {
+    frozen_past_the_lease(false).await;
+}
+
+/// The window no check can close: the worker passed its check and froze right
+/// before the write. It writes late when it wakes, sees that its claim ended
+/// meanwhile, and puts the document back in the change feed: the storage's holder
+/// writes the current version again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_frozen_between_its_check_and_its_write_has_the_late_document_repaired() {
+    frozen_past_the_lease(true).await;
+}
+
+async fn frozen_past_the_lease(after_check: bool) {
     // Arrange: two engines on one database and one store; the lease lasts a second.
     let app = spawn_app_with(Backend::Sqlite, |s| {
         s.sync.run_worker = false;
@@ -312,8 +333,9 @@ async fn a_worker_frozen_past_its_lease_does_not_overwrite_what_the_next_worker_
     let key = annotation["id"].to_string();
     let (frozen_tx, frozen) = std::sync::mpsc::channel();
     let (thaw, thaw_rx) = std::sync::mpsc::channel();
-    let target = Arc::new(FrozenBeforePublish {
+    let target = Arc::new(Frozen {
         inner: store.clone(),
+        after_check,
         frozen: std::sync::Mutex::new(frozen_tx),
         thaw: std::sync::Mutex::new(thaw_rx),
     });
@@ -344,8 +366,14 @@ async fn a_worker_frozen_past_its_lease_does_not_overwrite_what_the_next_worker_
     thaw.send(()).unwrap();
     let outcome = tokio::task::spawn_blocking(move || first.join().unwrap()).await.unwrap();
 
-    // Assert: the woken worker stopped without writing, and without error.
+    // Assert: the woken worker stopped without error, without writing or with its
+    // late write repaired by the next step of the storage's holder.
     assert_eq!(outcome, Ok(ExecutionOutcome::Worked));
+    if after_check {
+        let late: Value = serde_json::from_slice(&store.snapshot()[&key]).unwrap();
+        assert_eq!(late["result"], json!([{"v": "old"}]), "the late write did happen");
+        assert_eq!(next.try_execute_task().await.unwrap(), ExecutionOutcome::Worked, "the repair");
+    }
     let doc: Value = serde_json::from_slice(&store.snapshot()[&key]).unwrap();
     assert_eq!(doc["result"], json!([{"v": "new"}]), "the stale worker replaced a newer version");
     let s: Value = app.get(&format!("/api/storages/export/localfiles/{id}")).await.json().await.unwrap();
