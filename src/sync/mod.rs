@@ -11,7 +11,9 @@
 //!   the cursor: O(changes), not O(project).
 //! - **auto-export**: with no job pending, a worker applies new change-feed entries
 //!   to every storage of the project as soon as they commit; this is how annotation
-//!   saves and deletions reach the files without blocking the HTTP request.
+//!   saves and deletions reach the files without blocking the HTTP request. While a
+//!   full job runs, its pass applies the entries that came in since the job started
+//!   about once a second, between two pages (its own claim covers them).
 //! - **lease**: a worker works on a storage only while holding its lease, renewed at
 //!   every checkpoint; a crashed worker's lease expires and another worker (or the
 //!   restarted process) resumes the job from its checkpoint. Each claim has a new
@@ -47,6 +49,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+/// How often a full pass looks for saves made since it started, and applies them.
+const CATCH_UP_EVERY: Duration = Duration::from_secs(1);
 
 /// Builds the target of a storage.
 pub type TargetFactory = Arc<dyn Fn(&ExportStorage) -> Result<Arc<dyn StorageTarget>, StorageError> + Send + Sync>;
@@ -395,12 +400,30 @@ impl SyncEngine {
             // Changed behind our back: the next sync must walk everything again.
             self.db.reset_baseline(storage.id).await?;
         }
+        if let Some(failed) = self.apply_feed(claim, storage, target.as_ref(), storage.cursor_seq).await? {
+            return Ok(Some(failed));
+        }
+        if let Some(recovered) = state::auto_export_recovered(storage) {
+            self.db.set_sync_state_if_idle(storage.id, &recovered).await?;
+            tracing::info!(storage = storage.id, "auto-export works again");
+        }
+        Ok(None)
+    }
+
+    /// Applies the change feed after `cursor` to its end, moving the storage's cursor
+    /// after each batch. `Some(reason)` when a batch failed: the cursor stays before it.
+    async fn apply_feed(
+        &self,
+        claim: &Arc<Claim>,
+        storage: &ExportStorage,
+        target: &dyn StorageTarget,
+        mut cursor: i64,
+    ) -> anyhow::Result<Option<String>> {
         let mut users = Users::new();
-        let mut cursor = storage.cursor_seq;
         loop {
             let changes = self.db.changes_since(storage.project_id, cursor, self.settings.batch_size).await?;
             let Some(last) = changes.last().map(|c| c.seq) else { break };
-            let tally = self.apply_changes(claim, storage, target.as_ref(), &changes, &mut users).await?;
+            let tally = self.apply_changes(claim, storage, target, &changes, &mut users).await?;
             tally.observe(&storage.storage_type);
             if tally.failed > 0 {
                 return Ok(Some(tally.errors.join("; ")));
@@ -411,10 +434,6 @@ impl SyncEngine {
                 break;
             }
             cursor = last;
-        }
-        if let Some(recovered) = state::auto_export_recovered(storage) {
-            self.db.set_sync_state_if_idle(storage.id, &recovered).await?;
-            tracing::info!(storage = storage.id, "auto-export works again");
         }
         Ok(None)
     }
@@ -863,6 +882,7 @@ impl SyncEngine {
         let mut next_page = Some(self.read_page(storage.project_id, progress.checkpoint_id));
         let mut writing: Option<PageInFlight> = None;
         let mut saving: Option<JoinHandle<anyhow::Result<bool>>> = None;
+        let mut feed_checked = Instant::now();
         let stopped = loop {
             if stop.is_cancelled() {
                 break true;
@@ -904,6 +924,27 @@ impl SyncEngine {
                         let _ = handle.await;
                     }
                     return settled.map(|_| None);
+                }
+            }
+            if feed_checked.elapsed() >= CATCH_UP_EVERY {
+                feed_checked = Instant::now();
+                if let Some(from) = self.feed_pending_during(storage, job).await? {
+                    // What is in flight was read before these changes: let it land
+                    // first, apply them, then read the next page again.
+                    if let Some(page) = writing.take() {
+                        if !self.settle_page(claim, job, &storage.storage_type, progress, &mut saving, page).await? {
+                            return Ok(None);
+                        }
+                    }
+                    if let Some(previous) = saving.take() {
+                        if !previous.await?? {
+                            return Ok(None);
+                        }
+                    }
+                    if let Some(failed) = self.apply_feed(claim, storage, target.as_ref(), from).await? {
+                        tracing::warn!(storage = storage.id, reason = %failed, "applying saves during a sync failed; retried after it");
+                    }
+                    next_page = Some(self.read_page(storage.project_id, progress.checkpoint_id));
                 }
             }
         };
@@ -948,6 +989,18 @@ impl SyncEngine {
             }
         }
         Ok(Some(job.start_seq))
+    }
+
+    /// During a full pass: where to apply the change feed from, if it has entries
+    /// the pass may have missed. Those up to the job's start are the pass's own work
+    /// (it reads every annotation after it); those after it are saves made since, in
+    /// pages the pass has already written or not. Applying them while the pass runs
+    /// takes a save to the target in about [`CATCH_UP_EVERY`], not after the pass.
+    async fn feed_pending_during(&self, storage: &ExportStorage, job: &SyncJob) -> anyhow::Result<Option<i64>> {
+        let cursor = self.db.storage_by_id(storage.id).await?.cursor_seq;
+        let from = cursor.max(job.start_seq);
+        let pending = self.db.changes_since(storage.project_id, from, 1).await?;
+        Ok((!pending.is_empty()).then_some(from))
     }
 
     /// Waits for a page's writes, counts them, and saves its links and checkpoint in

@@ -7,7 +7,7 @@
 use crate::backend_fn_tests;
 use crate::faults::{assert_directory_equals, wait_in_progress};
 use crate::helpers::{spawn_app_with, Backend, TestApp};
-use crate::storages::{create_storage, imported_annotations, wait_caught_up, wait_sync};
+use crate::storages::{create_storage, get_storage, imported_annotations, wait_caught_up, wait_sync};
 use labelport::sync::document::{annotation_document_bytes, DocumentStyle, Users};
 use rand::{Rng, SeedableRng};
 use reqwest::{Method, StatusCode};
@@ -16,7 +16,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-backend_fn_tests!(concurrent_clients_editing_annotations_during_a_full_sync_leave_the_storage_equal_to_the_database);
+backend_fn_tests!(
+    concurrent_clients_editing_annotations_during_a_full_sync_leave_the_storage_equal_to_the_database,
+    a_save_made_during_a_long_full_sync_is_exported_before_the_sync_ends,
+);
 
 const CLIENTS: usize = 50;
 const OPERATIONS_PER_CLIENT: usize = 12;
@@ -57,6 +60,44 @@ async fn concurrent_clients_editing_annotations_during_a_full_sync_leave_the_sto
 
     // Assert
     assert_eq!(s["status"], "completed", "{s}");
+    assert_storage_equals_database(&app, project, &dir).await;
+}
+
+/// A full sync of many pages is under way; an annotation it has already written is
+/// saved again. Auto-export does not wait for the end of the sync: the pass applies
+/// the saves made since it started about every second, between two pages.
+async fn a_save_made_during_a_long_full_sync_is_exported_before_the_sync_ends(backend: Backend) {
+    // Arrange: 60 slowed pages (at least 6 s), started by creating the storage.
+    let app = spawn_app_with(backend, |s| {
+        s.sync.batch_size = 10;
+        s.sync.write_delay = Duration::from_millis(100);
+    })
+    .await;
+    let (project, imported) = imported_annotations(&app, "catch-up", 600).await;
+    let dir = app.files_root.join("catch-up");
+    std::fs::create_dir_all(&dir).unwrap();
+    let id = create_storage(&app, project, &dir.display().to_string(), json!({})).await["id"].as_i64().unwrap();
+    wait_in_progress(&app, id, 20).await;
+
+    // Act: save the first annotation again, written by the pass already.
+    let first = imported[0];
+    let saved = json!([{"v": "saved during the sync"}]);
+    let r = app.patch(&format!("/api/annotations/{first}/"), &json!({ "result": saved })).await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // Assert: its file holds the save while the sync still runs, and after it.
+    let file = dir.join(first.to_string());
+    let in_file = || serde_json::from_slice::<Value>(&std::fs::read(&file).unwrap()).unwrap()["result"].clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while in_file() != saved {
+        assert!(std::time::Instant::now() < deadline, "the save never reached the file");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s = get_storage(&app, id).await;
+    assert_eq!(s["status"], "in_progress", "exported before the sync ended: {s}");
+    assert_eq!(wait_sync(&app, id).await["status"], "completed");
+    wait_caught_up(&app, id).await;
+    assert_eq!(in_file(), saved);
     assert_storage_equals_database(&app, project, &dir).await;
 }
 
