@@ -154,7 +154,8 @@ class RssSampler:
 
 
 # --------------------------------------------------------------------------- inotify
-IN_CLOSE_WRITE, IN_MOVED_TO = 0x8, 0x80
+# IN_CREATE: a file linked in complete (O_TMPFILE + linkat) makes no other event.
+IN_CLOSE_WRITE, IN_MOVED_TO, IN_CREATE = 0x8, 0x80, 0x100
 
 
 class Watcher:
@@ -166,7 +167,7 @@ class Watcher:
         self.fd = libc.inotify_init1(os.O_NONBLOCK)
         if self.fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1")
-        if libc.inotify_add_watch(self.fd, directory.encode(), IN_MOVED_TO | IN_CLOSE_WRITE) < 0:
+        if libc.inotify_add_watch(self.fd, directory.encode(), IN_MOVED_TO | IN_CLOSE_WRITE | IN_CREATE) < 0:
             raise OSError(ctypes.get_errno(), "inotify_add_watch")
         self.expect = {}  # name -> marker
         self.seen = {}  # marker -> time

@@ -12,8 +12,8 @@
 //! - **auto-export**: with no job pending, a worker applies new change-feed entries
 //!   to every storage of the project as soon as they commit; this is how annotation
 //!   saves and deletions reach the files without blocking the HTTP request. While a
-//!   full job runs, its pass applies the entries that came in since the job started
-//!   about once a second, between two pages (its own claim covers them).
+//!   full job runs, its pass applies the feed past the cursor about once a second,
+//!   between two pages (its own claim covers the storage).
 //! - **lease**: a worker works on a storage only while holding its lease, renewed at
 //!   every checkpoint; a crashed worker's lease expires and another worker (or the
 //!   restarted process) resumes the job from its checkpoint. Each claim has a new
@@ -928,7 +928,7 @@ impl SyncEngine {
             }
             if feed_checked.elapsed() >= CATCH_UP_EVERY {
                 feed_checked = Instant::now();
-                if let Some(from) = self.feed_pending_during(storage, job).await? {
+                if let Some(from) = self.feed_pending_during(storage).await? {
                     // What is in flight was read before these changes: let it land
                     // first, apply them, then read the next page again.
                     if let Some(page) = writing.take() {
@@ -991,16 +991,16 @@ impl SyncEngine {
         Ok(Some(job.start_seq))
     }
 
-    /// During a full pass: where to apply the change feed from, if it has entries
-    /// the pass may have missed. Those up to the job's start are the pass's own work
-    /// (it reads every annotation after it); those after it are saves made since, in
-    /// pages the pass has already written or not. Applying them while the pass runs
-    /// takes a save to the target in about [`CATCH_UP_EVERY`], not after the pass.
-    async fn feed_pending_during(&self, storage: &ExportStorage, job: &SyncJob) -> anyhow::Result<Option<i64>> {
+    /// During a full pass: the storage's cursor, if the change feed has entries
+    /// past it. Saves made while the pass runs may be in pages it has written
+    /// already; applying them meanwhile takes a save to the target in about
+    /// [`CATCH_UP_EVERY`], not after the pass. (Entries from before the job started
+    /// are the pass's own work too; applying them is only done earlier. What is
+    /// applied gets its link, so the pass then skips it as unchanged.)
+    async fn feed_pending_during(&self, storage: &ExportStorage) -> anyhow::Result<Option<i64>> {
         let cursor = self.db.storage_by_id(storage.id).await?.cursor_seq;
-        let from = cursor.max(job.start_seq);
-        let pending = self.db.changes_since(storage.project_id, from, 1).await?;
-        Ok((!pending.is_empty()).then_some(from))
+        let pending = self.db.changes_since(storage.project_id, cursor, 1).await?;
+        Ok((!pending.is_empty()).then_some(cursor))
     }
 
     /// Waits for a page's writes, counts them, and saves its links and checkpoint in
