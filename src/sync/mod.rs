@@ -400,7 +400,7 @@ impl SyncEngine {
             // Changed behind our back: the next sync must walk everything again.
             self.db.reset_baseline(storage.id).await?;
         }
-        if let Some(failed) = self.apply_feed(claim, storage, target.as_ref(), storage.cursor_seq).await? {
+        if let Some(failed) = self.apply_feed(claim, storage, target.as_ref(), storage.cursor_seq, None).await? {
             return Ok(Some(failed));
         }
         if let Some(recovered) = state::auto_export_recovered(storage) {
@@ -410,18 +410,22 @@ impl SyncEngine {
         Ok(None)
     }
 
-    /// Applies the change feed after `cursor` to its end, moving the storage's cursor
-    /// after each batch. `Some(reason)` when a batch failed: the cursor stays before it.
+    /// Applies the change feed after `cursor` to its end (or to `until`), moving the
+    /// storage's cursor after each batch. `Some(reason)` when a batch failed: the
+    /// cursor stays before it.
     async fn apply_feed(
         &self,
         claim: &Arc<Claim>,
         storage: &ExportStorage,
         target: &dyn StorageTarget,
         mut cursor: i64,
+        until: Option<i64>,
     ) -> anyhow::Result<Option<String>> {
         let mut users = Users::new();
-        loop {
-            let changes = self.db.changes_since(storage.project_id, cursor, self.settings.batch_size).await?;
+        let until = until.unwrap_or(i64::MAX);
+        while cursor < until {
+            let mut changes = self.db.changes_since(storage.project_id, cursor, self.settings.batch_size).await?;
+            changes.retain(|c| c.seq <= until);
             let Some(last) = changes.last().map(|c| c.seq) else { break };
             let tally = self.apply_changes(claim, storage, target, &changes, &mut users).await?;
             tally.observe(&storage.storage_type);
@@ -928,7 +932,7 @@ impl SyncEngine {
             }
             if feed_checked.elapsed() >= CATCH_UP_EVERY {
                 feed_checked = Instant::now();
-                if let Some(from) = self.feed_pending_during(storage).await? {
+                if let Some((from, until)) = self.feed_pending_during(storage).await? {
                     // What is in flight was read before these changes: let it land
                     // first, apply them, then read the next page again.
                     if let Some(page) = writing.take() {
@@ -941,7 +945,7 @@ impl SyncEngine {
                             return Ok(None);
                         }
                     }
-                    if let Some(failed) = self.apply_feed(claim, storage, target.as_ref(), from).await? {
+                    if let Some(failed) = self.apply_feed(claim, storage, target.as_ref(), from, Some(until)).await? {
                         tracing::warn!(storage = storage.id, reason = %failed, "applying saves during a sync failed; retried after it");
                     }
                     next_page = Some(self.read_page(storage.project_id, progress.checkpoint_id));
@@ -991,16 +995,20 @@ impl SyncEngine {
         Ok(Some(job.start_seq))
     }
 
-    /// During a full pass: the storage's cursor, if the change feed has entries
-    /// past it. Saves made while the pass runs may be in pages it has written
-    /// already; applying them meanwhile takes a save to the target in about
-    /// [`CATCH_UP_EVERY`], not after the pass. (Entries from before the job started
-    /// are the pass's own work too; applying them is only done earlier. What is
-    /// applied gets its link, so the pass then skips it as unchanged.)
-    async fn feed_pending_during(&self, storage: &ExportStorage) -> anyhow::Result<Option<i64>> {
+    /// During a full pass: the storage's cursor and the feed's end now, if the
+    /// change feed has entries of the project past the cursor. Saves made while the
+    /// pass runs may be in pages it has written already; applying them meanwhile
+    /// takes a save to the target in about [`CATCH_UP_EVERY`], not after the pass.
+    /// (Entries from before the job started are the pass's own work too; applying
+    /// them is only done earlier. What is applied gets its link, so the pass then
+    /// skips it as unchanged.) Up to the end seen now only, so saves that keep
+    /// coming cannot hold the pass up.
+    async fn feed_pending_during(&self, storage: &ExportStorage) -> anyhow::Result<Option<(i64, i64)>> {
         let cursor = self.db.storage_by_id(storage.id).await?.cursor_seq;
-        let pending = self.db.changes_since(storage.project_id, cursor, 1).await?;
-        Ok((!pending.is_empty()).then_some(cursor))
+        if self.db.changes_since(storage.project_id, cursor, 1).await?.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some((cursor, self.db.latest_change_seq().await?)))
     }
 
     /// Waits for a page's writes, counts them, and saves its links and checkpoint in
