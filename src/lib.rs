@@ -3,6 +3,7 @@
 #![recursion_limit = "256"]
 
 pub mod api;
+pub mod background;
 pub mod cli;
 pub mod config;
 pub mod db;

@@ -605,7 +605,7 @@ impl SyncEngine {
             let users = users.clone();
             let may_publish = claim.publish_check();
             async move {
-                let rendered = tokio::task::spawn_blocking(move || {
+                let rendered = crate::background::spawn_blocking(move || {
                     batch
                         .iter()
                         .map(|(a, t)| {
