@@ -1,25 +1,50 @@
-//! Threads for background work: the sync engine's blocking steps (reading export
-//! pages, rendering documents, writing files) run here, at a lower scheduling
-//! priority than the threads that answer requests. A long sync then takes the CPU
-//! the API leaves and the API is not slowed down by it; on an idle machine a sync
-//! runs exactly as fast (niceness only matters when threads compete for a core).
+//! Threads for bulk background work: the blocking steps of a full sync (reading
+//! export pages, rendering documents, writing files) run here, at a lower
+//! scheduling priority than the threads that answer requests. A long sync then
+//! takes the CPU the API leaves and the API is not slowed down by it; on an idle
+//! machine a sync runs exactly as fast (niceness only matters when threads compete
+//! for a core). Auto-export (a save's document) stays at the API's priority: it is
+//! what a user waits for.
+//!
+//! Work is bulk when its task runs inside [`bulk`]; [`spawn_blocking`] then uses
+//! these threads, and tokio's blocking pool otherwise.
 //!
 //! `LABELPORT_SYNC_NICE` (default 10, 0 to turn it off) is added to the niceness of
 //! each of these threads. On Linux niceness is per thread, so the process's other
 //! threads keep theirs; an unprivileged process may lower its threads' priority,
 //! never raise it back, which is why the threads are kept apart for this work.
 
+use std::future::Future;
 use std::sync::OnceLock;
 use tokio::runtime::{Builder, Runtime};
 use tokio::task::JoinHandle;
 
-/// Runs `f` on a background thread (see the module docs); awaitable from any runtime.
+tokio::task_local! {
+    static BULK: bool;
+}
+
+/// Runs `f` as bulk work: its blocking steps go to the background threads.
+pub async fn bulk<F: Future>(f: F) -> F::Output {
+    BULK.scope(true, f).await
+}
+
+/// Runs `f`, inside bulk work, as work someone waits for: at the API's priority.
+pub async fn foreground<F: Future>(f: F) -> F::Output {
+    BULK.scope(false, f).await
+}
+
+/// Runs `f` on a blocking thread: a background one inside [`bulk`], tokio's
+/// otherwise. Awaitable from any runtime.
 pub fn spawn_blocking<F, R>(f: F) -> JoinHandle<R>
 where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
-    pool().spawn_blocking(f)
+    if BULK.try_with(|bulk| *bulk).unwrap_or(false) {
+        pool().spawn_blocking(f)
+    } else {
+        tokio::task::spawn_blocking(f)
+    }
 }
 
 /// A runtime used only for its blocking pool: every thread it starts lowers its
@@ -67,8 +92,14 @@ mod tests {
         assert_eq!(rustix::process::nice(0).unwrap(), mine, "the caller's thread keeps its priority");
     }
 
+    #[cfg(target_os = "linux")]
     #[tokio::test]
-    async fn background_work_runs_and_its_result_comes_back_to_the_caller() {
-        assert_eq!(super::spawn_blocking(|| 6 * 7).await.unwrap(), 42);
+    async fn bulk_work_runs_on_the_background_threads_and_the_rest_on_tokios() {
+        let nice = || super::spawn_blocking(|| rustix::process::nice(0).unwrap());
+        let normal = nice().await.unwrap();
+        let bulk = super::bulk(async { nice().await.unwrap() }).await;
+        let waited_for = super::bulk(super::foreground(async { nice().await.unwrap() })).await;
+        assert_eq!(bulk, (normal + super::niceness()).min(19));
+        assert_eq!(waited_for, normal);
     }
 }

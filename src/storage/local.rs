@@ -356,7 +356,8 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     joined(tokio::task::spawn_blocking(f).await)
 }
 
-/// Runs `f` on a background thread ([`crate::background`]): for the sync's writes.
+/// Runs `f` on a blocking thread, a background one when it is a full sync's
+/// ([`crate::background`]): for the writes.
 async fn in_background<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     joined(crate::background::spawn_blocking(f).await)
 }

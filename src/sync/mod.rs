@@ -753,7 +753,8 @@ impl SyncEngine {
             return self.fail_job(claim, &storage, &job, &progress, &e.to_string()).await;
         }
         let finished = if job.mode == "full" {
-            self.full_pass(claim, &storage, &job, &target, &mut progress, stop).await
+            // Bulk work: its blocking steps yield the CPU to the API's (see `background`).
+            crate::background::bulk(self.full_pass(claim, &storage, &job, &target, &mut progress, stop)).await
         } else {
             self.incremental_pass(claim, &storage, &job, target.as_ref(), &mut progress, stop).await
         };
@@ -908,7 +909,7 @@ impl SyncEngine {
                 self.load_users(&mut users, todo.iter().filter_map(|(a, _)| a.completed_by)).await?;
                 let (engine, claim, storage, target) = (self.clone(), claim.clone(), storage.clone(), target.clone());
                 let mut page_users = users.clone();
-                PageWork::Writing(tokio::spawn(async move {
+                PageWork::Writing(tokio::spawn(crate::background::bulk(async move {
                     let mut tally = Tally::default();
                     let mut written = engine
                         .write_annotations(&claim, &storage, target.as_ref(), todo, &mut page_users, &mut tally)
@@ -916,7 +917,7 @@ impl SyncEngine {
                     // A document written again as it was (its file had gone) needs no new link.
                     written.retain(|link| recorded.get(&link.annotation_id) != Some(link));
                     Ok((tally, written))
-                }))
+                })))
             };
             if let Some(previous) = writing.replace(PageInFlight { work, count, last }) {
                 let settled =
@@ -945,7 +946,9 @@ impl SyncEngine {
                             return Ok(None);
                         }
                     }
-                    if let Some(failed) = self.apply_feed(claim, storage, target.as_ref(), from, Some(until)).await? {
+                    // Saves are what users wait for: at the API's priority, as auto-export.
+                    let applied = self.apply_feed(claim, storage, target.as_ref(), from, Some(until));
+                    if let Some(failed) = crate::background::foreground(applied).await? {
                         tracing::warn!(storage = storage.id, reason = %failed, "applying saves during a sync failed; retried after it");
                     }
                     next_page = Some(self.read_page(storage.project_id, progress.checkpoint_id));
@@ -1054,7 +1057,7 @@ impl SyncEngine {
     /// Starts reading the page of annotations after `after` in the background.
     fn read_page(&self, project_id: i64, after: i64) -> JoinHandle<anyhow::Result<Vec<ExportRow>>> {
         let (db, limit) = (self.db.clone(), self.settings.batch_size);
-        tokio::spawn(async move { Ok(db.export_page(project_id, after, limit).await?) })
+        tokio::spawn(crate::background::bulk(async move { Ok(db.export_page(project_id, after, limit).await?) }))
     }
 
     /// Drops rows whose document is already in place with the same fingerprint.
