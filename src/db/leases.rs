@@ -51,19 +51,36 @@ impl Db {
         .bind(now)
         .fetch_all(&self.pool)
         .await?;
-        for id in candidates {
-            let mut tx = self.write_tx().await?;
-            let generation: Option<i64> = sqlx::query_scalar(
+        // On PostgreSQL a storage row locked by another transaction is skipped, not
+        // waited for: its lease is being renewed or its job checkpointed (it is not
+        // free), or the session holding it froze mid-transaction, which PostgreSQL
+        // ends after `idle_in_transaction_session_timeout`; this loop tries again
+        // later either way. Waiting would hold this loop and a pool connection for
+        // that long, and the claim would then be judged by a `now` taken before the
+        // wait, which can let a second claimer take the lease the first just got.
+        let claim = match self.backend {
+            super::Backend::Sqlite => {
                 "UPDATE export_storages SET lease_owner = $1, lease_expires_at = $2, \
                  lease_generation = lease_generation + 1 \
-                 WHERE id = $3 AND (lease_owner IS NULL OR lease_expires_at < $4) RETURNING lease_generation",
-            )
-            .bind(owner)
-            .bind(now + micros(lease))
-            .bind(id)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
+                 WHERE id = $3 AND (lease_owner IS NULL OR lease_expires_at < $4) RETURNING lease_generation"
+            }
+            super::Backend::Postgres => {
+                "UPDATE export_storages SET lease_owner = $1, lease_expires_at = $2, \
+                 lease_generation = lease_generation + 1 \
+                 WHERE id = (SELECT id FROM export_storages WHERE id = $3 \
+                   AND (lease_owner IS NULL OR lease_expires_at < $4) FOR UPDATE SKIP LOCKED) \
+                 RETURNING lease_generation"
+            }
+        };
+        for id in candidates {
+            let mut tx = self.write_tx().await?;
+            let generation: Option<i64> = sqlx::query_scalar(claim)
+                .bind(owner)
+                .bind(now + micros(lease))
+                .bind(id)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
             tx.commit().await?;
             if let Some(generation) = generation {
                 return Ok(Some(Lease { storage_id: id, owner: owner.to_owned(), generation }));

@@ -254,6 +254,38 @@ async fn a_worker_whose_lease_was_claimed_again_has_every_write_refused(backend:
     assert!(db.checkpoint_job(&job, &again, Duration::from_secs(60), &progress, &state).await.unwrap());
 }
 
+/// A frozen process's open transaction holds its storage's row locked (PostgreSQL
+/// ends it after `idle_in_transaction_session_timeout`, 10 s): a claim skips that
+/// storage instead of waiting for it, and claims it once the row is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_claim_skips_a_storage_whose_row_another_session_holds_locked() {
+    // Arrange: a storage with work (its create-time job); another session locks its row.
+    let app = no_worker(Backend::Postgres).await;
+    let db = &app.state.db;
+    let project = app.create_project("locked").await;
+    let id = create_storage(&app, project).await["id"].as_i64().unwrap();
+    let other = sqlx::PgPool::connect(&app.state.settings.database_url).await.unwrap();
+    let mut holder = other.begin().await.unwrap();
+    sqlx::query("SELECT id FROM export_storages WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+
+    // Act: claim while the row is locked, then after.
+    let lease = Duration::from_secs(60);
+    let while_locked = tokio::time::timeout(Duration::from_secs(30), db.claim_storage("worker-a", lease))
+        .await
+        .expect("the claim waited for the locked row instead of skipping it")
+        .unwrap();
+    holder.rollback().await.unwrap();
+    let after = db.claim_storage("worker-a", lease).await.unwrap();
+
+    // Assert
+    assert_eq!(while_locked, None, "nothing else to claim");
+    assert_eq!(after.map(|l| l.storage_id), Some(id), "free again: claimed");
+}
+
 /// A target that blocks the thread it runs on while publishing: run on a
 /// single-threaded runtime of its own, the whole engine stops there (lease
 /// keep-alive included), as a process frozen by SIGSTOP would, until thawed.
