@@ -58,8 +58,15 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Tells the sync engine that new change-feed entries are committed.
+    /// Tells the sync engine that new change-feed entries (or a sync request) are
+    /// committed. On PostgreSQL with `LISTEN` on, the commit's `NOTIFY` reaches this
+    /// process's workers as well as the others': a second wake-up would only send a
+    /// second idle loop looking for the same work (a candidate query, a claim attempt
+    /// and a lease-expiry query per save).
     pub fn changes_committed(&self) {
+        if self.db.backend() == crate::db::Backend::Postgres && self.settings.sync.listen {
+            return;
+        }
         self.changes.notify_one();
     }
 }
