@@ -266,7 +266,7 @@ impl LocalFileSystem {
     async fn write_batch(&self, items: Vec<(String, Bytes)>, may_publish: Option<MayPublish>) -> Vec<Result<()>> {
         let this = self.clone();
         let n = items.len();
-        let outcome = in_background(move || {
+        let outcome = blocking(move || {
             // One directory handle for the batch: containment is re-checked per batch.
             let dir = match this.open() {
                 Ok(dir) => dir,
@@ -301,7 +301,7 @@ impl LocalFileSystem {
     /// Deletes temporary files a crash may have left; returns how many.
     async fn remove_stale_temp_files(&self) -> Result<usize> {
         let this = self.clone();
-        in_background(move || {
+        blocking(move || {
             let dir = this.open()?;
             let mut removed = 0;
             for entry in dir.entries().map_err(|e| io_error(&this, "listing the directory", e))? {
@@ -351,19 +351,12 @@ fn is_unsupported(e: &std::io::Error) -> bool {
     )
 }
 
-/// Runs `f` on a blocking thread of the API's priority: for what a request may wait on.
+/// Runs `f` on a blocking thread: a background one when called from a full sync's
+/// bulk work, tokio's otherwise ([`crate::background`]).
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    joined(tokio::task::spawn_blocking(f).await)
-}
-
-/// Runs `f` on a blocking thread, a background one when it is a full sync's
-/// ([`crate::background`]): for the writes.
-async fn in_background<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    joined(crate::background::spawn_blocking(f).await)
-}
-
-fn joined<T>(r: std::result::Result<Result<T>, tokio::task::JoinError>) -> Result<T> {
-    r.unwrap_or_else(|e| Err(StorageError::Generic { target: "LocalFileSystem".into(), source: e.into() }))
+    crate::background::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(StorageError::Generic { target: "LocalFileSystem".into(), source: e.into() }))
 }
 
 #[async_trait::async_trait]
@@ -383,7 +376,7 @@ impl StorageTarget for LocalFileSystem {
 
     async fn put(&self, key: &str, body: Bytes) -> Result<()> {
         let (this, key) = (self.clone(), key.to_owned());
-        in_background(move || {
+        blocking(move || {
             let dir = this.open()?;
             this.write_one(&dir, &key, &body, None)?;
             this.sync_dir(&dir)
@@ -406,7 +399,7 @@ impl StorageTarget for LocalFileSystem {
             return Err(StorageError::PermissionDenied(format!("invalid key {key:?}")));
         }
         let (this, key) = (self.clone(), key.to_owned());
-        in_background(move || {
+        blocking(move || {
             let dir = this.open()?;
             match dir.remove_file(&key) {
                 Ok(()) => Ok(()),
@@ -428,7 +421,7 @@ impl StorageTarget for LocalFileSystem {
     async fn sizes(&self, keys: Vec<String>) -> Vec<Result<Option<u64>>> {
         let this = self.clone();
         let n = keys.len();
-        let outcome = in_background(move || {
+        let outcome = blocking(move || {
             let dir = this.open()?;
             Ok(keys
                 .iter()

@@ -936,15 +936,8 @@ impl SyncEngine {
                 if let Some((from, until)) = self.feed_pending_during(storage).await? {
                     // What is in flight was read before these changes: let it land
                     // first, apply them, then read the next page again.
-                    if let Some(page) = writing.take() {
-                        if !self.settle_page(claim, job, &storage.storage_type, progress, &mut saving, page).await? {
-                            return Ok(None);
-                        }
-                    }
-                    if let Some(previous) = saving.take() {
-                        if !previous.await?? {
-                            return Ok(None);
-                        }
+                    if !self.settle_all(claim, job, &storage.storage_type, progress, &mut writing, &mut saving).await? {
+                        return Ok(None);
                     }
                     // Saves are what users wait for: at the API's priority, as auto-export.
                     let applied = self.apply_feed(claim, storage, target.as_ref(), from, Some(until));
@@ -955,15 +948,8 @@ impl SyncEngine {
                 }
             }
         };
-        if let Some(last_page) = writing.take() {
-            if !self.settle_page(claim, job, &storage.storage_type, progress, &mut saving, last_page).await? {
-                return Ok(None);
-            }
-        }
-        if let Some(saving) = saving {
-            if !saving.await?? {
-                return Ok(None);
-            }
+        if !self.settle_all(claim, job, &storage.storage_type, progress, &mut writing, &mut saving).await? {
+            return Ok(None);
         }
         if stopped {
             return Ok(None);
@@ -1012,6 +998,28 @@ impl SyncEngine {
             return Ok(None);
         }
         Ok(Some((cursor, self.db.latest_change_seq().await?)))
+    }
+
+    /// Empties the pipeline: settles the page being written, then waits until its
+    /// links and checkpoint are saved. `false`: the lease is lost.
+    async fn settle_all(
+        &self,
+        claim: &Arc<Claim>,
+        job: &SyncJob,
+        storage_type: &str,
+        progress: &mut JobProgress,
+        writing: &mut Option<PageInFlight>,
+        saving: &mut Option<JoinHandle<anyhow::Result<bool>>>,
+    ) -> anyhow::Result<bool> {
+        if let Some(page) = writing.take() {
+            if !self.settle_page(claim, job, storage_type, progress, saving, page).await? {
+                return Ok(false);
+            }
+        }
+        match saving.take() {
+            Some(previous) => previous.await?,
+            None => Ok(true),
+        }
     }
 
     /// Waits for a page's writes, counts them, and saves its links and checkpoint in
