@@ -610,6 +610,16 @@ impl Db {
     /// state must win); returns whether it was set.
     pub async fn set_sync_state_if_idle(&self, storage_id: i64, s: &SyncState) -> DbResult<bool> {
         let mut tx = self.write_tx().await?;
+        if self.backend == super::Backend::Postgres {
+            // Lock the row first, so that the check below runs on a snapshot taken after
+            // a concurrent `queue_sync` (which updates this row) has committed. In one
+            // statement, the check would use the snapshot from before the wait for the
+            // row and miss that job: its `queued` would then be overwritten.
+            sqlx::query("SELECT 1 FROM export_storages WHERE id = $1 FOR UPDATE")
+                .bind(storage_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         let done = sqlx::query(
             "UPDATE export_storages SET status = $1, meta = $2, last_sync = $3, last_sync_count = $4, traceback = $5 \
              WHERE id = $6 AND NOT EXISTS (SELECT 1 FROM sync_jobs j WHERE j.storage_id = $6 \

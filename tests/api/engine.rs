@@ -286,6 +286,52 @@ async fn postgres_a_claim_skips_a_storage_whose_row_another_session_holds_locked
     assert_eq!(after.map(|l| l.storage_id), Some(id), "free again: claimed");
 }
 
+/// Automatic export's state updates (its failure shown, or its recovery) apply only
+/// while no job is queued or running. A sync queued concurrently on PostgreSQL must
+/// not be overwritten: the update that waited for the storage's row sees the job that
+/// was committed meanwhile (seen in CI: a recovery put back `failed` over `queued`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_idle_only_state_update_does_not_overwrite_a_sync_queued_meanwhile() {
+    // Arrange: an idle storage; another session queues a job and shows it, uncommitted.
+    let app = no_worker(Backend::Postgres).await;
+    let db = app.state.db.clone();
+    let project = app.create_project("race").await;
+    let id = create_storage(&app, project).await["id"].as_i64().unwrap();
+    let other = sqlx::PgPool::connect(&app.state.settings.database_url).await.unwrap();
+    sqlx::query("DELETE FROM sync_jobs WHERE storage_id = $1").bind(id).execute(&other).await.unwrap();
+    let mut queuer = other.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO sync_jobs (storage_id, job_key, mode, state, created_at) VALUES ($1, 'k', 'full', 'queued', 0)",
+    )
+    .bind(id)
+    .execute(&mut *queuer)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE export_storages SET status = 'queued' WHERE id = $1")
+        .bind(id)
+        .execute(&mut *queuer)
+        .await
+        .unwrap();
+
+    // Act: the idle-only update starts (it waits for the row), then the job commits.
+    let recovered = SyncState {
+        status: "failed".into(),
+        meta: json!({}),
+        last_sync: None,
+        last_sync_count: None,
+        traceback: Some("an older failure".into()),
+    };
+    let update = tokio::spawn(async move { db.set_sync_state_if_idle(id, &recovered).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    queuer.commit().await.unwrap();
+    let applied = tokio::time::timeout(Duration::from_secs(30), update).await.unwrap().unwrap().unwrap();
+
+    // Assert
+    let storage = app.state.db.storage_by_id(id).await.unwrap();
+    assert_eq!(storage.status, "queued", "the queued sync shows");
+    assert!(!applied, "not idle: nothing applied");
+}
+
 /// A target that blocks the thread it runs on while publishing: run on a
 /// single-threaded runtime of its own, the whole engine stops there (lease
 /// keep-alive included), as a process frozen by SIGSTOP would, until thawed.
