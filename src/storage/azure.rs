@@ -362,15 +362,7 @@ fn endpoint_from(
 /// sessions) to an account are reused across syncs and auto-exports instead of being
 /// set up per target; each request carries the configured time limit.
 fn shared_client() -> std::result::Result<reqwest::Client, reqwest::Error> {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    if let Some(client) = CLIENT.get() {
-        return Ok(client.clone());
-    }
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
-    Ok(CLIENT.get_or_init(|| client).clone())
+    super::http_clients::shared(super::http_clients::ClientSpec::new(Duration::from_secs(10)))
 }
 
 /// A non-empty value from the storage's fields, else from Label Studio's environment.

@@ -18,6 +18,7 @@
 pub mod azure;
 pub mod conformance;
 pub mod gcs;
+pub mod http_clients;
 pub mod keys;
 mod local;
 pub mod local_path;

@@ -25,10 +25,11 @@
 mod auth;
 pub mod pyjson;
 
+use super::http_clients::{self, ClientSpec};
 use super::keys::{self, check_key};
 use super::retry::{RetryPolicy, Transient};
 use super::spec::{ConfigError, DocumentStyle, FieldSpec, TargetConfig, TargetContext, TypeSpec};
-use super::ssrf::{self, CheckedResolver};
+use super::ssrf;
 use super::{InFlight, Result, SafeKeys, StorageError, StorageTarget};
 use auth::TokenProvider;
 use bytes::Bytes;
@@ -453,21 +454,11 @@ fn parse_batch_response(content_type: &str, body: &str) -> HashMap<usize, u16> {
 /// sync engine builds a target for each pass, and a new pool each time would open
 /// new TLS connections to Google for every batch of changes.
 fn shared_client(ctx: &TargetContext) -> reqwest::Result<reqwest::Client> {
-    type Clients = std::sync::Mutex<HashMap<(Duration, usize), reqwest::Client>>;
-    static CLIENTS: std::sync::OnceLock<Clients> = std::sync::OnceLock::new();
-    let key = (ctx.targets.request_timeout, ctx.targets.max_in_flight);
-    let mut clients = CLIENTS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(client) = clients.get(&key) {
-        return Ok(client.clone());
-    }
-    let client = reqwest::Client::builder()
-        .timeout(ctx.targets.request_timeout)
-        .connect_timeout(Duration::from_secs(10))
-        .pool_max_idle_per_host(ctx.targets.max_in_flight)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
-    clients.insert(key, client.clone());
-    Ok(client)
+    http_clients::shared(ClientSpec {
+        timeout: Some(ctx.targets.request_timeout),
+        idle_per_host: Some(ctx.targets.max_in_flight),
+        ..ClientSpec::new(Duration::from_secs(10))
+    })
 }
 
 /// With SSRF protection on, a client for the token endpoint of a user-supplied key
@@ -486,15 +477,13 @@ fn user_token_client(json: &str, ctx: &TargetContext) -> std::result::Result<Opt
         return Err(ssrf::SsrfError::NotAllowed.to_string());
     }
     ssrf::check_ip_literal(url.host_str().unwrap_or_default(), true).map_err(|e| e.to_string())?;
-    reqwest::Client::builder()
-        .timeout(ctx.targets.request_timeout)
-        .connect_timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .dns_resolver(Arc::new(CheckedResolver))
-        .build()
-        .map(Some)
-        .map_err(|e| e.to_string())
+    http_clients::shared(ClientSpec {
+        timeout: Some(ctx.targets.request_timeout),
+        ssrf_checked: true,
+        ..ClientSpec::new(Duration::from_secs(10))
+    })
+    .map(Some)
+    .map_err(|e| e.to_string())
 }
 
 #[async_trait::async_trait]

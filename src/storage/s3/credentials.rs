@@ -13,6 +13,7 @@
 //! Temporary credentials (3, 4) are cached and refreshed five minutes before they
 //! expire. With none found, requests go unsigned (anonymous access).
 
+use super::super::http_clients::ClientSpec;
 use rusty_s3::Credentials;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -58,12 +59,12 @@ impl MetadataEndpoints {
 }
 
 fn metadata_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .connect_timeout(Duration::from_secs(1))
-        .no_proxy()
-        .build()
-        .unwrap_or_default()
+    super::super::http_clients::shared(ClientSpec {
+        timeout: Some(Duration::from_secs(2)),
+        no_proxy: true,
+        ..ClientSpec::new(Duration::from_secs(1))
+    })
+    .unwrap_or_default()
 }
 
 impl CredentialChain {

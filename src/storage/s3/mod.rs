@@ -19,10 +19,11 @@
 
 mod credentials;
 
+use super::http_clients::{self, ClientSpec};
 use super::keys::{self, check_key};
 use super::retry::{RetryPolicy, Transient};
 use super::spec::{ConfigError, DocumentStyle, FieldSpec, TargetConfig, TargetContext, TypeSpec};
-use super::ssrf::{self, CheckedResolver};
+use super::ssrf;
 use super::{InFlight, Result, SafeKeys, StorageError, StorageTarget};
 use bytes::Bytes;
 use credentials::CredentialChain;
@@ -192,11 +193,11 @@ impl AmazonS3 {
             .to_owned();
         let region = config.text("region_name").unwrap_or("us-east-1").to_owned();
         let ssrf_on = ctx.targets.ssrf_protection;
-        let mut http = reqwest::Client::builder()
-            .timeout(ctx.targets.request_timeout)
-            .connect_timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(ctx.targets.max_in_flight)
-            .redirect(reqwest::redirect::Policy::none());
+        let mut spec = ClientSpec {
+            timeout: Some(ctx.targets.request_timeout),
+            idle_per_host: Some(ctx.targets.max_in_flight),
+            ..ClientSpec::new(Duration::from_secs(10))
+        };
         let (endpoint, style) = match config.text("s3_endpoint") {
             Some(raw) => {
                 let url = url::Url::parse(raw.trim())
@@ -206,9 +207,7 @@ impl AmazonS3 {
                 }
                 let host = url.host_str().unwrap_or_default();
                 ssrf::check_ip_literal(host, ssrf_on).map_err(|e| StorageError::PermissionDenied(e.to_string()))?;
-                if ssrf_on {
-                    http = http.no_proxy().dns_resolver(Arc::new(CheckedResolver));
-                }
+                spec.ssrf_checked = ssrf_on;
                 (url, UrlStyle::Path)
             }
             None => {
@@ -221,8 +220,7 @@ impl AmazonS3 {
         };
         let bucket = Bucket::new(endpoint, style, name.clone(), region)
             .map_err(|e| StorageError::Precondition(format!("S3 bucket \"{name}\": {e}")))?;
-        let http = http
-            .build()
+        let http = http_clients::shared(spec)
             .map_err(|e| StorageError::Generic { target: format!("AmazonS3({name})"), source: Box::new(e) })?;
         let credentials = CredentialChain::new(
             config.text("aws_access_key_id"),
@@ -520,6 +518,51 @@ mod tests {
         assert_eq!(target(Some("x")).object_key("42.json"), "x/42.json");
     }
 
+    fn test_context(ssrf_protection: bool, max_in_flight: usize) -> TargetContext {
+        TargetContext {
+            local_files: crate::config::LocalFilesSettings { serving_enabled: false, document_root: "/".into() },
+            fsync: false,
+            targets: crate::config::TargetSettings {
+                ssrf_protection,
+                max_in_flight,
+                ..crate::config::TargetSettings::from_env()
+            },
+        }
+    }
+
+    fn endpoint_config(bucket: &str, endpoint: &str) -> TargetConfig {
+        let mut config = TargetConfig::default();
+        config.values.insert("bucket".into(), bucket.into());
+        config.values.insert("s3_endpoint".into(), endpoint.into());
+        config
+    }
+
+    #[tokio::test]
+    async fn targets_on_one_endpoint_share_their_connections() {
+        // Arrange: a stand-in S3 that counts the connections it accepts.
+        use axum::serve::ListenerExt;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        let app = axum::Router::new().route("/{bucket}/{key}", axum::routing::put(|| async { "" }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let listener = listener.tap_io(move |_| {
+            count.fetch_add(1, Ordering::SeqCst);
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let ctx = test_context(false, 3);
+
+        // Act: two targets (as two syncs build them), one write each, one after the other.
+        for bucket in ["first", "second"] {
+            let s3 = AmazonS3::new(&endpoint_config(bucket, &url), &ctx).unwrap();
+            s3.put("1", Bytes::from_static(b"{}")).await.unwrap();
+        }
+
+        // Assert
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "the second target opened a connection of its own");
+    }
+
     /// A stand-in S3 that answers every PUT after `delay`, noting the most requests
     /// it held at once for keys starting with `watch`.
     async fn slow_s3(delay: Duration, watch: &'static str) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
@@ -553,18 +596,8 @@ mod tests {
         // Arrange: 4 requests in flight at most; the sync engine's writers call
         // `put_many` at the same time, so the second finds no permit free.
         let (url, peak) = slow_s3(Duration::from_millis(50), "b-").await;
-        let mut config = TargetConfig::default();
-        config.values.insert("bucket".into(), "b".into());
-        config.values.insert("s3_endpoint".into(), url.into());
-        let ctx = TargetContext {
-            local_files: crate::config::LocalFilesSettings { serving_enabled: false, document_root: "/".into() },
-            fsync: false,
-            targets: crate::config::TargetSettings {
-                ssrf_protection: false,
-                max_in_flight: 4,
-                ..crate::config::TargetSettings::from_env()
-            },
-        };
+        let config = endpoint_config("b", &url);
+        let ctx = test_context(false, 4);
         let s3 = AmazonS3::new(&config, &ctx).unwrap();
         let batch = |name: &str| (0..8).map(|i| (format!("{name}-{i}"), Bytes::from_static(b"{}"))).collect::<Vec<_>>();
 
@@ -584,17 +617,8 @@ mod tests {
 
     #[test]
     fn loopback_endpoints_are_refused_when_ssrf_protection_is_on() {
-        let mut config = TargetConfig::default();
-        config.values.insert("bucket".into(), "b".into());
-        config.values.insert("s3_endpoint".into(), "http://127.0.0.1:9000".into());
-        let ctx = TargetContext {
-            local_files: crate::config::LocalFilesSettings { serving_enabled: false, document_root: "/".into() },
-            fsync: false,
-            targets: crate::config::TargetSettings {
-                ssrf_protection: true,
-                ..crate::config::TargetSettings::from_env()
-            },
-        };
+        let config = endpoint_config("b", "http://127.0.0.1:9000");
+        let ctx = test_context(true, 4);
         let err = AmazonS3::new(&config, &ctx).err().expect("refused");
         assert!(err.to_string().contains("reserved network address"), "{err}");
     }
