@@ -716,6 +716,15 @@ impl Db {
         Ok(rows.iter().map(link_from_row).collect())
     }
 
+    /// Whether the storage has recorded any written document.
+    pub async fn has_links(&self, storage_id: i64) -> DbResult<bool> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM export_links WHERE storage_id = $1 LIMIT 1")
+            .bind(storage_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(found.is_some())
+    }
+
     /// The links a storage has for annotation ids in `first..=last`: a page of the
     /// full pass is such a range, so this is one index range scan, with no id list.
     pub async fn links_between(&self, storage_id: i64, first: i64, last: i64) -> DbResult<Vec<Link>> {

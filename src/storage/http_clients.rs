@@ -60,4 +60,3 @@ pub fn shared(spec: ClientSpec) -> reqwest::Result<reqwest::Client> {
     clients.insert(spec, client.clone());
     Ok(client)
 }
-

@@ -870,12 +870,18 @@ impl SyncEngine {
             }
         }
         // Targets that list in bulk tell what is in place with one request per 1,000
-        // keys, instead of one per document.
-        let inventory = match target.list_sizes().await {
-            Ok(found) => found.map(Arc::new),
-            Err(e) => {
-                tracing::warn!(storage = storage.id, error.message = %e, "listing the target failed; checking documents one by one");
-                None
+        // keys, instead of one per document. Only documents we recorded writing can be
+        // skipped: with none (a new storage), there is nothing to look up, however many
+        // objects others keep at the location.
+        let inventory = if !self.db.has_links(storage.id).await? {
+            Some(Arc::new(HashMap::new()))
+        } else {
+            match target.list_sizes().await {
+                Ok(found) => found.map(Arc::new),
+                Err(e) => {
+                    tracing::warn!(storage = storage.id, error.message = %e, "listing the target failed; checking documents one by one");
+                    None
+                }
             }
         };
         // A pipeline with one page in flight at each stage, so memory stays flat: the

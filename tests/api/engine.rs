@@ -332,6 +332,81 @@ async fn postgres_an_idle_only_state_update_does_not_overwrite_a_sync_queued_mea
     assert!(!applied, "not idle: nothing applied");
 }
 
+/// A store that can list in bulk, counting its listings.
+struct Listed {
+    inner: InMemory,
+    listings: std::sync::atomic::AtomicUsize,
+}
+
+impl std::fmt::Display for Listed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Listed({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl StorageTarget for Listed {
+    async fn validate(&self) -> labelport::storage::Result<()> {
+        self.inner.validate().await
+    }
+    async fn put(&self, key: &str, body: bytes::Bytes) -> labelport::storage::Result<()> {
+        self.inner.put(key, body).await
+    }
+    async fn delete(&self, key: &str) -> labelport::storage::Result<()> {
+        self.inner.delete(key).await
+    }
+    async fn size(&self, key: &str) -> labelport::storage::Result<Option<u64>> {
+        self.inner.size(key).await
+    }
+    async fn list_sizes(&self) -> labelport::storage::Result<Option<std::collections::HashMap<String, u64>>> {
+        self.listings.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(Some(self.inner.snapshot().into_iter().map(|(k, v)| (k, v.len() as u64)).collect()))
+    }
+}
+
+/// A new storage has written nothing it could skip: its first full sync does not list
+/// the location (which may hold any number of others' objects); a later one does, and
+/// rewrites only what went missing.
+#[tokio::test]
+async fn a_first_full_sync_does_not_list_the_target_and_a_later_one_does() {
+    // Arrange: a location that already holds someone else's object.
+    let app = no_worker(Backend::Sqlite).await;
+    let store = InMemory::new();
+    store.put("theirs.json", bytes::Bytes::from_static(b"{}")).await.unwrap();
+    let target = Arc::new(Listed { inner: store.clone(), listings: Default::default() });
+    let factory_target = target.clone();
+    let targets: TargetFactory = Arc::new(move |_| Ok(factory_target.clone() as Arc<dyn StorageTarget>));
+    let engine = SyncEngine::new(
+        app.state.db.clone(),
+        app.state.settings.sync.clone(),
+        targets,
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let project = app.create_project("listing").await;
+    let tasks = app.import(project, &json!([{"text": "a"}, {"text": "b"}])).await;
+    let ids: Vec<String> = [
+        app.annotate(tasks[0], &json!({"result": []})).await["id"].to_string(),
+        app.annotate(tasks[1], &json!({"result": []})).await["id"].to_string(),
+    ]
+    .into();
+    let id = create_storage(&app, project).await["id"].as_i64().unwrap();
+
+    // Act: the create-time job; then one document goes missing and a full sync runs.
+    assert_eq!(engine.try_execute_task().await.unwrap(), ExecutionOutcome::Worked);
+    let first_listings = target.listings.load(std::sync::atomic::Ordering::SeqCst);
+    store.delete(&ids[0]).await.unwrap();
+    let r = app.post(&format!("/api/storages/export/localfiles/{id}/sync?full=true"), &json!({})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(engine.try_execute_task().await.unwrap(), ExecutionOutcome::Worked);
+
+    // Assert
+    assert_eq!(first_listings, 0, "the first sync listed the target");
+    assert_eq!(target.listings.load(std::sync::atomic::Ordering::SeqCst), 1, "the second sync lists once");
+    let docs = store.snapshot();
+    assert!(ids.iter().all(|k| docs.contains_key(k)), "the missing document was written again: {docs:?}");
+    assert!(docs.contains_key("theirs.json"), "others' objects stay");
+}
+
 /// A target that blocks the thread it runs on while publishing: run on a
 /// single-threaded runtime of its own, the whole engine stops there (lease
 /// keep-alive included), as a process frozen by SIGSTOP would, until thawed.
