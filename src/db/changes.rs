@@ -13,6 +13,7 @@ use super::projects::{add_to_totals, Totals};
 use super::{Backend, Db, DbError, DbResult, WriteTx};
 use crate::time::{now_micros, Micros};
 use sqlx::{AnyConnection, Row};
+use std::collections::BTreeSet;
 
 /// Advisory lock key that serialises change-feed writers on PostgreSQL.
 const CHANGE_FEED_LOCK: i64 = 0x6c61_6265_6c70; // "labelp"
@@ -181,32 +182,62 @@ impl Db {
             .collect())
     }
 
-    /// Asks for the current version of some documents to be exported again, by
-    /// appending an `upsert` entry to the feed for every annotation that still exists
-    /// among `annotation_ids`, and among the annotations of `task_ids`. Not fenced by
-    /// any lease: a worker that finds it may have published late (see
+    /// Asks for the current state of some documents to be exported again: appends to
+    /// the feed of storage `storage_id`'s project an `upsert` entry for every annotation that still
+    /// exists among `annotations` (annotation id, task id) and among the annotations
+    /// of `task_ids`, and a `delete` entry for each of `annotations` that is gone
+    /// (its document may have been written again after its deletion was exported).
+    /// Not fenced by any lease: a worker that finds it may have published late (see
     /// `sync::fence`) uses it so that whoever holds the storage now repairs that.
-    pub async fn request_reexport(&self, annotation_ids: &[i64], task_ids: &[i64]) -> DbResult<u64> {
-        if annotation_ids.is_empty() && task_ids.is_empty() {
+    pub async fn request_reexport(
+        &self,
+        storage_id: i64,
+        annotations: &[(i64, i64)],
+        task_ids: &[i64],
+    ) -> DbResult<u64> {
+        if annotations.is_empty() && task_ids.is_empty() {
             return Ok(0);
         }
         let list = |ids: &[i64]| serde_json::to_string(ids).map_err(|e| DbError::Other(e.into()));
+        let annotation_ids: Vec<i64> = annotations.iter().map(|(a, _)| *a).collect();
+        let now = now_micros();
         let mut tx = self.write_tx().await?;
         lock_change_feed(self.backend, &mut tx).await?;
-        let done = sqlx::query(&format!(
+        let existing: BTreeSet<i64> =
+            sqlx::query_scalar(&format!("SELECT id FROM annotations WHERE id IN ({})", self.id_list_param(1)))
+                .bind(list(&annotation_ids)?)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+        let mut added = sqlx::query(&format!(
             "INSERT INTO annotation_changes (project_id, task_id, annotation_id, op, created_at) \
              SELECT a.project_id, a.task_id, a.id, 'upsert', $1 FROM annotations a \
              WHERE a.id IN ({}) OR a.task_id IN ({}) ORDER BY a.id",
             self.id_list_param(2),
             self.id_list_param(3)
         ))
-        .bind(now_micros())
-        .bind(list(annotation_ids)?)
+        .bind(now)
+        .bind(list(&annotation_ids)?)
         .bind(list(task_ids)?)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        for (annotation_id, task_id) in annotations.iter().filter(|(a, _)| !existing.contains(a)) {
+            added += sqlx::query(
+                "INSERT INTO annotation_changes (project_id, task_id, annotation_id, op, created_at) \
+                 SELECT project_id, $2, $3, 'delete', $4 FROM export_storages WHERE id = $1",
+            )
+            .bind(storage_id)
+            .bind(task_id)
+            .bind(annotation_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
         tx.commit().await?;
-        Ok(done.rows_affected())
+        Ok(added)
     }
 
     /// The newest sequence number of the whole feed (0 when empty).

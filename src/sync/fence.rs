@@ -20,8 +20,9 @@
 //! cloud targets, which check once per batch) publishes late, possibly over what the
 //! next worker wrote. Such a write ends after the deadline, so the check every batch
 //! ends with sees it: the worker then puts the attempted documents back in the change
-//! feed ([`crate::db::Db::request_reexport`]) and stops, and the storage's holder
-//! writes their current version again. The late version is visible until then; a
+//! feed ([`crate::db::Db::request_reexport`]; a `delete` for annotations deleted
+//! meanwhile) and stops, and the storage's holder writes their current version
+//! again (or deletes the document). The late version is visible until then; a
 //! process killed between its late write and that request leaves it in place.
 
 use crate::db::{Db, Lease};

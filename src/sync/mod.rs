@@ -473,7 +473,19 @@ impl SyncEngine {
         lease_held(claim, self.db.upsert_links(&claim.lease, &written).await?)?;
         let deletes = changes.iter().any(|c| c.op == ChangeOp::Delete);
         if deletes && !gone.is_empty() && storage.fields.can_delete_objects == Some(true) {
-            let links = self.db.links(storage.id, &gone).await?;
+            let mut links = self.db.links(storage.id, &gone).await?;
+            // A deleted annotation without a link may still have a document: one written
+            // late, after its deletion was exported, by a worker whose lease had ended
+            // (it then puts a delete in the feed, see `lease_lost_after_writing`). Its key
+            // is known, and deleting what is not there succeeds.
+            let linked: BTreeSet<i64> = links.iter().map(|l| l.annotation_id).collect();
+            let unlinked = gone.iter().filter(|id| !linked.contains(id));
+            links.extend(unlinked.map(|&id| Link {
+                annotation_id: id,
+                key: keys::annotation_key(id),
+                version: String::new(),
+                size: 0,
+            }));
             self.delete_linked(claim, target, links, &mut tally).await?;
         }
         Ok(tally)
@@ -489,8 +501,9 @@ impl SyncEngine {
         let mut removed = Vec::new();
         claim.ensure_held()?;
         let results = target.delete_many(links.iter().map(|l| l.key.clone()).collect()).await;
-        let attempted: Vec<i64> = links.iter().map(|l| l.annotation_id).collect();
-        self.ensure_held_after(claim, &attempted, &[]).await?;
+        // A late delete needs no repair: these annotations are gone, and so should
+        // their documents be.
+        self.ensure_held_after(claim, &[], &[]).await?;
         for (link, result) in links.into_iter().zip(results) {
             match result {
                 Ok(()) => {
@@ -526,7 +539,12 @@ impl SyncEngine {
     /// Checked after writes or deletes made under `claim`: [`LeaseLost`] when the
     /// claim no longer holds, after asking for a repair of what was attempted (the
     /// documents of `annotations`, and of the annotations of `tasks`).
-    async fn ensure_held_after(&self, claim: &Arc<Claim>, annotations: &[i64], tasks: &[i64]) -> anyhow::Result<()> {
+    async fn ensure_held_after(
+        &self,
+        claim: &Arc<Claim>,
+        annotations: &[(i64, i64)],
+        tasks: &[i64],
+    ) -> anyhow::Result<()> {
         if claim.may_publish() {
             return Ok(());
         }
@@ -541,10 +559,15 @@ impl SyncEngine {
     /// kind that can be late, and it is seen here: the attempted documents are put in
     /// the change feed again, and whoever holds the storage now writes their current
     /// version over whatever came late. Returns the [`LeaseLost`] to stop with.
-    async fn lease_lost_after_writing(&self, claim: &Arc<Claim>, annotations: &[i64], tasks: &[i64]) -> anyhow::Error {
+    async fn lease_lost_after_writing(
+        &self,
+        claim: &Arc<Claim>,
+        annotations: &[(i64, i64)],
+        tasks: &[i64],
+    ) -> anyhow::Error {
         let storage = claim.storage_id();
         if !annotations.is_empty() || !tasks.is_empty() {
-            match self.db.request_reexport(annotations, tasks).await {
+            match self.db.request_reexport(storage, annotations, tasks).await {
                 Ok(entries) => tracing::info!(
                     storage,
                     entries,
@@ -593,6 +616,8 @@ impl SyncEngine {
         let users = Arc::new(users.clone());
         let style = document_style(storage);
         let chunk = rows.len().div_ceil(self.settings.writers).max(1);
+        // The results come back in the rows' order; a lost lease needs their tasks.
+        let tasks: Vec<i64> = rows.iter().map(|(a, _)| a.task_id).collect();
         let mut batches = Vec::new();
         let mut rows = rows;
         while !rows.is_empty() {
@@ -635,8 +660,12 @@ impl SyncEngine {
         let results: Vec<(Link, Result<(), StorageError>)> = results.into_iter().flatten().collect();
         // Documents held back (the lease lapsed) are neither failures nor written.
         if !claim.may_publish() {
-            let attempted: Vec<i64> =
-                results.iter().filter(|(_, r)| !is_held_back(r)).map(|(link, _)| link.annotation_id).collect();
+            let attempted: Vec<(i64, i64)> = results
+                .iter()
+                .zip(tasks)
+                .filter(|((_, r), _)| !is_held_back(r))
+                .map(|((link, _), task)| (link.annotation_id, task))
+                .collect();
             return Err(self.lease_lost_after_writing(claim, &attempted, &[]).await);
         }
         let mut written = Vec::new();

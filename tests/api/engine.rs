@@ -457,7 +457,7 @@ impl StorageTarget for Frozen {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_frozen_past_its_lease_does_not_overwrite_what_the_next_worker_wrote() {
-    frozen_past_the_lease(false).await;
+    frozen_past_the_lease(false, Meanwhile::Edited).await;
 }
 
 /// The window no check can close: the worker passed its check and froze right
@@ -466,10 +466,24 @@ async fn a_worker_frozen_past_its_lease_does_not_overwrite_what_the_next_worker_
 /// writes the current version again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_frozen_between_its_check_and_its_write_has_the_late_document_repaired() {
-    frozen_past_the_lease(true).await;
+    frozen_past_the_lease(true, Meanwhile::Edited).await;
 }
 
-async fn frozen_past_the_lease(after_check: bool) {
+/// As above, but the annotation was deleted meanwhile (the storage may delete): the
+/// late document is removed again, though no link to it was left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_document_of_an_annotation_deleted_meanwhile_is_removed_again() {
+    frozen_past_the_lease(true, Meanwhile::Deleted).await;
+}
+
+/// What happens to the annotation while the first worker is frozen.
+#[derive(Clone, Copy, PartialEq)]
+enum Meanwhile {
+    Edited,
+    Deleted,
+}
+
+async fn frozen_past_the_lease(after_check: bool, meanwhile: Meanwhile) {
     // Arrange: two engines on one database and one store; the lease lasts a second.
     let app = spawn_app_with(Backend::Sqlite, |s| {
         s.sync.run_worker = false;
@@ -481,6 +495,8 @@ async fn frozen_past_the_lease(after_check: bool) {
     let project = app.create_project("frozen").await;
     let tasks = app.import(project, &json!([{"text": "a"}])).await;
     let id = create_storage(&app, project).await["id"].as_i64().unwrap();
+    let r = app.patch(&format!("/api/storages/export/localfiles/{id}"), &json!({"can_delete_objects": true})).await;
+    assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(next.try_execute_task().await.unwrap(), ExecutionOutcome::Worked, "the create-time job");
     let annotation = app.annotate(tasks[0], &json!({"result": [{"v": "old"}]})).await;
     let key = annotation["id"].to_string();
@@ -507,15 +523,24 @@ async fn frozen_past_the_lease(after_check: bool) {
     // right before writing it; meanwhile the annotation changes, the lease runs out
     // and the next worker exports the new version. Then the first one wakes.
     tokio::task::spawn_blocking(move || frozen.recv().unwrap()).await.unwrap();
-    let r = app.patch(&format!("/api/annotations/{key}/"), &json!({"result": [{"v": "new"}]})).await;
-    assert_eq!(r.status(), StatusCode::OK);
+    let r = match meanwhile {
+        Meanwhile::Edited => app.patch(&format!("/api/annotations/{key}/"), &json!({"result": [{"v": "new"}]})).await,
+        Meanwhile::Deleted => app.delete(&format!("/api/annotations/{key}/")).await,
+    };
+    assert!(r.status().is_success(), "{}", r.status());
     let deadline = Instant::now() + Duration::from_secs(30);
     while next.try_execute_task().await.unwrap() == ExecutionOutcome::Idle {
         assert!(Instant::now() < deadline, "the frozen worker's lease never became claimable");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let written: Value = serde_json::from_slice(&store.snapshot()[&key]).unwrap();
-    assert_eq!(written["result"], json!([{"v": "new"}]));
+    let current = |store: &InMemory| -> Option<Value> {
+        store.snapshot().get(&key).map(|doc| serde_json::from_slice::<Value>(doc).unwrap()["result"].clone())
+    };
+    let expected = match meanwhile {
+        Meanwhile::Edited => Some(json!([{"v": "new"}])),
+        Meanwhile::Deleted => None,
+    };
+    assert_eq!(current(&store), expected, "the next worker exported the change");
     thaw.send(()).unwrap();
     let outcome = tokio::task::spawn_blocking(move || first.join().unwrap()).await.unwrap();
 
@@ -523,12 +548,10 @@ async fn frozen_past_the_lease(after_check: bool) {
     // late write repaired by the next step of the storage's holder.
     assert_eq!(outcome, Ok(ExecutionOutcome::Worked));
     if after_check {
-        let late: Value = serde_json::from_slice(&store.snapshot()[&key]).unwrap();
-        assert_eq!(late["result"], json!([{"v": "old"}]), "the late write did happen");
+        assert_eq!(current(&store), Some(json!([{"v": "old"}])), "the late write did happen");
         assert_eq!(next.try_execute_task().await.unwrap(), ExecutionOutcome::Worked, "the repair");
     }
-    let doc: Value = serde_json::from_slice(&store.snapshot()[&key]).unwrap();
-    assert_eq!(doc["result"], json!([{"v": "new"}]), "the stale worker replaced a newer version");
+    assert_eq!(current(&store), expected, "the stale worker's write outlived the repair");
     let s: Value = app.get(&format!("/api/storages/export/localfiles/{id}")).await.json().await.unwrap();
     assert_eq!(s["status"], "completed", "the stopped worker shows no failure: {s}");
     assert_eq!(next.try_execute_task().await.unwrap(), ExecutionOutcome::Idle, "nothing left behind");
