@@ -7,10 +7,12 @@
 //! worker process listens ([`Db::listen_for_work_until_stopped`]) and wakes its
 //! engine, which claims what it can. Polling stays as the fallback: a notification
 //! may be lost while a listener reconnects (each reconnection is followed by one
-//! catch-up poll), and lease expiry sends nothing. On SQLite there is one process,
+//! catch-up poll), and lease expiry sends nothing. While the listener is connected
+//! (`listening`), the engine polls less often. On SQLite there is one process,
 //! whose API wakes its engine directly; nothing is sent.
 
 use super::{Backend, Db, DbResult, WriteTx};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -35,14 +37,22 @@ impl Db {
     /// On PostgreSQL, listens for new-work notifications until `stop` and wakes
     /// `wake` at each one. A lost connection is re-established (with backoff while
     /// the database is unreachable) and followed by one wake-up, the catch-up poll
-    /// for what was committed meanwhile. Returns at once on SQLite.
-    pub async fn listen_for_work_until_stopped(self, wake: Arc<Notify>, stop: CancellationToken) {
+    /// for what was committed meanwhile. `listening` is true while a listening
+    /// connection is up. Returns at once on SQLite.
+    pub async fn listen_for_work_until_stopped(
+        self,
+        wake: Arc<Notify>,
+        listening: Arc<AtomicBool>,
+        stop: CancellationToken,
+    ) {
         if self.backend != Backend::Postgres {
             return;
         }
         let mut backoff = Duration::from_millis(100);
         while !stop.is_cancelled() {
-            match self.listen_once(&wake, &stop).await {
+            let outcome = self.listen_once(&wake, &listening, &stop).await;
+            listening.store(false, Ordering::SeqCst);
+            match outcome {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(e) => {
                     tracing::warn!(error.cause_chain = ?e, error.message = %e, retry_in_ms = backoff.as_millis() as u64,
@@ -58,7 +68,7 @@ impl Db {
     }
 
     /// One listening connection, until it is lost (`Ok`) or `stop`.
-    async fn listen_once(&self, wake: &Notify, stop: &CancellationToken) -> anyhow::Result<()> {
+    async fn listen_once(&self, wake: &Notify, listening: &AtomicBool, stop: &CancellationToken) -> anyhow::Result<()> {
         use anyhow::Context;
         let mut listener =
             sqlx::postgres::PgListener::connect(&self.url).await.context("Failed to connect the new-work listener")?;
@@ -66,6 +76,7 @@ impl Db {
         listener.eager_reconnect(false);
         listener.listen(WORK_CHANNEL).await.context("Failed to LISTEN for new work")?;
         tracing::debug!(channel = WORK_CHANNEL, "listening for new work");
+        listening.store(true, Ordering::SeqCst);
         // Work committed before the LISTEN took effect sent no notification to us.
         wake.notify_one();
         loop {

@@ -44,6 +44,7 @@ use document::Users;
 use fence::{Claim, LeaseLost};
 use state::Outcome;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -85,7 +86,14 @@ pub struct SyncEngine {
     /// Built targets by storage id, with the fingerprint of the configuration they
     /// were built from.
     target_cache: Arc<std::sync::Mutex<TargetCache>>,
+    /// Whether this process's new-work listener is connected (PostgreSQL).
+    listening: Arc<AtomicBool>,
 }
+
+/// While new work is announced by `NOTIFY` (a listener is connected), idle loops poll
+/// this many times less often: the poll only catches what no notification tells
+/// (lease expiry has its own timer), and every loop of every process polls.
+const POLL_FACTOR_WHILE_LISTENING: u32 = 10;
 
 /// Targets by storage id, each with the fingerprint of its configuration.
 type TargetCache = HashMap<i64, (u64, Arc<dyn StorageTarget>)>;
@@ -220,12 +228,26 @@ impl SyncEngine {
     /// An engine using `targets` to reach storages; `wake` is notified when work arrives.
     pub fn new(db: Db, settings: SyncSettings, targets: TargetFactory, wake: Arc<Notify>) -> SyncEngine {
         let owner = format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple());
-        SyncEngine { db, settings: Arc::new(settings), targets, owner, wake, target_cache: Default::default() }
+        SyncEngine {
+            db,
+            settings: Arc::new(settings),
+            targets,
+            owner,
+            wake,
+            target_cache: Default::default(),
+            listening: Default::default(),
+        }
     }
 
     /// This worker's lease-owner name.
     pub fn owner(&self) -> &str {
         &self.owner
+    }
+
+    /// Whether new work reaches this engine by `NOTIFY` now (PostgreSQL, listener
+    /// connected); idle loops then poll [`POLL_FACTOR_WHILE_LISTENING`] times less often.
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::SeqCst)
     }
 
     /// Works until `stop` is cancelled; a job interrupted by the stop stays in the
@@ -240,10 +262,14 @@ impl SyncEngine {
         tracing::info!(worker = %self.owner, "sync engine started");
         // Pruning runs beside the worker, so a large delete never delays an export.
         let pruner = tokio::spawn(prune_until_stopped(self.db.clone(), stop.clone()));
-        let listener = self
-            .settings
-            .listen
-            .then(|| tokio::spawn(self.db.clone().listen_for_work_until_stopped(self.wake.clone(), stop.clone())));
+        let listener = self.settings.listen.then(|| {
+            let listener = self.db.clone();
+            tokio::spawn(listener.listen_for_work_until_stopped(
+                self.wake.clone(),
+                self.listening.clone(),
+                stop.clone(),
+            ))
+        });
         // Several loops, each claiming its own storage under its own lease name, so a
         // target that hangs or retries for a long time (an unreachable cloud endpoint)
         // holds up one loop, never the exports of every other storage.
@@ -298,7 +324,10 @@ impl SyncEngine {
     /// How long an idle worker sleeps unless woken: the poll interval, or less when
     /// a lease expires sooner (a worker that died leaves work nobody announces).
     async fn idle_wait(&self) -> Duration {
-        let poll = self.settings.poll_interval;
+        let poll = match self.listening.load(Ordering::SeqCst) {
+            true => self.settings.poll_interval * POLL_FACTOR_WHILE_LISTENING,
+            false => self.settings.poll_interval,
+        };
         match self.db.next_lease_expiry(now_micros()).await {
             Ok(Some(at)) => {
                 let until = Duration::from_micros((at - now_micros()).max(0) as u64) + Duration::from_millis(5);

@@ -332,6 +332,46 @@ async fn postgres_an_idle_only_state_update_does_not_overwrite_a_sync_queued_mea
     assert!(!applied, "not idle: nothing applied");
 }
 
+/// On PostgreSQL, new work reaches an idle worker by `NOTIFY`: with polling slowed to
+/// once a minute, a storage created and an annotation saved through another process's
+/// API are still exported at once (the engine polls rarely while it listens).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_idle_worker_is_woken_by_notify_not_by_polling() {
+    // Arrange: an API process without a worker, and a worker of its own that polls
+    // once a minute.
+    let app = no_worker(Backend::Postgres).await;
+    let store = InMemory::new();
+    let mut settings = app.state.settings.sync.clone();
+    settings.poll_interval = Duration::from_secs(60);
+    settings.listen = true;
+    let target = store.clone();
+    let targets: TargetFactory = Arc::new(move |_| Ok(Arc::new(target.clone()) as Arc<dyn StorageTarget>));
+    let db = labelport::db::Db::connect(&app.state.settings.database_url).await.unwrap();
+    let engine = SyncEngine::new(db, settings, targets, Arc::new(tokio::sync::Notify::new()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(engine.clone().run_until_stopped(stop.clone()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !engine.is_listening() {
+        assert!(Instant::now() < deadline, "the worker never listened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Act
+    let project = app.create_project("notify").await;
+    let tasks = app.import(project, &json!([{"text": "a"}])).await;
+    create_storage(&app, project).await;
+    let key = app.annotate(tasks[0], &json!({"result": []})).await["id"].to_string();
+
+    // Assert
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !store.snapshot().contains_key(&key) {
+        assert!(Instant::now() < deadline, "the save did not reach the idle worker without polling");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    running.await.unwrap();
+}
+
 /// A store that can list in bulk, counting its listings.
 struct Listed {
     inner: InMemory,
