@@ -507,17 +507,14 @@ impl Db {
     /// Records the target's change token after our writes, under the current lease
     /// only; `false` if the lease was lost.
     pub async fn set_target_token(&self, lease: &Lease, token: Option<&str>) -> DbResult<bool> {
-        let mut tx = self.write_tx().await?;
-        let done = sqlx::query(
+        let query = sqlx::query(
             "UPDATE export_storages SET target_token = $1 WHERE id = $2 AND lease_owner = $3 AND lease_generation = $4",
         )
         .bind(token)
         .bind(lease.storage_id)
         .bind(&lease.owner)
-        .bind(lease.generation)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        .bind(lease.generation);
+        let done = self.write_one(query).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -579,8 +576,7 @@ impl Db {
     /// Advances a storage's cursor, only under its current lease; with `token`, also
     /// records the target's change token after these writes (one statement).
     pub async fn advance_cursor(&self, lease: &Lease, seq: i64, token: Option<&str>) -> DbResult<bool> {
-        let mut tx = self.write_tx().await?;
-        let done = sqlx::query(
+        let query = sqlx::query(
             "UPDATE export_storages SET cursor_seq = $1, target_token = COALESCE($4, target_token) \
              WHERE id = $2 AND lease_owner = $3 AND lease_generation = $5 AND cursor_seq < $1",
         )
@@ -588,21 +584,14 @@ impl Db {
         .bind(lease.storage_id)
         .bind(&lease.owner)
         .bind(token)
-        .bind(lease.generation)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        .bind(lease.generation);
+        Ok(self.write_one(query).await?.rows_affected() == 1)
     }
 
     /// Forgets that the storage's location holds a full export (it was changed by someone else).
     pub async fn reset_baseline(&self, storage_id: i64) -> DbResult<()> {
-        let mut tx = self.write_tx().await?;
-        sqlx::query("UPDATE export_storages SET baseline_done = 0 WHERE id = $1")
-            .bind(storage_id)
-            .execute(&mut *tx)
+        self.write_one(sqlx::query("UPDATE export_storages SET baseline_done = 0 WHERE id = $1").bind(storage_id))
             .await?;
-        tx.commit().await?;
         Ok(())
     }
 

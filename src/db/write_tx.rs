@@ -108,6 +108,22 @@ impl WriterQueues {
 }
 
 impl Db {
+    /// Runs one write statement as a transaction of its own: on PostgreSQL without the
+    /// round trips of an explicit `BEGIN` and `COMMIT`, on SQLite in a write
+    /// transaction after this process's turn.
+    pub(crate) async fn write_one<'q>(
+        &self,
+        query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    ) -> DbResult<sqlx::any::AnyQueryResult> {
+        if self.backend == Backend::Postgres {
+            return Ok(query.execute(&self.pool).await?);
+        }
+        let mut tx = self.write_tx().await?;
+        let done = query.execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
     /// Starts a write transaction on a pool connection, after waiting for this
     /// process's turn to write (SQLite).
     pub async fn write_tx(&self) -> DbResult<WriteTx> {
