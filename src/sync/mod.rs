@@ -454,10 +454,6 @@ impl SyncEngine {
         let until = until.unwrap_or(i64::MAX);
         while cursor < until {
             let mut changes = self.db.changes_since(storage.project_id, cursor, self.settings.batch_size).await?;
-            // A short read reached the end of the feed: no read after this batch. What
-            // comes in later is announced (a wake-up in this process, or the check for
-            // work left behind when the lease is given back on PostgreSQL).
-            let drained = (changes.len() as i64) < self.settings.batch_size;
             changes.retain(|c| c.seq <= until);
             let Some(last) = changes.last().map(|c| c.seq) else { break };
             let tally = self.apply_changes(claim, storage, target, &changes, &mut users).await?;
@@ -471,9 +467,6 @@ impl SyncEngine {
                 break;
             }
             cursor = last;
-            if drained {
-                break;
-            }
         }
         Ok(None)
     }
