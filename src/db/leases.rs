@@ -105,29 +105,31 @@ impl Db {
     /// Gives a lease back (a no-op when it was lost), and tells idle workers of
     /// other processes that the storage may be claimed.
     pub async fn release_lease(&self, held: &Lease) -> DbResult<()> {
-        let mut tx = self.write_tx().await?;
-        let done = sqlx::query(
+        if self.backend == super::Backend::Postgres {
+            // One statement, its own transaction: work left behind (a job stopped by a
+            // shutdown, changes that came in meanwhile) is announced to whoever is idle now.
+            sqlx::query(&format!(
+                "WITH s AS (UPDATE export_storages SET lease_owner = NULL, lease_expires_at = NULL \
+                 WHERE id = $1 AND lease_owner = $2 AND lease_generation = $3 \
+                 RETURNING id, project_id, cursor_seq) \
+                 SELECT pg_notify($4, '') FROM s WHERE {HAS_WORK}"
+            ))
+            .bind(held.storage_id)
+            .bind(&held.owner)
+            .bind(held.generation)
+            .bind(super::WORK_CHANNEL)
+            .execute(&self.pool)
+            .await?;
+            return Ok(());
+        }
+        let release = sqlx::query(
             "UPDATE export_storages SET lease_owner = NULL, lease_expires_at = NULL \
              WHERE id = $1 AND lease_owner = $2 AND lease_generation = $3",
         )
         .bind(held.storage_id)
         .bind(&held.owner)
-        .bind(held.generation)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 1 && self.backend == super::Backend::Postgres {
-            // Work left behind (a job stopped by a shutdown, changes that came in
-            // meanwhile) is for whoever is idle now.
-            let left: i64 =
-                sqlx::query_scalar(&format!("SELECT COUNT(*) FROM export_storages s WHERE s.id = $1 AND {HAS_WORK}"))
-                    .bind(held.storage_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            if left > 0 {
-                self.notify_work(&mut tx).await?;
-            }
-        }
-        tx.commit().await?;
+        .bind(held.generation);
+        self.write_one(release).await?;
         Ok(())
     }
 

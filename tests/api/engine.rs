@@ -332,18 +332,17 @@ async fn postgres_an_idle_only_state_update_does_not_overwrite_a_sync_queued_mea
     assert!(!applied, "not idle: nothing applied");
 }
 
-/// On PostgreSQL, new work reaches an idle worker by `NOTIFY`: with polling slowed to
-/// once a minute, a storage created and an annotation saved through another process's
-/// API are still exported at once (the engine polls rarely while it listens).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_an_idle_worker_is_woken_by_notify_not_by_polling() {
-    // Arrange: an API process without a worker, and a worker of its own that polls
-    // once a minute.
-    let app = no_worker(Backend::Postgres).await;
-    let store = InMemory::new();
+/// A worker of its own on `app`'s PostgreSQL database that polls once a minute (and
+/// holds leases for two), so only `NOTIFY` wakes it in time; started, and listening.
+async fn listening_engine(
+    app: &TestApp,
+    store: &InMemory,
+) -> (SyncEngine, tokio_util::sync::CancellationToken, tokio::task::JoinHandle<()>) {
     let mut settings = app.state.settings.sync.clone();
     settings.poll_interval = Duration::from_secs(60);
     settings.listen = true;
+    // Long leases: an idle loop also wakes when a lease it saw expires.
+    settings.lease = Duration::from_secs(120);
     let target = store.clone();
     let targets: TargetFactory = Arc::new(move |_| Ok(Arc::new(target.clone()) as Arc<dyn StorageTarget>));
     let db = labelport::db::Db::connect(&app.state.settings.database_url).await.unwrap();
@@ -355,6 +354,26 @@ async fn postgres_an_idle_worker_is_woken_by_notify_not_by_polling() {
         assert!(Instant::now() < deadline, "the worker never listened");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    (engine, stop, running)
+}
+
+async fn wait_for_document(store: &InMemory, key: &str, why: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !store.snapshot().contains_key(key) {
+        assert!(Instant::now() < deadline, "{why}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// On PostgreSQL, new work reaches an idle worker by `NOTIFY`: with polling slowed to
+/// once a minute, a storage created and an annotation saved through another process's
+/// API are still exported at once (the engine polls rarely while it listens).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_idle_worker_is_woken_by_notify_not_by_polling() {
+    // Arrange: an API process without a worker, and a worker that polls once a minute.
+    let app = no_worker(Backend::Postgres).await;
+    let store = InMemory::new();
+    let (_engine, stop, running) = listening_engine(&app, &store).await;
 
     // Act
     let project = app.create_project("notify").await;
@@ -363,11 +382,50 @@ async fn postgres_an_idle_worker_is_woken_by_notify_not_by_polling() {
     let key = app.annotate(tasks[0], &json!({"result": []})).await["id"].to_string();
 
     // Assert
+    wait_for_document(&store, &key, "the save did not reach the idle worker without polling").await;
+    stop.cancel();
+    running.await.unwrap();
+}
+
+/// A save made while another worker holds the storage wakes the idle worker in vain
+/// (it cannot claim); the holder announces the work it leaves behind when it gives
+/// the lease back, so the idle worker exports it without waiting for its poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_work_left_behind_at_a_release_is_announced() {
+    // Arrange: a storage whose create-time job is done, held by another worker.
+    let app = no_worker(Backend::Postgres).await;
+    let store = InMemory::new();
+    let project = app.create_project("release").await;
+    let tasks = app.import(project, &json!([{"text": "a"}])).await;
+    let id = create_storage(&app, project).await["id"].as_i64().unwrap();
+    let (_engine, stop, running) = listening_engine(&app, &store).await;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !store.snapshot().contains_key(&key) {
-        assert!(Instant::now() < deadline, "the save did not reach the idle worker without polling");
+    while app.state.db.active_job(id).await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the create-time job never ran");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    tokio::time::sleep(Duration::from_millis(200)).await; // its lease given back
+                                                          // (Claims only take storages with work; this one has none yet.)
+    let other = sqlx::PgPool::connect(&app.state.settings.database_url).await.unwrap();
+    let generation: i64 = sqlx::query_scalar(
+        "UPDATE export_storages SET lease_owner = 'other', lease_expires_at = $2, \
+         lease_generation = lease_generation + 1 WHERE id = $1 AND lease_owner IS NULL RETURNING lease_generation",
+    )
+    .bind(id)
+    .bind(i64::MAX / 4)
+    .fetch_one(&other)
+    .await
+    .expect("the storage is free to hold");
+    let held = Lease { storage_id: id, owner: "other".into(), generation };
+
+    // Act: a save while the lease is held, then the lease is given back.
+    let key = app.annotate(tasks[0], &json!({"result": []})).await["id"].to_string();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!store.snapshot().contains_key(&key), "exported while another worker held the storage");
+    app.state.db.release_lease(&held).await.unwrap();
+
+    // Assert
+    wait_for_document(&store, &key, "the work left behind was not announced at the release").await;
     stop.cancel();
     running.await.unwrap();
 }
