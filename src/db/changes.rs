@@ -200,12 +200,13 @@ impl Db {
         }
         let list = |ids: &[i64]| serde_json::to_string(ids).map_err(|e| DbError::Other(e.into()));
         let annotation_ids: Vec<i64> = annotations.iter().map(|(a, _)| *a).collect();
+        let annotation_list = list(&annotation_ids)?;
         let now = now_micros();
         let mut tx = self.write_tx().await?;
         lock_change_feed(self.backend, &mut tx).await?;
         let existing: BTreeSet<i64> =
             sqlx::query_scalar(&format!("SELECT id FROM annotations WHERE id IN ({})", self.id_list_param(1)))
-                .bind(list(&annotation_ids)?)
+                .bind(annotation_list.clone())
                 .fetch_all(&mut *tx)
                 .await?
                 .into_iter()
@@ -218,7 +219,7 @@ impl Db {
             self.id_list_param(3)
         ))
         .bind(now)
-        .bind(list(&annotation_ids)?)
+        .bind(annotation_list)
         .bind(list(task_ids)?)
         .execute(&mut *tx)
         .await?

@@ -74,18 +74,7 @@ impl Db {
         };
         for id in candidates {
             let query = sqlx::query_scalar(claim).bind(owner).bind(now + micros(lease)).bind(id).bind(now);
-            let generation: Option<i64> = match self.backend {
-                // One statement: PostgreSQL runs it as its own transaction, without the
-                // two round trips of an explicit `BEGIN` and `COMMIT`.
-                super::Backend::Postgres => query.fetch_optional(&self.pool).await?,
-                // On SQLite the write waits for this process's turn to write.
-                super::Backend::Sqlite => {
-                    let mut tx = self.write_tx().await?;
-                    let generation = query.fetch_optional(&mut *tx).await?;
-                    tx.commit().await?;
-                    generation
-                }
-            };
+            let generation: Option<i64> = self.write_one_optional(query).await?;
             if let Some(generation) = generation {
                 return Ok(Some(Lease { storage_id: id, owner: owner.to_owned(), generation }));
             }

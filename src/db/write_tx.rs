@@ -124,6 +124,24 @@ impl Db {
         Ok(done)
     }
 
+    /// [`write_one`](Self::write_one) for a statement that returns at most one value.
+    pub(crate) async fn write_one_optional<'q, T>(
+        &self,
+        query: sqlx::query::QueryScalar<'q, Any, T, sqlx::any::AnyArguments<'q>>,
+    ) -> DbResult<Option<T>>
+    where
+        T: Send + Unpin,
+        (T,): for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>,
+    {
+        if self.backend == Backend::Postgres {
+            return Ok(query.fetch_optional(&self.pool).await?);
+        }
+        let mut tx = self.write_tx().await?;
+        let value = query.fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(value)
+    }
+
     /// Starts a write transaction on a pool connection, after waiting for this
     /// process's turn to write (SQLite).
     pub async fn write_tx(&self) -> DbResult<WriteTx> {

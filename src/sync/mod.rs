@@ -645,8 +645,6 @@ impl SyncEngine {
         let users = Arc::new(users.clone());
         let style = document_style(storage);
         let chunk = rows.len().div_ceil(self.settings.writers).max(1);
-        // The results come back in the rows' order; a lost lease needs their tasks.
-        let tasks: Vec<i64> = rows.iter().map(|(a, _)| a.task_id).collect();
         let mut batches = Vec::new();
         let mut rows = rows;
         while !rows.is_empty() {
@@ -671,7 +669,8 @@ impl SyncEngine {
                                 version: version(a, t),
                                 size: body.len() as i64,
                             };
-                            (link, (key, body))
+                            // The task travels along: a lost lease asks for a repair by both.
+                            ((link, a.task_id), (key, body))
                         })
                         .collect::<Vec<_>>()
                 })
@@ -680,25 +679,24 @@ impl SyncEngine {
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
-                let (links, items): (Vec<Link>, Vec<(String, Bytes)>) = rendered.into_iter().unzip();
+                let (links, items): (Vec<_>, Vec<_>) = rendered.into_iter().unzip();
                 let results = target.put_many_guarded(items, may_publish).await;
                 links.into_iter().zip(results).collect::<Vec<_>>()
             }
         }))
         .await;
-        let results: Vec<(Link, Result<(), StorageError>)> = results.into_iter().flatten().collect();
+        let results: Vec<((Link, i64), Result<(), StorageError>)> = results.into_iter().flatten().collect();
         // Documents held back (the lease lapsed) are neither failures nor written.
         if !claim.may_publish() {
             let attempted: Vec<(i64, i64)> = results
                 .iter()
-                .zip(tasks)
-                .filter(|((_, r), _)| !is_held_back(r))
-                .map(|((link, _), task)| (link.annotation_id, task))
+                .filter(|(_, r)| !is_held_back(r))
+                .map(|((link, task), _)| (link.annotation_id, *task))
                 .collect();
             return Err(self.lease_lost_after_writing(claim, &attempted, &[]).await);
         }
         let mut written = Vec::new();
-        for (link, result) in results {
+        for ((link, _), result) in results {
             match result {
                 Ok(()) => {
                     tally.written += 1;
