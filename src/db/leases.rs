@@ -85,7 +85,7 @@ impl Db {
     /// Extends a held lease by `lease` from now; `false` if it was lost (taken by
     /// another claim, released, or the storage is gone).
     pub async fn renew_lease(&self, held: &Lease, lease: Duration) -> DbResult<bool> {
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.bookkeeping_tx().await?;
         let held_still = fence(&mut tx, held, Some(lease)).await?;
         tx.commit().await?;
         Ok(held_still)
@@ -107,7 +107,7 @@ impl Db {
             .bind(&held.owner)
             .bind(held.generation)
             .bind(super::WORK_CHANNEL)
-            .execute(&self.pool)
+            .execute(&self.bookkeeping)
             .await?;
             return Ok(());
         }
@@ -118,7 +118,7 @@ impl Db {
         .bind(held.storage_id)
         .bind(&held.owner)
         .bind(held.generation);
-        self.write_one(release).await?;
+        self.write_one_bookkeeping(release).await?;
         Ok(())
     }
 

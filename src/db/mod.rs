@@ -134,6 +134,9 @@ pub enum Backend {
 #[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
+    /// The sync engine's bookkeeping writes ([`Db::bookkeeping_tx`]): on PostgreSQL
+    /// connections whose commits do not wait for the WAL flush; on SQLite `pool`.
+    bookkeeping: AnyPool,
     backend: Backend,
     /// Seals the legacy tokens stored in `users` (see [`Db::with_secrets`]).
     secrets: Option<crate::secrets::SecretBox>,
@@ -169,36 +172,20 @@ impl Db {
             }
             Backend::Postgres => (url.to_owned(), 16),
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    match backend {
-                        Backend::Sqlite => {
-                            let pragmas = format!(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {};",
-                                BUSY_TIMEOUT.as_millis()
-                            );
-                            conn.execute(pragmas.as_str()).await?;
-                        }
-                        // Our transactions never wait on anything but the database. One
-                        // left open by a process that froze (SIGSTOP, a paused VM) would
-                        // hold its row locks, e.g. a storage's lease, and keep every other
-                        // process from taking over: PostgreSQL ends such a session.
-                        Backend::Postgres => {
-                            conn.execute("SET idle_in_transaction_session_timeout = '10s'").await?;
-                        }
-                    }
-                    Ok(())
-                })
-            })
+        let pool = pool_options(backend, max, Commits::Durable)
             .connect(&url)
             .await
             .context("Failed to connect to the database")?;
+        let bookkeeping = match backend {
+            Backend::Sqlite => pool.clone(),
+            Backend::Postgres => pool_options(backend, (max / 4).max(2), Commits::Bookkeeping)
+                .connect(&url)
+                .await
+                .context("Failed to connect to the database")?,
+        };
         let mut db = Db {
             pool,
+            bookkeeping,
             backend,
             secrets: None,
             url: url.as_str().into(),
@@ -280,10 +267,53 @@ impl Db {
         Ok(())
     }
 
-    /// Closes the pool, waiting for connections to be returned.
+    /// Closes the pools, waiting for connections to be returned.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.bookkeeping.close().await;
     }
+}
+
+/// What a pool's commits wait for on PostgreSQL.
+#[derive(Clone, Copy, PartialEq)]
+enum Commits {
+    /// The WAL flush: a commit the caller was told about survives a crash of the
+    /// database server or of its machine. Everything but [`Commits::Bookkeeping`].
+    Durable,
+    /// Nothing (`synchronous_commit = off`): the sync engine's own records of work it
+    /// did (links, checkpoints, cursors, lease renewals and releases), whose loss in a
+    /// crash of the database server only makes that work be done again. See
+    /// [`Db::bookkeeping_tx`].
+    Bookkeeping,
+}
+
+/// The options of a pool of `max` connections to `backend`.
+fn pool_options(backend: Backend, max: u32, commits: Commits) -> AnyPoolOptions {
+    AnyPoolOptions::new().max_connections(max).acquire_timeout(ACQUIRE_TIMEOUT).after_connect(move |conn, _| {
+        Box::pin(async move {
+            match backend {
+                Backend::Sqlite => {
+                    let pragmas = format!(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {};",
+                        BUSY_TIMEOUT.as_millis()
+                    );
+                    conn.execute(pragmas.as_str()).await?;
+                }
+                // Our transactions never wait on anything but the database. One left
+                // open by a process that froze (SIGSTOP, a paused VM) would hold its row
+                // locks, e.g. a storage's lease, and keep every other process from
+                // taking over: PostgreSQL ends such a session.
+                Backend::Postgres => {
+                    conn.execute("SET idle_in_transaction_session_timeout = '10s'").await?;
+                    if commits == Commits::Bookkeeping {
+                        conn.execute("SET synchronous_commit = off").await?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    })
 }
 
 /// Typed reads of a result row from any of the drivers: the portable `Any` pool's, or
@@ -422,5 +452,41 @@ mod tests {
         assert!(is_busy(&no_turn.context("Failed to create a project").unwrap_err()));
         assert!(!is_busy(&sqlx::Error::RowNotFound.into()));
         assert!(!is_busy(&anyhow::anyhow!("database is locked, said someone")));
+    }
+
+    /// The commit mode a transaction of the given kind runs with on PostgreSQL.
+    async fn synchronous_commit(tx: &mut super::WriteTx) -> String {
+        sqlx::query_scalar("SELECT current_setting('synchronous_commit')").fetch_one(&mut **tx).await.unwrap()
+    }
+
+    /// On PostgreSQL the sync engine's bookkeeping commits without waiting for the WAL
+    /// flush, and every other write (what users save) waits for it.
+    #[tokio::test]
+    async fn postgres_bookkeeping_commits_do_not_wait_for_the_disk_and_other_writes_do() {
+        use sqlx::Connection;
+        // Arrange: a database of its own on the test server.
+        let admin =
+            std::env::var("LABELPORT_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        let name = format!("labelport_unit_{}", uuid::Uuid::new_v4().simple());
+        let mut conn =
+            sqlx::PgConnection::connect(&format!("{admin}/postgres")).await.expect("PostgreSQL for the tests");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+        let db = super::Db::connect(&format!("{admin}/{name}")).await.unwrap();
+
+        // Act
+        let mut bookkeeping = db.bookkeeping_tx().await.unwrap();
+        let mut durable = db.write_tx().await.unwrap();
+        let mut project = db.project_write_tx().await.unwrap();
+        let modes = [
+            synchronous_commit(&mut bookkeeping).await,
+            synchronous_commit(&mut durable).await,
+            synchronous_commit(&mut project).await,
+        ];
+
+        // Assert
+        assert_eq!(modes, ["off", "on", "on"]);
+        drop((bookkeeping, durable, project));
+        db.close().await;
+        sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut conn).await.unwrap();
     }
 }

@@ -514,7 +514,7 @@ impl Db {
         .bind(lease.storage_id)
         .bind(&lease.owner)
         .bind(lease.generation);
-        let done = self.write_one(query).await?;
+        let done = self.write_one_bookkeeping(query).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -528,7 +528,7 @@ impl Db {
         progress: &JobProgress,
         state: &SyncState,
     ) -> DbResult<bool> {
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.bookkeeping_tx().await?;
         if !fence(&mut tx, lease, Some(renew)).await? {
             return Ok(false);
         }
@@ -585,7 +585,7 @@ impl Db {
         .bind(&lease.owner)
         .bind(token)
         .bind(lease.generation);
-        Ok(self.write_one(query).await?.rows_affected() == 1)
+        Ok(self.write_one_bookkeeping(query).await?.rows_affected() == 1)
     }
 
     /// Forgets that the storage's location holds a full export (it was changed by someone else).
@@ -738,7 +738,7 @@ impl Db {
         if links.is_empty() {
             return Ok(true);
         }
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.bookkeeping_tx().await?;
         if !fence(&mut tx, lease, None).await? {
             return Ok(false);
         }
@@ -773,7 +773,7 @@ impl Db {
         }
         let storage_id = lease.storage_id;
         let list: Vec<String> = annotation_ids.iter().map(i64::to_string).collect();
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.bookkeeping_tx().await?;
         if !fence(&mut tx, lease, None).await? {
             return Ok(false);
         }

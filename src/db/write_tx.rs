@@ -115,8 +115,25 @@ impl Db {
         &self,
         query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
     ) -> DbResult<sqlx::any::AnyQueryResult> {
+        self.write_one_on(&self.pool, query).await
+    }
+
+    /// [`write_one`](Self::write_one) for the sync engine's bookkeeping, whose commit
+    /// does not wait for the WAL flush on PostgreSQL (see [`Db::bookkeeping_tx`]).
+    pub(crate) async fn write_one_bookkeeping<'q>(
+        &self,
+        query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    ) -> DbResult<sqlx::any::AnyQueryResult> {
+        self.write_one_on(&self.bookkeeping, query).await
+    }
+
+    async fn write_one_on<'q>(
+        &self,
+        pool: &sqlx::AnyPool,
+        query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    ) -> DbResult<sqlx::any::AnyQueryResult> {
         if self.backend == Backend::Postgres {
-            return Ok(query.execute(&self.pool).await?);
+            return Ok(query.execute(pool).await?);
         }
         let mut tx = self.write_tx().await?;
         let done = query.execute(&mut *tx).await?;
@@ -147,6 +164,25 @@ impl Db {
     pub async fn write_tx(&self) -> DbResult<WriteTx> {
         let turn = self.turn_to_write(false).await?;
         let tx = self.pool.begin_with(self.begin_write()).await?;
+        Ok(WriteTransaction { tx, _turn: turn })
+    }
+
+    /// Starts a write transaction for the sync engine's records of work it did: links
+    /// of written documents, job checkpoints, cursor advances, lease renewals. On
+    /// PostgreSQL its commit does not wait for the WAL flush (`synchronous_commit =
+    /// off`), a disk flush of several milliseconds on an ordinary disk, paid per page of
+    /// a full sync and several times per auto-export round. A crash of the database
+    /// server (not of labelport) can lose the last such commits, and only those: the
+    /// WAL is written in order, so every durable commit made after them keeps them,
+    /// and what is lost is a suffix of the history, as if labelport had stopped
+    /// there. The engine then does that work again, as after a kill -9 (a document
+    /// without its link is written again, a link of a deleted document is cleaned up
+    /// again): docs/RELIABILITY.md. Nothing a user saved goes through here, and the
+    /// lease claim does not either. SQLite already commits this way (`synchronous =
+    /// NORMAL` in WAL mode), every write.
+    pub(crate) async fn bookkeeping_tx(&self) -> DbResult<WriteTx> {
+        let turn = self.turn_to_write(false).await?;
+        let tx = self.bookkeeping.begin_with(self.begin_write()).await?;
         Ok(WriteTransaction { tx, _turn: turn })
     }
 
