@@ -8,7 +8,7 @@ use super::fields::{python_type_name, Form};
 use super::tasks::schema::TaskNotFound;
 use super::users::{created_username, UserCache};
 use super::AppState;
-use crate::db::{Annotation, NewAnnotation, User};
+use crate::db::{Annotation, JsonColumn, JsonText, NewAnnotation, User};
 use crate::time::{iso, iso_opt, now_micros, parse_any, timesince};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -32,10 +32,10 @@ const LAST_ACTIONS: [&str; 10] = [
 
 /// Renders an annotation in the API shape; `completed_by` is the id, or the given
 /// expanded object (task detail).
-pub fn annotation_json(a: &Annotation, author: Option<&User>, completed_by: Option<Value>) -> Value {
+pub fn annotation_json<J: JsonColumn>(a: &Annotation<J>, author: Option<&User>, completed_by: Option<Value>) -> Value {
     json!({
         "id": a.id,
-        "result": a.result,
+        "result": a.result.to_value(),
         "created_username": created_username(author),
         "created_ago": timesince(a.created_at, now_micros()),
         "completed_by": completed_by.unwrap_or_else(|| a.completed_by.into()),
@@ -223,7 +223,7 @@ pub async fn create(
 )]
 pub async fn list_for_task(State(state): State<AppState>, Id(task_id): Id, Auth(user): Auth) -> ApiResult<Json<Value>> {
     let task = state.db.task(user.organization_id, task_id).await.or_not_found("Task")?;
-    let annotations = state.db.annotations_for_tasks(&[task.id], false).await?;
+    let annotations: Vec<Annotation<JsonText>> = state.db.annotations_for_tasks(&[task.id], false).await?;
     let mut users = UserCache::default();
     let mut out = Vec::with_capacity(annotations.len());
     for a in &annotations {

@@ -9,7 +9,7 @@ use super::fields::Form;
 use super::pagination::Page;
 use super::users::{user_with_initials, UserCache};
 use super::AppState;
-use crate::db::{Annotation, Db, Prediction, Task};
+use crate::db::{Annotation, Db, JsonText, Prediction, Task};
 use crate::time::{iso, now_micros, timesince};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -80,14 +80,15 @@ fn by_task<T>(rows: &[T], task_id: impl Fn(&T) -> i64) -> HashMap<i64, Vec<&T>> 
 /// so a page costs time in proportion to its own size.
 async fn render_tasks(db: &Db, tasks: &[Task], detailed: bool) -> ApiResult<Vec<Value>> {
     let ids: Vec<i64> = tasks.iter().map(|t| t.id).collect();
-    let annotations = db.annotations_for_tasks(&ids, true).await?;
+    // Results stay stored text: a list page shows none, and a detailed one parses each once.
+    let annotations: Vec<Annotation<JsonText>> = db.annotations_for_tasks(&ids, true).await?;
     let predictions = if detailed { db.predictions_for_tasks(&ids).await? } else { Vec::new() };
     let annotations = by_task(&annotations, |a| a.task_id);
     let predictions = by_task(&predictions, |p| p.task_id);
     let mut users = UserCache::default();
     let mut out = Vec::with_capacity(tasks.len());
     for t in tasks {
-        let mine: &[&Annotation] = annotations.get(&t.id).map_or(&[], Vec::as_slice);
+        let mine: &[&Annotation<JsonText>] = annotations.get(&t.id).map_or(&[], Vec::as_slice);
         let mut obj = Map::new();
         obj.insert("id".into(), t.id.into());
         if detailed {
@@ -135,7 +136,7 @@ async fn render_tasks(db: &Db, tasks: &[Task], detailed: bool) -> ApiResult<Vec<
         }
         let updated_by: Vec<Value> = t.updated_by.map(|id| json!({ "user_id": id })).into_iter().collect();
         obj.insert("updated_by".into(), updated_by.into());
-        let base = task_json(t);
+        let Value::Object(mut base) = task_json(t) else { unreachable!("task_json renders an object") };
         for key in [
             "data",
             "meta",
@@ -149,7 +150,7 @@ async fn render_tasks(db: &Db, tasks: &[Task], detailed: bool) -> ApiResult<Vec<
             "project",
             "comment_authors",
         ] {
-            obj.insert(key.into(), base[key].clone());
+            obj.insert(key.into(), base.remove(key).unwrap_or(Value::Null));
         }
         out.push(Value::Object(obj));
     }
@@ -303,7 +304,7 @@ pub async fn update(
     let task =
         state.db.update_task(user.organization_id, id, &data, &meta, overlap, user.id).await.or_not_found("Task")?;
     let mut body = task_json(&task);
-    let annotations = state.db.annotations_for_tasks(&[task.id], true).await?;
+    let annotations: Vec<Annotation<JsonText>> = state.db.annotations_for_tasks(&[task.id], true).await?;
     let predictions = state.db.predictions_for_tasks(&[task.id]).await?;
     let mut users = UserCache::default();
     let mut list = Vec::new();

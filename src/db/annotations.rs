@@ -209,17 +209,22 @@ impl Db {
     }
 
     /// Annotations of the given tasks, by task then id; cancelled ones only if asked.
-    pub async fn annotations_for_tasks(&self, task_ids: &[i64], include_cancelled: bool) -> DbResult<Vec<Annotation>> {
+    pub async fn annotations_for_tasks<J: JsonColumn>(
+        &self,
+        task_ids: &[i64],
+        include_cancelled: bool,
+    ) -> DbResult<Vec<Annotation<J>>> {
         if task_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let list: Vec<String> = task_ids.iter().map(i64::to_string).collect();
+        // The ids as one parameter: one statement text, prepared once per connection
+        // (a literal list was parsed and planned anew for every task page).
         let cancelled = if include_cancelled { "" } else { " AND a.was_cancelled = 0" };
         let rows = sqlx::query(&format!(
             "SELECT {ANNOTATION_COLUMNS} FROM annotations a WHERE a.task_id IN ({}){cancelled} ORDER BY a.task_id, a.id",
-            list.join(",")
+            self.id_list_param(1)
         ))
-        .persistent(false)
+        .bind(serde_json::to_string(task_ids).map_err(|e| DbError::Other(e.into()))?)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(Annotation::from_row).collect())

@@ -369,6 +369,8 @@ pub trait JsonColumn: Sized {
     fn read(row: &impl DbRow, col: &str) -> Self;
     /// The JSON text (as stored, or serialised from the value).
     fn json_text(&self) -> std::borrow::Cow<'_, str>;
+    /// The value (parsed from stored text, `null` for anything unparsable).
+    fn to_value(&self) -> serde_json::Value;
 }
 
 impl JsonColumn for serde_json::Value {
@@ -377,6 +379,9 @@ impl JsonColumn for serde_json::Value {
     }
     fn json_text(&self) -> std::borrow::Cow<'_, str> {
         std::borrow::Cow::Owned(self.to_string())
+    }
+    fn to_value(&self) -> serde_json::Value {
+        self.clone()
     }
 }
 
@@ -391,6 +396,9 @@ impl JsonColumn for JsonText {
     }
     fn json_text(&self) -> std::borrow::Cow<'_, str> {
         std::borrow::Cow::Borrowed(&self.0)
+    }
+    fn to_value(&self) -> serde_json::Value {
+        parse_or_null(&self.0)
     }
 }
 
