@@ -44,6 +44,39 @@ impl Db {
     /// its cursor), if any is free, for `lease`.
     pub async fn claim_storage(&self, owner: &str, lease: Duration) -> DbResult<Option<Lease>> {
         let now = now_micros();
+        let expires = now + micros(lease);
+        if self.backend == super::Backend::Postgres {
+            // One statement: the first free storage with work, its row locked as it is
+            // found. A row locked by another transaction is skipped, not waited for: its
+            // lease is being renewed or its job checkpointed (it is not free), or the
+            // session holding it froze mid-transaction, which PostgreSQL ends after
+            // `idle_in_transaction_session_timeout`; this loop tries again later either
+            // way. Waiting would hold this loop and a pool connection for that long, and
+            // the claim would then be judged by a `now` taken before the wait, which can
+            // let a second claimer take the lease the first just got. Its own
+            // transaction, durable (not bookkeeping): a claim lost in a crash of the
+            // database would hand the same generation out again.
+            let claimed: Option<(i64, i64)> = sqlx::query_as(&format!(
+                "UPDATE export_storages SET lease_owner = $1, lease_expires_at = $2, \
+                 lease_generation = lease_generation + 1 \
+                 WHERE id = (SELECT s.id FROM export_storages s \
+                   WHERE (s.lease_owner IS NULL OR s.lease_expires_at < $3) AND {HAS_WORK} \
+                   ORDER BY COALESCE(s.lease_expires_at, 0), s.id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+                 RETURNING id, lease_generation"
+            ))
+            .bind(owner)
+            .bind(expires)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+            return Ok(claimed.map(|(storage_id, generation)| Lease {
+                storage_id,
+                owner: owner.to_owned(),
+                generation,
+            }));
+        }
+        // SQLite: candidates first, then each claimed in a write transaction of its own
+        // (this process's writers take turns), re-checked there.
         let candidates: Vec<i64> = sqlx::query_scalar(&format!(
             "SELECT s.id FROM export_storages s WHERE (s.lease_owner IS NULL OR s.lease_expires_at < $1) AND {HAS_WORK} \
              ORDER BY COALESCE(s.lease_expires_at, 0), s.id LIMIT 8"
@@ -51,29 +84,11 @@ impl Db {
         .bind(now)
         .fetch_all(&self.pool)
         .await?;
-        // On PostgreSQL a storage row locked by another transaction is skipped, not
-        // waited for: its lease is being renewed or its job checkpointed (it is not
-        // free), or the session holding it froze mid-transaction, which PostgreSQL
-        // ends after `idle_in_transaction_session_timeout`; this loop tries again
-        // later either way. Waiting would hold this loop and a pool connection for
-        // that long, and the claim would then be judged by a `now` taken before the
-        // wait, which can let a second claimer take the lease the first just got.
-        let claim = match self.backend {
-            super::Backend::Sqlite => {
-                "UPDATE export_storages SET lease_owner = $1, lease_expires_at = $2, \
-                 lease_generation = lease_generation + 1 \
-                 WHERE id = $3 AND (lease_owner IS NULL OR lease_expires_at < $4) RETURNING lease_generation"
-            }
-            super::Backend::Postgres => {
-                "UPDATE export_storages SET lease_owner = $1, lease_expires_at = $2, \
-                 lease_generation = lease_generation + 1 \
-                 WHERE id = (SELECT id FROM export_storages WHERE id = $3 \
-                   AND (lease_owner IS NULL OR lease_expires_at < $4) FOR UPDATE SKIP LOCKED) \
-                 RETURNING lease_generation"
-            }
-        };
+        let claim = "UPDATE export_storages SET lease_owner = $1, lease_expires_at = $2, \
+                     lease_generation = lease_generation + 1 \
+                     WHERE id = $3 AND (lease_owner IS NULL OR lease_expires_at < $4) RETURNING lease_generation";
         for id in candidates {
-            let query = sqlx::query_scalar(claim).bind(owner).bind(now + micros(lease)).bind(id).bind(now);
+            let query = sqlx::query_scalar(claim).bind(owner).bind(expires).bind(id).bind(now);
             let generation: Option<i64> = self.write_one_optional(query).await?;
             if let Some(generation) = generation {
                 return Ok(Some(Lease { storage_id: id, owner: owner.to_owned(), generation }));
