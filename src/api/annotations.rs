@@ -153,7 +153,11 @@ pub async fn apply_annotation(
     Ok(a)
 }
 
-async fn render(state: &AppState, a: &Annotation) -> ApiResult<Value> {
+async fn render(state: &AppState, a: &Annotation, caller: &User) -> ApiResult<Value> {
+    // Mostly the caller's own annotation: its author is already at hand.
+    if a.completed_by == Some(caller.id) {
+        return Ok(annotation_json(a, Some(caller), None));
+    }
     let mut users = UserCache::default();
     let author = users.get(&state.db, a.completed_by).await?;
     Ok(annotation_json(a, author, None))
@@ -204,7 +208,7 @@ pub async fn create(
     let annotation =
         state.db.create_annotation(user.organization_id, &task, user.id, &new).await.or_not_found("Task")?;
     state.changes_committed();
-    Ok((StatusCode::CREATED, Json(render(&state, &annotation).await?)).into_response())
+    Ok((StatusCode::CREATED, Json(render(&state, &annotation, &user).await?)).into_response())
 }
 
 /// `GET /api/tasks/{id}/annotations/`: the task's non-cancelled annotations by id.
@@ -249,7 +253,7 @@ pub async fn list_for_task(State(state): State<AppState>, Id(task_id): Id, Auth(
 )]
 pub async fn get(State(state): State<AppState>, Id(id): Id, Auth(user): Auth) -> ApiResult<Json<Value>> {
     let annotation = state.db.annotation(user.organization_id, id).await.or_not_found("Annotation")?;
-    Ok(Json(render(&state, &annotation).await?))
+    Ok(Json(render(&state, &annotation, &user).await?))
 }
 
 /// `PATCH|PUT /api/annotations/{id}/`.
@@ -279,7 +283,7 @@ pub async fn update(
     let annotation =
         state.db.update_annotation(user.organization_id, id, user.id, &new).await.or_not_found("Annotation")?;
     state.changes_committed();
-    Ok(Json(render(&state, &annotation).await?))
+    Ok(Json(render(&state, &annotation, &user).await?))
 }
 
 /// `DELETE /api/annotations/{id}/`.
