@@ -7,13 +7,19 @@ use sqlx::{Any, AnyConnection};
 
 /// Parameters per statement: a few hundred, so a statement binds quickly and stays
 /// far below every engine's parameter limit.
-const PARAMETERS_PER_STATEMENT: usize = 700;
+pub(super) const PARAMETERS_PER_STATEMENT: usize = 700;
 
 /// `(…), (…)` for `rows` rows of `cols` parameters. SQLite gets anonymous `?`s, bound
 /// by position: it resolves every numbered `$N` by a linear search of the names seen
 /// so far, when preparing and again when binding, which made half of a SQLite import's
 /// CPU `strncmp` at 700 parameters per statement. PostgreSQL has only `$N`.
 fn placeholders(backend: Backend, rows: usize, cols: usize) -> String {
+    placeholders_after(backend, rows, cols, 0)
+}
+
+/// [`placeholders`] numbered from `$first + 1` on PostgreSQL, for a statement whose
+/// first `first` parameters come before the rows.
+pub(super) fn placeholders_after(backend: Backend, rows: usize, cols: usize, first: usize) -> String {
     let mut sql = String::with_capacity(rows * cols * 6);
     for r in 0..rows {
         sql.push_str(if r == 0 { "(" } else { ", (" });
@@ -25,7 +31,7 @@ fn placeholders(backend: Backend, rows: usize, cols: usize) -> String {
                 Backend::Sqlite => sql.push('?'),
                 Backend::Postgres => {
                     sql.push('$');
-                    sql.push_str(itoa::Buffer::new().format(r * cols + c));
+                    sql.push_str(itoa::Buffer::new().format(first + r * cols + c));
                 }
             }
         }
@@ -75,5 +81,6 @@ mod tests {
         assert_eq!(placeholders(Backend::Postgres, 2, 3), "($1, $2, $3), ($4, $5, $6)");
         assert_eq!(placeholders(Backend::Postgres, 1, 1), "($1)");
         assert_eq!(placeholders(Backend::Sqlite, 2, 3), "(?, ?, ?), (?, ?, ?)");
+        assert_eq!(super::placeholders_after(Backend::Postgres, 2, 2, 3), "($4, $5), ($6, $7)");
     }
 }

@@ -252,6 +252,21 @@ async fn a_worker_whose_lease_was_claimed_again_has_every_write_refused(backend:
     let older = Lease { owner: "worker-a".into(), ..stale };
     assert!(!db.checkpoint_job(&job, &older, Duration::from_secs(60), &progress, &state).await.unwrap());
     assert!(db.checkpoint_job(&job, &again, Duration::from_secs(60), &progress, &state).await.unwrap());
+
+    // The current lease records links: a few (one statement on PostgreSQL), then a
+    // page's worth (a transaction) that replaces them.
+    let links = |ids: std::ops::RangeInclusive<i64>, version: &str| -> Vec<labelport::db::Link> {
+        ids.map(|i| labelport::db::Link { annotation_id: i, key: i.to_string(), version: version.into(), size: i })
+            .collect()
+    };
+    assert!(db.upsert_links(&again, &links(1..=2, "few")).await.unwrap());
+    assert_eq!(db.links(id, &[1, 2]).await.unwrap().iter().filter(|l| l.version == "few").count(), 2);
+    assert!(db.upsert_links(&again, &links(1..=300, "page")).await.unwrap());
+    let recorded = db.links(id, &(1..=300).collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(recorded.len(), 300);
+    assert!(recorded
+        .iter()
+        .all(|l| l.version == "page" && l.size == l.annotation_id && l.key == l.annotation_id.to_string()));
 }
 
 /// A frozen process's open transaction holds its storage's row locked (PostgreSQL
