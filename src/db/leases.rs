@@ -31,9 +31,16 @@ pub struct Lease {
 }
 
 /// SQL condition: storage `s` has work (an active job, or changes past its cursor).
+/// The project's last change is read from the end of its `(project_id, seq)` index,
+/// one entry whatever the feed's length. (`EXISTS (… c.seq > s.cursor_seq)` let
+/// PostgreSQL's planner pick a sequential scan that it expected to stop at an early
+/// match; with the cursor at the end there is none, so every claim and idle poll read
+/// the whole feed: 2,300 scans of 20,000 entries in 8 s of 200 saves/s, most of the
+/// database's CPU.)
 const HAS_WORK: &str =
     "(EXISTS (SELECT 1 FROM sync_jobs j WHERE j.storage_id = s.id AND j.state IN ('queued', 'running')) \
-     OR EXISTS (SELECT 1 FROM annotation_changes c WHERE c.project_id = s.project_id AND c.seq > s.cursor_seq))";
+     OR (SELECT c.seq FROM annotation_changes c WHERE c.project_id = s.project_id ORDER BY c.seq DESC LIMIT 1) \
+        > s.cursor_seq)";
 
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 2)
