@@ -269,6 +269,51 @@ async fn a_worker_whose_lease_was_claimed_again_has_every_write_refused(backend:
         .all(|l| l.version == "page" && l.size == l.annotation_id && l.key == l.annotation_id.to_string()));
 }
 
+/// On PostgreSQL, whether a storage has changes past its cursor is read from the end of
+/// the feed's index: lease claims (every auto-export round and every idle poll) do not
+/// scan the change feed. They did, reading every entry of it, while the feed was long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_claims_read_the_end_of_the_change_feed_and_do_not_scan_it() {
+    // Arrange: a feed of 2,000 entries, all applied, with the planner's statistics.
+    let app = no_worker(Backend::Postgres).await;
+    let project = app.create_project("feed").await;
+    let tasks: Vec<Value> = (0..2000).map(|i| json!({"data": {"text": i}, "annotations": [{"result": []}]})).collect();
+    app.import(project, &Value::Array(tasks)).await;
+    create_storage(&app, project).await;
+    let engine = memory_engine(&app, &InMemory::new());
+    while engine.try_execute_task().await.unwrap() == ExecutionOutcome::Worked {}
+    let stats = sqlx::PgPool::connect(&app.state.settings.database_url).await.unwrap();
+    sqlx::query("ANALYZE annotation_changes").execute(&stats).await.unwrap();
+    let feed_scans = || async {
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT COALESCE(seq_tup_read, 0), COALESCE(idx_scan, 0) FROM pg_stat_user_tables \
+             WHERE relname = 'annotation_changes'",
+        )
+        .fetch_one(&stats)
+        .await
+        .unwrap()
+    };
+    let (read_before, index_before) = feed_scans().await;
+
+    // Act: 50 claims that find nothing to do.
+    for _ in 0..50 {
+        assert_eq!(app.state.db.claim_storage("test-worker", Duration::from_secs(30)).await.unwrap(), None);
+    }
+
+    // Assert: the claims' index reads show up in the statistics (an idle backend reports
+    // them within PostgreSQL's 10 s idle interval), and no entry was read by a scan.
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let (read_after, _) = loop {
+        let (read, index) = feed_scans().await;
+        if index - index_before >= 50 {
+            break (read, index);
+        }
+        assert!(Instant::now() < deadline, "the claims did not read the feed through its index");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(read_after - read_before < 2000, "a claim scanned the feed: {} entries read", read_after - read_before);
+}
+
 /// A frozen process's open transaction holds its storage's row locked (PostgreSQL
 /// ends it after `idle_in_transaction_session_timeout`, 10 s): a claim skips that
 /// storage instead of waiting for it, and claims it once the row is free.
