@@ -229,11 +229,9 @@ pub async fn list(State(state): State<AppState>, Auth(user): Auth, query: Query)
         }
         Err(_) => return Err(ApiError::not_found("Project")),
     };
-    if !state.db.project_exists(user.organization_id, project).await? {
-        return Err(ApiError::not_found("Project"));
-    }
+    // The totals' read is also the check that the project is the caller's.
+    let totals = state.db.task_totals(user.organization_id, project).await.or_not_found("Project")?;
     let page = Page::from_query(&query, 100, MAX_TASK_PAGE_SIZE)?;
-    let totals = state.db.task_totals(project).await?;
     let page = page.check(totals.tasks)?;
     let tasks = state.db.list_tasks(project, &totals, page.offset(), page.size).await?;
     let detailed = query.get("fields") == Some("all");

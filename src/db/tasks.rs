@@ -273,18 +273,20 @@ impl Db {
         Ok(Task::from_row(&row))
     }
 
-    /// Task count, non-cancelled annotation count and prediction count of a project,
-    /// and how its pages are found: one row read, whatever the project's size (see
-    /// [`Totals`]).
-    pub async fn task_totals(&self, project_id: i64) -> DbResult<TaskTotals> {
+    /// Task count, non-cancelled annotation count and prediction count of a project of
+    /// the organization (`NotFound` for any other), and how its pages are found: one
+    /// row read, whatever the project's size (see [`Totals`]).
+    pub async fn task_totals(&self, organization_id: i64, project_id: i64) -> DbResult<TaskTotals> {
         let row = sqlx::query(
             "SELECT task_count, annotation_count - cancelled_annotation_count AS annotations, prediction_count, \
              CASE WHEN tasks_in_inner_id_order = 1 AND task_count = next_inner_id - 1 THEN 1 ELSE 0 END \
-             AS pages_by_inner_id FROM projects WHERE id = $1",
+             AS pages_by_inner_id FROM projects WHERE id = $1 AND organization_id = $2",
         )
         .bind(project_id)
-        .fetch_one(&self.pool)
-        .await?;
+        .bind(organization_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(DbError::NotFound)?;
         Ok(TaskTotals {
             tasks: row.get("task_count"),
             annotations: row.get("annotations"),

@@ -392,7 +392,8 @@ async fn pages_hold_the_tasks_in_id_order_whether_found_by_inner_id_or_by_offset
     ids.extend(app.import(project, &json!([{"n": 8}, {"n": 9}])).await);
 
     // Act / Assert: inner ids 1..9 in id order, so pages are inner-id ranges
-    let totals = app.state.db.task_totals(project).await.unwrap();
+    let org = app.state.db.user_by_email("admin@example.com").await.unwrap().organization_id;
+    let totals = app.state.db.task_totals(org, project).await.unwrap();
     assert!(totals.pages_by_inner_id, "{totals:?}");
     for size in [1, 2, 4, 9, 100] {
         assert_eq!(all_pages(&app, project, size).await, ids, "pages of {size} by inner id");
@@ -402,7 +403,7 @@ async fn pages_hold_the_tasks_in_id_order_whether_found_by_inner_id_or_by_offset
     let r = app.delete(&format!("/api/tasks/{}/", ids[2])).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     ids.remove(2);
-    let totals = app.state.db.task_totals(project).await.unwrap();
+    let totals = app.state.db.task_totals(org, project).await.unwrap();
     assert!(!totals.pages_by_inner_id, "{totals:?}");
     for size in [1, 2, 3, 8, 100] {
         assert_eq!(all_pages(&app, project, size).await, ids, "pages of {size} by offset");
