@@ -95,8 +95,10 @@ impl Db {
                      lease_generation = lease_generation + 1 \
                      WHERE id = $3 AND (lease_owner IS NULL OR lease_expires_at < $4) RETURNING lease_generation";
         for id in candidates {
-            let query = sqlx::query_scalar(claim).bind(owner).bind(expires).bind(id).bind(now);
-            let generation: Option<i64> = self.write_one_optional(query).await?;
+            let mut tx = self.write_tx().await?;
+            let generation: Option<i64> =
+                sqlx::query_scalar(claim).bind(owner).bind(expires).bind(id).bind(now).fetch_optional(&mut *tx).await?;
+            tx.commit().await?;
             if let Some(generation) = generation {
                 return Ok(Some(Lease { storage_id: id, owner: owner.to_owned(), generation }));
             }

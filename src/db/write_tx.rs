@@ -135,36 +135,16 @@ impl Db {
         if self.backend == Backend::Postgres {
             return Ok(query.execute(pool).await?);
         }
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.write_tx_on(pool).await?;
         let done = query.execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(done)
     }
 
-    /// [`write_one`](Self::write_one) for a statement that returns at most one value.
-    pub(crate) async fn write_one_optional<'q, T>(
-        &self,
-        query: sqlx::query::QueryScalar<'q, Any, T, sqlx::any::AnyArguments<'q>>,
-    ) -> DbResult<Option<T>>
-    where
-        T: Send + Unpin,
-        (T,): for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>,
-    {
-        if self.backend == Backend::Postgres {
-            return Ok(query.fetch_optional(&self.pool).await?);
-        }
-        let mut tx = self.write_tx().await?;
-        let value = query.fetch_optional(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(value)
-    }
-
     /// Starts a write transaction on a pool connection, after waiting for this
     /// process's turn to write (SQLite).
     pub async fn write_tx(&self) -> DbResult<WriteTx> {
-        let turn = self.turn_to_write(false).await?;
-        let tx = self.pool.begin_with(self.begin_write()).await?;
-        Ok(WriteTransaction { tx, _turn: turn })
+        self.write_tx_on(&self.pool).await
     }
 
     /// Starts a write transaction for the sync engine's records of work it did: links
@@ -181,8 +161,13 @@ impl Db {
     /// lease claim does not either. SQLite already commits this way (`synchronous =
     /// NORMAL` in WAL mode), every write.
     pub(crate) async fn bookkeeping_tx(&self) -> DbResult<WriteTx> {
+        self.write_tx_on(&self.bookkeeping).await
+    }
+
+    /// A write transaction on a connection of `pool`, after this process's turn.
+    async fn write_tx_on(&self, pool: &sqlx::AnyPool) -> DbResult<WriteTx> {
         let turn = self.turn_to_write(false).await?;
-        let tx = self.bookkeeping.begin_with(self.begin_write()).await?;
+        let tx = pool.begin_with(self.begin_write()).await?;
         Ok(WriteTransaction { tx, _turn: turn })
     }
 
