@@ -314,6 +314,61 @@ async fn postgres_claims_read_the_end_of_the_change_feed_and_do_not_scan_it() {
     assert!(read_after - read_before < 2000, "a claim scanned the feed: {} entries read", read_after - read_before);
 }
 
+/// On PostgreSQL, an export page reads its annotations in order through the index and
+/// each one's task by its key, whatever the planner's statistics say. With a plain
+/// join the planner hashed the two where its statistics were stale (annotations from
+/// imports too small to refresh them), reading every task of the table for each page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_export_pages_read_tasks_by_key_even_with_stale_statistics() {
+    // Arrange: 2,000 tasks analysed by their import, then 7,200 more in imports too
+    // small to refresh the statistics.
+    let app = no_worker(Backend::Postgres).await;
+    let project = app.create_project("pages").await;
+    let tasks = |from: usize, n: usize| {
+        Value::Array((from..from + n).map(|i| json!({"data": {"text": i}, "annotations": [{"result": []}]})).collect())
+    };
+    app.import(project, &tasks(0, 2000)).await;
+    for k in 0..8 {
+        app.import(project, &tasks(2000 + k * 900, 900)).await;
+    }
+    let stats = sqlx::PgPool::connect(&app.state.settings.database_url).await.unwrap();
+    let task_reads = || async {
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT COALESCE(seq_tup_read, 0), COALESCE(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = 'tasks'",
+        )
+        .fetch_one(&stats)
+        .await
+        .unwrap()
+    };
+    // The imports' own scans reach the statistics once their backends have been idle
+    // for PostgreSQL's idle interval (10 s).
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let (read_before, index_before) = task_reads().await;
+
+    // Act: every page, as a full sync reads them.
+    let (mut after, mut rows) = (0, 0);
+    loop {
+        let page = app.state.db.export_page(project, after, 1000).await.unwrap();
+        let Some(last) = page.last().map(|(a, _)| a.id) else { break };
+        assert!(page.iter().all(|(a, t)| a.task_id == t.id), "each annotation comes with its own task");
+        (after, rows) = (last, rows + page.len());
+    }
+
+    // Assert: the pages' task lookups show up in the statistics (after the same
+    // interval), and no task was read by a scan.
+    assert_eq!(rows, 9200);
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let read_after = loop {
+        let (read, index) = task_reads().await;
+        if index - index_before >= 9200 {
+            break read;
+        }
+        assert!(Instant::now() < deadline, "the pages did not look their tasks up by key");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(read_after - read_before, 0, "a page scanned the tasks table");
+}
+
 /// A frozen process's open transaction holds its storage's row locked (PostgreSQL
 /// ends it after `idle_in_transaction_session_timeout`, 10 s): a claim skips that
 /// storage instead of waiting for it, and claims it once the row is free.
