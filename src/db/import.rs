@@ -211,14 +211,19 @@ impl Db {
         .execute(&mut *tx)
         .await?;
         keep_page_order(&mut tx, project_id, first, last).await?;
+        // The new tasks are found by their range of inner ids: joined on `$2 + s.n`
+        // alone, PostgreSQL's planner hashed every task of the project (its statistics
+        // had not seen the new rows), so each import cost time in the project's size.
         let predictions = sqlx::query(
             "INSERT INTO predictions (task_id, project_id, result, score, model_version, created_at, updated_at) \
              SELECT t.id, $1, s.result, s.score, s.model_version, $3, $3 FROM import_predictions s \
-             JOIN tasks t ON t.project_id = $1 AND t.inner_id = $2 + s.n ORDER BY s.seq",
+             JOIN tasks t ON t.project_id = $1 AND t.inner_id BETWEEN $2 AND $4 AND t.inner_id = $2 + s.n \
+             ORDER BY s.seq",
         )
         .bind(project_id)
         .bind(first)
         .bind(now)
+        .bind(last)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -229,12 +234,15 @@ impl Db {
              SELECT t.id, $1, s.result, s.was_cancelled, s.ground_truth, s.lead_time, s.completed_by, $4, \
              CAST(NULL AS BIGINT), 'imported', 1, CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), \
              CAST(NULL AS BIGINT), $3, $3 \
-             FROM import_annotations s JOIN tasks t ON t.project_id = $1 AND t.inner_id = $2 + s.n ORDER BY s.seq",
+             FROM import_annotations s \
+             JOIN tasks t ON t.project_id = $1 AND t.inner_id BETWEEN $2 AND $5 AND t.inner_id = $2 + s.n \
+             ORDER BY s.seq",
         )
         .bind(project_id)
         .bind(first)
         .bind(now)
         .bind(user_id)
+        .bind(last)
         .execute(&mut *tx)
         .await?
         .rows_affected();

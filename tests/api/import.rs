@@ -254,3 +254,49 @@ async fn concurrent_imports_get_distinct_inner_ids(app: TestApp) {
     inner.sort();
     assert_eq!(inner, (1..=batches * per_batch).collect::<Vec<i64>>());
 }
+
+/// On PostgreSQL, an import finds the tasks it just created by their range of inner
+/// ids: it reads none of the project's other tasks, so its cost does not grow with
+/// the project. (Joined on the inner id alone, the planner hashed every task of the
+/// table, since its statistics had not seen the new rows yet.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_import_reads_only_the_tasks_it_creates() {
+    // Arrange: a project of 3,000 tasks.
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Postgres).await;
+    let project = app.create_project("growing").await;
+    let tasks = |n: usize| {
+        let one = json!({"data": {"text": "x"}, "annotations": [{"result": []}], "predictions": [{"result": []}]});
+        Value::Array(vec![one; n])
+    };
+    app.import(project, &tasks(3000)).await;
+    let stats = sqlx::PgPool::connect(&app.state.settings.database_url).await.unwrap();
+    // An import's connection is closed when it ends, which reports its statistics.
+    let task_stats = |inserted: i64| {
+        let stats = stats.clone();
+        async move {
+            for _ in 0..300 {
+                let (ins, read): (i64, i64) = sqlx::query_as(
+                    "SELECT n_tup_ins, COALESCE(seq_tup_read, 0) FROM pg_stat_user_tables WHERE relname = 'tasks'",
+                )
+                .fetch_one(&stats)
+                .await
+                .unwrap();
+                if ins >= inserted {
+                    return read;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!("the import's statistics were not reported");
+        }
+    };
+    let read_before = task_stats(3000).await;
+
+    // Act: a second import, of 500 tasks.
+    app.import(project, &tasks(500)).await;
+
+    // Assert
+    let read = task_stats(3500).await - read_before;
+    assert!(read < 3000, "the import scanned the project's tasks: {read} rows read");
+    let got = json_of(app.get(&format!("/api/projects/{project}/")).await, StatusCode::OK).await;
+    assert_eq!((got["task_number"].as_i64(), got["total_annotations_number"].as_i64()), (Some(3500), Some(3500)));
+}
