@@ -9,7 +9,7 @@
 //! `WHERE seq > cursor` and never miss an entry that commits later with a smaller
 //! number. [`Db::prune_change_feed`] deletes what every storage has passed.
 
-use super::projects::{add_to_totals, Totals};
+use super::projects::{add_to_totals, bind_totals, totals_set, Totals};
 use super::{Backend, Db, DbError, DbResult, WriteTx};
 use crate::time::{now_micros, Micros};
 use sqlx::{AnyConnection, Row};
@@ -94,40 +94,31 @@ pub(crate) async fn record_change(
         add_to_totals(tx, project_id, totals).await?;
         return insert_change(tx, project_id, task_id, annotation_id, op).await;
     }
-    // The feed entry's parameters are $1-$7 in both statements.
-    let entry = |sql| {
-        sqlx::query(sql)
-            .bind(project_id)
-            .bind(task_id)
-            .bind(annotation_id)
-            .bind(op.as_str())
-            .bind(now_micros())
-            .bind(CHANGE_FEED_LOCK)
-            .bind(super::WORK_CHANNEL)
-    };
-    let done = if totals == Totals::default() {
-        entry(
-            "INSERT INTO annotation_changes (project_id, task_id, annotation_id, op, created_at) \
-             SELECT $1, $2, $3, $4, $5 FROM (SELECT pg_advisory_xact_lock($6), pg_notify($7, '')) feed",
-        )
-        .execute(&mut **tx)
-        .await?
+    // The feed entry's parameters are $1-$7 in both statements; the totals follow.
+    let with_totals;
+    let sql = if totals == Totals::default() {
+        "INSERT INTO annotation_changes (project_id, task_id, annotation_id, op, created_at) \
+         SELECT $1, $2, $3, $4, $5 FROM (SELECT pg_advisory_xact_lock($6), pg_notify($7, '')) feed"
     } else {
-        entry(
-            "WITH project AS (UPDATE projects SET task_count = task_count + $8, annotation_count = annotation_count + $9, \
-               cancelled_annotation_count = cancelled_annotation_count + $10, \
-               prediction_count = prediction_count + $11 WHERE id = $1 RETURNING id), \
+        with_totals = format!(
+            "WITH project AS (UPDATE projects SET {} WHERE id = $1 RETURNING id), \
              feed AS (SELECT pg_advisory_xact_lock($6), pg_notify($7, '') FROM project) \
              INSERT INTO annotation_changes (project_id, task_id, annotation_id, op, created_at) \
              SELECT $1, $2, $3, $4, $5 FROM feed",
-        )
-        .bind(totals.tasks)
-        .bind(totals.annotations)
-        .bind(totals.cancelled)
-        .bind(totals.predictions)
-        .execute(&mut **tx)
-        .await?
+            totals_set(8)
+        );
+        &with_totals
     };
+    let entry = sqlx::query(sql)
+        .bind(project_id)
+        .bind(task_id)
+        .bind(annotation_id)
+        .bind(op.as_str())
+        .bind(now_micros())
+        .bind(CHANGE_FEED_LOCK)
+        .bind(super::WORK_CHANNEL);
+    let entry = if totals == Totals::default() { entry } else { bind_totals(entry, totals) };
+    let done = entry.execute(&mut **tx).await?;
     // No row when the project's row is gone; its tasks would have gone with it, and the
     // task's row lock this transaction holds keeps that from happening, but do not lose
     // an entry silently.

@@ -247,11 +247,15 @@ impl Db {
         .await?
         .rows_affected();
         let cancelled = tasks.iter().flat_map(|t| &t.annotations).filter(|a| a.was_cancelled).count();
+        // Staged as `is_labeled` too: one completed annotation labels a new task.
+        let annotated = tasks.iter().filter(|t| t.annotations.iter().any(|a| !a.was_cancelled)).count() as i64;
         let totals = Totals {
             tasks: count,
             annotations: annotations as i64,
             cancelled: cancelled as i64,
             predictions: predictions as i64,
+            annotated_tasks: annotated,
+            labeled_tasks: annotated,
         };
         add_to_totals(&mut tx, project_id, totals).await?;
         if annotations > 0 {

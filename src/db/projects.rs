@@ -102,16 +102,16 @@ const PROJECT_COLUMNS: &str = "p.id, p.organization_id, p.title, p.description, 
      p.expert_instruction, p.show_instruction, p.show_skip_button, p.enable_empty_annotation, \
      p.maximum_annotations, p.color, p.is_published, p.model_version, p.sampling, p.created_by, p.created_at, \
      p.task_count AS task_number, \
-     (SELECT COUNT(*) FROM tasks t WHERE t.project_id = p.id AND t.total_annotations > 0) AS with_annotations, \
-     (SELECT COUNT(*) FROM tasks t WHERE t.project_id = p.id AND t.is_labeled = 1) AS finished, \
+     p.annotated_task_count AS with_annotations, p.labeled_task_count AS finished, \
      p.annotation_count - p.cancelled_annotation_count AS total_annotations, \
      p.cancelled_annotation_count AS skipped, \
      (SELECT COUNT(*) FROM annotations a WHERE a.project_id = p.id AND a.ground_truth = 1) AS ground_truth, \
      p.prediction_count AS predictions";
 
-/// A project's kept totals (migrations 0008 and 0009), or a change to them. They are the
-/// sums of its tasks' counters, kept in the transactions that change those, so that the
-/// task list's totals and a sync's total are one row read, not counts over the project.
+/// A project's kept totals (migrations 0008, 0009 and 0012), or a change to them. They
+/// are the sums of its tasks' counters, kept in the transactions that change those, so
+/// that the task list's totals, a sync's total and a project's counters are one row
+/// read, not counts over the project.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Totals {
     /// Tasks.
@@ -122,6 +122,10 @@ pub(crate) struct Totals {
     pub cancelled: i64,
     /// Predictions.
     pub predictions: i64,
+    /// Tasks with at least one non-cancelled annotation.
+    pub annotated_tasks: i64,
+    /// Labeled tasks (`is_labeled`).
+    pub labeled_tasks: i64,
 }
 
 impl std::ops::Sub for Totals {
@@ -133,8 +137,38 @@ impl std::ops::Sub for Totals {
             annotations: self.annotations - other.annotations,
             cancelled: self.cancelled - other.cancelled,
             predictions: self.predictions - other.predictions,
+            annotated_tasks: self.annotated_tasks - other.annotated_tasks,
+            labeled_tasks: self.labeled_tasks - other.labeled_tasks,
         }
     }
+}
+
+/// The `SET` list adding a [`Totals`] bound as `$first` and the five parameters after it.
+pub(crate) fn totals_set(first: usize) -> String {
+    let columns = [
+        "task_count",
+        "annotation_count",
+        "cancelled_annotation_count",
+        "prediction_count",
+        "annotated_task_count",
+        "labeled_task_count",
+    ];
+    let sets: Vec<String> = (first..).zip(columns).map(|(n, c)| format!("{c} = {c} + ${n}")).collect();
+    sets.join(", ")
+}
+
+/// Binds a [`Totals`] as the six parameters of [`totals_set`], in its order.
+pub(crate) fn bind_totals<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    t: Totals,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    query
+        .bind(t.tasks)
+        .bind(t.annotations)
+        .bind(t.cancelled)
+        .bind(t.predictions)
+        .bind(t.annotated_tasks)
+        .bind(t.labeled_tasks)
 }
 
 /// Adds `delta` to a project's totals, in the transaction that makes the change. Comes
@@ -146,18 +180,8 @@ impl std::ops::Sub for Totals {
 /// [`record_change`](super::changes::record_change) instead, in the same round trip.
 pub(crate) async fn add_to_totals(conn: &mut AnyConnection, project_id: i64, delta: Totals) -> DbResult<()> {
     if delta != Totals::default() {
-        sqlx::query(
-            "UPDATE projects SET task_count = task_count + $2, annotation_count = annotation_count + $3, \
-             cancelled_annotation_count = cancelled_annotation_count + $4, prediction_count = prediction_count + $5 \
-             WHERE id = $1",
-        )
-        .bind(project_id)
-        .bind(delta.tasks)
-        .bind(delta.annotations)
-        .bind(delta.cancelled)
-        .bind(delta.predictions)
-        .execute(conn)
-        .await?;
+        let sql = format!("UPDATE projects SET {} WHERE id = $1", totals_set(2));
+        bind_totals(sqlx::query(&sql).bind(project_id), delta).execute(conn).await?;
     }
     Ok(())
 }

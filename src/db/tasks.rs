@@ -130,7 +130,8 @@ const COUNTERS_SET: &str =
      total_predictions = (SELECT COUNT(*) FROM predictions r WHERE r.task_id = tasks.id)";
 
 /// `RETURNING` list of a task's part of its project's [`Totals`] (see [`task_totals_of`]).
-const TOTALS_RETURNING: &str = "RETURNING project_id, total_annotations, cancelled_annotations, total_predictions";
+const TOTALS_RETURNING: &str =
+    "RETURNING project_id, total_annotations, cancelled_annotations, total_predictions, is_labeled";
 
 /// `SET` clause deriving `is_labeled` from the task's non-cancelled annotations, in the
 /// same `UPDATE` as [`COUNTERS_SET`] (whose new values a `SET` cannot read: it sees the
@@ -141,11 +142,14 @@ const IS_LABELED_SET: &str = "is_labeled = CASE WHEN (SELECT COUNT(*) FROM annot
 /// A task's project and its part of that project's totals, from a [`TOTALS_RETURNING`] row.
 fn task_totals_of(row: &AnyRow) -> (i64, Totals) {
     let cancelled: i64 = row.get("cancelled_annotations");
+    let completed: i64 = row.get("total_annotations");
     let totals = Totals {
         tasks: 1,
-        annotations: row.get::<i64, _>("total_annotations") + cancelled,
+        annotations: completed + cancelled,
         cancelled,
         predictions: row.get("total_predictions"),
+        annotated_tasks: (completed > 0) as i64,
+        labeled_tasks: row.get("is_labeled"),
     };
     (row.get("project_id"), totals)
 }

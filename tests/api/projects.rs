@@ -17,6 +17,7 @@ backend_tests!(
     unknown_and_read_only_fields_in_a_project_body_are_ignored,
     a_form_encoded_project_body_is_accepted,
     project_counters_follow_tasks_annotations_and_predictions,
+    kept_task_counters_match_a_recount_after_every_kind_of_change,
     deleting_a_project_deletes_its_tasks_annotations_and_change_feed,
     an_unknown_project_is_404_no_project_matches,
 );
@@ -375,6 +376,59 @@ async fn project_counters_follow_tasks_annotations_and_predictions(app: TestApp)
     assert_eq!(p["ground_truth_number"], 1);
     assert_eq!(p["total_predictions_number"], 1);
     assert_eq!(p["finished_task_number"], 1);
+}
+
+/// `num_tasks_with_annotations` and `finished_task_number` are kept on the project's
+/// row (migration 0012): after imports, saves, skips, edits, deletions and new tasks
+/// they are still what counting the project's tasks gives.
+async fn kept_task_counters_match_a_recount_after_every_kind_of_change(app: TestApp) {
+    // Arrange: annotated, skipped-only and plain tasks.
+    let project = app.create_project("recount").await;
+    let tasks = app
+        .import(
+            project,
+            &json!([
+                {"data": {"t": 1}, "annotations": [{"result": []}, {"result": [], "was_cancelled": true}]},
+                {"data": {"t": 2}, "annotations": [{"result": [], "was_cancelled": true}]},
+                {"data": {"t": 3}},
+                {"data": {"t": 4}, "annotations": [{"result": []}]},
+            ]),
+        )
+        .await;
+    let recount = || async {
+        let counted: (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM tasks WHERE project_id = $1 AND total_annotations > 0), \
+             (SELECT COUNT(*) FROM tasks WHERE project_id = $1 AND is_labeled = 1)",
+        )
+        .bind(project)
+        .fetch_one(app.state.db.pool())
+        .await
+        .unwrap();
+        let p = json_of(app.get(&format!("/api/projects/{project}/")).await, StatusCode::OK).await;
+        let kept = (p["num_tasks_with_annotations"].as_i64().unwrap(), p["finished_task_number"].as_i64().unwrap());
+        assert_eq!(kept, counted, "kept counters (left) against a recount (right)");
+        kept
+    };
+    assert_eq!(recount().await, (2, 2), "after the import");
+
+    // Act and assert, one change at a time.
+    let saved = app.annotate(tasks[2], &json!({"result": []})).await;
+    assert_eq!(recount().await, (3, 3), "a save labels a plain task");
+    let r = app.patch(&format!("/api/annotations/{}/", saved["id"]), &json!({"was_cancelled": true})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(recount().await, (2, 2), "skipping its only annotation unlabels it");
+    app.annotate(tasks[1], &json!({"result": []})).await;
+    assert_eq!(recount().await, (3, 3), "a save on a skipped-only task");
+    let only = app.get(&format!("/api/tasks/{}/", tasks[3])).await.json::<Value>().await.unwrap();
+    let r = app.delete(&format!("/api/annotations/{}/", only["annotations"][0]["id"])).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(recount().await, (2, 2), "deleting a task's only annotation");
+    let r = app.delete(&format!("/api/tasks/{}/", tasks[0])).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(recount().await, (1, 1), "deleting an annotated task");
+    let r = app.post("/api/tasks/", &json!({"project": project, "data": {"t": 5}})).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(recount().await, (1, 1), "a new task");
 }
 
 async fn deleting_a_project_deletes_its_tasks_annotations_and_change_feed(app: TestApp) {
