@@ -850,7 +850,10 @@ def main():
     ])
     print("\n" + body + "\n")
     if a.doc:
-        key = f"n{ours['n']}-{db}" + ("-ls" if ls else "") + ("-floor-rename" if a.floor and a.floor_mode == "rename" else "")
+        # Runs on a real disk get sections of their own beside the tmpfs runs of the same N.
+        on_disk = not info["disk"].startswith("tmpfs")
+        key = (f"n{ours['n']}-{db}" + ("-ls" if ls else "") + ("-floor-rename" if a.floor and a.floor_mode == "rename" else "")
+               + ("-disk" if on_disk else ""))
         write_doc(a.doc, key, body)
         log(f"wrote {a.doc} section {key}")
 
