@@ -835,7 +835,8 @@ def main():
     tbl = table(ours, ls, info)
     db = results["db"]
     title = (f"N={ours['n']:,}, {db}" + (f", with Label Studio at N={ls['n']:,}" if ls else "")
-             + (", temp+rename floor" if a.floor and a.floor_mode == "rename" else ""))
+             + (", temp+rename floor" if a.floor and a.floor_mode == "rename" else "")
+             + ("" if info["disk"].startswith("tmpfs") else f", on {info['disk'].split(' ')[0]}"))
     body = "\n".join([
         f"### {title}",
         "",
