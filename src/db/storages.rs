@@ -609,7 +609,8 @@ impl Db {
     }
 
     /// Sets the public sync state unless a sync job is queued or running (whose own
-    /// state must win); returns whether it was set.
+    /// state must win); returns whether it was set. Used for automatic export's
+    /// failures and recoveries and for the stale-job rule of storage lists.
     pub async fn set_sync_state_if_idle(&self, storage_id: i64, s: &SyncState) -> DbResult<bool> {
         let mut tx = self.write_tx().await?;
         if self.backend == super::Backend::Postgres {
@@ -637,14 +638,6 @@ impl Db {
         .await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
-    }
-
-    /// Sets the public sync state directly (stale-job detection).
-    pub async fn set_sync_state(&self, storage_id: i64, state: &SyncState) -> DbResult<()> {
-        let mut tx = self.write_tx().await?;
-        set_state(&mut tx, storage_id, state, None).await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     /// Number of annotations in a project: one row read, whatever the project's size.

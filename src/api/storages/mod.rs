@@ -273,9 +273,13 @@ async fn health_check(state: &AppState, storages: &mut [ExportStorage]) -> ApiRe
     for s in storages.iter_mut().filter(|s| s.status == state::status::IN_PROGRESS) {
         let live = state.db.active_job(s.id).await?.is_some();
         if let Some(failed) = state::stale(s, now_micros(), live) {
-            state.db.set_sync_state(s.id, &failed).await?;
-            s.status = failed.status;
-            s.traceback = failed.traceback;
+            // Only while still idle: a sync queued since the check above keeps its state.
+            if state.db.set_sync_state_if_idle(s.id, &failed).await? {
+                s.status = failed.status;
+                s.traceback = failed.traceback;
+            } else {
+                *s = state.db.storage_by_id(s.id).await?;
+            }
         }
     }
     Ok(())
