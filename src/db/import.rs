@@ -158,9 +158,10 @@ const ANALYZE_AFTER_TASKS: i64 = 1000;
 /// After a bulk import on PostgreSQL, re-reads the statistics its planner uses for the
 /// tables an import fills, when the import added at least a tenth of `tasks` (or the
 /// table was never analysed). Without them the planner takes a project's 100k rows for
-/// a few dozen: a full sync's page (`export_page`) then read and sorted every later
-/// annotation with its task to keep 1,000 (228 ms per page at 50k of 100k, against
-/// 3.5 ms with statistics, issue #11). Autovacuum would analyse them too, but only
+/// a few dozen: a full sync's page (`export_page`, before its query was made to read
+/// in order whatever the statistics) then read and sorted every later annotation with
+/// its task to keep 1,000 (228 ms per page at 50k of 100k, against 3.5 ms with
+/// statistics, issue #11); other reads still plan with them. Autovacuum would analyse them too, but only
 /// after its next round, and not at all where it is turned off. Takes ~0.1–0.6 s for
 /// 100k rows and blocks no reads or writes; a failure is only logged, as the import
 /// itself has committed.
