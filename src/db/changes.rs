@@ -14,6 +14,7 @@ use super::{Backend, Db, DbError, DbResult, WriteTx};
 use crate::time::{now_micros, Micros};
 use sqlx::{AnyConnection, Row};
 use std::collections::BTreeSet;
+use std::sync::LazyLock;
 
 /// Advisory lock key that serialises change-feed writers on PostgreSQL.
 const CHANGE_FEED_LOCK: i64 = 0x6c61_6265_6c70; // "labelp"
@@ -95,19 +96,20 @@ pub(crate) async fn record_change(
         return insert_change(tx, project_id, task_id, annotation_id, op).await;
     }
     // The feed entry's parameters are $1-$7 in both statements; the totals follow.
-    let with_totals;
-    let sql = if totals == Totals::default() {
-        "INSERT INTO annotation_changes (project_id, task_id, annotation_id, op, created_at) \
-         SELECT $1, $2, $3, $4, $5 FROM (SELECT pg_advisory_xact_lock($6), pg_notify($7, '')) feed"
-    } else {
-        with_totals = format!(
+    static WITH_TOTALS: LazyLock<String> = LazyLock::new(|| {
+        format!(
             "WITH project AS (UPDATE projects SET {} WHERE id = $1 RETURNING id), \
              feed AS (SELECT pg_advisory_xact_lock($6), pg_notify($7, '') FROM project) \
              INSERT INTO annotation_changes (project_id, task_id, annotation_id, op, created_at) \
              SELECT $1, $2, $3, $4, $5 FROM feed",
             totals_set(8)
-        );
-        &with_totals
+        )
+    });
+    let sql = if totals == Totals::default() {
+        "INSERT INTO annotation_changes (project_id, task_id, annotation_id, op, created_at) \
+         SELECT $1, $2, $3, $4, $5 FROM (SELECT pg_advisory_xact_lock($6), pg_notify($7, '')) feed"
+    } else {
+        WITH_TOTALS.as_str()
     };
     let entry = sqlx::query(sql)
         .bind(project_id)

@@ -4,6 +4,7 @@ use super::{flag, Db, DbResult};
 use crate::time::{now_micros, Micros};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
+use std::sync::LazyLock;
 
 /// A project row plus its counters.
 #[derive(Debug, Clone)]
@@ -180,8 +181,8 @@ pub(crate) fn bind_totals<'q>(
 /// [`record_change`](super::changes::record_change) instead, in the same round trip.
 pub(crate) async fn add_to_totals(conn: &mut AnyConnection, project_id: i64, delta: Totals) -> DbResult<()> {
     if delta != Totals::default() {
-        let sql = format!("UPDATE projects SET {} WHERE id = $1", totals_set(2));
-        bind_totals(sqlx::query(&sql).bind(project_id), delta).execute(conn).await?;
+        static SQL: LazyLock<String> = LazyLock::new(|| format!("UPDATE projects SET {} WHERE id = $1", totals_set(2)));
+        bind_totals(sqlx::query(SQL.as_str()).bind(project_id), delta).execute(conn).await?;
     }
     Ok(())
 }
