@@ -47,6 +47,7 @@ crate::configured_backend_tests!(
     the_sync_endpoint_answers_at_once_while_the_sync_runs_in_the_background,
     a_sync_requested_while_one_is_queued_or_running_does_not_start_a_second,
     deleting_a_storage_while_it_syncs_is_safe_and_the_server_keeps_working,
+    a_listed_storage_left_in_progress_without_a_live_job_and_an_old_ping_shows_failed,
 );
 
 /// A server whose syncs are slow enough to be observed while running: 2 annotations
@@ -1040,4 +1041,53 @@ async fn deleting_a_storage_while_it_syncs_is_safe_and_the_server_keeps_working(
     assert!(!dir.join(extra.to_string()).exists(), "the deleted storage is not auto-exported to");
     assert_eq!(link_count(&app, id).await, 0, "no link outlives its storage, nor is written after it");
     assert_eq!(link_count(&app, fresh).await, 31);
+}
+
+/// The stale-job rule (contract §4.4) as storage lists apply it: a storage left
+/// `in_progress` by a worker that died (no live job, last ping older than 25 s) shows
+/// `failed` with Label Studio's traceback; one whose ping is fresh, or whose job is
+/// still queued or running, stays as it is.
+async fn a_listed_storage_left_in_progress_without_a_live_job_and_an_old_ping_shows_failed(backend: Backend) {
+    // Arrange: three storages in progress, as a worker left them; no worker runs here.
+    let app = spawn_app_with(backend, |s| s.sync.run_worker = false).await;
+    let project = app.create_project("stale").await;
+    let mut ids = Vec::new();
+    for name in ["dead", "fresh", "live"] {
+        let (_, path) = make_dir(&app, name);
+        ids.push(create_storage(&app, project, &path, json!({"title": name})).await["id"].as_i64().unwrap());
+    }
+    let db = app.state.db.pool();
+    let old = "2020-01-01T00:00:00.000000Z";
+    let fresh = labelport::time::iso(labelport::time::now_micros());
+    for (id, ping) in [(ids[0], old), (ids[1], fresh.as_str()), (ids[2], old)] {
+        sqlx::query("UPDATE export_storages SET status = 'in_progress', meta = $1 WHERE id = $2")
+            .bind(json!({"time_last_ping": ping}).to_string())
+            .bind(id)
+            .execute(db)
+            .await
+            .unwrap();
+        // Only the third keeps a live job (creation queued one for each).
+        let job_state = if id == ids[2] { "running" } else { "completed" };
+        sqlx::query("UPDATE sync_jobs SET state = $1 WHERE storage_id = $2")
+            .bind(job_state)
+            .bind(id)
+            .execute(db)
+            .await
+            .unwrap();
+    }
+
+    // Act
+    let listed = json_of(app.get(&format!("{LF}?project={project}")).await, StatusCode::OK).await;
+
+    // Assert
+    let by_id = |id: i64| listed.as_array().unwrap().iter().find(|s| s["id"] == id).unwrap().clone();
+    assert_eq!(by_id(ids[0])["status"], "failed");
+    let traceback = by_id(ids[0])["traceback"].as_str().unwrap().to_owned();
+    assert!(
+        traceback.starts_with("It appears the job was failed because the last ping time is too old"),
+        "{traceback}"
+    );
+    assert_eq!(by_id(ids[1])["status"], "in_progress", "a fresh ping");
+    assert_eq!(by_id(ids[2])["status"], "in_progress", "a live job");
+    assert_eq!(get_storage(&app, ids[0]).await["status"], "failed", "stored, not only shown");
 }

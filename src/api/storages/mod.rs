@@ -270,9 +270,15 @@ async fn queue_sync(state: &AppState, storage: &ExportStorage, full: bool) -> Ap
 
 /// Applies the stale-job rule (contract §4.4) to listed storages.
 async fn health_check(state: &AppState, storages: &mut [ExportStorage]) -> ApiResult<()> {
-    for s in storages.iter_mut().filter(|s| s.status == state::status::IN_PROGRESS) {
+    let now = now_micros();
+    for s in storages.iter_mut() {
+        // Only an `in_progress` storage with an old ping can be stale: a list taken while
+        // a sync runs (and pings) asks the database nothing more.
+        if state::stale(s, now, false).is_none() {
+            continue;
+        }
         let live = state.db.active_job(s.id).await?.is_some();
-        if let Some(failed) = state::stale(s, now_micros(), live) {
+        if let Some(failed) = state::stale(s, now, live) {
             // Only while still idle: a sync queued since the check above keeps its state.
             if state.db.set_sync_state_if_idle(s.id, &failed).await? {
                 s.status = failed.status;
