@@ -274,18 +274,17 @@ async fn health_check(state: &AppState, storages: &mut [ExportStorage]) -> ApiRe
     for s in storages.iter_mut() {
         // Only an `in_progress` storage with an old ping can be stale: a list taken while
         // a sync runs (and pings) asks the database nothing more.
-        if state::stale(s, now, false).is_none() {
+        let Some(failed) = state::stale(s, now, false) else { continue };
+        // A live job keeps it as it is; read first, so that this needs no write.
+        if state.db.active_job(s.id).await?.is_some() {
             continue;
         }
-        let live = state.db.active_job(s.id).await?.is_some();
-        if let Some(failed) = state::stale(s, now, live) {
-            // Only while still idle: a sync queued since the check above keeps its state.
-            if state.db.set_sync_state_if_idle(s.id, &failed).await? {
-                s.status = failed.status;
-                s.traceback = failed.traceback;
-            } else {
-                *s = state.db.storage_by_id(s.id).await?;
-            }
+        // Only while still idle: a sync queued since the check above keeps its state.
+        if state.db.set_sync_state_if_idle(s.id, &failed).await? {
+            s.status = failed.status;
+            s.traceback = failed.traceback;
+        } else {
+            *s = state.db.storage_by_id(s.id).await?;
         }
     }
     Ok(())
