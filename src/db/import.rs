@@ -44,6 +44,18 @@ pub struct NewTask {
     pub predictions: Vec<ImportedPrediction>,
 }
 
+impl NewTask {
+    /// Its skipped (cancelled) annotations.
+    fn cancelled(&self) -> i64 {
+        self.annotations.iter().filter(|a| a.was_cancelled).count() as i64
+    }
+
+    /// Its completed (not cancelled) annotations; one labels a new task (`overlap` 1).
+    fn completed(&self) -> i64 {
+        self.annotations.len() as i64 - self.cancelled()
+    }
+}
+
 /// An annotation of an imported task (`last_action` "imported", `bulk_created`).
 #[derive(Debug, Clone)]
 pub struct ImportedAnnotation {
@@ -102,15 +114,13 @@ async fn stage_import(backend: Backend, conn: &mut AnyConnection, user_id: i64, 
     let numbered: Vec<(i64, &NewTask)> = (0..).zip(tasks).collect();
     let cols = "import_tasks (n, data, meta, is_labeled, total_annotations, cancelled_annotations, total_predictions)";
     insert_rows(backend, conn, cols, "", 7, &numbered, |q, (n, t)| {
-        let cancelled = t.annotations.iter().filter(|a| a.was_cancelled).count() as i64;
-        let total = t.annotations.len() as i64 - cancelled;
-        // `overlap` is 1 for new tasks: one completed annotation labels a task.
+        let total = t.completed();
         q.bind(*n)
             .bind(t.data.as_str())
             .bind(t.meta.as_str())
             .bind((total >= 1) as i64)
             .bind(total)
-            .bind(cancelled)
+            .bind(t.cancelled())
             .bind(t.predictions.len() as i64)
     })
     .await?;
@@ -161,10 +171,10 @@ const ANALYZE_AFTER_TASKS: i64 = 1000;
 /// a few dozen: a full sync's page (`export_page`, before its query was made to read
 /// in order whatever the statistics) then read and sorted every later annotation with
 /// its task to keep 1,000 (228 ms per page at 50k of 100k, against 3.5 ms with
-/// statistics, issue #11); other reads still plan with them. Autovacuum would analyse them too, but only
-/// after its next round, and not at all where it is turned off. Takes ~0.1–0.6 s for
-/// 100k rows and blocks no reads or writes; a failure is only logged, as the import
-/// itself has committed.
+/// statistics, issue #11); other reads still plan with them. Autovacuum would analyse
+/// them too, but only after its next round, and not at all where it is turned off.
+/// Takes ~0.1–0.6 s for 100k rows and blocks no reads or writes; a failure is only
+/// logged, as the import itself has committed.
 async fn refresh_planner_statistics(conn: &mut AnyConnection, count: i64) {
     if count < ANALYZE_AFTER_TASKS {
         return;
@@ -247,13 +257,12 @@ impl Db {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        let cancelled = tasks.iter().flat_map(|t| &t.annotations).filter(|a| a.was_cancelled).count();
-        // Staged as `is_labeled` too: one completed annotation labels a new task.
-        let annotated = tasks.iter().filter(|t| t.annotations.iter().any(|a| !a.was_cancelled)).count() as i64;
+        // A new task is labeled exactly when it has a completed annotation (as staged).
+        let annotated = tasks.iter().filter(|t| t.completed() >= 1).count() as i64;
         let totals = Totals {
             tasks: count,
             annotations: annotations as i64,
-            cancelled: cancelled as i64,
+            cancelled: tasks.iter().map(NewTask::cancelled).sum(),
             predictions: predictions as i64,
             annotated_tasks: annotated,
             labeled_tasks: annotated,
