@@ -30,6 +30,18 @@ pub struct Lease {
     pub generation: i64,
 }
 
+/// SQL condition on a storage's row: the lease bound as `$1`-`$3` by [`bind_held`] is
+/// still its current one (same worker, same claim).
+pub(super) const HELD: &str = "id = $1 AND lease_owner = $2 AND lease_generation = $3";
+
+/// Binds `held` as the `$1`-`$3` of [`HELD`].
+pub(super) fn bind_held<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    held: &'q Lease,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    query.bind(held.storage_id).bind(held.owner.as_str()).bind(held.generation)
+}
+
 /// SQL condition: storage `s` has work (an active job, or changes past its cursor).
 /// The project's last change is read from the end of its `(project_id, seq)` index,
 /// one entry whatever the feed's length. (`EXISTS (… c.seq > s.cursor_seq)` let
@@ -121,28 +133,16 @@ impl Db {
         if self.backend == super::Backend::Postgres {
             // One statement, its own transaction: work left behind (a job stopped by a
             // shutdown, changes that came in meanwhile) is announced to whoever is idle now.
-            sqlx::query(&format!(
+            let sql = format!(
                 "WITH s AS (UPDATE export_storages SET lease_owner = NULL, lease_expires_at = NULL \
-                 WHERE id = $1 AND lease_owner = $2 AND lease_generation = $3 \
-                 RETURNING id, project_id, cursor_seq) \
+                 WHERE {HELD} RETURNING id, project_id, cursor_seq) \
                  SELECT pg_notify($4, '') FROM s WHERE {HAS_WORK}"
-            ))
-            .bind(held.storage_id)
-            .bind(&held.owner)
-            .bind(held.generation)
-            .bind(super::WORK_CHANNEL)
-            .execute(&self.bookkeeping)
-            .await?;
+            );
+            bind_held(sqlx::query(&sql), held).bind(super::WORK_CHANNEL).execute(&self.bookkeeping).await?;
             return Ok(());
         }
-        let release = sqlx::query(
-            "UPDATE export_storages SET lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = $1 AND lease_owner = $2 AND lease_generation = $3",
-        )
-        .bind(held.storage_id)
-        .bind(&held.owner)
-        .bind(held.generation);
-        self.write_one_bookkeeping(release).await?;
+        let sql = format!("UPDATE export_storages SET lease_owner = NULL, lease_expires_at = NULL WHERE {HELD}");
+        self.write_one_bookkeeping(bind_held(sqlx::query(&sql), held)).await?;
         Ok(())
     }
 
@@ -175,15 +175,8 @@ impl Db {
 /// `renew` extends it. On PostgreSQL the row stays locked until `tx` ends, so the
 /// writes that follow in `tx` are fenced as if they were one statement.
 pub(super) async fn fence(tx: &mut WriteTx, held: &Lease, renew: Option<Duration>) -> DbResult<bool> {
-    let done = sqlx::query(
-        "UPDATE export_storages SET lease_expires_at = COALESCE($4, lease_expires_at) \
-         WHERE id = $1 AND lease_owner = $2 AND lease_generation = $3",
-    )
-    .bind(held.storage_id)
-    .bind(&held.owner)
-    .bind(held.generation)
-    .bind(renew.map(|d| now_micros() + micros(d)))
-    .execute(&mut **tx)
-    .await?;
+    let sql = format!("UPDATE export_storages SET lease_expires_at = COALESCE($4, lease_expires_at) WHERE {HELD}");
+    let done =
+        bind_held(sqlx::query(&sql), held).bind(renew.map(|d| now_micros() + micros(d))).execute(&mut **tx).await?;
     Ok(done.rows_affected() == 1)
 }

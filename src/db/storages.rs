@@ -4,7 +4,7 @@
 //! cursor, change token, links) is fenced by its [`Lease`] (see [`super::leases`]):
 //! a worker that lost the lease has these writes refused.
 
-use super::leases::fence;
+use super::leases::{bind_held, fence, HELD};
 use super::rows::{insert_rows, placeholders_after, PARAMETERS_PER_STATEMENT};
 use super::{
     flag, json_col, Annotation, Db, DbError, DbResult, DbRow, JsonColumn, JsonText, Lease, PathClaim, Task,
@@ -785,7 +785,7 @@ impl Db {
     async fn upsert_few_links(&self, lease: &Lease, links: &[Link]) -> DbResult<bool> {
         let sql = format!(
             "WITH held AS (UPDATE export_storages SET lease_expires_at = lease_expires_at \
-               WHERE id = $1 AND lease_owner = $2 AND lease_generation = $3 RETURNING id) \
+               WHERE {HELD} RETURNING id) \
              INSERT INTO export_links (storage_id, annotation_id, object_key, version, size, written_at) \
              SELECT held.id, v.annotation_id, v.object_key, v.version, v.size, $4 FROM held, \
                (VALUES {}) AS v (annotation_id, object_key, version, size) \
@@ -794,12 +794,7 @@ impl Db {
             placeholders_after(self.backend, links.len(), 4, 4)
         );
         // One prepared statement per number of rows: kept for the few that recur.
-        let mut query = sqlx::query(&sql)
-            .persistent(links.len() <= 4)
-            .bind(lease.storage_id)
-            .bind(&lease.owner)
-            .bind(lease.generation)
-            .bind(now_micros());
+        let mut query = bind_held(sqlx::query(&sql).persistent(links.len() <= 4), lease).bind(now_micros());
         for l in links {
             query = query.bind(l.annotation_id).bind(l.key.as_str()).bind(l.version.as_str()).bind(l.size);
         }
