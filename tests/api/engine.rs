@@ -17,6 +17,39 @@ async fn no_worker(backend: Backend) -> TestApp {
     spawn_app_with(backend, |s| s.sync.run_worker = false).await
 }
 
+/// A table's rows read by sequential scans and its index scans so far, from
+/// PostgreSQL's statistics.
+async fn scans_of(stats: &sqlx::PgPool, table: &str) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT COALESCE(seq_tup_read, 0), COALESCE(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = $1",
+    )
+    .bind(table)
+    .fetch_one(stats)
+    .await
+    .unwrap()
+}
+
+/// Waits until `table` shows `index_scans` more index scans than `index_before` (an idle
+/// backend reports its statistics within PostgreSQL's 10 s idle interval), then returns
+/// its rows read by sequential scans; panics with `missing` after 45 s.
+async fn rows_scanned_once_indexed(
+    stats: &sqlx::PgPool,
+    table: &str,
+    index_before: i64,
+    index_scans: i64,
+    missing: &str,
+) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let (read, index) = scans_of(stats, table).await;
+        if index - index_before >= index_scans {
+            return read;
+        }
+        assert!(Instant::now() < deadline, "{missing}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 pub(crate) fn memory_engine(app: &TestApp, store: &InMemory) -> SyncEngine {
     let store = store.clone();
     let targets: TargetFactory = Arc::new(move |_| Ok(Arc::new(store.clone()) as Arc<dyn StorageTarget>));
@@ -284,33 +317,17 @@ async fn postgres_claims_read_the_end_of_the_change_feed_and_do_not_scan_it() {
     while engine.try_execute_task().await.unwrap() == ExecutionOutcome::Worked {}
     let stats = sqlx::PgPool::connect(&app.state.settings.database_url).await.unwrap();
     sqlx::query("ANALYZE annotation_changes").execute(&stats).await.unwrap();
-    let feed_scans = || async {
-        sqlx::query_as::<_, (i64, i64)>(
-            "SELECT COALESCE(seq_tup_read, 0), COALESCE(idx_scan, 0) FROM pg_stat_user_tables \
-             WHERE relname = 'annotation_changes'",
-        )
-        .fetch_one(&stats)
-        .await
-        .unwrap()
-    };
-    let (read_before, index_before) = feed_scans().await;
+    let (read_before, index_before) = scans_of(&stats, "annotation_changes").await;
 
     // Act: 50 claims that find nothing to do.
     for _ in 0..50 {
         assert_eq!(app.state.db.claim_storage("test-worker", Duration::from_secs(30)).await.unwrap(), None);
     }
 
-    // Assert: the claims' index reads show up in the statistics (an idle backend reports
-    // them within PostgreSQL's 10 s idle interval), and no entry was read by a scan.
-    let deadline = Instant::now() + Duration::from_secs(45);
-    let (read_after, _) = loop {
-        let (read, index) = feed_scans().await;
-        if index - index_before >= 50 {
-            break (read, index);
-        }
-        assert!(Instant::now() < deadline, "the claims did not read the feed through its index");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    // Assert: the claims' index reads show up in the statistics, and no entry was read
+    // by a scan.
+    let missing = "the claims did not read the feed through its index";
+    let read_after = rows_scanned_once_indexed(&stats, "annotation_changes", index_before, 50, missing).await;
     assert!(read_after - read_before < 2000, "a claim scanned the feed: {} entries read", read_after - read_before);
 }
 
@@ -332,18 +349,10 @@ async fn postgres_export_pages_read_tasks_by_key_even_with_stale_statistics() {
         app.import(project, &tasks(2000 + k * 900, 900)).await;
     }
     let stats = sqlx::PgPool::connect(&app.state.settings.database_url).await.unwrap();
-    let task_reads = || async {
-        sqlx::query_as::<_, (i64, i64)>(
-            "SELECT COALESCE(seq_tup_read, 0), COALESCE(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = 'tasks'",
-        )
-        .fetch_one(&stats)
-        .await
-        .unwrap()
-    };
     // The imports' own scans reach the statistics once their backends have been idle
     // for PostgreSQL's idle interval (10 s).
     tokio::time::sleep(Duration::from_secs(11)).await;
-    let (read_before, index_before) = task_reads().await;
+    let (read_before, index_before) = scans_of(&stats, "tasks").await;
 
     // Act: every page, as a full sync reads them.
     let (mut after, mut rows) = (0, 0);
@@ -357,15 +366,8 @@ async fn postgres_export_pages_read_tasks_by_key_even_with_stale_statistics() {
     // Assert: the pages' task lookups show up in the statistics (after the same
     // interval), and no task was read by a scan.
     assert_eq!(rows, 9200);
-    let deadline = Instant::now() + Duration::from_secs(45);
-    let read_after = loop {
-        let (read, index) = task_reads().await;
-        if index - index_before >= 9200 {
-            break read;
-        }
-        assert!(Instant::now() < deadline, "the pages did not look their tasks up by key");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let missing = "the pages did not look their tasks up by key";
+    let read_after = rows_scanned_once_indexed(&stats, "tasks", index_before, 9200, missing).await;
     assert_eq!(read_after - read_before, 0, "a page scanned the tasks table");
 }
 
