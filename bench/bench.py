@@ -834,9 +834,11 @@ def main():
         return
     tbl = table(ours, ls, info)
     db = results["db"]
+    # Runs on a real disk get a title and a section of their own beside the tmpfs runs of the same N.
+    on_disk = not info["disk"].startswith("tmpfs")
     title = (f"N={ours['n']:,}, {db}" + (f", with Label Studio at N={ls['n']:,}" if ls else "")
              + (", temp+rename floor" if a.floor and a.floor_mode == "rename" else "")
-             + ("" if info["disk"].startswith("tmpfs") else f", on {info['disk'].split(' ')[0]}"))
+             + (f", on {info['disk'].split(' ')[0]}" if on_disk else ""))
     body = "\n".join([
         f"### {title}",
         "",
@@ -851,8 +853,6 @@ def main():
     ])
     print("\n" + body + "\n")
     if a.doc:
-        # Runs on a real disk get sections of their own beside the tmpfs runs of the same N.
-        on_disk = not info["disk"].startswith("tmpfs")
         key = (f"n{ours['n']}-{db}" + ("-ls" if ls else "") + ("-floor-rename" if a.floor and a.floor_mode == "rename" else "")
                + ("-disk" if on_disk else ""))
         write_doc(a.doc, key, body)
