@@ -520,14 +520,8 @@ impl Db {
     /// Records the target's change token after our writes, under the current lease
     /// only; `false` if the lease was lost.
     pub async fn set_target_token(&self, lease: &Lease, token: Option<&str>) -> DbResult<bool> {
-        let query = sqlx::query(
-            "UPDATE export_storages SET target_token = $1 WHERE id = $2 AND lease_owner = $3 AND lease_generation = $4",
-        )
-        .bind(token)
-        .bind(lease.storage_id)
-        .bind(&lease.owner)
-        .bind(lease.generation);
-        let done = self.write_one_bookkeeping(query).await?;
+        let sql = format!("UPDATE export_storages SET target_token = $4 WHERE {HELD}");
+        let done = self.write_one_bookkeeping(bind_held(sqlx::query(&sql), lease).bind(token)).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -589,15 +583,11 @@ impl Db {
     /// Advances a storage's cursor, only under its current lease; with `token`, also
     /// records the target's change token after these writes (one statement).
     pub async fn advance_cursor(&self, lease: &Lease, seq: i64, token: Option<&str>) -> DbResult<bool> {
-        let query = sqlx::query(
-            "UPDATE export_storages SET cursor_seq = $1, target_token = COALESCE($4, target_token) \
-             WHERE id = $2 AND lease_owner = $3 AND lease_generation = $5 AND cursor_seq < $1",
-        )
-        .bind(seq)
-        .bind(lease.storage_id)
-        .bind(&lease.owner)
-        .bind(token)
-        .bind(lease.generation);
+        let sql = format!(
+            "UPDATE export_storages SET cursor_seq = $4, target_token = COALESCE($5, target_token) \
+             WHERE {HELD} AND cursor_seq < $4"
+        );
+        let query = bind_held(sqlx::query(&sql), lease).bind(seq).bind(token);
         Ok(self.write_one_bookkeeping(query).await?.rows_affected() == 1)
     }
 
