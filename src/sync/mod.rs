@@ -506,25 +506,30 @@ impl SyncEngine {
             // A deleted annotation without a link may still have a document: one written
             // late, after its deletion was exported, by a worker whose lease had ended
             // (it then puts a delete in the feed, see `lease_lost_after_writing`). Its key
-            // is known, and deleting what is not there succeeds.
+            // is known, and deleting what is not there succeeds. Such a delete is sent
+            // in case, and counted only if it fails: most often there never was a
+            // document (the annotation was deleted before it was exported).
             let linked: BTreeSet<i64> = links.iter().map(|l| l.annotation_id).collect();
-            let unlinked = gone.iter().filter(|id| !linked.contains(id));
-            links.extend(unlinked.map(|&id| Link {
+            let unlinked: BTreeSet<i64> = gone.iter().copied().filter(|id| !linked.contains(id)).collect();
+            links.extend(unlinked.iter().map(|&id| Link {
                 annotation_id: id,
                 key: keys::annotation_key(id),
                 version: String::new(),
                 size: 0,
             }));
-            self.delete_linked(claim, target, links, &mut tally).await?;
+            self.delete_linked(claim, target, links, &unlinked, &mut tally).await?;
         }
         Ok(tally)
     }
 
+    /// Deletes the documents of `links`; those of `unrecorded` annotations (no link
+    /// was recorded, so no document is known to exist) are not counted as deleted.
     async fn delete_linked(
         &self,
         claim: &Arc<Claim>,
         target: &dyn StorageTarget,
         links: Vec<Link>,
+        unrecorded: &BTreeSet<i64>,
         tally: &mut Tally,
     ) -> anyhow::Result<()> {
         let mut removed = Vec::new();
@@ -536,7 +541,9 @@ impl SyncEngine {
         for (link, result) in links.into_iter().zip(results) {
             match result {
                 Ok(()) => {
-                    tally.deleted += 1;
+                    if !unrecorded.contains(&link.annotation_id) {
+                        tally.deleted += 1;
+                    }
                     removed.push(link.annotation_id);
                 }
                 Err(e) => tally.fail(&link.key, &e),
@@ -1037,7 +1044,7 @@ impl SyncEngine {
                         }
                     }
                 } else {
-                    self.delete_linked(claim, target.as_ref(), orphans, &mut tally).await?;
+                    self.delete_linked(claim, target.as_ref(), orphans, &BTreeSet::new(), &mut tally).await?;
                 }
                 tally.add_to(progress);
                 tally.observe(&storage.storage_type);

@@ -771,3 +771,57 @@ async fn frozen_past_the_lease(after_check: bool, meanwhile: Meanwhile) {
     assert_eq!(s["status"], "completed", "the stopped worker shows no failure: {s}");
     assert_eq!(next.try_execute_task().await.unwrap(), ExecutionOutcome::Idle, "nothing left behind");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_sync_counts_as_deleted_only_documents_it_had_written() {
+    a_sync_counts_as_deleted_only_documents_it_had_written(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_sync_counts_as_deleted_only_documents_it_had_written() {
+    a_sync_counts_as_deleted_only_documents_it_had_written(Backend::Postgres).await
+}
+
+/// An annotation created and deleted between two syncs never had a document: the
+/// incremental sync still sends its delete (a late write may have left one), but
+/// `files_deleted` counts only the document it had written and now removed.
+async fn a_sync_counts_as_deleted_only_documents_it_had_written(backend: Backend) {
+    // Arrange: two annotations exported by a first sync to a storage that may delete.
+    let app = no_worker(backend).await;
+    let store = InMemory::new();
+    let engine = memory_engine(&app, &store);
+    let project = app.create_project("deletes").await;
+    let annotated = json!([
+        {"data": {"text": "a"}, "annotations": [{"result": []}]},
+        {"data": {"text": "b"}, "annotations": [{"result": []}]},
+    ]);
+    let tasks = app.import(project, &annotated).await;
+    let out = app.files_root.join("deletes");
+    std::fs::create_dir_all(&out).unwrap();
+    let body = json!({"project": project, "path": out.display().to_string(), "can_delete_objects": true});
+    let r = app.post("/api/storages/export/localfiles", &body).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    assert_eq!(engine.try_execute_task().await.unwrap(), ExecutionOutcome::Worked);
+    let exported: Vec<String> = store.snapshot().keys().cloned().collect();
+    assert_eq!(exported.len(), 2);
+
+    // Act: one exported annotation deleted, another created and deleted unexported;
+    // then an incremental sync applies the feed.
+    let r = app.delete(&format!("/api/annotations/{}/", exported[0])).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let fleeting = app.annotate(tasks[1], &json!({"result": []})).await["id"].as_i64().unwrap();
+    let r = app.delete(&format!("/api/annotations/{fleeting}/")).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = app.post(&format!("/api/storages/export/localfiles/{id}/sync"), &json!({})).await;
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "queued");
+    assert_eq!(engine.try_execute_task().await.unwrap(), ExecutionOutcome::Worked);
+
+    // Assert
+    let s: Value = app.get(&format!("/api/storages/export/localfiles/{id}")).await.json().await.unwrap();
+    assert_eq!(s["status"], "completed", "{s}");
+    assert_eq!(s["meta"]["sync_mode"], "incremental", "{s}");
+    assert_eq!(s["meta"]["files_deleted"], 1, "{s}");
+    assert_eq!(s["meta"]["files_written"], 0, "{s}");
+    assert_eq!(store.snapshot().keys().cloned().collect::<Vec<_>>(), [exported[1].clone()]);
+}
