@@ -41,13 +41,22 @@ LABELS = {
 }
 
 
-def watch_sync(cl, sid, t0, out, stop):
-    """Polls the storage every 50 ms until its sync ends; notes when, relative to `t0`."""
+def watch_sync(cl, sid, t0, out, stop, again=None):
+    """Polls the storage every 50 ms until its sync ends; notes when, relative to `t0`.
+    With `again` (a function that starts the next sync and returns its storage, or None
+    once the window is over), keeps a sync running: each one that ends is followed by
+    the next, and `out` tells how many ran and how they ended."""
+    statuses = []
     while not stop.is_set():
         s = cl.call("GET", f"/api/storages/export/localfiles/{sid}")
         if s["status"] in ("completed", "failed", "completed_with_errors"):
-            out.update(status=s["status"], ended_s=time.monotonic() - t0, meta=s.get("meta"))
-            return
+            statuses.append(s["status"])
+            out.update(status=s["status"], ended_s=time.monotonic() - t0, meta=s.get("meta"), syncs=len(statuses),
+                       statuses={k: statuses.count(k) for k in sorted(set(statuses))})
+            sid = again() if again else None
+            if sid is None:
+                return
+            continue
         time.sleep(0.05)
 
 
@@ -103,6 +112,9 @@ def main():
     ap.add_argument("--page-size", type=int, default=30, help="a screenful, as a UI asks (the server's default is 100)")
     ap.add_argument("--after-seed-sql", help="PostgreSQL only: SQL run (psql) after seeding, before the load, e.g. to "
                     "restore an older plan for an A/B run on one binary (docs/BENCHMARKS.md, issue #11)")
+    ap.add_argument("--sync-loop", action="store_true",
+                    help="keep a full sync running for the whole window: the first is the project's storage's, "
+                    "each later one a new storage's first sync in a twin project seeded alike (all N documents)")
     ap.add_argument("--doc")
     ap.add_argument("--json")
     ap.add_argument("--note", default="", help="a sentence for the doc (e.g. how busy the machine was)")
@@ -123,6 +135,10 @@ def main():
         if last - first + 1 != a.n:
             raise RuntimeError(f"task ids {first}..{last} are not {a.n} consecutive ids")
         sid = create_storage(cl, pid, os.path.join(root, "api-load"), "api load")
+        twin = None
+        if a.sync_loop:
+            log(f"seeding a twin project of {a.n} annotated tasks for the syncs after the first")
+            twin, _ = seed(cl, a.n, 5000, "api load twin")
         if a.after_seed_sql:
             if not a.database_url:
                 raise RuntimeError("--after-seed-sql needs --database-url (PostgreSQL)")
@@ -137,7 +153,22 @@ def main():
         t0 = time.monotonic()
         cl.call("POST", f"/api/storages/export/localfiles/{sid}/sync")
         sync_state, stop = {}, threading.Event()
-        watcher = threading.Thread(target=watch_sync, args=(Client(server.port, token), sid, t0, sync_state, stop),
+        watch_client = Client(server.port, token)
+        again = None
+        if a.sync_loop:
+            # The window ends about a.seconds after oha starts, right after this.
+            window_end = time.monotonic() + a.seconds
+
+            def again():
+                # A new storage's first sync (all N documents), of the twin project, whose storages
+                # neither the list nor the saves of the mix touch.
+                if time.monotonic() >= window_end:
+                    return None
+                k = sync_state["syncs"]
+                new = create_storage(watch_client, twin, os.path.join(root, f"api-load-{k}"), f"api load {k}")
+                watch_client.call("POST", f"/api/storages/export/localfiles/{new}/sync")
+                return new
+        watcher = threading.Thread(target=watch_sync, args=(watch_client, sid, t0, sync_state, stop, again),
                                    daemon=True)
         watcher.start()
         running = {name: subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT)
@@ -182,6 +213,7 @@ def main():
     print("\n" + body + "\n")
     if a.doc:
         key = f"api-load-{res['db']}" + ("" if a.shares == "0.4,0.4,0.2" else "-shares-" + a.shares.replace(",", "-"))
+        key += "-sync-loop" if a.sync_loop else ""
         write_doc(a.doc, key, body)
         log(f"wrote {a.doc} section {key}")
     met = all(e["p99"] < e["target_p99_ms"] and e["errors"] == 0 and e["non_2xx"] == 0 for e in res["endpoints"].values())
@@ -192,7 +224,14 @@ def report(a, res, info):
     ms = lambda x: "–" if x is None else f"{x:.1f}"  # noqa: E731
     s = res["sync"]
     end_in_window = s["ended_s"] - res["oha_started_s"]
-    if end_in_window < a.seconds:
+    if s.get("syncs", 1) > 1:
+        ended = ", ".join(f"{n} {status}" for status, n in s["statuses"].items())
+        sync_line = (f"`--sync-loop`: **{s['syncs']} full syncs back to back** ({ended}): the project's storage's "
+                     f"first, then, each time one ended, a new storage's first sync of a twin project seeded alike "
+                     f"(all {a.n:,} documents each; the mix's list and saves touch the first project only, whose "
+                     f"saves are then exported by automatic export); the last ended {s['ended_s']:.1f} s after "
+                     f"the first was requested, {end_in_window:.1f} s into the {a.seconds:g} s window.")
+    elif end_in_window < a.seconds:
         sync_line = (f"The sync ({s['status']}) ended {s['ended_s']:.1f} s after it was requested, "
                      f"**{end_in_window:.1f} s into the {a.seconds:g} s window**: only the first part of the window "
                      "ran beside it, hence the split below.")
@@ -212,11 +251,13 @@ def report(a, res, info):
             f"< {e['target_p99_ms']} ms, no errors | {'yes' if ok else '**no**'} |")
     return "\n".join([
         f"### API under load: {sum(a.rate * share for _, share, _ in a.plan):g} requests/s "
-        f"({', '.join(f'{name} {a.rate * share:g}' for name, share, _ in a.plan)}) during a full sync of {a.n:,}, "
+        f"({', '.join(f'{name} {a.rate * share:g}' for name, share, _ in a.plan)}) during "
+        f"{'back-to-back full syncs' if a.sync_loop else 'a full sync'} of {a.n:,}, "
         f"{res['db']}",
         "",
         f"`bench/run.sh --api-load --n {a.n} --rate {a.rate:g} --seconds {a.seconds:g}"
         f"{'' if a.shares == '0.4,0.4,0.2' else f' --shares {a.shares}'}"
+        f"{' --sync-loop' if a.sync_loop else ''}"
         f"{' --postgres' if res['db'] == 'postgresql' else ''}`, {info['date']}, commit {info['commit']}; "
         f"{info['nproc']} cores ({info['cpu']}, load average {info['load']} at the start), "
         f"database on {info['disk']}, storage directory on {info['storage']}. {a.note}".rstrip(),

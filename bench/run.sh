@@ -6,6 +6,7 @@
 #   bench/run.sh --load [--clients 200] [--ops 50] [--n 20000] [--postgres]
 #   bench/run.sh --api-load [--n 100000] [--rate 1000] [--seconds 30] [--postgres]
 #                [--shares 0.4,0.4,0.2] [--page-size 30] [--connections 16] [--after-seed-sql SQL]
+#                [--sync-loop]   (a new full sync each time one ends, for the whole window)
 #   bench/run.sh --import [--n 100000] [--repeats 3] [--postgres]
 #   bench/run.sh --target s3|gcs|azure|redis [--n 2000] [--repeats 3] [--postgres] [--endpoints moto,s3s-fs]
 #                [--with-label-studio --ls-n 2000]   (Label Studio 1.23.2 to the same emulator)
@@ -17,6 +18,8 @@
 # `GET /api/storages/export/localfiles?project=`, `GET /api/tasks` and the write
 # `POST /api/tasks/{id}/annotations/` at RATE requests/s in total for SECONDS, started with a
 # full sync of N annotations (bench/apiload.py): latency p50/p99/max, errors, achieved rate.
+# With --sync-loop, a sync runs for the whole window (each time one ends, a new storage of a
+# twin project starts its first sync), so every request is measured beside one.
 # --import: one `POST /api/projects/{id}/import` of N annotated tasks against a floor that
 # inserts the same rows (bench/importfloor.rs, psql COPY), interleaved (bench/importbench.py).
 # LABELPORT_BIN=path skips the release build and measures that binary.
@@ -54,7 +57,8 @@ while [[ $# -gt 0 ]]; do
     --lag-seconds|--ls-lag-seconds|--chunk|--inc-repeats|--floor-threads|--floor-mode|--ls-repeats)
       EXTRA+=("$1" "$2"); shift 2;;
     --skip-lag|--skip-incremental|--restart-before-sync|--no-floor) EXTRA+=("$1"); shift;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0;;
+    --sync-loop) API_EXTRA+=("$1"); shift;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0;;
     *) echo "unknown option $1" >&2; exit 2;;
   esac
 done
