@@ -27,11 +27,7 @@ impl ExportReader {
     }
 
     fn connect(&self) -> rusqlite::Result<rusqlite::Connection> {
-        use rusqlite::OpenFlags;
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = rusqlite::Connection::open_with_flags(&self.path, flags)?;
-        conn.busy_timeout(super::BUSY_TIMEOUT)?;
-        Ok(conn)
+        open_rw(&self.path)
     }
 
     /// Runs `sql` with `params` on a blocking thread, mapping each row with `map` as it
@@ -73,6 +69,16 @@ impl ExportReader {
         self.idle.lock().expect("never poisoned").push(conn);
         result
     }
+}
+
+/// A rusqlite connection to the existing database file at `path`, waiting up to
+/// [`BUSY_TIMEOUT`](super::BUSY_TIMEOUT) for locks.
+pub(super) fn open_rw(path: &std::path::Path) -> rusqlite::Result<rusqlite::Connection> {
+    use rusqlite::OpenFlags;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = rusqlite::Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(super::BUSY_TIMEOUT)?;
+    Ok(conn)
 }
 
 /// A rusqlite row read by column name. Columns are mostly read in the order they are

@@ -27,6 +27,7 @@ mod sessions;
 mod storages;
 mod tasks;
 mod users;
+mod wal;
 mod write_tx;
 
 pub use annotations::*;
@@ -148,6 +149,8 @@ pub struct Db {
     /// SQLite (a database file): rusqlite connections to the same file for the full
     /// sync's page reads ([`Db::export_page`]), see [`export_read`].
     export_reads: Option<Arc<export_read::ExportReader>>,
+    /// SQLite: checkpoints the WAL while any clone of this `Db` lives ([`wal`]).
+    _checkpoints: Option<Arc<wal::Checkpointer>>,
 }
 
 impl Db {
@@ -172,13 +175,18 @@ impl Db {
             }
             Backend::Postgres => (url.to_owned(), 16),
         };
-        let pool = pool_options(backend, max, Commits::Durable)
+        let sqlite_file = files::sqlite_path(&url).filter(|_| backend == Backend::Sqlite);
+        let pool = pool_options(backend, max, Commits::Durable, sqlite_file.is_some())
             .connect(&url)
             .await
             .context("Failed to connect to the database")?;
+        let checkpoints = match &sqlite_file {
+            Some(path) => Some(wal::Checkpointer::start(path.clone()).context("Failed to open the database")?),
+            None => None,
+        };
         let bookkeeping = match backend {
             Backend::Sqlite => pool.clone(),
-            Backend::Postgres => pool_options(backend, (max / 4).max(2), Commits::Bookkeeping)
+            Backend::Postgres => pool_options(backend, (max / 4).max(2), Commits::Bookkeeping, false)
                 .connect(&url)
                 .await
                 .context("Failed to connect to the database")?,
@@ -191,9 +199,10 @@ impl Db {
             url: url.as_str().into(),
             writers: write_tx::WriterQueues::new(backend, max),
             export_reads: None,
+            _checkpoints: checkpoints,
         };
         db.migrate().await.context("Failed to run database migrations")?;
-        if let (Backend::Sqlite, Some(path)) = (backend, files::sqlite_path(&url)) {
+        if let Some(path) = sqlite_file {
             db.export_reads = Some(export_read::ExportReader::open(path).context("Failed to open the database")?);
         }
         Ok(db)
@@ -288,7 +297,9 @@ enum Commits {
 }
 
 /// The options of a pool of `max` connections to `backend`.
-fn pool_options(backend: Backend, max: u32, commits: Commits) -> AnyPoolOptions {
+/// `wal_thread`: a [`wal::Checkpointer`] checkpoints the SQLite file, so its
+/// connections do not.
+fn pool_options(backend: Backend, max: u32, commits: Commits, wal_thread: bool) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -305,8 +316,10 @@ fn pool_options(backend: Backend, max: u32, commits: Commits) -> AnyPoolOptions 
                     Backend::Sqlite => {
                         let pragmas = format!(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {};",
-                            BUSY_TIMEOUT.as_millis()
+                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {}; PRAGMA wal_autocheckpoint = {};",
+                            BUSY_TIMEOUT.as_millis(),
+                            // The checkpoint thread does it instead ([`wal`]).
+                            if wal_thread { 0 } else { 1000 }
                         );
                         conn.execute(pragmas.as_str()).await?;
                     }
