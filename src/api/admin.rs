@@ -46,13 +46,17 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 
 /// Adds the admin page's routes to the route table.
 pub fn routes(router: Router<AppState>) -> Router<AppState> {
-    router
+    api_routes(router)
         .route("/", get(index))
         .route("/admin/app.js", get(|| asset("text/javascript; charset=utf-8", APP_JS)))
         .route("/admin/app.css", get(|| asset("text/css; charset=utf-8", APP_CSS)))
-        .route("/api/admin/login", post(login))
-        .route("/api/admin/logout", post(logout))
-        .route("/api/admin/session", get(session))
+}
+
+/// The admin page's API, with and without the trailing slash like every API route.
+fn api_routes(router: Router<AppState>) -> Router<AppState> {
+    let router = super::both(router, "/api/admin/login", post(login));
+    let router = super::both(router, "/api/admin/logout", post(logout));
+    super::both(router, "/api/admin/session", get(session))
 }
 
 fn security_headers(content_type: &'static str) -> [(&'static str, &'static str); 5] {

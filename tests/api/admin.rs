@@ -12,6 +12,7 @@ backend_tests!(
     a_sign_in_without_email_or_password_is_400_at_the_field,
     a_state_changing_request_with_the_cookie_needs_the_csrf_header,
     signing_out_ends_the_session,
+    the_admin_api_answers_with_and_without_a_trailing_slash_like_every_api_route,
 );
 
 const PASSWORD: &str = "correct horse battery";
@@ -165,4 +166,23 @@ async fn signing_out_ends_the_session(app: TestApp) {
     assert_error(me, StatusCode::UNAUTHORIZED).await;
     let session = app.anon(Method::GET, "/api/admin/session").header("Cookie", &cookie).send().await.unwrap();
     assert_error(session, StatusCode::UNAUTHORIZED).await;
+}
+
+async fn the_admin_api_answers_with_and_without_a_trailing_slash_like_every_api_route(app: TestApp) {
+    // Arrange
+    with_password(&app).await;
+    let credentials = json!({ "email": "admin@example.com", "password": PASSWORD });
+
+    // Act
+    let login = app.anon(Method::POST, "/api/admin/login/").json(&credentials).send().await.unwrap();
+    let session = app.anon(Method::GET, "/api/admin/session/").send().await.unwrap();
+    let bare = app.anon(Method::GET, "/api/admin/session").send().await.unwrap();
+
+    // Assert
+    assert_eq!(login.status(), StatusCode::OK);
+    assert!(login.headers().contains_key("set-cookie"));
+    assert_eq!(session.status(), StatusCode::UNAUTHORIZED, "no cookie: the handler's own answer, not a 404");
+    assert_eq!(bare.status(), StatusCode::UNAUTHORIZED);
+    let detail = |v: Value| v["detail"].clone();
+    assert_eq!(detail(session.json().await.unwrap()), detail(bare.json().await.unwrap()));
 }
