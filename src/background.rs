@@ -15,7 +15,9 @@
 //! never raise it back, which is why the threads are kept apart for this work.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::time::Instant;
 use tokio::runtime::{Builder, Runtime};
 use tokio::task::JoinHandle;
 
@@ -44,6 +46,84 @@ where
         pool().spawn_blocking(f)
     } else {
         tokio::task::spawn_blocking(f)
+    }
+}
+
+/// Requests this process is answering now.
+static IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
+/// Since when (µs after [`epoch`]) at least one request has been in flight.
+static BUSY_SINCE: AtomicU64 = AtomicU64::new(0);
+/// Time (µs) with at least one request in flight, up to the last moment none was.
+static BUSY_TOTAL: AtomicU64 = AtomicU64::new(0);
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_us() -> u64 {
+    epoch().elapsed().as_micros() as u64
+}
+
+/// One request answered by this process, from [`start`](Self::start) until dropped.
+/// The HTTP server holds one per request, so that bulk work can tell how busy the
+/// API is ([`ApiLoad`]).
+pub struct Request(());
+
+impl Request {
+    /// Counts a request as in flight.
+    pub fn start() -> Request {
+        if IN_FLIGHT.fetch_add(1, Ordering::AcqRel) == 0 {
+            BUSY_SINCE.store(now_us(), Ordering::Release);
+        }
+        Request(())
+    }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        if IN_FLIGHT.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let since = BUSY_SINCE.load(Ordering::Acquire);
+            BUSY_TOTAL.fetch_add(now_us().saturating_sub(since), Ordering::AcqRel);
+        }
+    }
+}
+
+/// Time with a request in flight, up to now (µs).
+fn busy_us() -> u64 {
+    let total = BUSY_TOTAL.load(Ordering::Acquire);
+    match IN_FLIGHT.load(Ordering::Acquire) {
+        0 => total,
+        _ => total + now_us().saturating_sub(BUSY_SINCE.load(Ordering::Acquire)),
+    }
+}
+
+/// How busy the API has been since the last look: the share of the time during which
+/// this process was answering at least one request. A client polling a sync's status
+/// keeps it near zero; a stream of requests, near one.
+pub struct ApiLoad {
+    at: u64,
+    busy: u64,
+}
+
+impl ApiLoad {
+    /// Starts measuring now.
+    pub fn new() -> ApiLoad {
+        ApiLoad { at: now_us(), busy: busy_us() }
+    }
+
+    /// The busy share since the previous call (or since [`new`](Self::new)), in 0..=1.
+    pub fn busy_share(&mut self) -> f64 {
+        let (at, busy) = (now_us(), busy_us());
+        let share = (busy.saturating_sub(self.busy)) as f64 / (at.saturating_sub(self.at)).max(1) as f64;
+        (self.at, self.busy) = (at, busy);
+        share.min(1.0)
+    }
+}
+
+impl Default for ApiLoad {
+    fn default() -> ApiLoad {
+        ApiLoad::new()
     }
 }
 
@@ -78,6 +158,33 @@ fn lower_priority(nice: i32) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn the_api_busy_share_is_the_share_of_time_with_a_request_in_flight() {
+        // Arrange
+        let mut load = super::ApiLoad::new();
+        let pause = Duration::from_millis(60);
+
+        // Act: two overlapping requests for one pause, then none for as long.
+        let (a, b) = (super::Request::start(), super::Request::start());
+        std::thread::sleep(pause);
+        drop((a, b));
+        std::thread::sleep(pause);
+        let half = load.busy_share();
+        std::thread::sleep(pause);
+        let idle = load.busy_share();
+        let held = super::Request::start();
+        std::thread::sleep(pause);
+        let busy = load.busy_share();
+        drop(held);
+
+        // Assert: overlapping requests count once; a request still in flight counts.
+        assert!((0.35..=0.65).contains(&half), "{half}");
+        assert_eq!(idle, 0.0);
+        assert!(busy > 0.9, "{busy}");
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn a_background_thread_lowers_its_own_priority_and_no_other_threads() {

@@ -201,6 +201,7 @@ impl Connection {
         // The peer address, for per-client limits (`api::throttle`).
         let peer = stream.peer_addr().ok().map(axum::extract::ConnectInfo);
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            let counted = crate::background::Request::start();
             let in_flight = InFlight::start(&activity);
             if let Some(peer) = peer {
                 request.extensions_mut().insert(peer);
@@ -208,7 +209,7 @@ impl Connection {
             let router = router.clone();
             async move {
                 let response = router.oneshot(request).await;
-                drop(in_flight);
+                drop((in_flight, counted));
                 response
             }
         });

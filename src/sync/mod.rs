@@ -30,6 +30,7 @@ pub mod fence;
 mod restyle;
 pub mod state;
 
+use crate::background::ApiLoad;
 use crate::config::SyncSettings;
 use crate::db::{
     Annotation, Backend, ChangeOp, Db, DbError, ExportRow, ExportStorage, JobProgress, Link, StorageFields, SyncJob,
@@ -953,7 +954,8 @@ impl SyncEngine {
         // before's links and checkpoint are saved. The writers never wait at a page
         // boundary. A page's checkpoint is saved only once its files are all written.
         let mut users = Users::new();
-        let mut next_page = Some(self.read_page(storage.project_id, progress.checkpoint_id));
+        let mut api = ApiLoad::new();
+        let mut next_page = Some(self.read_page(storage.project_id, progress.checkpoint_id, &mut api));
         let mut writing: Option<PageInFlight> = None;
         let mut saving: Option<JoinHandle<anyhow::Result<bool>>> = None;
         let mut feed_checked = Instant::now();
@@ -965,7 +967,7 @@ impl SyncEngine {
             let Some(last) = page.last().map(|(a, _)| a.id) else {
                 break false;
             };
-            next_page = Some(self.read_page(storage.project_id, last));
+            next_page = Some(self.read_page(storage.project_id, last, &mut api));
             let count = page.len() as i64;
             let work = if storage.fields.export_mode == "task" {
                 let tasks: BTreeSet<i64> = page.iter().map(|(a, _)| a.task_id).collect();
@@ -1013,7 +1015,7 @@ impl SyncEngine {
                     if let Some(failed) = crate::background::foreground(applied).await? {
                         tracing::warn!(storage = storage.id, reason = %failed, "applying saves during a sync failed; retried after it");
                     }
-                    next_page = Some(self.read_page(storage.project_id, progress.checkpoint_id));
+                    next_page = Some(self.read_page(storage.project_id, progress.checkpoint_id, &mut api));
                 }
             }
         };
@@ -1132,8 +1134,16 @@ impl SyncEngine {
     }
 
     /// Starts reading the page of annotations after `after` in the background.
-    fn read_page(&self, project_id: i64, after: i64) -> JoinHandle<anyhow::Result<Vec<ExportRow>>> {
-        let (db, limit) = (self.db.clone(), self.settings.batch_size);
+    /// On SQLite its size follows the API's load since the previous page ([`page_size`]).
+    fn read_page(&self, project_id: i64, after: i64, api: &mut ApiLoad) -> JoinHandle<anyhow::Result<Vec<ExportRow>>> {
+        let busy = api.busy_share();
+        let limit = match self.db.backend() {
+            Backend::Sqlite => page_size(self.settings.batch_size, busy),
+            // There a page's cost is PostgreSQL's, per statement as much as per row:
+            // smaller pages halved the sync's speed and left the API's tail as it was.
+            Backend::Postgres => self.settings.batch_size,
+        };
+        let db = self.db.clone();
         tokio::spawn(crate::background::bulk(async move { Ok(db.export_page(project_id, after, limit).await?) }))
     }
 
@@ -1219,6 +1229,24 @@ impl SyncEngine {
     }
 }
 
+/// The API's busy share above which the full pass reads smaller pages.
+const API_BUSY_SHARE: f64 = 0.25;
+
+/// The full pass's next page on SQLite: `batch` annotations, or a quarter of that while
+/// the API was answering requests more than [`API_BUSY_SHARE`] of the time. Each page
+/// ends in work at the API's priority (its links and checkpoint in a write turn), and
+/// smaller pages keep those bursts short. With a sync running throughout, the issue-11
+/// mix's p99 went from 9.4–9.8 / 10.8–12.9 / 18.3–24.5 ms to 4.2–5.2 / 5.2–11.2 / 8.5–9.9
+/// ms (SQLite, docs/BENCHMARKS.md), the sync a quarter slower meanwhile; an idle server,
+/// or one a client polls, keeps the larger pages' speed.
+fn page_size(batch: i64, api_busy_share: f64) -> i64 {
+    if api_busy_share > API_BUSY_SHARE {
+        (batch / 4).max(1)
+    } else {
+        batch
+    }
+}
+
 /// `Ok` if a fenced write went through, [`LeaseLost`] if the lease was lost.
 fn lease_held(claim: &Arc<Claim>, written: bool) -> anyhow::Result<()> {
     if written {
@@ -1250,4 +1278,15 @@ async fn prune_until_stopped(db: Db, stop: CancellationToken) {
 
 fn hostname() -> String {
     std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "labelport".into())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_full_pass_reads_quarter_pages_only_while_the_api_is_busy() {
+        assert_eq!(super::page_size(1000, 0.0), 1000);
+        assert_eq!(super::page_size(1000, super::API_BUSY_SHARE), 1000, "a client polling the status");
+        assert_eq!(super::page_size(1000, 0.9), 250);
+        assert_eq!(super::page_size(2, 1.0), 1, "never an empty page");
+    }
 }
