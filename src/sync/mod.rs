@@ -1236,9 +1236,9 @@ const API_BUSY_SHARE: f64 = 0.25;
 /// the API was answering requests more than [`API_BUSY_SHARE`] of the time. Each page
 /// ends in work at the API's priority (its links and checkpoint in a write turn), and
 /// smaller pages keep those bursts short. With a sync running throughout, the issue-11
-/// mix's p99 went from 9.4–9.8 / 10.8–12.9 / 18.3–24.5 ms to 4.2–5.2 / 5.2–11.2 / 8.5–9.9
-/// ms (SQLite, docs/BENCHMARKS.md), the sync a quarter slower meanwhile; an idle server,
-/// or one a client polls, keeps the larger pages' speed.
+/// mix's p99 went from 8.0 / 11.2 / 18.9 ms to 4.7–5.5 / 6.0–6.9 / 9.3–10.7 ms
+/// (docs/BENCHMARKS.md), the sync a fifth slower meanwhile; an idle server, or one a
+/// client polls, keeps the larger pages' speed.
 fn page_size(batch: i64, api_busy_share: f64) -> i64 {
     if api_busy_share > API_BUSY_SHARE {
         (batch / 4).max(1)
