@@ -170,19 +170,24 @@ impl Activity {
 }
 
 /// Counts one request as in progress until dropped.
-struct InFlight(Arc<Activity>);
+/// Also counts it for the process ([`crate::background::Request`]), which bulk work
+/// reads to tell how busy the API is.
+struct InFlight {
+    activity: Arc<Activity>,
+    _process: crate::background::Request,
+}
 
 impl InFlight {
     fn start(activity: &Arc<Activity>) -> InFlight {
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(activity.clone())
+        InFlight { activity: activity.clone(), _process: crate::background::Request::start() }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.touch();
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.activity.touch();
+        self.activity.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -201,7 +206,6 @@ impl Connection {
         // The peer address, for per-client limits (`api::throttle`).
         let peer = stream.peer_addr().ok().map(axum::extract::ConnectInfo);
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            let counted = crate::background::Request::start();
             let in_flight = InFlight::start(&activity);
             if let Some(peer) = peer {
                 request.extensions_mut().insert(peer);
@@ -209,7 +213,7 @@ impl Connection {
             let router = router.clone();
             async move {
                 let response = router.oneshot(request).await;
-                drop((in_flight, counted));
+                drop(in_flight);
                 response
             }
         });
