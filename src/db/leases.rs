@@ -17,6 +17,7 @@
 
 use super::{Db, DbResult, WriteTx};
 use crate::time::{now_micros, Micros};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 /// A claim on one storage: the fencing token every write under it carries.
@@ -31,7 +32,8 @@ pub struct Lease {
 }
 
 /// SQL condition on a storage's row: the lease bound as `$1`-`$3` by [`bind_held`] is
-/// still its current one (same worker, same claim).
+/// still its current one (same worker, same claim). The statements using it build their
+/// text once (`LazyLock`): most run at every save's export or every page of a sync.
 pub(super) const HELD: &str = "id = $1 AND lease_owner = $2 AND lease_generation = $3";
 
 /// Binds `held` as the `$1`-`$3` of [`HELD`].
@@ -133,16 +135,20 @@ impl Db {
         if self.backend == super::Backend::Postgres {
             // One statement, its own transaction: work left behind (a job stopped by a
             // shutdown, changes that came in meanwhile) is announced to whoever is idle now.
-            let sql = format!(
-                "WITH s AS (UPDATE export_storages SET lease_owner = NULL, lease_expires_at = NULL \
-                 WHERE {HELD} RETURNING id, project_id, cursor_seq) \
-                 SELECT pg_notify($4, '') FROM s WHERE {HAS_WORK}"
-            );
-            bind_held(sqlx::query(&sql), held).bind(super::WORK_CHANNEL).execute(&self.bookkeeping).await?;
+            static ANNOUNCED: LazyLock<String> = LazyLock::new(|| {
+                format!(
+                    "WITH s AS (UPDATE export_storages SET lease_owner = NULL, lease_expires_at = NULL \
+                     WHERE {HELD} RETURNING id, project_id, cursor_seq) \
+                     SELECT pg_notify($4, '') FROM s WHERE {HAS_WORK}"
+                )
+            });
+            bind_held(sqlx::query(&ANNOUNCED), held).bind(super::WORK_CHANNEL).execute(&self.bookkeeping).await?;
             return Ok(());
         }
-        let sql = format!("UPDATE export_storages SET lease_owner = NULL, lease_expires_at = NULL WHERE {HELD}");
-        self.write_one_bookkeeping(bind_held(sqlx::query(&sql), held)).await?;
+        static RELEASE: LazyLock<String> = LazyLock::new(|| {
+            format!("UPDATE export_storages SET lease_owner = NULL, lease_expires_at = NULL WHERE {HELD}")
+        });
+        self.write_one_bookkeeping(bind_held(sqlx::query(&RELEASE), held)).await?;
         Ok(())
     }
 
@@ -175,8 +181,10 @@ impl Db {
 /// `renew` extends it. On PostgreSQL the row stays locked until `tx` ends, so the
 /// writes that follow in `tx` are fenced as if they were one statement.
 pub(super) async fn fence(tx: &mut WriteTx, held: &Lease, renew: Option<Duration>) -> DbResult<bool> {
-    let sql = format!("UPDATE export_storages SET lease_expires_at = COALESCE($4, lease_expires_at) WHERE {HELD}");
+    static FENCE: LazyLock<String> = LazyLock::new(|| {
+        format!("UPDATE export_storages SET lease_expires_at = COALESCE($4, lease_expires_at) WHERE {HELD}")
+    });
     let done =
-        bind_held(sqlx::query(&sql), held).bind(renew.map(|d| now_micros() + micros(d))).execute(&mut **tx).await?;
+        bind_held(sqlx::query(&FENCE), held).bind(renew.map(|d| now_micros() + micros(d))).execute(&mut **tx).await?;
     Ok(done.rows_affected() == 1)
 }

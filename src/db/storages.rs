@@ -15,6 +15,7 @@ use futures::TryStreamExt;
 use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::Row;
+use std::sync::LazyLock;
 
 /// An export storage row.
 #[derive(Debug, Clone)]
@@ -520,8 +521,9 @@ impl Db {
     /// Records the target's change token after our writes, under the current lease
     /// only; `false` if the lease was lost.
     pub async fn set_target_token(&self, lease: &Lease, token: Option<&str>) -> DbResult<bool> {
-        let sql = format!("UPDATE export_storages SET target_token = $4 WHERE {HELD}");
-        let done = self.write_one_bookkeeping(bind_held(sqlx::query(&sql), lease).bind(token)).await?;
+        static SQL: LazyLock<String> =
+            LazyLock::new(|| format!("UPDATE export_storages SET target_token = $4 WHERE {HELD}"));
+        let done = self.write_one_bookkeeping(bind_held(sqlx::query(&SQL), lease).bind(token)).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -583,11 +585,13 @@ impl Db {
     /// Advances a storage's cursor, only under its current lease; with `token`, also
     /// records the target's change token after these writes (one statement).
     pub async fn advance_cursor(&self, lease: &Lease, seq: i64, token: Option<&str>) -> DbResult<bool> {
-        let sql = format!(
-            "UPDATE export_storages SET cursor_seq = $4, target_token = COALESCE($5, target_token) \
-             WHERE {HELD} AND cursor_seq < $4"
-        );
-        let query = bind_held(sqlx::query(&sql), lease).bind(seq).bind(token);
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "UPDATE export_storages SET cursor_seq = $4, target_token = COALESCE($5, target_token) \
+                 WHERE {HELD} AND cursor_seq < $4"
+            )
+        });
+        let query = bind_held(sqlx::query(&SQL), lease).bind(seq).bind(token);
         Ok(self.write_one_bookkeeping(query).await?.rows_affected() == 1)
     }
 
