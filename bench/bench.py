@@ -734,8 +734,22 @@ def machine(root):
     }
 
 
+def doc_markers(section_key):
+    """The comments that delimit a generated section of the doc."""
+    return f"<!-- bench:{section_key}:begin -->", f"<!-- bench:{section_key}:end -->"
+
+
+def doc_section(path, section_key):
+    """The current body of a generated section of the doc ("" when there is none)."""
+    begin, end = doc_markers(section_key)
+    text = open(path).read() if os.path.exists(path) else ""
+    if begin not in text or end not in text:
+        return ""
+    return text.split(begin, 1)[1].split(end, 1)[0]
+
+
 def write_doc(path, section_key, body):
-    begin, end = f"<!-- bench:{section_key}:begin -->", f"<!-- bench:{section_key}:end -->"
+    begin, end = doc_markers(section_key)
     block = f"{begin}\n{body}\n{end}"
     text = open(path).read() if os.path.exists(path) else ""
     if begin in text and end in text:

@@ -699,11 +699,7 @@ LS_HEADING = "Label Studio 1.23.2 to the same endpoint"
 def kept_label_studio_rows(doc: str, key: str) -> str:
     """The Label Studio rows of the section a run without `--with-label-studio` replaces,
     so that they are kept (each says when it was measured) instead of lost."""
-    text = open(doc).read() if os.path.exists(doc) else ""
-    begin, end = f"<!-- bench:{key}:begin -->", f"<!-- bench:{key}:end -->"
-    if begin not in text or end not in text:
-        return ""
-    section = text.split(begin, 1)[1].split(end, 1)[0]
+    section = bench.doc_section(doc, key)
     if LS_HEADING not in section:
         return ""
     return "\n\n" + (LS_HEADING + section.split(LS_HEADING, 1)[1]).rstrip()
