@@ -12,6 +12,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 backend_tests!(a_storage_lease_is_held_by_one_worker_at_a_time);
+crate::configured_backend_tests!(
+    the_change_feed_is_pruned_only_up_to_what_every_storage_has_exported,
+    a_worker_whose_lease_was_claimed_again_has_every_write_refused,
+    a_sync_counts_as_deleted_only_documents_it_had_written,
+);
 
 async fn no_worker(backend: Backend) -> TestApp {
     spawn_app_with(backend, |s| s.sync.run_worker = false).await
@@ -209,26 +214,6 @@ async fn the_change_feed_is_pruned_only_up_to_what_every_storage_has_exported(ba
     let left = db.changes_since(a, 0, 100).await.unwrap();
     assert_eq!(left.iter().map(|c| c.task_id).collect::<Vec<_>>(), pending);
     assert!(db.changes_since(b, 0, 100).await.unwrap().is_empty());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_the_change_feed_is_pruned_only_up_to_what_every_storage_has_exported() {
-    the_change_feed_is_pruned_only_up_to_what_every_storage_has_exported(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_the_change_feed_is_pruned_only_up_to_what_every_storage_has_exported() {
-    the_change_feed_is_pruned_only_up_to_what_every_storage_has_exported(Backend::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_a_worker_whose_lease_was_claimed_again_has_every_write_refused() {
-    a_worker_whose_lease_was_claimed_again_has_every_write_refused(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_a_worker_whose_lease_was_claimed_again_has_every_write_refused() {
-    a_worker_whose_lease_was_claimed_again_has_every_write_refused(Backend::Postgres).await;
 }
 
 async fn a_worker_whose_lease_was_claimed_again_has_every_write_refused(backend: Backend) {
@@ -770,16 +755,6 @@ async fn frozen_past_the_lease(after_check: bool, meanwhile: Meanwhile) {
     let s: Value = app.get(&format!("/api/storages/export/localfiles/{id}")).await.json().await.unwrap();
     assert_eq!(s["status"], "completed", "the stopped worker shows no failure: {s}");
     assert_eq!(next.try_execute_task().await.unwrap(), ExecutionOutcome::Idle, "nothing left behind");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_a_sync_counts_as_deleted_only_documents_it_had_written() {
-    a_sync_counts_as_deleted_only_documents_it_had_written(Backend::Sqlite).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_a_sync_counts_as_deleted_only_documents_it_had_written() {
-    a_sync_counts_as_deleted_only_documents_it_had_written(Backend::Postgres).await
 }
 
 /// An annotation created and deleted between two syncs never had a document: the
