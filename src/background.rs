@@ -49,6 +49,18 @@ where
     }
 }
 
+/// Awaits a spawned task and carries its panic on into the caller, as joining a
+/// scoped thread does. A panic is a bug, not a failure to retry: it reaches the sync
+/// engine's step, which stops the work it belongs to and says why, instead of
+/// turning into an error that the step would retry for ever. Only a cancelled task
+/// is left as an error.
+pub async fn join<T>(handle: JoinHandle<T>) -> Result<T, tokio::task::JoinError> {
+    handle.await.map_err(|e| match e.try_into_panic() {
+        Ok(payload) => std::panic::resume_unwind(payload),
+        Err(cancelled) => cancelled,
+    })
+}
+
 /// Requests this process is answering now.
 static IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
 /// Since when (µs after [`epoch`]) at least one request has been in flight.

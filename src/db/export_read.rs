@@ -39,7 +39,7 @@ impl ExportReader {
         map: fn(&LiteRow<'_, '_>) -> T,
     ) -> DbResult<Vec<T>> {
         let reader = self.clone();
-        crate::background::spawn_blocking(move || reader.rows_blocking(&sql, params, map))
+        crate::background::join(crate::background::spawn_blocking(move || reader.rows_blocking(&sql, params, map)))
             .await
             .map_err(|e| DbError::Other(e.into()))?
             .map_err(|e| DbError::Other(e.into()))

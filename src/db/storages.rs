@@ -123,6 +123,20 @@ pub struct JobProgress {
     pub errors: Option<String>,
 }
 
+impl JobProgress {
+    /// The progress a job saved at its last checkpoint.
+    pub fn of(job: &SyncJob) -> JobProgress {
+        JobProgress {
+            checkpoint_id: job.checkpoint_id,
+            processed: job.processed,
+            written: job.written,
+            deleted: job.deleted,
+            failed: job.failed,
+            errors: job.errors.clone(),
+        }
+    }
+}
+
 /// The public sync state of a storage, as the status machine computes it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyncState {

@@ -354,7 +354,7 @@ fn is_unsupported(e: &std::io::Error) -> bool {
 /// Runs `f` on a blocking thread: a background one when called from a full sync's
 /// bulk work, tokio's otherwise ([`crate::background`]).
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    crate::background::spawn_blocking(f)
+    crate::background::join(crate::background::spawn_blocking(f))
         .await
         .unwrap_or_else(|e| Err(StorageError::Generic { target: "LocalFileSystem".into(), source: e.into() }))
 }

@@ -30,7 +30,7 @@ pub mod fence;
 mod restyle;
 pub mod state;
 
-use crate::background::ApiLoad;
+use crate::background::{join, ApiLoad};
 use crate::config::SyncSettings;
 use crate::db::{
     Annotation, Backend, ChangeOp, Db, DbError, ExportRow, ExportStorage, JobProgress, Link, StorageFields, SyncJob,
@@ -43,8 +43,10 @@ use crate::time::now_micros;
 use bytes::Bytes;
 use document::Users;
 use fence::{Claim, LeaseLost};
+use futures::FutureExt;
 use state::Outcome;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -352,7 +354,12 @@ impl SyncEngine {
         let claim = Arc::new(Claim::new(lease, self.settings.lease, sent));
         let storage_id = claim.storage_id();
         let keep_alive = claim.keep_alive(self.db.clone());
-        let result = self.work_on(&claim, stop).await;
+        // A panic is a bug that would come back at every retry: it ends this claim's
+        // work like a failure that cannot go on, and this loop stays alive.
+        let result = match AssertUnwindSafe(self.work_on(&claim, stop)).catch_unwind().await {
+            Ok(result) => result,
+            Err(panic) => self.after_panic(&claim, panic_message(panic.as_ref())).await,
+        };
         keep_alive.abort();
         let _ = keep_alive.await;
         match &result {
@@ -373,6 +380,27 @@ impl SyncEngine {
         }
         result?;
         Ok(ExecutionOutcome::Worked)
+    }
+
+    /// After a panic in the work on a claimed storage: its active job fails with the
+    /// panic's message, from its last checkpoint (as any job that cannot go on; a new
+    /// sync starts over). Without a job, the automatic export counts as failed and is
+    /// tried again after its backoff.
+    async fn after_panic(&self, claim: &Arc<Claim>, message: &str) -> anyhow::Result<Option<String>> {
+        let storage_id = claim.storage_id();
+        tracing::error!(storage = storage_id, panic.message = %message, "a sync step panicked");
+        let cause = format!("internal error in labelport: {message}");
+        let Some(job) = self.db.active_job(storage_id).await? else {
+            return Ok(Some(cause));
+        };
+        let storage = match self.db.storage_by_id(storage_id).await {
+            Ok(s) => s,
+            Err(DbError::NotFound) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let progress = JobProgress::of(&job);
+        self.fail_job(claim, &storage, &job, &progress, &format!("Export stopped by an {cause}")).await?;
+        Ok(None)
     }
 
     /// Shows a failed automatic export on the storage (`failed`, the cause as
@@ -665,7 +693,7 @@ impl SyncEngine {
             let users = users.clone();
             let may_publish = claim.publish_check();
             async move {
-                let rendered = crate::background::spawn_blocking(move || {
+                let rendered = crate::background::join(crate::background::spawn_blocking(move || {
                     batch
                         .iter()
                         .map(|(a, t)| {
@@ -681,19 +709,19 @@ impl SyncEngine {
                             ((link, a.task_id), (key, body))
                         })
                         .collect::<Vec<_>>()
-                })
-                .await
-                .expect("rendering documents does not panic");
+                }))
+                .await?;
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
                 let (links, items): (Vec<_>, Vec<_>) = rendered.into_iter().unzip();
                 let results = target.put_many_guarded(items, may_publish).await;
-                links.into_iter().zip(results).collect::<Vec<_>>()
+                anyhow::Ok(links.into_iter().zip(results).collect::<Vec<_>>())
             }
         }))
         .await;
-        let results: Vec<((Link, i64), Result<(), StorageError>)> = results.into_iter().flatten().collect();
+        let results: Vec<((Link, i64), Result<(), StorageError>)> =
+            results.into_iter().collect::<anyhow::Result<Vec<_>>>()?.into_iter().flatten().collect();
         // Documents held back (the lease lapsed) are neither failures nor written.
         if !claim.may_publish() {
             let attempted: Vec<(i64, i64)> = results
@@ -801,14 +829,7 @@ impl SyncEngine {
         } else {
             tracing::info!(storage = storage.id, job = %job.job_key, checkpoint = job.checkpoint_id, "resuming sync job");
         }
-        let mut progress = JobProgress {
-            checkpoint_id: job.checkpoint_id,
-            processed: job.processed,
-            written: job.written,
-            deleted: job.deleted,
-            failed: job.failed,
-            errors: job.errors.clone(),
-        };
+        let mut progress = JobProgress::of(&job);
         let target = match target {
             Ok(t) => t,
             Err(e) => return self.fail_job(claim, &storage, &job, &progress, &e.to_string()).await,
@@ -963,7 +984,7 @@ impl SyncEngine {
             if stop.is_cancelled() {
                 break true;
             }
-            let page = next_page.take().expect("a page is always requested").await??;
+            let page = join(next_page.take().expect("a page is always requested")).await??;
             let Some(last) = page.last().map(|(a, _)| a.id) else {
                 break false;
             };
@@ -1106,20 +1127,20 @@ impl SyncEngine {
     ) -> anyhow::Result<bool> {
         let (tally, written) = match page.work {
             PageWork::Done(tally) => (tally, Vec::new()),
-            PageWork::Writing(handle) => handle.await??,
+            PageWork::Writing(handle) => join(handle).await??,
         };
         tally.add_to(progress);
         tally.observe(storage_type);
         if let Some(cause) = tally.refused_everything() {
             if let Some(saving) = saving.take() {
-                saving.await??;
+                join(saving).await??;
             }
             return Err(JobFailed(cause.to_owned()).into());
         }
         progress.processed += page.count;
         progress.checkpoint_id = page.last;
         if let Some(previous) = saving.take() {
-            if !previous.await?? {
+            if !join(previous).await?? {
                 return Ok(false);
             }
         }
@@ -1253,6 +1274,16 @@ fn lease_held(claim: &Arc<Claim>, written: bool) -> anyhow::Result<()> {
         Ok(())
     } else {
         Err(LeaseLost(claim.storage_id()).into())
+    }
+}
+
+/// What a panic's payload says: its message when it is text (as `panic!` and
+/// `expect` give).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    match (payload.downcast_ref::<&'static str>(), payload.downcast_ref::<String>()) {
+        (Some(text), _) => text,
+        (None, Some(text)) => text,
+        (None, None) => "a panic without a message",
     }
 }
 

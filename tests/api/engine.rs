@@ -800,3 +800,94 @@ async fn a_sync_counts_as_deleted_only_documents_it_had_written(backend: Backend
     assert_eq!(s["meta"]["files_written"], 0, "{s}");
     assert_eq!(store.snapshot().keys().cloned().collect::<Vec<_>>(), [exported[1].clone()]);
 }
+
+/// A store whose writes panic while it is armed: a bug in a target, or anywhere in a step.
+struct Panicking {
+    inner: InMemory,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Display for Panicking {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Panicking({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl StorageTarget for Panicking {
+    async fn validate(&self) -> labelport::storage::Result<()> {
+        self.inner.validate().await
+    }
+    async fn put(&self, key: &str, body: bytes::Bytes) -> labelport::storage::Result<()> {
+        if self.armed.load(std::sync::atomic::Ordering::SeqCst) {
+            panic!("injected bug writing {key}");
+        }
+        self.inner.put(key, body).await
+    }
+    async fn delete(&self, key: &str) -> labelport::storage::Result<()> {
+        self.inner.delete(key).await
+    }
+    async fn size(&self, key: &str) -> labelport::storage::Result<Option<u64>> {
+        self.inner.size(key).await
+    }
+}
+
+/// A step that panics (a bug) fails its job with the panic's message instead of
+/// being retried for ever or ending the worker's loop; a panicking automatic export
+/// shows as failed and backs off; once the bug is gone, a sync completes. Annotation
+/// mode writes on spawned tasks, task mode in the step itself: both are covered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_panics_fails_its_job_with_the_panic_message_and_the_worker_goes_on() {
+    for mode in ["annotation", "task"] {
+        // Arrange: a storage whose target panics at every write.
+        let app = no_worker(Backend::Sqlite).await;
+        let store = InMemory::new();
+        let target = Arc::new(Panicking { inner: store.clone(), armed: true.into() });
+        let shared = target.clone();
+        let targets: TargetFactory = Arc::new(move |_| Ok(shared.clone() as Arc<dyn StorageTarget>));
+        let settings = app.state.settings.sync.clone();
+        let engine = SyncEngine::new(app.state.db.clone(), settings, targets, Arc::new(tokio::sync::Notify::new()));
+        let project = app.create_project("panics").await;
+        let tasks = app.import(project, &json!([{"data": {"text": "a"}, "annotations": [{"result": []}]}])).await;
+        let out = app.files_root.join("panics");
+        std::fs::create_dir_all(&out).unwrap();
+        let body = json!({"project": project, "path": out.display().to_string(), "export_mode": mode});
+        let r = app.post("/api/storages/export/localfiles", &body).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+        let url = format!("/api/storages/export/localfiles/{id}");
+
+        // Act + assert: the job fails with the message, and the step returns.
+        assert_eq!(engine.try_execute_task().await.unwrap(), ExecutionOutcome::Worked, "{mode}");
+        let s: Value = app.get(&url).await.json().await.unwrap();
+        assert_eq!(s["status"], "failed", "{mode}: {s}");
+        let traceback = s["traceback"].as_str().unwrap_or_default();
+        assert!(traceback.contains("internal error") && traceback.contains("injected bug writing"), "{mode}: {s}");
+        assert_eq!(engine.try_execute_task().await.unwrap(), ExecutionOutcome::Idle, "{mode}: not retried");
+
+        // A save's automatic export that panics shows as failed too, and is held off.
+        app.annotate(tasks[0], &json!({"result": [{"v": 1}]})).await;
+        assert_eq!(engine.try_execute_task().await.unwrap(), ExecutionOutcome::Worked, "{mode}");
+        let s: Value = app.get(&url).await.json().await.unwrap();
+        assert_eq!(s["status"], "failed", "{mode}: {s}");
+        assert!(s["traceback"].as_str().unwrap_or_default().contains("injected bug writing"), "{mode}: {s}");
+        assert_eq!(engine.try_execute_task().await.unwrap(), ExecutionOutcome::Idle, "{mode}: backing off");
+
+        // With the bug gone, a sync writes everything.
+        target.armed.store(false, std::sync::atomic::Ordering::SeqCst);
+        let r = app.post(&format!("{url}/sync"), &json!({})).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let s = loop {
+            engine.try_execute_task().await.unwrap();
+            let s: Value = app.get(&url).await.json().await.unwrap();
+            if s["status"] == "completed" {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "{mode}: never completed: {s}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let expected = if mode == "task" { 1 } else { 2 };
+        assert_eq!(store.snapshot().len(), expected, "{mode}: {s}");
+    }
+}
