@@ -95,6 +95,11 @@ impl Stamp {
         self.len += width;
     }
 
+    /// The text's bytes (plain ASCII).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
     /// The text.
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.buf[..self.len]).expect("a timestamp is ASCII")

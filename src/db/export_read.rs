@@ -82,7 +82,7 @@ pub(super) fn open_rw(path: &std::path::Path) -> rusqlite::Result<rusqlite::Conn
 }
 
 /// A rusqlite row read by column name. Columns are mostly read in the order they are
-/// selected, so the name search starts after the column found last.
+/// selected, so the column after the one found last is tried first.
 pub(super) struct LiteRow<'r, 's> {
     row: &'r rusqlite::Row<'s>,
     names: &'r [String],
@@ -91,12 +91,12 @@ pub(super) struct LiteRow<'r, 's> {
 
 impl LiteRow<'_, '_> {
     fn index(&self, col: &str) -> usize {
-        let n = self.names.len();
-        let start = self.next.get();
-        let found = (0..n)
-            .map(|k| (start + k) % n)
-            .find(|&i| self.names[i] == col)
-            .unwrap_or_else(|| panic!("the export query selects column {col}"));
+        let next = self.next.get();
+        let found = match self.names.get(next) {
+            Some(name) if name == col => next,
+            _ => (self.names.iter().position(|name| name == col))
+                .unwrap_or_else(|| panic!("the export query selects column {col}")),
+        };
         self.next.set(found + 1);
         found
     }

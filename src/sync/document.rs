@@ -135,7 +135,7 @@ fn nested_task<J: JsonColumn>(w: &mut Writer<'_>, t: &Task<J>) {
 /// A timestamp as the API writes it, or `null`.
 fn stamp(w: &mut Writer<'_>, us: Option<crate::time::Micros>) {
     match us {
-        Some(us) => w.str(iso_stamp(us).as_str()),
+        Some(us) => w.plain_str(iso_stamp(us).as_bytes()),
         None => w.null(),
     }
 }

@@ -55,6 +55,14 @@ impl<'a> Writer<'a> {
         self.out.extend_from_slice(b"\": ");
     }
 
+    /// A string known to need no escaping (plain ASCII: a timestamp, a number's text).
+    pub fn plain_str(&mut self, s: &[u8]) {
+        debug_assert!(plain_run(s) == s.len(), "{s:?} needs escaping");
+        self.out.push(b'"');
+        self.out.extend_from_slice(s);
+        self.out.push(b'"');
+    }
+
     /// A literal JSON value: `null`, `true`, `[]`, `{}`, a stamp's quoted text…
     pub fn raw(&mut self, json: &str) {
         self.out.extend_from_slice(json.as_bytes());
@@ -113,14 +121,23 @@ impl<'a> Writer<'a> {
     }
 }
 
-/// Before a member or element: its separator and, indented, its line.
+/// A comma, a line break and the indentation of up to 31 levels: what goes before a
+/// member is a slice of it.
+const COMMA_LINE: &[u8; 64] = b",\n                                                              ";
+
+/// Before a member or element: its separator and, indented, its line, copied in one
+/// piece where it is shallow enough (documents rarely nest deeper).
 fn member(out: &mut Vec<u8>, style: DocumentStyle, depth: usize, first: bool) {
     match style {
-        DocumentStyle::Indented if first => new_line(out, depth),
-        DocumentStyle::Indented => {
-            out.push(b',');
-            new_line(out, depth);
-        }
+        DocumentStyle::Indented => match COMMA_LINE.get(usize::from(first)..2 + 2 * depth) {
+            Some(glue) => out.extend_from_slice(glue),
+            None => {
+                if !first {
+                    out.push(b',');
+                }
+                new_line(out, depth);
+            }
+        },
         DocumentStyle::Compact if !first => out.extend_from_slice(b", "),
         DocumentStyle::Compact => {}
     }
@@ -146,34 +163,43 @@ fn new_line(out: &mut Vec<u8>, depth: usize) {
     }
 }
 
-/// Plain ASCII that goes through unchanged inside a string.
-fn is_plain(b: u8) -> bool {
-    (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'
-}
-
-/// How many bytes at the start of `s` are plain, looked at eight at a time: a word
-/// goes through whole unless one of its bytes may be a control character, `"`, `\\`
-/// or from 0x7f up (the bit tricks never miss one; the byte loop then decides).
+/// How many bytes at the start of `s` are plain, looked at eight at a time (the last
+/// few padded with spaces, which are plain).
 fn plain_run(s: &[u8]) -> usize {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGH: u64 = ONES * 0x80;
-    let has_zero = |w: u64| w.wrapping_sub(ONES) & !w;
     let mut i = 0;
-    while let Some(word) = s.get(i..i + 8) {
-        let w = u64::from_ne_bytes(word.try_into().expect("eight bytes"));
-        let control = w.wrapping_sub(ONES * 0x20) & !w;
-        let high = w.wrapping_add(ONES) | w;
-        let quote = has_zero(w ^ (ONES * u64::from(b'"')));
-        let backslash = has_zero(w ^ (ONES * u64::from(b'\\')));
-        if (control | high | quote | backslash) & HIGH != 0 {
-            break;
+    loop {
+        let word = match s.get(i..i + 8) {
+            Some(word) => u64::from_le_bytes(word.try_into().expect("eight bytes")),
+            None => {
+                let mut padded = [b' '; 8];
+                padded[..s.len() - i].copy_from_slice(&s[i..]);
+                u64::from_le_bytes(padded)
+            }
+        };
+        let stops = stops_in(word);
+        if stops != 0 {
+            return i + (stops.trailing_zeros() / 8) as usize;
+        }
+        if i + 8 >= s.len() {
+            return s.len();
         }
         i += 8;
     }
-    while i < s.len() && is_plain(s[i]) {
-        i += 1;
-    }
-    i
+}
+
+/// The high bit of each byte of `word` (in order from its lowest byte) that is not
+/// plain: a control character, `"`, `\\`, or from 0x7f up. Each test is exact for the
+/// lowest byte it flags (its borrows and carries only ever run upwards, from a byte
+/// that is flagged rightly), so the lowest flag is the first byte that is not plain.
+fn stops_in(word: u64) -> u64 {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES * 0x80;
+    let zero_byte = |w: u64| w.wrapping_sub(ONES) & !w;
+    let control = word.wrapping_sub(ONES * 0x20) & !word;
+    let high = word.wrapping_add(ONES) | word;
+    let quote = zero_byte(word ^ (ONES * u64::from(b'"')));
+    let backslash = zero_byte(word ^ (ONES * u64::from(b'\\')));
+    (control | high | quote | backslash) & HIGH
 }
 
 /// `s` inside quotes: serde_json's escapes for `"`, `\` and control characters, and
@@ -571,22 +597,35 @@ mod tests {
         }
     }
 
-    /// Pseudo-random JSON values (deterministic), compared on both paths.
+    /// Plain ASCII that goes through unchanged inside a string.
+    fn is_plain(b: u8) -> bool {
+        (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'
+    }
+
     #[test]
     fn the_word_scan_stops_exactly_where_the_byte_scan_does() {
-        // Every byte value, at every offset of a word, after plain runs of every length.
+        // Every byte value, at every offset of a word (also of the padded last one),
+        // after plain runs of every length, alone or followed by any other byte.
         for special in 0..=255u8 {
-            for len in 0..20 {
-                let mut s = vec![b'a'; len];
-                s.push(special);
-                s.extend_from_slice(b"tail");
-                let expected = s.iter().position(|&b| !is_plain(b)).unwrap_or(s.len());
-                assert_eq!(plain_run(&s), expected, "byte {special:#x} after {len} plain bytes");
+            for second in [b'a', b'"', b'\\', 0x00, 0x1f, 0x7f, 0xff, special] {
+                for len in 0..20 {
+                    for tail in [&b""[..], b"t", b"tail"] {
+                        let mut s = vec![b'a'; len];
+                        s.push(special);
+                        s.push(second);
+                        s.extend_from_slice(tail);
+                        let expected = s.iter().position(|&b| !is_plain(b)).unwrap_or(s.len());
+                        assert_eq!(plain_run(&s), expected, "{special:#x} {second:#x} after {len} plain bytes");
+                    }
+                }
             }
         }
-        assert_eq!(plain_run(b""), 0);
-        assert_eq!(plain_run(b"0123456789abcdef"), 16);
+        for len in 0..20 {
+            assert_eq!(plain_run(&vec![b'a'; len]), len);
+        }
     }
+
+    /// Pseudo-random JSON values (deterministic), compared on both paths.
 
     #[test]
     fn generated_values_are_written_as_serde_json_writes_them() {
