@@ -8,6 +8,8 @@
 #                [--shares 0.4,0.4,0.2] [--page-size 30] [--connections 16] [--after-seed-sql SQL]
 #                [--sync-loop]   (a new full sync each time one ends, for the whole window)
 #   bench/run.sh --import [--n 100000] [--repeats 3] [--postgres]
+#   bench/run.sh --endpoint-cpu [--n 20000] [--seconds 8] [--postgres] [--rounds 3]
+#                [--only tasks,tasks_all,task,storages]
 #   bench/run.sh --target s3|gcs|azure|redis [--n 2000] [--repeats 3] [--postgres] [--endpoints moto,s3s-fs]
 #                [--with-label-studio --ls-n 2000]   (Label Studio 1.23.2 to the same emulator)
 #
@@ -20,6 +22,8 @@
 # full sync of N annotations (bench/apiload.py): latency p50/p99/max, errors, achieved rate.
 # With --sync-loop, a sync runs for the whole window (each time one ends, a new storage of a
 # twin project starts its first sync), so every request is measured beside one.
+# --endpoint-cpu: each endpoint alone, oha without a rate limit, labelport's CPU time per
+# request (bench/endpointcpu.py): what a change to a handler costs or saves, steadier than p99.
 # --import: one `POST /api/projects/{id}/import` of N annotated tasks against a floor that
 # inserts the same rows (bench/importfloor.rs, psql COPY), interleaved (bench/importbench.py).
 # LABELPORT_BIN=path skips the release build and measures that binary.
@@ -33,13 +37,16 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
-LOAD=0; API_LOAD=0; RATE=""; API_EXTRA=(); IMPORT=0; SECONDS_=30; CLIENTS=200; OPS=50; TARGET=localfiles; ENDPOINTS="moto,s3s-fs"; N=""; REPEATS=3; LS_N=10000; WITH_LS=0; LS_ONLY=0; POSTGRES=0; DOC=1; KEEP=0; EXTRA=()
+LOAD=0; API_LOAD=0; ENDPOINT_CPU=0; CPU_EXTRA=(); RATE=""; API_EXTRA=(); IMPORT=0; SECONDS_=""; CLIENTS=200; OPS=50; TARGET=localfiles; ENDPOINTS="moto,s3s-fs"; N=""; REPEATS=3; LS_N=10000; WITH_LS=0; LS_ONLY=0; POSTGRES=0; DOC=1; KEEP=0; EXTRA=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --n) N="$2"; shift 2;;
     --target) TARGET="$2"; shift 2;;
     --load) LOAD=1; shift;;
     --api-load) API_LOAD=1; shift;;
+    --endpoint-cpu) ENDPOINT_CPU=1; shift;;
+    --rounds) CPU_EXTRA+=(--rounds "$2"); shift 2;;
+    --only) CPU_EXTRA+=(--endpoints "$2"); shift 2;;
     --import) IMPORT=1; shift;;
     --seconds) SECONDS_="$2"; shift 2;;
     --shares|--page-size|--connections|--after-seed-sql) API_EXTRA+=("$1" "$2"); shift 2;;
@@ -58,7 +65,7 @@ while [[ $# -gt 0 ]]; do
       EXTRA+=("$1" "$2"); shift 2;;
     --skip-lag|--skip-incremental|--restart-before-sync|--no-floor) EXTRA+=("$1"); shift;;
     --sync-loop) API_EXTRA+=("$1"); shift;;
-    -h|--help) sed -n '2,32p' "$0"; exit 0;;
+    -h|--help) sed -n '2,36p' "$0"; exit 0;;
     *) echo "unknown option $1" >&2; exit 2;;
   esac
 done
@@ -96,16 +103,27 @@ run_and_exit() {  # run_and_exit script.py name: runs it with ARGS (+ doc, note)
   cp "$WORK/results.json" "$REPO/bench/results/last-$2-run.json" 2>/dev/null || true
   exit $rc
 }
-if [[ $API_LOAD == 1 ]]; then
-  OHA_VERSION=1.16.0
+install_oha() {  # sets OHA
+  local version=1.16.0
   OHA="$HERE/.tools/bin/oha"
-  if ! "$OHA" --version 2>/dev/null | grep -q " $OHA_VERSION"; then
+  if ! "$OHA" --version 2>/dev/null | grep -q " $version"; then
     # native-tls (the system OpenSSL) builds faster than the default rustls/aws-lc; oha needs one.
-    echo "== installing oha $OHA_VERSION into bench/.tools (first use, a few minutes)" >&2
-    cargo install oha --version "$OHA_VERSION" --locked \
+    echo "== installing oha $version into bench/.tools (first use, a few minutes)" >&2
+    cargo install oha --version "$version" --locked \
       --no-default-features --features native-tls --root "$HERE/.tools" >&2
   fi
-  ARGS=(--labelport "$LABELPORT" --oha "$OHA" --work "$WORK" --n "${N:-100000}" --seconds "$SECONDS_"
+}
+if [[ $ENDPOINT_CPU == 1 ]]; then
+  install_oha
+  ARGS=(--labelport "$LABELPORT" --oha "$OHA" --work "$WORK" --n "${N:-20000}" --json "$WORK/results.json"
+        "${CPU_EXTRA[@]}")
+  [[ -n $SECONDS_ ]] && ARGS+=(--seconds "$SECONDS_")
+  [[ $POSTGRES == 1 ]] && { new_pg_database; ARGS+=(--database-url "$PGURL"); }
+  run_and_exit endpointcpu.py endpoint-cpu
+fi
+if [[ $API_LOAD == 1 ]]; then
+  install_oha
+  ARGS=(--labelport "$LABELPORT" --oha "$OHA" --work "$WORK" --n "${N:-100000}" --seconds "${SECONDS_:-30}"
         --json "$WORK/results.json" "${API_EXTRA[@]}")
   [[ -n "$RATE" ]] && ARGS+=(--rate "$RATE")
   # The storage directory on tmpfs (as the full-sync benchmarks of issue #11), the database on disk.

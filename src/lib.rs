@@ -7,6 +7,7 @@ pub mod background;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod restyle;
 pub mod secrets;
 pub mod serve;
 pub mod startup;

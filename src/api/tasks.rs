@@ -9,13 +9,14 @@ use super::fields::Form;
 use super::pagination::Page;
 use super::users::{user_with_initials, UserCache};
 use super::AppState;
-use crate::db::{Annotation, Db, JsonText, Prediction, Task};
-use crate::time::{iso, now_micros, timesince};
+use crate::db::{Annotation, Db, JsonColumn, JsonText, Prediction, Task};
+use crate::restyle::{Style, Writer};
+use crate::time::{iso, iso_stamp, now_micros, timesince};
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::collections::HashMap;
 
 /// The task object of create and update responses (without annotations).
@@ -66,95 +67,151 @@ pub fn prediction_json(p: &Prediction) -> Value {
 /// page's cost grows with its size, and Label Studio's clients page anyway.
 pub const MAX_TASK_PAGE_SIZE: i64 = 1000;
 
-/// Groups rows by task id, keeping their order.
-fn by_task<T>(rows: &[T], task_id: impl Fn(&T) -> i64) -> HashMap<i64, Vec<&T>> {
-    let mut groups: HashMap<i64, Vec<&T>> = HashMap::new();
-    for row in rows {
-        groups.entry(task_id(row)).or_default().push(row);
-    }
-    groups
+/// A task's annotations and predictions, for rendering a page of tasks: loaded in two
+/// queries and grouped per task, so a page costs time in proportion to its own size.
+struct Related {
+    annotations: HashMap<i64, Vec<Annotation<JsonText>>>,
+    predictions: HashMap<i64, Vec<Prediction>>,
+    users: UserCache,
+    detailed: bool,
 }
 
-/// Renders tasks as the list (`detailed == false`) or detail endpoint does, with
-/// their annotations and predictions loaded in two queries and grouped per task,
-/// so a page costs time in proportion to its own size.
-async fn render_tasks(db: &Db, tasks: &[Task], detailed: bool) -> ApiResult<Vec<Value>> {
-    let ids: Vec<i64> = tasks.iter().map(|t| t.id).collect();
-    // Results stay stored text: a list page shows none, and a detailed one parses each once.
-    let annotations: Vec<Annotation<JsonText>> = db.annotations_for_tasks(&ids, true).await?;
-    let predictions = if detailed { db.predictions_for_tasks(&ids).await? } else { Vec::new() };
-    let annotations = by_task(&annotations, |a| a.task_id);
-    let predictions = by_task(&predictions, |p| p.task_id);
-    let mut users = UserCache::default();
-    let mut out = Vec::with_capacity(tasks.len());
-    for t in tasks {
-        let mine: &[&Annotation<JsonText>] = annotations.get(&t.id).map_or(&[], Vec::as_slice);
-        let mut obj = Map::new();
-        obj.insert("id".into(), t.id.into());
-        if detailed {
-            let preds: Vec<Value> = predictions.get(&t.id).into_iter().flatten().map(|p| prediction_json(p)).collect();
-            obj.insert("predictions".into(), preds.into());
-            let mut list = Vec::with_capacity(mine.len());
+impl Related {
+    /// What the list (`detailed == false`) or detail endpoint shows of `tasks`.
+    async fn load<J>(db: &Db, tasks: &[Task<J>], detailed: bool) -> ApiResult<Related> {
+        let ids: Vec<i64> = tasks.iter().map(|t| t.id).collect();
+        // Results stay stored text: a list page shows none, and a detailed one parses each once.
+        let annotations = db.annotations_for_tasks(&ids, true).await?;
+        let predictions = if detailed { db.predictions_for_tasks(&ids).await? } else { Vec::new() };
+        Ok(Related {
+            annotations: by_task(annotations, |a| a.task_id),
+            predictions: by_task(predictions, |p| p.task_id),
+            users: UserCache::default(),
+            detailed,
+        })
+    }
+
+    /// Writes the task object, straight to bytes ([`Writer`], serde_json's compact
+    /// form): a page of tasks is the API's most frequent answer, and building `Value`
+    /// trees for it took a third of its CPU. Key order as Label Studio's.
+    async fn write_task<J: JsonColumn>(&mut self, db: &Db, w: &mut Writer<'_>, t: &Task<J>) -> ApiResult<()> {
+        let mine: &[Annotation<JsonText>] = self.annotations.get(&t.id).map_or(&[], Vec::as_slice);
+        w.open();
+        w.key("id");
+        w.int(t.id);
+        if self.detailed {
+            let predictions: Vec<Value> =
+                self.predictions.get(&t.id).into_iter().flatten().map(prediction_json).collect();
+            w.key("predictions");
+            w.value(&predictions);
+            w.key("annotations");
+            w.open_list();
             for a in mine {
-                let author = users.get(db, a.completed_by).await?;
-                let expanded = author.map(user_with_initials);
-                list.push(annotation_json(a, author, Some(expanded.unwrap_or(Value::Null))));
+                let author = self.users.get(db, a.completed_by).await?;
+                let expanded = author.map(user_with_initials).unwrap_or(Value::Null);
+                w.item();
+                w.value(&annotation_json(a, author, Some(expanded)));
             }
-            obj.insert("annotations".into(), list.into());
+            w.close_list();
         }
-        obj.insert("drafts".into(), json!([]));
+        w.key("drafts");
+        w.raw("[]");
+        w.key("annotators");
         let mut annotators: Vec<i64> = Vec::new();
         for id in mine.iter().filter_map(|a| a.completed_by) {
             if !annotators.contains(&id) {
                 annotators.push(id);
             }
         }
-        obj.insert("annotators".into(), annotators.into());
-        obj.insert("inner_id".into(), t.inner_id.into());
-        obj.insert("cancelled_annotations".into(), t.cancelled_annotations.into());
-        obj.insert("total_annotations".into(), t.total_annotations.into());
-        obj.insert("total_predictions".into(), t.total_predictions.into());
-        if detailed {
-            let completed_at = mine.iter().filter(|a| !a.was_cancelled).map(|a| a.created_at).max();
-            obj.insert("completed_at".into(), completed_at.map(iso).into());
+        w.value(&annotators);
+        w.key("inner_id");
+        w.int(t.inner_id);
+        w.key("cancelled_annotations");
+        w.int(t.cancelled_annotations);
+        w.key("total_annotations");
+        w.int(t.total_annotations);
+        w.key("total_predictions");
+        w.int(t.total_predictions);
+        if self.detailed {
+            w.key("completed_at");
+            match mine.iter().filter(|a| !a.was_cancelled).map(|a| a.created_at).max() {
+                Some(at) => w.plain_str(iso_stamp(at).as_bytes()),
+                None => w.null(),
+            }
         }
-        obj.insert("annotations_results".into(), "".into());
-        obj.insert("predictions_results".into(), "".into());
-        if detailed {
-            obj.insert("predictions_score".into(), Value::Null);
+        w.key("annotations_results");
+        w.raw("\"\"");
+        w.key("predictions_results");
+        w.raw("\"\"");
+        if self.detailed {
+            w.key("predictions_score");
+            w.null();
         }
-        obj.insert("file_upload".into(), Value::Null);
-        obj.insert("storage_filename".into(), Value::Null);
+        w.key("file_upload");
+        w.null();
+        w.key("storage_filename");
+        w.null();
+        w.key("annotations_ids");
         let ids: Vec<String> = mine.iter().map(|a| a.id.to_string()).collect();
-        obj.insert("annotations_ids".into(), ids.join(",").into());
-        obj.insert("predictions_model_versions".into(), json!([]));
-        if detailed {
+        w.plain_str(ids.join(",").as_bytes());
+        w.key("predictions_model_versions");
+        w.raw("[]");
+        if self.detailed {
             let times: Vec<f64> = mine.iter().filter_map(|a| a.lead_time).collect();
-            let avg = (!times.is_empty()).then(|| times.iter().sum::<f64>() / times.len() as f64);
-            obj.insert("avg_lead_time".into(), avg.into());
-            obj.insert("draft_exists".into(), false.into());
+            w.key("avg_lead_time");
+            w.opt_float((!times.is_empty()).then(|| times.iter().sum::<f64>() / times.len() as f64));
+            w.key("draft_exists");
+            w.bool(false);
         }
-        let updated_by: Vec<Value> = t.updated_by.map(|id| json!({ "user_id": id })).into_iter().collect();
-        obj.insert("updated_by".into(), updated_by.into());
-        let Value::Object(mut base) = task_json(t) else { unreachable!("task_json renders an object") };
-        for key in [
-            "data",
-            "meta",
-            "created_at",
-            "updated_at",
-            "is_labeled",
-            "overlap",
-            "comment_count",
-            "unresolved_comment_count",
-            "last_comment_updated_at",
-            "project",
-            "comment_authors",
-        ] {
-            obj.insert(key.into(), base.remove(key).unwrap_or(Value::Null));
+        w.key("updated_by");
+        w.open_list();
+        if let Some(id) = t.updated_by {
+            w.item();
+            w.open();
+            w.key("user_id");
+            w.int(id);
+            w.close();
         }
-        out.push(Value::Object(obj));
+        w.close_list();
+        w.key("data");
+        w.json_text(&t.data.json_text());
+        w.key("meta");
+        w.json_text(&t.meta.json_text());
+        w.key("created_at");
+        w.plain_str(iso_stamp(t.created_at).as_bytes());
+        w.key("updated_at");
+        w.plain_str(iso_stamp(t.updated_at).as_bytes());
+        w.key("is_labeled");
+        w.bool(t.is_labeled);
+        w.key("overlap");
+        w.int(t.overlap);
+        w.key("comment_count");
+        w.int(0);
+        w.key("unresolved_comment_count");
+        w.int(0);
+        w.key("last_comment_updated_at");
+        w.null();
+        w.key("project");
+        w.int(t.project_id);
+        w.key("comment_authors");
+        w.raw("[]");
+        w.close();
+        Ok(())
     }
-    Ok(out)
+}
+
+/// Groups rows by task id, keeping their order.
+fn by_task<T>(rows: Vec<T>, task_id: impl Fn(&T) -> i64) -> HashMap<i64, Vec<T>> {
+    let mut groups: HashMap<i64, Vec<T>> = HashMap::new();
+    for row in rows {
+        groups.entry(task_id(&row)).or_default().push(row);
+    }
+    groups
+}
+
+/// A `200 OK` whose body is JSON written already.
+fn json_response(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 
 /// Reads a project reference: pk syntax, then existence in the caller's organization.
@@ -218,7 +275,7 @@ pub async fn create(State(state): State<AppState>, Auth(user): Auth, Body(body):
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
-pub async fn list(State(state): State<AppState>, Auth(user): Auth, query: Query) -> ApiResult<Json<Value>> {
+pub async fn list(State(state): State<AppState>, Auth(user): Auth, query: Query) -> ApiResult<Response> {
     let project = match query.int("project") {
         Ok(Some(id)) => id,
         Ok(None) => {
@@ -233,15 +290,26 @@ pub async fn list(State(state): State<AppState>, Auth(user): Auth, query: Query)
     let totals = state.db.task_totals(user.organization_id, project).await.or_not_found("Project")?;
     let page = Page::from_query(&query, 100, MAX_TASK_PAGE_SIZE)?;
     let page = page.check(totals.tasks)?;
-    let tasks = state.db.list_tasks(project, &totals, page.offset(), page.size).await?;
-    let detailed = query.get("fields") == Some("all");
-    let tasks = render_tasks(&state.db, &tasks, detailed).await?;
-    Ok(Json(json!({
-        "total_annotations": totals.annotations,
-        "total_predictions": totals.predictions,
-        "total": totals.tasks,
-        "tasks": tasks,
-    })))
+    let tasks: Vec<Task<JsonText>> = state.db.list_tasks(project, &totals, page.offset(), page.size).await?;
+    let mut related = Related::load(&state.db, &tasks, query.get("fields") == Some("all")).await?;
+    let mut body = Vec::with_capacity(256 + 1024 * tasks.len());
+    let mut w = Writer::new(&mut body, Style::Api);
+    w.open();
+    w.key("total_annotations");
+    w.int(totals.annotations);
+    w.key("total_predictions");
+    w.int(totals.predictions);
+    w.key("total");
+    w.int(totals.tasks);
+    w.key("tasks");
+    w.open_list();
+    for t in &tasks {
+        w.item();
+        related.write_task(&state.db, &mut w, t).await?;
+    }
+    w.close_list();
+    w.close();
+    Ok(json_response(body))
 }
 
 /// `GET /api/tasks/{id}/`.
@@ -258,10 +326,12 @@ pub async fn list(State(state): State<AppState>, Auth(user): Auth, query: Query)
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
-pub async fn get(State(state): State<AppState>, Id(id): Id, Auth(user): Auth) -> ApiResult<Json<Value>> {
+pub async fn get(State(state): State<AppState>, Id(id): Id, Auth(user): Auth) -> ApiResult<Response> {
     let task = state.db.task(user.organization_id, id).await.or_not_found("Task")?;
-    let mut rendered = render_tasks(&state.db, std::slice::from_ref(&task), true).await?;
-    Ok(Json(rendered.remove(0)))
+    let mut related = Related::load(&state.db, std::slice::from_ref(&task), true).await?;
+    let mut body = Vec::with_capacity(2048);
+    related.write_task(&state.db, &mut Writer::new(&mut body, Style::Api), &task).await?;
+    Ok(json_response(body))
 }
 
 /// `PATCH|PUT /api/tasks/{id}/`.

@@ -305,13 +305,13 @@ impl Db {
     /// not grow with the page number. Otherwise the page's ids are found by `OFFSET` in
     /// the `(project_id, id)` index, which walks every earlier entry (on PostgreSQL, and
     /// visits their rows until the table is vacuumed).
-    pub async fn list_tasks(
+    pub async fn list_tasks<J: JsonColumn>(
         &self,
         project_id: i64,
         totals: &TaskTotals,
         offset: i64,
         limit: i64,
-    ) -> DbResult<Vec<Task>> {
+    ) -> DbResult<Vec<Task<J>>> {
         let sql = if totals.pages_by_inner_id {
             format!(
                 "SELECT {TASK_COLUMNS} FROM tasks t WHERE t.project_id = $1 AND t.inner_id > $3 \

@@ -3,8 +3,8 @@
 //! files indented by 2 spaces (`json.dumps(doc, indent=2)`), cloud objects compact
 //! with Python's separators (`json.dumps(doc)`: `", "` and `": "`).
 
-use super::restyle::Writer;
 use crate::db::{Annotation, JsonColumn, Task, User};
+use crate::restyle::Writer;
 pub use crate::storage::spec::DocumentStyle;
 use crate::time::{iso, iso_opt, iso_stamp, now_micros, timesince};
 use serde_json::ser::{Formatter, PrettyFormatter};
@@ -16,7 +16,7 @@ use std::io;
 pub type Users = HashMap<i64, User>;
 
 /// The annotation-mode document (contract §5.3), written straight from the rows to
-/// bytes ([`restyle::Writer`]): no `Value` tree and no serde round trip of the stored
+/// bytes ([`crate::restyle::Writer`]): no `Value` tree and no serde round trip of the stored
 /// JSON. A JSON column whose text is not JSON is written as `null`, as the API reads it.
 pub fn annotation_document_bytes<J: JsonColumn>(
     a: &Annotation<J>,
@@ -26,7 +26,7 @@ pub fn annotation_document_bytes<J: JsonColumn>(
 ) -> Vec<u8> {
     let author = a.completed_by.and_then(|id| users.get(&id));
     let mut out = Vec::with_capacity(2048);
-    let mut w = Writer::new(&mut out, style);
+    let mut w = Writer::new(&mut out, style.into());
     w.open();
     w.key("id");
     w.int(a.id);
@@ -214,7 +214,7 @@ impl Formatter for AsciiPretty<'_> {
         }
         // serde_json has escaped quotes, backslashes and control characters already.
         let mut escaped = Vec::with_capacity(fragment.len() + 16);
-        super::restyle::escape_str(&mut escaped, fragment);
+        crate::restyle::escape_str(&mut escaped, fragment, crate::restyle::Style::Compact);
         w.write_all(&escaped)
     }
 

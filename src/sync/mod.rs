@@ -27,7 +27,6 @@
 
 pub mod document;
 pub mod fence;
-mod restyle;
 pub mod state;
 
 use crate::background::{join, ApiLoad};

@@ -1,16 +1,52 @@
-//! Export documents written straight into a byte buffer, in Label Studio's two styles.
+//! JSON written straight into a byte buffer: export documents in Label Studio's two
+//! styles, and the API's hottest responses in serde_json's compact form.
 //!
 //! A document is a fixed frame of keys (written by [`Writer`]) around the JSON the
 //! database holds as text: the task's `data` and `meta`, the annotation's `result`.
 //! Parsing that text and serialising it again (`serde_transcode` through serde_json's
 //! formatter) cost about a third of a full sync's CPU. [`Writer::json_text`] copies it
-//! token by token instead, adding the style's separators and indentation and escaping
-//! every non-ASCII character as Python's `ensure_ascii` does. It validates as it goes
-//! and brings numbers and escapes to the form serde_json gives them, so the bytes are
-//! exactly what serialising the parsed value gives (the tests compare the two on many
-//! inputs), whatever wrote the text.
+//! token by token instead, adding the style's separators and indentation and, in
+//! Label Studio's styles, escaping every non-ASCII character as Python's
+//! `ensure_ascii` does. It validates as it goes and brings numbers and escapes to the
+//! form serde_json gives them, so the bytes are exactly what serialising the parsed
+//! value gives (the tests compare the two on many inputs), whatever wrote the text.
 
 use crate::storage::spec::DocumentStyle;
+
+/// How the JSON is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// `json.dumps(doc, indent=2)`: local files' documents.
+    Indented,
+    /// `json.dumps(doc)` (`", "` and `": "`): cloud objects' documents.
+    Compact,
+    /// serde_json's compact form (no spaces, non-ASCII as it is), as the API answers.
+    Api,
+}
+
+impl From<DocumentStyle> for Style {
+    fn from(style: DocumentStyle) -> Style {
+        match style {
+            DocumentStyle::Indented => Style::Indented,
+            DocumentStyle::Compact => Style::Compact,
+        }
+    }
+}
+
+impl Style {
+    /// Between a key and its value.
+    fn colon(self) -> &'static [u8] {
+        match self {
+            Style::Api => b":",
+            Style::Indented | Style::Compact => b": ",
+        }
+    }
+
+    /// Whether non-ASCII characters (and DEL) are escaped as `\uXXXX`.
+    fn ascii_only(self) -> bool {
+        self != Style::Api
+    }
+}
 
 /// serde_json refuses documents nested deeper than this (its recursion limit).
 const MAX_NESTING: usize = 127;
@@ -18,7 +54,7 @@ const MAX_NESTING: usize = 127;
 /// Writes one document: keys, scalars and stored JSON text, each placed by the style.
 pub struct Writer<'a> {
     out: &'a mut Vec<u8>,
-    style: DocumentStyle,
+    style: Style,
     /// Containers open around the next value.
     depth: usize,
     /// No member written yet in the innermost open container.
@@ -27,22 +63,47 @@ pub struct Writer<'a> {
 
 impl<'a> Writer<'a> {
     /// A writer appending to `out`.
-    pub fn new(out: &'a mut Vec<u8>, style: DocumentStyle) -> Self {
+    pub fn new(out: &'a mut Vec<u8>, style: Style) -> Self {
         Writer { out, style, depth: 0, first: true }
     }
 
-    /// Opens an object (as the document, or as the value of the last [`key`](Self::key)).
+    /// Opens an object (as the document, or as the value of the last [`key`](Self::key)
+    /// or [`item`](Self::item)).
     pub fn open(&mut self) {
-        self.out.push(b'{');
-        self.depth += 1;
-        self.first = true;
+        self.open_with(b'{');
     }
 
     /// Closes the innermost object.
     pub fn close(&mut self) {
+        self.close_with(b'}');
+    }
+
+    /// Opens a list, whose elements each follow an [`item`](Self::item).
+    pub fn open_list(&mut self) {
+        self.open_with(b'[');
+    }
+
+    /// Closes the innermost list.
+    pub fn close_list(&mut self) {
+        self.close_with(b']');
+    }
+
+    /// Starts an element of the innermost list; its value comes next.
+    pub fn item(&mut self) {
+        member(self.out, self.style, self.depth, self.first);
+        self.first = false;
+    }
+
+    fn open_with(&mut self, bracket: u8) {
+        self.out.push(bracket);
+        self.depth += 1;
+        self.first = true;
+    }
+
+    fn close_with(&mut self, bracket: u8) {
         self.depth -= 1;
         close(self.out, self.style, self.depth, self.first);
-        self.out.push(b'}');
+        self.out.push(bracket);
         self.first = false;
     }
 
@@ -52,12 +113,19 @@ impl<'a> Writer<'a> {
         self.first = false;
         self.out.push(b'"');
         self.out.extend_from_slice(key.as_bytes());
-        self.out.extend_from_slice(b"\": ");
+        self.out.push(b'"');
+        self.out.extend_from_slice(self.style.colon());
+    }
+
+    /// A value as serde_json writes it: only in the API's style, which is serde_json's.
+    pub fn value<T: serde::Serialize + ?Sized>(&mut self, value: &T) {
+        assert_eq!(self.style, Style::Api, "serde_json writes only the API's style");
+        serde_json::to_writer(&mut *self.out, value).expect("a value serialises to memory");
     }
 
     /// A string known to need no escaping (plain ASCII: a timestamp, a number's text).
     pub fn plain_str(&mut self, s: &[u8]) {
-        debug_assert!(plain_run(s) == s.len(), "{s:?} needs escaping");
+        debug_assert!(plain_run(s, true) == s.len(), "{s:?} needs escaping");
         self.out.push(b'"');
         self.out.extend_from_slice(s);
         self.out.push(b'"');
@@ -95,10 +163,10 @@ impl<'a> Writer<'a> {
         }
     }
 
-    /// A string, escaped as serde_json and `ensure_ascii` do.
+    /// A string, escaped as serde_json (and, in Label Studio's styles, `ensure_ascii`) do.
     pub fn str(&mut self, s: &str) {
         self.out.push(b'"');
-        escape_str(self.out, s);
+        escape_str(self.out, s, self.style);
         self.out.push(b'"');
     }
 
@@ -127,9 +195,9 @@ const COMMA_LINE: &[u8; 64] = b",\n                                             
 
 /// Before a member or element: its separator and, indented, its line, copied in one
 /// piece where it is shallow enough (documents rarely nest deeper).
-fn member(out: &mut Vec<u8>, style: DocumentStyle, depth: usize, first: bool) {
+fn member(out: &mut Vec<u8>, style: Style, depth: usize, first: bool) {
     match style {
-        DocumentStyle::Indented => match COMMA_LINE.get(usize::from(first)..2 + 2 * depth) {
+        Style::Indented => match COMMA_LINE.get(usize::from(first)..2 + 2 * depth) {
             Some(glue) => out.extend_from_slice(glue),
             None => {
                 if !first {
@@ -138,14 +206,15 @@ fn member(out: &mut Vec<u8>, style: DocumentStyle, depth: usize, first: bool) {
                 new_line(out, depth);
             }
         },
-        DocumentStyle::Compact if !first => out.extend_from_slice(b", "),
-        DocumentStyle::Compact => {}
+        Style::Compact if !first => out.extend_from_slice(b", "),
+        Style::Api if !first => out.push(b','),
+        Style::Compact | Style::Api => {}
     }
 }
 
 /// Before a closing bracket at `depth`: its own line, unless the container is empty.
-fn close(out: &mut Vec<u8>, style: DocumentStyle, depth: usize, empty: bool) {
-    if style == DocumentStyle::Indented && !empty {
+fn close(out: &mut Vec<u8>, style: Style, depth: usize, empty: bool) {
+    if style == Style::Indented && !empty {
         new_line(out, depth);
     }
 }
@@ -164,8 +233,9 @@ fn new_line(out: &mut Vec<u8>, depth: usize) {
 }
 
 /// How many bytes at the start of `s` are plain, looked at eight at a time (the last
-/// few padded with spaces, which are plain).
-fn plain_run(s: &[u8]) -> usize {
+/// few padded with spaces, which are plain). With `ascii_only`, DEL and every byte
+/// of a non-ASCII character are not plain.
+fn plain_run(s: &[u8], ascii_only: bool) -> usize {
     let mut i = 0;
     loop {
         let word = match s.get(i..i + 8) {
@@ -176,7 +246,7 @@ fn plain_run(s: &[u8]) -> usize {
                 u64::from_le_bytes(padded)
             }
         };
-        let stops = stops_in(word);
+        let stops = stops_in(word, ascii_only);
         if stops != 0 {
             return i + (stops.trailing_zeros() / 8) as usize;
         }
@@ -188,38 +258,41 @@ fn plain_run(s: &[u8]) -> usize {
 }
 
 /// The high bit of each byte of `word` (in order from its lowest byte) that is not
-/// plain: a control character, `"`, `\\`, or from 0x7f up. Each test is exact for the
-/// lowest byte it flags (its borrows and carries only ever run upwards, from a byte
-/// that is flagged rightly), so the lowest flag is the first byte that is not plain.
-fn stops_in(word: u64) -> u64 {
+/// plain: a control character, `"`, `\\`, and with `ascii_only` anything from 0x7f up.
+/// Each test is exact for the lowest byte it flags (its borrows and carries only ever
+/// run upwards, from a byte that is flagged rightly), so the lowest flag is the first
+/// byte that is not plain.
+fn stops_in(word: u64, ascii_only: bool) -> u64 {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
     const HIGH: u64 = ONES * 0x80;
     let zero_byte = |w: u64| w.wrapping_sub(ONES) & !w;
     let control = word.wrapping_sub(ONES * 0x20) & !word;
-    let high = word.wrapping_add(ONES) | word;
+    let high = if ascii_only { word.wrapping_add(ONES) | word } else { 0 };
     let quote = zero_byte(word ^ (ONES * u64::from(b'"')));
     let backslash = zero_byte(word ^ (ONES * u64::from(b'\\')));
     (control | high | quote | backslash) & HIGH
 }
 
-/// `s` inside quotes: serde_json's escapes for `"`, `\` and control characters, and
-/// `\uXXXX` (UTF-16, lower-case hex) for everything from U+007F up.
-pub(super) fn escape_str(out: &mut Vec<u8>, s: &str) {
+/// `s` inside quotes: serde_json's escapes for `"`, `\` and control characters, and in
+/// Label Studio's styles `\uXXXX` (UTF-16, lower-case hex) for everything from U+007F up.
+pub fn escape_str(out: &mut Vec<u8>, s: &str, style: Style) {
+    let ascii_only = style.ascii_only();
     let bytes = s.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
         let run = i;
-        i += plain_run(&bytes[i..]);
+        i += plain_run(&bytes[i..], ascii_only);
         out.extend_from_slice(&bytes[run..i]);
         if let Some(ch) = s[i..].chars().next() {
-            escape_char(out, ch);
+            escape_char(out, ch, style);
             i += ch.len_utf8();
         }
     }
 }
 
-/// One character of a string as serde_json's escaping and `ensure_ascii` write it.
-fn escape_char(out: &mut Vec<u8>, ch: char) {
+/// One character of a string as serde_json's escaping (and, in Label Studio's
+/// styles, `ensure_ascii`) write it.
+fn escape_char(out: &mut Vec<u8>, ch: char, style: Style) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let short: &[u8] = match ch {
         '"' => b"\\\"",
@@ -231,6 +304,10 @@ fn escape_char(out: &mut Vec<u8>, ch: char) {
         '\t' => b"\\t",
         ' '..='\u{7e}' => {
             out.push(ch as u8);
+            return;
+        }
+        '\u{7f}'.. if !style.ascii_only() => {
+            out.extend_from_slice(ch.encode_utf8(&mut [0; 4]).as_bytes());
             return;
         }
         _ => {
@@ -263,7 +340,7 @@ struct Restyler<'t, 'o> {
     s: &'t [u8],
     i: usize,
     out: &'o mut Vec<u8>,
-    style: DocumentStyle,
+    style: Style,
 }
 
 impl Restyler<'_, '_> {
@@ -325,7 +402,7 @@ impl Restyler<'_, '_> {
                         return Err(Invalid);
                     }
                     self.i += 1;
-                    self.out.extend_from_slice(b": ");
+                    self.out.extend_from_slice(self.style.colon());
                 }
                 self.value(depth + 1, nesting + 1)?;
                 match self.peek()? {
@@ -356,7 +433,7 @@ impl Restyler<'_, '_> {
         self.out.push(b'"');
         loop {
             let run = self.i;
-            self.i += plain_run(&self.s[self.i..]);
+            self.i += plain_run(&self.s[self.i..], self.style.ascii_only());
             self.out.extend_from_slice(&self.s[run..self.i]);
             match self.s.get(self.i) {
                 None => return Err(Invalid),
@@ -369,7 +446,7 @@ impl Restyler<'_, '_> {
                 Some(&b) if b < 0x20 => return Err(Invalid),
                 Some(_) => {
                     let ch = self.text[self.i..].chars().next().ok_or(Invalid)?;
-                    escape_char(self.out, ch);
+                    escape_char(self.out, ch, self.style);
                     self.i += ch.len_utf8();
                 }
             }
@@ -408,7 +485,7 @@ impl Restyler<'_, '_> {
             }
             _ => return Err(Invalid),
         };
-        escape_char(self.out, ch);
+        escape_char(self.out, ch, self.style);
         Ok(())
     }
 
@@ -477,10 +554,20 @@ mod tests {
     use crate::sync::document::to_bytes_styled;
     use serde_json::Value;
 
-    const STYLES: [DocumentStyle; 2] = [DocumentStyle::Indented, DocumentStyle::Compact];
+    const STYLES: [Style; 3] = [Style::Indented, Style::Compact, Style::Api];
+
+    /// `value` serialised in `style`: by serde_json, with Python's formatter for
+    /// Label Studio's styles.
+    fn serialised(value: &Value, style: Style) -> Vec<u8> {
+        match style {
+            Style::Indented => to_bytes_styled(value, DocumentStyle::Indented),
+            Style::Compact => to_bytes_styled(value, DocumentStyle::Compact),
+            Style::Api => serde_json::to_vec(value).unwrap(),
+        }
+    }
 
     /// `text` as the member `"v"` of a one-key document, at depth 1, through the writer.
-    fn through_writer(text: &str, style: DocumentStyle) -> Vec<u8> {
+    fn through_writer(text: &str, style: Style) -> Vec<u8> {
         let mut out = Vec::new();
         let mut w = Writer::new(&mut out, style);
         w.open();
@@ -491,9 +578,9 @@ mod tests {
     }
 
     /// The same document through serde_json: parse, then serialise with the formatter.
-    fn through_value(text: &str, style: DocumentStyle) -> Vec<u8> {
+    fn through_value(text: &str, style: Style) -> Vec<u8> {
         let value: Value = serde_json::from_str(text).unwrap_or(Value::Null);
-        to_bytes_styled(&serde_json::json!({ "v": value }), style)
+        serialised(&serde_json::json!({ "v": value }), style)
     }
 
     fn assert_same(text: &str) {
@@ -543,9 +630,11 @@ mod tests {
     #[test]
     fn duplicate_keys_are_kept_as_stored() {
         // As streaming the text through serde_json did; a parsed `Value` keeps the last.
+        // (What labelport stores was serialised from a `Value`: it has no duplicates.)
         for style in STYLES {
             let text = String::from_utf8(through_writer(r#"{"dup":1,"dup":2}"#, style)).unwrap();
-            assert!(text.contains(r#""dup": 1"#) && text.contains(r#""dup": 2"#), "{text}");
+            let text = text.replace(": ", ":");
+            assert!(text.contains(r#""dup":1"#) && text.contains(r#""dup":2"#), "{text}");
         }
     }
 
@@ -602,6 +691,11 @@ mod tests {
         (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'
     }
 
+    /// What goes through unchanged in the API's style: also DEL and non-ASCII bytes.
+    fn is_plain_utf8(b: u8) -> bool {
+        b >= 0x20 && b != b'"' && b != b'\\'
+    }
+
     #[test]
     fn the_word_scan_stops_exactly_where_the_byte_scan_does() {
         // Every byte value, at every offset of a word (also of the padded last one),
@@ -615,13 +709,15 @@ mod tests {
                         s.push(second);
                         s.extend_from_slice(tail);
                         let expected = s.iter().position(|&b| !is_plain(b)).unwrap_or(s.len());
-                        assert_eq!(plain_run(&s), expected, "{special:#x} {second:#x} after {len} plain bytes");
+                        assert_eq!(plain_run(&s, true), expected, "{special:#x} {second:#x} after {len} plain bytes");
+                        let expected = s.iter().position(|&b| !is_plain_utf8(b)).unwrap_or(s.len());
+                        assert_eq!(plain_run(&s, false), expected, "{special:#x} {second:#x} after {len} bytes");
                     }
                 }
             }
         }
         for len in 0..20 {
-            assert_eq!(plain_run(&vec![b'a'; len]), len);
+            assert_eq!(plain_run(&vec![b'a'; len], true), len);
         }
     }
 
@@ -685,15 +781,28 @@ mod tests {
             w.opt_int(None);
             w.key("list");
             w.raw("[]");
+            w.key("items");
+            w.open_list();
+            for v in [1, 2] {
+                w.item();
+                w.int(v);
+            }
+            w.item();
+            w.open();
+            w.close();
+            w.item();
+            w.open_list();
+            w.close_list();
+            w.close_list();
             w.key("ok");
             w.bool(true);
             w.close();
             let expected = serde_json::json!({
                 "id": -7, "name": "a \"q\" é\n",
                 "nested": {"empty": {}, "f": 3.0, "nan": null},
-                "none": null, "list": [], "ok": true,
+                "none": null, "list": [], "items": [1, 2, {}, []], "ok": true,
             });
-            assert_eq!(String::from_utf8(out).unwrap(), String::from_utf8(to_bytes_styled(&expected, style)).unwrap());
+            assert_eq!(String::from_utf8(out).unwrap(), String::from_utf8(serialised(&expected, style)).unwrap());
         }
     }
 }
