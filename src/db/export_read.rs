@@ -32,10 +32,10 @@ impl ExportReader {
 
     /// Runs `sql` with `params` on a blocking thread, mapping each row with `map` as it
     /// is stepped (rows are never held by the driver).
-    pub(super) async fn rows<T: Send + 'static>(
+    pub(super) async fn rows<T: Send + 'static, const N: usize>(
         self: &Arc<Self>,
         sql: String,
-        params: [i64; 3],
+        params: [i64; N],
         map: fn(&LiteRow<'_, '_>) -> T,
     ) -> DbResult<Vec<T>> {
         let reader = self.clone();
@@ -45,10 +45,10 @@ impl ExportReader {
             .map_err(|e| DbError::Other(e.into()))
     }
 
-    fn rows_blocking<T>(
+    fn rows_blocking<T, const N: usize>(
         &self,
         sql: &str,
-        params: [i64; 3],
+        params: [i64; N],
         map: fn(&LiteRow<'_, '_>) -> T,
     ) -> rusqlite::Result<Vec<T>> {
         let idle = self.idle.lock().expect("never poisoned").pop();
@@ -59,7 +59,7 @@ impl ExportReader {
         let result = (|| {
             let mut statement = conn.prepare_cached(sql)?;
             let names: Vec<String> = statement.column_names().into_iter().map(str::to_owned).collect();
-            let mut rows = statement.query(params)?;
+            let mut rows = statement.query(rusqlite::params_from_iter(params))?;
             let mut out = Vec::new();
             while let Some(row) = rows.next()? {
                 out.push(map(&LiteRow { row, names: &names, next: Cell::new(0) }));

@@ -48,6 +48,21 @@ pub struct ExportStorage {
     pub baseline_done: bool,
     /// The target's change token after our last write.
     pub target_token: Option<String>,
+    /// Where its links are: see [`LinkSet`].
+    pub link_set: LinkSet,
+}
+
+/// Where a storage's links are: its id and the generation of its location. Changing
+/// the location starts a new generation: the links of older ones are ignored (and
+/// deleted in the background by [`Db::prune_stale_links`]). A worker works with the
+/// generation of the storage row it built its target from, so links of documents it
+/// writes to a location that was changed meanwhile are never taken for the new one's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkSet {
+    /// The storage.
+    pub storage_id: i64,
+    /// The generation of its location.
+    pub epoch: i64,
 }
 
 /// The fields clients set.
@@ -167,7 +182,8 @@ pub struct Link {
 
 const STORAGE_COLUMNS: &str = "s.id, s.type, s.project_id, s.title, s.description, s.synchronizable, s.path, \
      s.regex_filter, s.use_blob_urls, s.can_delete_objects, s.config, s.secrets, s.export_mode, s.status, s.last_sync, \
-     s.last_sync_count, s.last_sync_job, s.traceback, s.meta, s.created_at, s.cursor_seq, s.baseline_done, s.target_token";
+     s.last_sync_count, s.last_sync_job, s.traceback, s.meta, s.created_at, s.cursor_seq, s.baseline_done, s.target_token, \
+     s.links_epoch";
 
 /// The task columns of an export row, prefixed `t_` (read by [`task_from_prefixed`]);
 /// they follow [`ANNOTATION_COLUMNS`] in `SELECT … FROM annotations a JOIN tasks t`.
@@ -224,6 +240,7 @@ impl ExportStorage {
             cursor_seq: row.get("cursor_seq"),
             baseline_done: row.get::<i64, _>("baseline_done") != 0,
             target_token: row.get("target_token"),
+            link_set: LinkSet { storage_id: row.get("id"), epoch: row.get("links_epoch") },
         }
     }
 }
@@ -332,8 +349,10 @@ impl Db {
     }
 
     /// Replaces the writable fields. A new location (path or type config) needs a
-    /// new full export, so the baseline is reset then. A local-path claim is checked
-    /// as in [`Db::create_storage`].
+    /// new full export, so the baseline is reset then, and its links start a new
+    /// generation ([`LinkSet`]): the old ones are left to [`Db::prune_stale_links`], not
+    /// deleted in this transaction. A local-path claim is checked as in
+    /// [`Db::create_storage`].
     pub async fn update_storage(
         &self,
         id: i64,
@@ -349,7 +368,8 @@ impl Db {
             sqlx::query(
                 "UPDATE export_storages SET title = $1, description = $2, synchronizable = $3, path = $4, \
                  regex_filter = $5, use_blob_urls = $6, can_delete_objects = $7, config = $8, export_mode = $9, \
-                 secrets = $10, baseline_done = CASE WHEN $11 = 1 THEN 0 ELSE baseline_done END WHERE id = $12",
+                 secrets = $10, baseline_done = CASE WHEN $11 = 1 THEN 0 ELSE baseline_done END, \
+                 links_epoch = CASE WHEN $11 = 1 THEN links_epoch + 1 ELSE links_epoch END WHERE id = $12",
             ),
             f,
         )
@@ -359,9 +379,6 @@ impl Db {
         .await?;
         if done.rows_affected() == 0 {
             return Err(DbError::NotFound);
-        }
-        if location_changed {
-            sqlx::query("DELETE FROM export_links WHERE storage_id = $1").bind(id).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         self.storage_by_id(id).await
@@ -705,16 +722,17 @@ impl Db {
     }
 
     /// The links a storage has for the given annotations.
-    pub async fn links(&self, storage_id: i64, annotation_ids: &[i64]) -> DbResult<Vec<Link>> {
+    pub async fn links(&self, set: LinkSet, annotation_ids: &[i64]) -> DbResult<Vec<Link>> {
         if annotation_ids.is_empty() {
             return Ok(Vec::new());
         }
         let rows = sqlx::query(&format!(
             "SELECT annotation_id, object_key, version, size FROM export_links \
-             WHERE storage_id = $1 AND annotation_id IN ({})",
-            self.id_list_param(2)
+             WHERE storage_id = $1 AND epoch = $2 AND annotation_id IN ({})",
+            self.id_list_param(3)
         ))
-        .bind(storage_id)
+        .bind(set.storage_id)
+        .bind(set.epoch)
         .bind(serde_json::to_string(annotation_ids).map_err(|e| DbError::Other(e.into()))?)
         .fetch_all(&self.pool)
         .await?;
@@ -722,40 +740,45 @@ impl Db {
     }
 
     /// Whether the storage has recorded any written document.
-    pub async fn has_links(&self, storage_id: i64) -> DbResult<bool> {
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM export_links WHERE storage_id = $1 LIMIT 1")
-            .bind(storage_id)
-            .fetch_optional(&self.pool)
-            .await?;
+    pub async fn has_links(&self, set: LinkSet) -> DbResult<bool> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM export_links WHERE storage_id = $1 AND epoch = $2 LIMIT 1")
+                .bind(set.storage_id)
+                .bind(set.epoch)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(found.is_some())
     }
 
     /// The links a storage has for annotation ids in `first..=last`: a page of the
     /// full pass is such a range, so this is one index range scan, with no id list.
-    pub async fn links_between(&self, storage_id: i64, first: i64, last: i64) -> DbResult<Vec<Link>> {
+    pub async fn links_between(&self, set: LinkSet, first: i64, last: i64) -> DbResult<Vec<Link>> {
         let sql = "SELECT annotation_id, object_key, version, size FROM export_links \
-                   WHERE storage_id = $1 AND annotation_id BETWEEN $2 AND $3";
+                   WHERE storage_id = $1 AND annotation_id BETWEEN $2 AND $3 AND epoch = $4";
         if let Some(reads) = &self.export_reads {
-            return reads.rows(sql.to_owned(), [storage_id, first, last], |row| link_from_row(row)).await;
+            let params = [set.storage_id, first, last, set.epoch];
+            return reads.rows(sql.to_owned(), params, |row| link_from_row(row)).await;
         }
         Ok(sqlx::query(sql)
-            .bind(storage_id)
+            .bind(set.storage_id)
             .bind(first)
             .bind(last)
+            .bind(set.epoch)
             .fetch(&self.pool)
             .map_ok(|row| link_from_row(&row))
             .try_collect()
             .await?)
     }
 
-    /// Records what was written (insert or replace), under the storage's current
-    /// lease only; `false` (nothing recorded) if the lease was lost.
-    pub async fn upsert_links(&self, lease: &Lease, links: &[Link]) -> DbResult<bool> {
+    /// Records what was written (insert or replace) to the location of generation
+    /// `epoch` ([`LinkSet`]), under the storage's current lease only; `false` (nothing
+    /// recorded) if the lease was lost.
+    pub async fn upsert_links(&self, lease: &Lease, epoch: i64, links: &[Link]) -> DbResult<bool> {
         if links.is_empty() {
             return Ok(true);
         }
-        if self.backend == super::Backend::Postgres && links.len() * 4 <= PARAMETERS_PER_STATEMENT {
-            return self.upsert_few_links(lease, links).await;
+        if self.backend == super::Backend::Postgres && links.len() * 4 <= PARAMETERS_PER_STATEMENT - 5 {
+            return self.upsert_few_links(lease, epoch, links).await;
         }
         let mut tx = self.bookkeeping_tx().await?;
         if !fence(&mut tx, lease, None).await? {
@@ -765,10 +788,11 @@ impl Db {
         insert_rows(
             self.backend,
             &mut tx,
-            "export_links (storage_id, annotation_id, object_key, version, size, written_at)",
+            "export_links (storage_id, annotation_id, object_key, version, size, written_at, epoch)",
             "ON CONFLICT (storage_id, annotation_id) DO UPDATE SET object_key = excluded.object_key, \
-             version = excluded.version, size = excluded.size, written_at = excluded.written_at",
-            6,
+             version = excluded.version, size = excluded.size, written_at = excluded.written_at, \
+             epoch = excluded.epoch",
+            7,
             links,
             |q, l| {
                 q.bind(storage_id)
@@ -777,6 +801,7 @@ impl Db {
                     .bind(l.version.as_str())
                     .bind(l.size)
                     .bind(now)
+                    .bind(epoch)
             },
         )
         .await?;
@@ -790,19 +815,21 @@ impl Db {
     /// records a few links). The check is the same `UPDATE` of the storage row as
     /// [`fence`]'s, whose lock holds claims off until the commit; the rows are inserted
     /// only from its result, so a lost lease inserts nothing.
-    async fn upsert_few_links(&self, lease: &Lease, links: &[Link]) -> DbResult<bool> {
+    async fn upsert_few_links(&self, lease: &Lease, epoch: i64, links: &[Link]) -> DbResult<bool> {
         let sql = format!(
             "WITH held AS (UPDATE export_storages SET lease_expires_at = lease_expires_at \
                WHERE {HELD} RETURNING id) \
-             INSERT INTO export_links (storage_id, annotation_id, object_key, version, size, written_at) \
-             SELECT held.id, v.annotation_id, v.object_key, v.version, v.size, $4 FROM held, \
+             INSERT INTO export_links (storage_id, annotation_id, object_key, version, size, written_at, epoch) \
+             SELECT held.id, v.annotation_id, v.object_key, v.version, v.size, $4, $5 FROM held, \
                (VALUES {}) AS v (annotation_id, object_key, version, size) \
              ON CONFLICT (storage_id, annotation_id) DO UPDATE SET object_key = excluded.object_key, \
-               version = excluded.version, size = excluded.size, written_at = excluded.written_at",
-            placeholders_after(self.backend, links.len(), 4, 4)
+               version = excluded.version, size = excluded.size, written_at = excluded.written_at, \
+               epoch = excluded.epoch",
+            placeholders_after(self.backend, links.len(), 4, 5)
         );
         // One prepared statement per number of rows: kept for the few that recur.
-        let mut query = bind_held(sqlx::query(&sql).persistent(links.len() <= 4), lease).bind(now_micros());
+        let query = bind_held(sqlx::query(&sql).persistent(links.len() <= 4), lease).bind(now_micros());
+        let mut query = query.bind(epoch);
         for l in links {
             query = query.bind(l.annotation_id).bind(l.key.as_str()).bind(l.version.as_str()).bind(l.size);
         }
@@ -810,9 +837,9 @@ impl Db {
         Ok(self.write_one_bookkeeping(query).await?.rows_affected() > 0)
     }
 
-    /// Forgets links (after their files were deleted), under the storage's current
-    /// lease only; `false` (nothing forgotten) if the lease was lost.
-    pub async fn delete_links(&self, lease: &Lease, annotation_ids: &[i64]) -> DbResult<bool> {
+    /// Forgets links of generation `epoch` (after their files were deleted), under the
+    /// storage's current lease only; `false` (nothing forgotten) if the lease was lost.
+    pub async fn delete_links(&self, lease: &Lease, epoch: i64, annotation_ids: &[i64]) -> DbResult<bool> {
         if annotation_ids.is_empty() {
             return Ok(true);
         }
@@ -823,11 +850,12 @@ impl Db {
             return Ok(false);
         }
         sqlx::query(&format!(
-            "DELETE FROM export_links WHERE storage_id = $1 AND annotation_id IN ({})",
+            "DELETE FROM export_links WHERE storage_id = $1 AND epoch = $2 AND annotation_id IN ({})",
             list.join(",")
         ))
         .persistent(false)
         .bind(storage_id)
+        .bind(epoch)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -835,25 +863,29 @@ impl Db {
     }
 
     /// How many links of a storage point at `key` (task mode: annotations in one file).
-    pub async fn count_links_with_key(&self, storage_id: i64, key: &str) -> DbResult<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM export_links WHERE storage_id = $1 AND object_key = $2")
-            .bind(storage_id)
-            .bind(key)
-            .fetch_one(&self.pool)
-            .await?)
+    pub async fn count_links_with_key(&self, set: LinkSet, key: &str) -> DbResult<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM export_links WHERE storage_id = $1 AND epoch = $2 AND object_key = $3",
+        )
+        .bind(set.storage_id)
+        .bind(set.epoch)
+        .bind(key)
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     /// Links whose annotation no longer exists (files left by deletions), by id.
-    pub async fn orphan_links(&self, storage_id: i64, after: i64, limit: i64) -> DbResult<Vec<Link>> {
+    pub async fn orphan_links(&self, set: LinkSet, after: i64, limit: i64) -> DbResult<Vec<Link>> {
         let rows = sqlx::query(
             "SELECT l.annotation_id, l.object_key, l.version, l.size FROM export_links l \
-             WHERE l.storage_id = $1 AND l.annotation_id > $2 \
+             WHERE l.storage_id = $1 AND l.annotation_id > $2 AND l.epoch = $4 \
              AND NOT EXISTS (SELECT 1 FROM annotations a WHERE a.id = l.annotation_id) \
              ORDER BY l.annotation_id LIMIT $3",
         )
-        .bind(storage_id)
+        .bind(set.storage_id)
         .bind(after)
         .bind(limit)
+        .bind(set.epoch)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(link_from_row).collect())
@@ -899,6 +931,62 @@ impl Db {
                     break;
                 }
             }
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes the links of earlier generations of each storage's location ([`LinkSet`],
+    /// left by location changes), at most `batch` rows per transaction, so no
+    /// transaction holds the writer (SQLite) or many row locks for long. Returns how
+    /// many.
+    pub async fn prune_stale_links(&self, batch: i64) -> DbResult<u64> {
+        let storages: Vec<(i64, i64)> =
+            sqlx::query("SELECT id, links_epoch FROM export_storages WHERE links_pruned_epoch < links_epoch")
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| (r.get("id"), r.get("links_epoch")))
+                .collect();
+        let mut deleted = 0;
+        for (storage_id, epoch) in storages {
+            // In ranges of `batch` links by annotation id (whatever their generation:
+            // the links rewritten since are of the current one and stay).
+            let mut after = i64::MIN;
+            loop {
+                let until: Option<i64> = sqlx::query_scalar(
+                    "SELECT annotation_id FROM export_links WHERE storage_id = $1 AND annotation_id > $2 \
+                     ORDER BY annotation_id LIMIT 1 OFFSET $3",
+                )
+                .bind(storage_id)
+                .bind(after)
+                .bind(batch - 1)
+                .fetch_optional(&self.pool)
+                .await?;
+                let mut tx = self.write_tx().await?;
+                let done = sqlx::query(
+                    "DELETE FROM export_links WHERE storage_id = $1 AND annotation_id > $2 \
+                     AND annotation_id <= $3 AND epoch < $4",
+                )
+                .bind(storage_id)
+                .bind(after)
+                .bind(until.unwrap_or(i64::MAX))
+                .bind(epoch)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                deleted += done.rows_affected();
+                match until {
+                    Some(until) => after = until,
+                    None => break,
+                }
+            }
+            let mut tx = self.write_tx().await?;
+            sqlx::query("UPDATE export_storages SET links_pruned_epoch = $1 WHERE id = $2 AND links_pruned_epoch < $1")
+                .bind(epoch)
+                .bind(storage_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
         }
         Ok(deleted)
     }

@@ -523,14 +523,14 @@ impl SyncEngine {
         if storage.fields.export_mode == "task" {
             let tasks: BTreeSet<i64> = changes.iter().map(|c| c.task_id).collect();
             self.export_tasks(claim, storage, target, tasks, users, &mut tally).await?;
-            lease_held(claim, self.db.delete_links(&claim.lease, &gone).await?)?;
+            lease_held(claim, self.db.delete_links(&claim.lease, storage.link_set.epoch, &gone).await?)?;
             return Ok(tally);
         }
         let written = self.write_annotations(claim, storage, target, rows, users, &mut tally).await?;
-        lease_held(claim, self.db.upsert_links(&claim.lease, &written).await?)?;
+        lease_held(claim, self.db.upsert_links(&claim.lease, storage.link_set.epoch, &written).await?)?;
         let deletes = changes.iter().any(|c| c.op == ChangeOp::Delete);
         if deletes && !gone.is_empty() && storage.fields.can_delete_objects == Some(true) {
-            let mut links = self.db.links(storage.id, &gone).await?;
+            let mut links = self.db.links(storage.link_set, &gone).await?;
             // A deleted annotation without a link may still have a document: one written
             // late, after its deletion was exported, by a worker whose lease had ended
             // (it then puts a delete in the feed, see `lease_lost_after_writing`). Its key
@@ -545,7 +545,7 @@ impl SyncEngine {
                 version: String::new(),
                 size: 0,
             }));
-            self.delete_linked(claim, target, links, &unlinked, &mut tally).await?;
+            self.delete_linked(claim, storage, target, links, &unlinked, &mut tally).await?;
         }
         Ok(tally)
     }
@@ -555,6 +555,7 @@ impl SyncEngine {
     async fn delete_linked(
         &self,
         claim: &Arc<Claim>,
+        storage: &ExportStorage,
         target: &dyn StorageTarget,
         links: Vec<Link>,
         unrecorded: &BTreeSet<i64>,
@@ -577,7 +578,7 @@ impl SyncEngine {
                 Err(e) => tally.fail(&link.key, &e),
             }
         }
-        lease_held(claim, self.db.delete_links(&claim.lease, &removed).await?)
+        lease_held(claim, self.db.delete_links(&claim.lease, storage.link_set.epoch, &removed).await?)
     }
 
     /// Deletes task `task_id`'s document `key` while the lease is held (checked
@@ -795,7 +796,7 @@ impl SyncEngine {
                 _ => {}
             }
         }
-        lease_held(claim, self.db.upsert_links(&claim.lease, &links).await?)
+        lease_held(claim, self.db.upsert_links(&claim.lease, storage.link_set.epoch, &links).await?)
     }
 
     async fn run_job(&self, claim: &Arc<Claim>, mut job: SyncJob, stop: &CancellationToken) -> anyhow::Result<()> {
@@ -957,7 +958,7 @@ impl SyncEngine {
         // keys, instead of one per document. Only documents we recorded writing can be
         // skipped: with none (a new storage), there is nothing to look up, however many
         // objects others keep at the location.
-        let inventory = if !self.db.has_links(storage.id).await? {
+        let inventory = if !self.db.has_links(storage.link_set).await? {
             Some(Arc::new(HashMap::new()))
         } else {
             match target.list_sizes().await {
@@ -1011,8 +1012,7 @@ impl SyncEngine {
                 })))
             };
             if let Some(previous) = writing.replace(PageInFlight { work, count, last }) {
-                let settled =
-                    self.settle_page(claim, job, &storage.storage_type, progress, &mut saving, previous).await;
+                let settled = self.settle_page(claim, job, storage, progress, &mut saving, previous).await;
                 if !matches!(settled, Ok(true)) {
                     // Let the page just handed over finish before giving up (its
                     // files are not recorded; the next sync finds them or writes them again).
@@ -1027,7 +1027,7 @@ impl SyncEngine {
                 if let Some((from, until)) = self.feed_pending_during(storage).await? {
                     // What is in flight was read before these changes: let it land
                     // first, apply them, then read the next page again.
-                    if !self.settle_all(claim, job, &storage.storage_type, progress, &mut writing, &mut saving).await? {
+                    if !self.settle_all(claim, job, storage, progress, &mut writing, &mut saving).await? {
                         return Ok(None);
                     }
                     // Saves are what users wait for: at the API's priority, as auto-export.
@@ -1039,7 +1039,7 @@ impl SyncEngine {
                 }
             }
         };
-        if !self.settle_all(claim, job, &storage.storage_type, progress, &mut writing, &mut saving).await? {
+        if !self.settle_all(claim, job, storage, progress, &mut writing, &mut saving).await? {
             return Ok(None);
         }
         if stopped {
@@ -1048,7 +1048,7 @@ impl SyncEngine {
         if storage.fields.can_delete_objects == Some(true) {
             let mut after = 0;
             loop {
-                let orphans = self.db.orphan_links(storage.id, after, self.settings.batch_size).await?;
+                let orphans = self.db.orphan_links(storage.link_set, after, self.settings.batch_size).await?;
                 let Some(last) = orphans.last().map(|l| l.annotation_id) else {
                     break;
                 };
@@ -1057,16 +1057,16 @@ impl SyncEngine {
                 if storage.fields.export_mode == "task" {
                     // A task file goes only when none of its annotations is left.
                     let ids: Vec<i64> = orphans.iter().map(|l| l.annotation_id).collect();
-                    lease_held(claim, self.db.delete_links(&claim.lease, &ids).await?)?;
+                    lease_held(claim, self.db.delete_links(&claim.lease, storage.link_set.epoch, &ids).await?)?;
                     let task_keys: BTreeSet<String> = orphans.into_iter().map(|l| l.key).collect();
                     for key in task_keys {
-                        if self.db.count_links_with_key(storage.id, &key).await? == 0 {
+                        if self.db.count_links_with_key(storage.link_set, &key).await? == 0 {
                             let task_id = keys::task_of_key(&key).unwrap_or_default();
                             self.delete_fenced(claim, target.as_ref(), task_id, &key, &mut tally).await?;
                         }
                     }
                 } else {
-                    self.delete_linked(claim, target.as_ref(), orphans, &BTreeSet::new(), &mut tally).await?;
+                    self.delete_linked(claim, storage, target.as_ref(), orphans, &BTreeSet::new(), &mut tally).await?;
                 }
                 tally.add_to(progress);
                 tally.observe(&storage.storage_type);
@@ -1097,18 +1097,18 @@ impl SyncEngine {
         &self,
         claim: &Arc<Claim>,
         job: &SyncJob,
-        storage_type: &str,
+        storage: &ExportStorage,
         progress: &mut JobProgress,
         writing: &mut Option<PageInFlight>,
         saving: &mut Option<JoinHandle<anyhow::Result<bool>>>,
     ) -> anyhow::Result<bool> {
         if let Some(page) = writing.take() {
-            if !self.settle_page(claim, job, storage_type, progress, saving, page).await? {
+            if !self.settle_page(claim, job, storage, progress, saving, page).await? {
                 return Ok(false);
             }
         }
         match saving.take() {
-            Some(previous) => previous.await?,
+            Some(previous) => join(previous).await?,
             None => Ok(true),
         }
     }
@@ -1119,7 +1119,7 @@ impl SyncEngine {
         &self,
         claim: &Arc<Claim>,
         job: &SyncJob,
-        storage_type: &str,
+        storage: &ExportStorage,
         progress: &mut JobProgress,
         saving: &mut Option<JoinHandle<anyhow::Result<bool>>>,
         page: PageInFlight,
@@ -1129,7 +1129,7 @@ impl SyncEngine {
             PageWork::Writing(handle) => join(handle).await??,
         };
         tally.add_to(progress);
-        tally.observe(storage_type);
+        tally.observe(&storage.storage_type);
         if let Some(cause) = tally.refused_everything() {
             if let Some(saving) = saving.take() {
                 join(saving).await??;
@@ -1144,8 +1144,9 @@ impl SyncEngine {
             }
         }
         let (engine, job, snapshot, claim) = (self.clone(), job.clone(), progress.clone(), claim.clone());
+        let epoch = storage.link_set.epoch;
         *saving = Some(tokio::spawn(async move {
-            if !engine.db.upsert_links(&claim.lease, &written).await? {
+            if !engine.db.upsert_links(&claim.lease, epoch, &written).await? {
                 return Ok(false);
             }
             engine.checkpoint(&claim, &job, &snapshot, snapshot.processed).await
@@ -1183,7 +1184,7 @@ impl SyncEngine {
         // A page is every annotation of the project in an id range, sorted by id.
         let links: BTreeMap<i64, Link> = self
             .db
-            .links_between(storage.id, first.0.id, last.0.id)
+            .links_between(storage.link_set, first.0.id, last.0.id)
             .await?
             .into_iter()
             .map(|l| (l.annotation_id, l))
@@ -1292,6 +1293,10 @@ fn is_held_back(result: &Result<(), StorageError>) -> bool {
 }
 
 /// Every minute, deletes the change-feed entries that every storage has passed.
+/// Links of earlier storage locations deleted per transaction (a few ms of SQLite's
+/// write lock).
+const STALE_LINKS_BATCH: i64 = 5000;
+
 async fn prune_until_stopped(db: Db, stop: CancellationToken) {
     loop {
         tokio::select! {
@@ -1302,6 +1307,11 @@ async fn prune_until_stopped(db: Db, stop: CancellationToken) {
             Ok(n) if n > 0 => tracing::debug!(entries = n, "pruned the change feed"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error.message = %e, "pruning the change feed failed"),
+        }
+        match db.prune_stale_links(STALE_LINKS_BATCH).await {
+            Ok(n) if n > 0 => tracing::debug!(links = n, "deleted the links of earlier storage locations"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error.message = %e, "deleting the links of earlier storage locations failed"),
         }
     }
 }

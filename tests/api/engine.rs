@@ -16,6 +16,7 @@ crate::configured_backend_tests!(
     the_change_feed_is_pruned_only_up_to_what_every_storage_has_exported,
     a_worker_whose_lease_was_claimed_again_has_every_write_refused,
     a_sync_counts_as_deleted_only_documents_it_had_written,
+    a_location_change_leaves_the_old_links_to_the_pruner_which_deletes_them_in_batches,
 );
 
 async fn no_worker(backend: Backend) -> TestApp {
@@ -246,8 +247,8 @@ async fn a_worker_whose_lease_was_claimed_again_has_every_write_refused(backend:
     let started = db.start_job(&job, &stale, "full", 0, 1, &state).await.unwrap();
     let finished = db.finish_job(&job, &stale, &progress, "completed", &state, Some(i64::MAX), true).await.unwrap();
     let cursor = db.advance_cursor(&stale, i64::MAX, None).await.unwrap();
-    let links = db.upsert_links(&stale, &[link]).await.unwrap();
-    let unlinked = db.delete_links(&stale, &[1]).await.unwrap();
+    let links = db.upsert_links(&stale, 0, &[link]).await.unwrap();
+    let unlinked = db.delete_links(&stale, 0, &[1]).await.unwrap();
     let token = db.set_target_token(&stale, Some("stale")).await.unwrap();
     let renewed = db.renew_lease(&stale, Duration::from_secs(60)).await.unwrap();
     db.release_lease(&stale).await.unwrap();
@@ -259,7 +260,8 @@ async fn a_worker_whose_lease_was_claimed_again_has_every_write_refused(backend:
     assert_eq!((job_now.state.as_str(), job_now.checkpoint_id, job_now.processed), ("running", 0, 0));
     let storage = db.storage_by_id(id).await.unwrap();
     assert!(storage.cursor_seq < i64::MAX && storage.target_token.is_none());
-    assert!(db.links(id, &[1]).await.unwrap().is_empty());
+    let set = db.storage_by_id(id).await.unwrap().link_set;
+    assert!(db.links(set, &[1]).await.unwrap().is_empty());
     assert_eq!(db.claim_storage("worker-c", Duration::from_secs(60)).await.unwrap(), None, "B still holds it");
     assert!(db.checkpoint_job(&job, &current, Duration::from_secs(60), &progress, &state).await.unwrap());
     assert_eq!(db.job(job.id).await.unwrap().checkpoint_id, 999, "the current lease checkpoints");
@@ -277,10 +279,10 @@ async fn a_worker_whose_lease_was_claimed_again_has_every_write_refused(backend:
         ids.map(|i| labelport::db::Link { annotation_id: i, key: i.to_string(), version: version.into(), size: i })
             .collect()
     };
-    assert!(db.upsert_links(&again, &links(1..=2, "few")).await.unwrap());
-    assert_eq!(db.links(id, &[1, 2]).await.unwrap().iter().filter(|l| l.version == "few").count(), 2);
-    assert!(db.upsert_links(&again, &links(1..=300, "page")).await.unwrap());
-    let recorded = db.links(id, &(1..=300).collect::<Vec<_>>()).await.unwrap();
+    assert!(db.upsert_links(&again, set.epoch, &links(1..=2, "few")).await.unwrap());
+    assert_eq!(db.links(set, &[1, 2]).await.unwrap().iter().filter(|l| l.version == "few").count(), 2);
+    assert!(db.upsert_links(&again, set.epoch, &links(1..=300, "page")).await.unwrap());
+    let recorded = db.links(set, &(1..=300).collect::<Vec<_>>()).await.unwrap();
     assert_eq!(recorded.len(), 300);
     assert!(recorded
         .iter()
@@ -890,4 +892,59 @@ async fn a_step_that_panics_fails_its_job_with_the_panic_message_and_the_worker_
         let expected = if mode == "task" { 1 } else { 2 };
         assert_eq!(store.snapshot().len(), expected, "{mode}: {s}");
     }
+}
+
+/// Changing a storage's location does not delete its links in the request (that held
+/// SQLite's write lock for ~0.5 s per million links): they stay, are no longer used
+/// (the next sync writes every document to the new location), and the pruner deletes
+/// them later in bounded batches.
+async fn a_location_change_leaves_the_old_links_to_the_pruner_which_deletes_them_in_batches(backend: Backend) {
+    // Arrange: five annotations exported, five links.
+    let app = no_worker(backend).await;
+    let db = &app.state.db;
+    let store = InMemory::new();
+    let engine = memory_engine(&app, &store);
+    let project = app.create_project("relocated").await;
+    let five: Vec<Value> = (0..5).map(|i| json!({"data": {"i": i}, "annotations": [{"result": []}]})).collect();
+    app.import(project, &json!(five)).await;
+    let id = create_storage(&app, project).await["id"].as_i64().unwrap();
+    assert_eq!(engine.try_execute_task().await.unwrap(), ExecutionOutcome::Worked);
+    let first = db.storage_by_id(id).await.unwrap().link_set;
+    let ids: Vec<i64> = store.snapshot().keys().map(|k| k.parse().unwrap()).collect();
+    assert_eq!(db.links(first, &ids).await.unwrap().len(), 5);
+    let relocate = |to: &str| {
+        let path = app.files_root.join(to);
+        std::fs::create_dir_all(&path).unwrap();
+        json!({"project": project, "path": path.display().to_string()})
+    };
+
+    // Act: the location changes.
+    let r = app.patch(&format!("/api/storages/export/localfiles/{id}"), &relocate("elsewhere")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // Assert: the old links are still there but not the storage's any more, so a
+    // sync rewrites every document and records them anew.
+    let second = db.storage_by_id(id).await.unwrap().link_set;
+    assert_eq!(second.epoch, first.epoch + 1);
+    assert_eq!(db.links(first, &ids).await.unwrap().len(), 5, "not deleted by the request");
+    assert!(db.links(second, &ids).await.unwrap().is_empty());
+    assert!(!db.has_links(second).await.unwrap());
+    for key in store.snapshot().keys() {
+        store.delete(key).await.unwrap();
+    }
+    let r = app.post(&format!("/api/storages/export/localfiles/{id}/sync"), &json!({})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(engine.try_execute_task().await.unwrap(), ExecutionOutcome::Worked);
+    assert_eq!(store.snapshot().len(), 5, "every document written to the new location");
+    assert_eq!(db.links(second, &ids).await.unwrap().len(), 5);
+    assert_eq!(db.prune_stale_links(2).await.unwrap(), 0, "rewritten links are the new location's");
+
+    // Moved again without a sync: the pruner deletes the five, two per transaction,
+    // and then has nothing left to do.
+    let r = app.patch(&format!("/api/storages/export/localfiles/{id}"), &relocate("third")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(db.links(second, &ids).await.unwrap().len(), 5);
+    assert_eq!(db.prune_stale_links(2).await.unwrap(), 5);
+    assert!(db.links(second, &ids).await.unwrap().is_empty());
+    assert_eq!(db.prune_stale_links(2).await.unwrap(), 0);
 }
