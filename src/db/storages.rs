@@ -180,6 +180,9 @@ pub struct Link {
     pub size: i64,
 }
 
+/// Links deleted per transaction when many go (a few ms of SQLite's write lock).
+pub const LINKS_DELETED_PER_TRANSACTION: i64 = 5000;
+
 const STORAGE_COLUMNS: &str = "s.id, s.type, s.project_id, s.title, s.description, s.synchronizable, s.path, \
      s.regex_filter, s.use_blob_urls, s.can_delete_objects, s.config, s.secrets, s.export_mode, s.status, s.last_sync, \
      s.last_sync_count, s.last_sync_job, s.traceback, s.meta, s.created_at, s.cursor_seq, s.baseline_done, s.target_token, \
@@ -445,8 +448,11 @@ impl Db {
         Ok(rows.len())
     }
 
-    /// Deletes a storage with its jobs and links (files stay, as in Label Studio).
+    /// Deletes a storage with its jobs and links (files stay, as in Label Studio). The
+    /// links go first, a batch per transaction: in the storage's own transaction, a
+    /// million of them held SQLite's write lock for most of a second.
     pub async fn delete_storage(&self, id: i64) -> DbResult<()> {
+        self.delete_links_in_batches(id, i64::MAX, LINKS_DELETED_PER_TRANSACTION).await?;
         let mut tx = self.write_tx().await?;
         let done = sqlx::query("DELETE FROM export_storages WHERE id = $1").bind(id).execute(&mut *tx).await?;
         if done.rows_affected() == 0 {
@@ -938,7 +944,7 @@ impl Db {
     /// Deletes the links of earlier generations of each storage's location ([`LinkSet`],
     /// left by location changes), at most `batch` rows per transaction, so no
     /// transaction holds the writer (SQLite) or many row locks for long. Returns how
-    /// many.
+    /// many. The sync engine's pruner calls it with [`LINKS_DELETED_PER_TRANSACTION`].
     pub async fn prune_stale_links(&self, batch: i64) -> DbResult<u64> {
         let storages: Vec<(i64, i64)> =
             sqlx::query("SELECT id, links_epoch FROM export_storages WHERE links_pruned_epoch < links_epoch")
@@ -949,37 +955,7 @@ impl Db {
                 .collect();
         let mut deleted = 0;
         for (storage_id, epoch) in storages {
-            // In ranges of `batch` links by annotation id (whatever their generation:
-            // the links rewritten since are of the current one and stay).
-            let mut after = i64::MIN;
-            loop {
-                let until: Option<i64> = sqlx::query_scalar(
-                    "SELECT annotation_id FROM export_links WHERE storage_id = $1 AND annotation_id > $2 \
-                     ORDER BY annotation_id LIMIT 1 OFFSET $3",
-                )
-                .bind(storage_id)
-                .bind(after)
-                .bind(batch - 1)
-                .fetch_optional(&self.pool)
-                .await?;
-                let mut tx = self.write_tx().await?;
-                let done = sqlx::query(
-                    "DELETE FROM export_links WHERE storage_id = $1 AND annotation_id > $2 \
-                     AND annotation_id <= $3 AND epoch < $4",
-                )
-                .bind(storage_id)
-                .bind(after)
-                .bind(until.unwrap_or(i64::MAX))
-                .bind(epoch)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                deleted += done.rows_affected();
-                match until {
-                    Some(until) => after = until,
-                    None => break,
-                }
-            }
+            deleted += self.delete_links_in_batches(storage_id, epoch, batch).await?;
             let mut tx = self.write_tx().await?;
             sqlx::query("UPDATE export_storages SET links_pruned_epoch = $1 WHERE id = $2 AND links_pruned_epoch < $1")
                 .bind(epoch)
@@ -989,6 +965,43 @@ impl Db {
             tx.commit().await?;
         }
         Ok(deleted)
+    }
+
+    /// Deletes a storage's links of generations below `epoch`, in ranges of `batch`
+    /// links by annotation id, one transaction each. Returns how many.
+    async fn delete_links_in_batches(&self, storage_id: i64, epoch: i64, batch: i64) -> DbResult<u64> {
+        let mut deleted = 0;
+        let mut after = i64::MIN;
+        loop {
+            // The range's end, whatever the generations in it (links rewritten since a
+            // location change are of the current one and stay).
+            let until: Option<i64> = sqlx::query_scalar(
+                "SELECT annotation_id FROM export_links WHERE storage_id = $1 AND annotation_id > $2 \
+                 ORDER BY annotation_id LIMIT 1 OFFSET $3",
+            )
+            .bind(storage_id)
+            .bind(after)
+            .bind(batch - 1)
+            .fetch_optional(&self.pool)
+            .await?;
+            let mut tx = self.write_tx().await?;
+            let done = sqlx::query(
+                "DELETE FROM export_links WHERE storage_id = $1 AND annotation_id > $2 \
+                 AND annotation_id <= $3 AND epoch < $4",
+            )
+            .bind(storage_id)
+            .bind(after)
+            .bind(until.unwrap_or(i64::MAX))
+            .bind(epoch)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            deleted += done.rows_affected();
+            match until {
+                Some(until) => after = until,
+                None => return Ok(deleted),
+            }
+        }
     }
 
     /// How far behind the change feed each storage of a project is: (storage id,

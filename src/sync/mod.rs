@@ -1293,10 +1293,6 @@ fn is_held_back(result: &Result<(), StorageError>) -> bool {
 }
 
 /// Every minute, deletes the change-feed entries that every storage has passed.
-/// Links of earlier storage locations deleted per transaction (a few ms of SQLite's
-/// write lock).
-const STALE_LINKS_BATCH: i64 = 5000;
-
 async fn prune_until_stopped(db: Db, stop: CancellationToken) {
     loop {
         tokio::select! {
@@ -1308,7 +1304,7 @@ async fn prune_until_stopped(db: Db, stop: CancellationToken) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error.message = %e, "pruning the change feed failed"),
         }
-        match db.prune_stale_links(STALE_LINKS_BATCH).await {
+        match db.prune_stale_links(crate::db::LINKS_DELETED_PER_TRANSACTION).await {
             Ok(n) if n > 0 => tracing::debug!(links = n, "deleted the links of earlier storage locations"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error.message = %e, "deleting the links of earlier storage locations failed"),

@@ -947,4 +947,20 @@ async fn a_location_change_leaves_the_old_links_to_the_pruner_which_deletes_them
     assert_eq!(db.prune_stale_links(2).await.unwrap(), 5);
     assert!(db.links(second, &ids).await.unwrap().is_empty());
     assert_eq!(db.prune_stale_links(2).await.unwrap(), 0);
+
+    // Deleting the storage deletes its links too (in batches, before its row).
+    let r = app.post(&format!("/api/storages/export/localfiles/{id}/sync"), &json!({})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(engine.try_execute_task().await.unwrap(), ExecutionOutcome::Worked);
+    let links_of = |storage: i64| async move {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM export_links WHERE storage_id = $1")
+            .bind(storage)
+            .fetch_one(db.pool())
+            .await
+            .unwrap()
+    };
+    assert_eq!(links_of(id).await, 5);
+    let r = app.delete(&format!("/api/storages/export/localfiles/{id}")).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(links_of(id).await, 0);
 }
