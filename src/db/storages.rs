@@ -585,7 +585,9 @@ impl Db {
     }
 
     /// Ends a job: final progress, job state, storage state, and (on success) the
-    /// storage's new cursor and baseline.
+    /// storage's new cursor and baseline. `baseline_of`: the generation of the location
+    /// ([`LinkSet`]) a full export just completed into; it counts only if the storage
+    /// is still there (a location changed meanwhile needs its own full export).
     #[allow(clippy::too_many_arguments)]
     /// Only under the storage's current lease; `false` otherwise.
     pub async fn finish_job(
@@ -596,7 +598,7 @@ impl Db {
         job_state: &str,
         state: &SyncState,
         cursor_seq: Option<i64>,
-        baseline_done: bool,
+        baseline_of: Option<i64>,
     ) -> DbResult<bool> {
         let mut tx = self.write_tx().await?;
         if !fence(&mut tx, lease, None).await? {
@@ -607,10 +609,11 @@ impl Db {
         if let Some(seq) = cursor_seq {
             sqlx::query(
                 "UPDATE export_storages SET cursor_seq = CASE WHEN cursor_seq > $1 THEN cursor_seq ELSE $1 END, \
-                 baseline_done = CASE WHEN $2 = 1 THEN 1 ELSE baseline_done END WHERE id = $3",
+                 baseline_done = CASE WHEN links_epoch = $2 THEN 1 ELSE baseline_done END WHERE id = $3",
             )
             .bind(seq)
-            .bind(baseline_done as i64)
+            // No generation is negative: `None` matches none.
+            .bind(baseline_of.unwrap_or(-1))
             .bind(job.storage_id)
             .execute(&mut *tx)
             .await?;

@@ -807,10 +807,9 @@ impl SyncEngine {
             Err(DbError::NotFound) => return Ok(()),
             Err(e) => return Err(e.into()),
         };
-        let target = self.target_for(&storage);
         if job.state == "queued" {
             let mut mode = job.mode.clone();
-            if let (Ok(target), "incremental") = (&target, mode.as_str()) {
+            if let (Ok(target), "incremental") = (&self.target_for(&storage), mode.as_str()) {
                 // Someone else changed the location since our last write: make it match again.
                 let token = target.change_token().await.ok().flatten();
                 if token.is_some() && token != storage.target_token {
@@ -830,7 +829,9 @@ impl SyncEngine {
             tracing::info!(storage = storage.id, job = %job.job_key, checkpoint = job.checkpoint_id, "resuming sync job");
         }
         let mut progress = JobProgress::of(&job);
-        let target = match target {
+        // The target of the row the pass works with: its links are of that location's
+        // generation, and only that generation's baseline is done at the end.
+        let target = match self.target_for(&storage) {
             Ok(t) => t,
             Err(e) => return self.fail_job(claim, &storage, &job, &progress, &e.to_string()).await,
         };
@@ -861,6 +862,7 @@ impl SyncEngine {
             return Ok(());
         };
         let total = if job.mode == "full" { job.total } else { self.db.count_annotations(storage.project_id).await? };
+        let worked_on = storage.link_set;
         let storage = self.db.storage_by_id(storage.id).await?;
         let outcome = Outcome {
             processed: if job.mode == "full" { progress.processed } else { total },
@@ -873,7 +875,7 @@ impl SyncEngine {
         };
         let done = state::completed(&storage, now_micros(), &outcome);
         let job_state = if progress.failed > 0 { "failed" } else { "completed" };
-        let baseline = job.mode == "full" && progress.failed == 0;
+        let baseline = (job.mode == "full" && progress.failed == 0).then_some(worked_on.epoch);
         if progress.failed > 0 {
             // What failed is behind the cursor now: the next sync must walk everything.
             self.db.reset_baseline(storage.id).await?;
@@ -905,7 +907,7 @@ impl SyncEngine {
         let failed = state::failed(&storage, now_micros(), message);
         // Changes may have been passed over: the next sync walks everything.
         self.db.reset_baseline(storage.id).await?;
-        lease_held(claim, self.db.finish_job(job, &claim.lease, progress, "failed", &failed, None, false).await?)?;
+        lease_held(claim, self.db.finish_job(job, &claim.lease, progress, "failed", &failed, None, None).await?)?;
         crate::telemetry::metrics::job_finished(
             &storage.storage_type,
             &job.mode,

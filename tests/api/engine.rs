@@ -17,6 +17,7 @@ crate::configured_backend_tests!(
     a_worker_whose_lease_was_claimed_again_has_every_write_refused,
     a_sync_counts_as_deleted_only_documents_it_had_written,
     a_location_change_leaves_the_old_links_to_the_pruner_which_deletes_them_in_batches,
+    a_full_sync_during_which_the_location_changed_does_not_count_as_the_new_locations_export,
 );
 
 async fn no_worker(backend: Backend) -> TestApp {
@@ -245,7 +246,7 @@ async fn a_worker_whose_lease_was_claimed_again_has_every_write_refused(backend:
     let link = labelport::db::Link { annotation_id: 1, key: "1".into(), version: "stale".into(), size: 1 };
     let checkpoint = db.checkpoint_job(&job, &stale, Duration::from_secs(60), &progress, &state).await.unwrap();
     let started = db.start_job(&job, &stale, "full", 0, 1, &state).await.unwrap();
-    let finished = db.finish_job(&job, &stale, &progress, "completed", &state, Some(i64::MAX), true).await.unwrap();
+    let finished = db.finish_job(&job, &stale, &progress, "completed", &state, Some(i64::MAX), Some(0)).await.unwrap();
     let cursor = db.advance_cursor(&stale, i64::MAX, None).await.unwrap();
     let links = db.upsert_links(&stale, 0, &[link]).await.unwrap();
     let unlinked = db.delete_links(&stale, 0, &[1]).await.unwrap();
@@ -963,4 +964,80 @@ async fn a_location_change_leaves_the_old_links_to_the_pruner_which_deletes_them
     let r = app.delete(&format!("/api/storages/export/localfiles/{id}")).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(links_of(id).await, 0);
+}
+
+/// A store that changes its storage's location (as a `PATCH` does) at its first write.
+struct MovedMidway {
+    inner: InMemory,
+    db: labelport::db::Db,
+    storage: i64,
+    to: String,
+    moved: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Display for MovedMidway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MovedMidway({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl StorageTarget for MovedMidway {
+    async fn validate(&self) -> labelport::storage::Result<()> {
+        self.inner.validate().await
+    }
+    async fn put(&self, key: &str, body: bytes::Bytes) -> labelport::storage::Result<()> {
+        if !self.moved.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let mut fields = self.db.storage_by_id(self.storage).await.unwrap().fields;
+            fields.path = Some(self.to.clone());
+            self.db.update_storage(self.storage, &fields, true, None).await.unwrap();
+        }
+        self.inner.put(key, body).await
+    }
+    async fn delete(&self, key: &str) -> labelport::storage::Result<()> {
+        self.inner.delete(key).await
+    }
+    async fn size(&self, key: &str) -> labelport::storage::Result<Option<u64>> {
+        self.inner.size(key).await
+    }
+}
+
+/// A full sync that was writing to the old location when the location changed does not
+/// mark the new one as exported: the next sync is a full one and writes every document
+/// (an incremental one would have left the new location without them).
+async fn a_full_sync_during_which_the_location_changed_does_not_count_as_the_new_locations_export(backend: Backend) {
+    // Arrange: three annotations, a storage whose location changes at the first write.
+    let app = no_worker(backend).await;
+    let project = app.create_project("moved midway").await;
+    let three: Vec<Value> = (0..3).map(|i| json!({"data": {"i": i}, "annotations": [{"result": []}]})).collect();
+    app.import(project, &json!(three)).await;
+    let id = create_storage(&app, project).await["id"].as_i64().unwrap();
+    let to = app.files_root.join("moved");
+    std::fs::create_dir_all(&to).unwrap();
+    let store = InMemory::new();
+    let target = Arc::new(MovedMidway {
+        inner: store.clone(),
+        db: app.state.db.clone(),
+        storage: id,
+        to: to.display().to_string(),
+        moved: false.into(),
+    });
+    let targets: TargetFactory = Arc::new(move |_| Ok(target.clone() as Arc<dyn StorageTarget>));
+    let engine =
+        SyncEngine::new(app.state.db.clone(), app.state.settings.sync.clone(), targets, Arc::new(Default::default()));
+
+    // Act: the full sync runs, the location changing under it.
+    assert_eq!(engine.try_execute_task().await.unwrap(), ExecutionOutcome::Worked);
+
+    // Assert: not the new location's baseline; its links are not the new location's.
+    let storage = app.state.db.storage_by_id(id).await.unwrap();
+    assert!(!storage.baseline_done, "the export went to the old location");
+    assert!(!app.state.db.has_links(storage.link_set).await.unwrap());
+    let r = app.post(&format!("/api/storages/export/localfiles/{id}/sync"), &json!({})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(engine.try_execute_task().await.unwrap(), ExecutionOutcome::Worked);
+    let s: Value = app.get(&format!("/api/storages/export/localfiles/{id}")).await.json().await.unwrap();
+    assert_eq!(s["meta"]["sync_mode"], "full", "{s}");
+    assert_eq!(s["meta"]["files_written"], 3, "{s}");
+    assert!(app.state.db.storage_by_id(id).await.unwrap().baseline_done);
 }
