@@ -12,6 +12,7 @@
 //! value gives (the tests compare the two on many inputs), whatever wrote the text.
 
 use crate::storage::spec::DocumentStyle;
+use crate::time::{iso_stamp, Micros};
 
 /// How the JSON is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +122,14 @@ impl<'a> Writer<'a> {
     pub fn value<T: serde::Serialize + ?Sized>(&mut self, value: &T) {
         assert_eq!(self.style, Style::Api, "serde_json writes only the API's style");
         serde_json::to_writer(&mut *self.out, value).expect("a value serialises to memory");
+    }
+
+    /// A timestamp as the API writes it (`2026-11-28T18:58:17.423841Z`), or `null`.
+    pub fn stamp(&mut self, us: Option<Micros>) {
+        match us {
+            Some(us) => self.plain_str(iso_stamp(us).as_bytes()),
+            None => self.null(),
+        }
     }
 
     /// A string known to need no escaping (plain ASCII: a timestamp, a number's text).

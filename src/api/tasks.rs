@@ -11,7 +11,7 @@ use super::users::{user_with_initials, UserCache};
 use super::AppState;
 use crate::db::{Annotation, Db, JsonColumn, JsonText, Prediction, Task};
 use crate::restyle::{Style, Writer};
-use crate::time::{iso, iso_stamp, now_micros, timesince};
+use crate::time::{iso, now_micros, timesince};
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -134,10 +134,7 @@ impl Related {
         w.int(t.total_predictions);
         if self.detailed {
             w.key("completed_at");
-            match mine.iter().filter(|a| !a.was_cancelled).map(|a| a.created_at).max() {
-                Some(at) => w.plain_str(iso_stamp(at).as_bytes()),
-                None => w.null(),
-            }
+            w.stamp(mine.iter().filter(|a| !a.was_cancelled).map(|a| a.created_at).max());
         }
         w.key("annotations_results");
         w.raw("\"\"");
@@ -178,9 +175,9 @@ impl Related {
         w.key("meta");
         w.json_text(&t.meta.json_text());
         w.key("created_at");
-        w.plain_str(iso_stamp(t.created_at).as_bytes());
+        w.stamp(Some(t.created_at));
         w.key("updated_at");
-        w.plain_str(iso_stamp(t.updated_at).as_bytes());
+        w.stamp(Some(t.updated_at));
         w.key("is_labeled");
         w.bool(t.is_labeled);
         w.key("overlap");

@@ -327,28 +327,25 @@ impl Db {
         Ok(ExportStorage::from_row(&row))
     }
 
-    /// A project's storages of one type (or all types), by id.
-    pub async fn list_storages(&self, project_id: i64, storage_type: Option<&str>) -> DbResult<Vec<ExportStorage>> {
-        let rows = match storage_type {
-            Some(t) => {
-                sqlx::query(&format!(
-                "SELECT {STORAGE_COLUMNS} FROM export_storages s WHERE s.project_id = $1 AND s.type = $2 ORDER BY s.id"
-            ))
-                .bind(project_id)
-                .bind(t)
-                .fetch_all(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query(&format!(
-                    "SELECT {STORAGE_COLUMNS} FROM export_storages s WHERE s.project_id = $1 ORDER BY s.id"
-                ))
-                .bind(project_id)
-                .fetch_all(&self.pool)
-                .await?
-            }
-        };
-        Ok(rows.iter().map(ExportStorage::from_row).collect())
+    /// A project's storages of one type (or all types), by id; `None` if the project is
+    /// not the organization's. One statement when it has some (a status poll's case),
+    /// a second one to tell an empty list from an unknown project.
+    pub async fn list_storages(
+        &self,
+        organization_id: i64,
+        project_id: i64,
+        storage_type: Option<&str>,
+    ) -> DbResult<Option<Vec<ExportStorage>>> {
+        let sql = format!(
+            "SELECT {STORAGE_COLUMNS} FROM export_storages s JOIN projects p ON p.id = s.project_id \
+             WHERE s.project_id = $1 AND p.organization_id = $2 AND ($3 IS NULL OR s.type = $3) ORDER BY s.id"
+        );
+        let rows =
+            sqlx::query(&sql).bind(project_id).bind(organization_id).bind(storage_type).fetch_all(&self.pool).await?;
+        if rows.is_empty() && !self.project_exists(organization_id, project_id).await? {
+            return Ok(None);
+        }
+        Ok(Some(rows.iter().map(ExportStorage::from_row).collect()))
     }
 
     /// Replaces the writable fields. A new location (path or type config) needs a

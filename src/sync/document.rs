@@ -6,7 +6,7 @@
 use crate::db::{Annotation, JsonColumn, Task, User};
 use crate::restyle::Writer;
 pub use crate::storage::spec::DocumentStyle;
-use crate::time::{iso, iso_opt, iso_stamp, now_micros, timesince};
+use crate::time::{iso, iso_opt, now_micros, timesince};
 use serde_json::ser::{Formatter, PrettyFormatter};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -59,11 +59,11 @@ pub fn annotation_document_bytes<J: JsonColumn>(
     w.key("ground_truth");
     w.bool(a.ground_truth);
     w.key("created_at");
-    stamp(&mut w, Some(a.created_at));
+    w.stamp(Some(a.created_at));
     w.key("updated_at");
-    stamp(&mut w, Some(a.updated_at));
+    w.stamp(Some(a.updated_at));
     w.key("draft_created_at");
-    stamp(&mut w, a.draft_created_at);
+    w.stamp(a.draft_created_at);
     w.key("lead_time");
     w.opt_float(a.lead_time);
     w.key("import_id");
@@ -96,9 +96,9 @@ fn nested_task<J: JsonColumn>(w: &mut Writer<'_>, t: &Task<J>) {
     w.key("meta");
     w.json_text(&t.meta.json_text());
     w.key("created_at");
-    stamp(w, Some(t.created_at));
+    w.stamp(Some(t.created_at));
     w.key("updated_at");
-    stamp(w, Some(t.updated_at));
+    w.stamp(Some(t.updated_at));
     w.key("is_labeled");
     w.bool(t.is_labeled);
     w.key("allow_skip");
@@ -130,14 +130,6 @@ fn nested_task<J: JsonColumn>(w: &mut Writer<'_>, t: &Task<J>) {
     w.key("comment_authors");
     w.raw("[]");
     w.close();
-}
-
-/// A timestamp as the API writes it, or `null`.
-fn stamp(w: &mut Writer<'_>, us: Option<crate::time::Micros>) {
-    match us {
-        Some(us) => w.plain_str(iso_stamp(us).as_bytes()),
-        None => w.null(),
-    }
 }
 
 /// A stable UUID for an annotation (Label Studio's `unique_id`).

@@ -323,10 +323,9 @@ pub async fn types() -> Json<Value> {
 )]
 pub async fn list_all(State(state): State<AppState>, Auth(user): Auth, query: Query) -> ApiResult<Json<Value>> {
     let Ok(Some(project)) = query.int("project") else { return Ok(Json(json!([]))) };
-    if !state.db.project_exists(user.organization_id, project).await? {
+    let Some(mut storages) = state.db.list_storages(user.organization_id, project, None).await? else {
         return Ok(Json(json!([])));
-    }
-    let mut storages = state.db.list_storages(project, None).await?;
+    };
     health_check(&state, &mut storages).await?;
     let order = |s: &ExportStorage| TYPES.iter().position(|t| t.name == s.storage_type).unwrap_or(usize::MAX);
     storages.sort_by_key(|s| (order(s), s.id));
@@ -364,10 +363,9 @@ pub async fn list(
         Ok(None) => return Err(ApiError::non_field("query parameter \"project\" is required")),
         Err(_) => return Err(ApiError::no_route()),
     };
-    if !state.db.project_exists(user.organization_id, project).await? {
+    let Some(mut storages) = state.db.list_storages(user.organization_id, project, Some(t.name)).await? else {
         return Err(ApiError::not_found("Project"));
-    }
-    let mut storages = state.db.list_storages(project, Some(t.name)).await?;
+    };
     health_check(&state, &mut storages).await?;
     match query.get("ordering").unwrap_or("") {
         "-id" => storages.sort_by_key(|s| std::cmp::Reverse(s.id)),
