@@ -153,20 +153,29 @@ pub fn timesince(from: Micros, now: Micros) -> String {
         (60 * 60, "hour", "hours"),
         (60, "minute", "minutes"),
     ];
-    let mut secs = ((now - from) / 1_000_000).max(0);
-    let plural = |n: i64, one: &str, many: &str| format!("{n}\u{a0}{}", if n == 1 { one } else { many });
-    let Some(first) = UNITS.iter().position(|(size, ..)| secs >= *size) else {
-        return plural(0, "minute", "minutes");
+    // Written into every exported document: one allocation, no `core::fmt`.
+    let mut out = String::with_capacity(32);
+    let mut plural = |n: i64, one: &str, many: &str| {
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        out.push_str(itoa::Buffer::new().format(n));
+        out.push('\u{a0}');
+        out.push_str(if n == 1 { one } else { many });
     };
-    let mut parts = Vec::new();
+    let mut secs = ((now - from) / 1_000_000).max(0);
+    let Some(first) = UNITS.iter().position(|(size, ..)| secs >= *size) else {
+        plural(0, "minute", "minutes");
+        return out;
+    };
     for (size, one, many) in &UNITS[first..(first + 2).min(UNITS.len())] {
         let n = secs / size;
         secs -= n * size;
         if n > 0 {
-            parts.push(plural(n, one, many));
+            plural(n, one, many);
         }
     }
-    parts.join(", ")
+    out
 }
 
 #[cfg(test)]
