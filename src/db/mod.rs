@@ -409,7 +409,7 @@ impl JsonColumn for serde_json::Value {
 }
 
 /// A JSON column's stored text, for export documents, which copy it into their own
-/// style without building a tree (`sync::restyle`).
+/// style without building a tree (`crate::restyle`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JsonText(pub String);
 

@@ -693,7 +693,7 @@ impl SyncEngine {
             let users = users.clone();
             let may_publish = claim.publish_check();
             async move {
-                let rendered = crate::background::join(crate::background::spawn_blocking(move || {
+                let rendered = join(crate::background::spawn_blocking(move || {
                     batch
                         .iter()
                         .map(|(a, t)| {
