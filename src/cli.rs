@@ -253,7 +253,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token { command: TokenCommand::Create { email, common } } => {
             let db = open_db_with_secrets(&common).await?;
             let user = db.user_by_email(&email).await.map_err(|_| anyhow::anyhow!("no user with email {email}"))?;
-            println!("{}", user.legacy_token);
+            println!("{}", db.legacy_token(user.id).await?);
             Ok(())
         }
     }

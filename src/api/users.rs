@@ -114,8 +114,8 @@ pub async fn whoami(State(state): State<AppState>, Auth(user): Auth) -> ApiResul
     ),
     security(("Token" = []), ("Bearer" = [])),
 )]
-pub async fn legacy_token(Auth(user): Auth) -> Json<Value> {
-    Json(json!({ "token": user.legacy_token }))
+pub async fn legacy_token(State(state): State<AppState>, Auth(user): Auth) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({ "token": state.db.legacy_token(user.id).await? })))
 }
 
 /// `POST /api/current-user/reset-token/`: rotate the caller's legacy token.

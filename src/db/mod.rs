@@ -253,7 +253,7 @@ impl Db {
     }
 
     /// This handle with the key that seals legacy tokens at rest: needed to create
-    /// users, reset tokens and read a user's token back ([`User::legacy_token`] is
+    /// users, reset tokens and read a user's token back ([`Db::legacy_token`] is
     /// empty without it).
     pub fn with_secrets(mut self, secrets: crate::secrets::SecretBox) -> Db {
         self.secrets = Some(secrets);

@@ -27,9 +27,6 @@ pub struct User {
     pub first_name: String,
     /// Last name.
     pub last_name: String,
-    /// Legacy API token (`Authorization: Token <key>`), opened from its sealed copy;
-    /// empty when the handle has no key ([`Db::with_secrets`]).
-    pub legacy_token: String,
     /// When the user was created.
     pub date_joined: Micros,
     /// Last activity.
@@ -37,10 +34,10 @@ pub struct User {
 }
 
 const USER_COLUMNS: &str = "id, organization_id, email, username, first_name, last_name, \
-                            legacy_token_sealed, date_joined, last_activity";
+                            date_joined, last_activity";
 
 impl User {
-    fn from_row(row: &AnyRow, legacy_token: String) -> User {
+    fn from_row(row: &AnyRow) -> User {
         User {
             id: row.get("id"),
             organization_id: row.get("organization_id"),
@@ -48,7 +45,6 @@ impl User {
             username: row.get("username"),
             first_name: row.get("first_name"),
             last_name: row.get("last_name"),
-            legacy_token,
             date_joined: row.get("date_joined"),
             last_activity: row.get("last_activity"),
         }
@@ -136,16 +132,21 @@ impl Db {
     }
 
     /// A user row with its legacy token opened (empty without a key or a sealed copy).
-    fn user(&self, row: &AnyRow) -> DbResult<User> {
-        let sealed: Option<String> = row.get("legacy_token_sealed");
-        let token = match (&self.secrets, sealed) {
+    /// A user's legacy API token (`Authorization: Token <key>`), opened from its sealed
+    /// copy only when asked for (not at every request's authentication); empty when
+    /// the handle has no key ([`Db::with_secrets`]).
+    pub async fn legacy_token(&self, user_id: i64) -> DbResult<String> {
+        let sealed: Option<String> = sqlx::query_scalar("SELECT legacy_token_sealed FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_one(&self.pool)
+            .await?;
+        match (&self.secrets, sealed) {
             (Some(secrets), Some(sealed)) => {
                 let plain = secrets.open(&sealed).map_err(|e| DbError::Other(e.into()))?;
-                String::from_utf8(plain).map_err(|e| DbError::Other(e.into()))?
+                String::from_utf8(plain).map_err(|e| DbError::Other(e.into()))
             }
-            _ => String::new(),
-        };
-        Ok(User::from_row(row, token))
+            _ => Ok(String::new()),
+        }
     }
 
     /// Hashes and seals the tokens still stored in plain text by older versions;
@@ -217,7 +218,7 @@ impl Db {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        self.user(&row)
+        Ok(User::from_row(&row))
     }
 
     /// Looks a user up by email.
@@ -226,7 +227,7 @@ impl Db {
             .bind(email)
             .fetch_one(&self.pool)
             .await?;
-        self.user(&row)
+        Ok(User::from_row(&row))
     }
 
     /// Looks a user up by id.
@@ -235,7 +236,7 @@ impl Db {
             .bind(id)
             .fetch_one(&self.pool)
             .await?;
-        self.user(&row)
+        Ok(User::from_row(&row))
     }
 
     /// Looks a user up by legacy token.
@@ -244,7 +245,7 @@ impl Db {
             .bind(token_hash(token))
             .fetch_one(&self.pool)
             .await?;
-        self.user(&row)
+        Ok(User::from_row(&row))
     }
 
     /// Replaces a user's legacy token.

@@ -360,7 +360,6 @@ mod tests {
                 username: String::new(),
                 first_name: String::new(),
                 last_name: String::new(),
-                legacy_token: String::new(),
                 date_joined: 0,
                 last_activity: 0,
             },

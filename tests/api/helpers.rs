@@ -264,7 +264,7 @@ impl TestApp {
             })
             .await
             .unwrap();
-        user.legacy_token
+        self.state.db.legacy_token(user.id).await.unwrap()
     }
 }
 

@@ -74,5 +74,5 @@ async fn rotate_re_encrypts_every_stored_secret_under_a_new_key() {
         labelport::startup::Application::build(settings).await.expect("a server starts with the new key file");
     // The sealed legacy tokens were re-encrypted too.
     let admin = restarted.state().db.user_by_email("admin@example.com").await.unwrap();
-    assert_eq!(admin.legacy_token, app.token);
+    assert_eq!(restarted.state().db.legacy_token(admin.id).await.unwrap(), app.token);
 }
