@@ -83,10 +83,14 @@ impl Related {
         // Results stay stored text: a list page shows none, and a detailed one parses each once.
         let annotations = db.annotations_for_tasks(&ids, true).await?;
         let predictions = if detailed { db.predictions_for_tasks(&ids).await? } else { Vec::new() };
+        let mut users = UserCache::default();
+        if detailed {
+            users.load(db, annotations.iter().filter_map(|a| a.completed_by)).await?;
+        }
         Ok(Related {
             annotations: by_task(annotations, |a| a.task_id),
             predictions: by_task(predictions, |p| p.task_id),
-            users: UserCache::default(),
+            users,
             detailed,
         })
     }

@@ -154,6 +154,25 @@ impl UserCache {
         };
         Ok(user.as_ref())
     }
+
+    /// Looks up, in one statement, those of `ids` not known yet (a page's annotators:
+    /// one statement each was as many round trips).
+    pub async fn load(
+        &mut self,
+        db: &crate::db::Db,
+        ids: impl IntoIterator<Item = i64>,
+    ) -> super::error::ApiResult<()> {
+        let mut wanted: Vec<i64> = ids.into_iter().filter(|id| !self.0.contains_key(id)).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        for user in db.users_by_ids(&wanted).await? {
+            self.0.insert(user.id, Some(user));
+        }
+        for id in wanted {
+            self.0.entry(id).or_insert(None);
+        }
+        Ok(())
+    }
 }
 
 /// A user with initials, as embedded in a task's annotations.

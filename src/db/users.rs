@@ -239,6 +239,17 @@ impl Db {
         Ok(User::from_row(&row))
     }
 
+    /// The users of these ids that exist, in one statement.
+    pub async fn users_by_ids(&self, ids: &[i64]) -> DbResult<Vec<User>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id IN ({})", self.id_list_param(1));
+        let ids = serde_json::to_string(ids).map_err(|e| DbError::Other(e.into()))?;
+        let rows = sqlx::query(&sql).bind(ids).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(User::from_row).collect())
+    }
+
     /// Looks a user up by legacy token.
     pub async fn user_by_legacy_token(&self, token: &str) -> DbResult<User> {
         let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE legacy_token = $1"))

@@ -649,16 +649,11 @@ impl SyncEngine {
     }
 
     async fn load_users(&self, users: &mut Users, ids: impl Iterator<Item = i64>) -> anyhow::Result<()> {
-        for id in ids {
-            if let std::collections::hash_map::Entry::Vacant(slot) = users.entry(id) {
-                match self.db.user_by_id(id).await {
-                    Ok(u) => {
-                        slot.insert(u);
-                    }
-                    Err(DbError::NotFound) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
+        let mut missing: Vec<i64> = ids.filter(|id| !users.contains_key(id)).collect();
+        missing.sort_unstable();
+        missing.dedup();
+        for user in self.db.users_by_ids(&missing).await? {
+            users.insert(user.id, user);
         }
         Ok(())
     }

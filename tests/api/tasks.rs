@@ -513,6 +513,13 @@ async fn annotators_are_listed_once_each(app: TestApp) {
         annotators.sort();
         assert_eq!(annotators, [me.id, colleague.id], "{}", t["annotators"]);
     }
+    // Each annotation's author expanded (the page's annotators are looked up together).
+    let all = json_of(app.get(&format!("/api/tasks/?project={project}&fields=all")).await, StatusCode::OK).await;
+    for t in [&all["tasks"][0], &detail] {
+        let emails: Vec<&str> =
+            t["annotations"].as_array().unwrap().iter().map(|a| a["completed_by"]["email"].as_str().unwrap()).collect();
+        assert_eq!(emails, ["admin@example.com", "colleague@example.com", "admin@example.com"], "{t}");
+    }
 }
 
 async fn patching_a_task_returns_it_with_annotations_and_predictions(app: TestApp) {
