@@ -199,7 +199,7 @@ impl<'a> Writer<'a> {
 }
 
 /// A comma, a line break and the indentation of up to 31 levels: what goes before a
-/// member is a slice of it.
+/// member, or before a closing bracket on its own line, is a slice of it.
 const COMMA_LINE: &[u8; 64] = b",\n                                                              ";
 
 /// Before a member or element: its separator and, indented, its line, copied in one
@@ -231,8 +231,7 @@ fn close(out: &mut Vec<u8>, style: Style, depth: usize, empty: bool) {
 /// A line break and the indentation of `depth`, copied in one piece where it is
 /// shallow enough (documents rarely nest deeper).
 fn new_line(out: &mut Vec<u8>, depth: usize) {
-    const LINE: &[u8; 65] = b"\n                                                                ";
-    match LINE.get(..1 + 2 * depth) {
+    match COMMA_LINE.get(1..2 + 2 * depth) {
         Some(line) => out.extend_from_slice(line),
         None => {
             out.push(b'\n');

@@ -162,9 +162,7 @@ impl UserCache {
         db: &crate::db::Db,
         ids: impl IntoIterator<Item = i64>,
     ) -> super::error::ApiResult<()> {
-        let mut wanted: Vec<i64> = ids.into_iter().filter(|id| !self.0.contains_key(id)).collect();
-        wanted.sort_unstable();
-        wanted.dedup();
+        let wanted: Vec<i64> = ids.into_iter().filter(|id| !self.0.contains_key(id)).collect();
         for user in db.users_by_ids(&wanted).await? {
             self.0.insert(user.id, Some(user));
         }

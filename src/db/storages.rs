@@ -48,8 +48,15 @@ pub struct ExportStorage {
     pub baseline_done: bool,
     /// The target's change token after our last write.
     pub target_token: Option<String>,
-    /// Where its links are: see [`LinkSet`].
-    pub link_set: LinkSet,
+    /// The generation of its location, which its links belong to: see [`LinkSet`].
+    pub links_epoch: i64,
+}
+
+impl ExportStorage {
+    /// Where its links are.
+    pub fn link_set(&self) -> LinkSet {
+        LinkSet { storage_id: self.id, epoch: self.links_epoch }
+    }
 }
 
 /// Where a storage's links are: its id and the generation of its location. Changing
@@ -243,7 +250,7 @@ impl ExportStorage {
             cursor_seq: row.get("cursor_seq"),
             baseline_done: row.get::<i64, _>("baseline_done") != 0,
             target_token: row.get("target_token"),
-            link_set: LinkSet { storage_id: row.get("id"), epoch: row.get("links_epoch") },
+            links_epoch: row.get("links_epoch"),
         }
     }
 }
@@ -834,8 +841,7 @@ impl Db {
             placeholders_after(self.backend, links.len(), 4, 5)
         );
         // One prepared statement per number of rows: kept for the few that recur.
-        let query = bind_held(sqlx::query(&sql).persistent(links.len() <= 4), lease).bind(now_micros());
-        let mut query = query.bind(epoch);
+        let mut query = bind_held(sqlx::query(&sql).persistent(links.len() <= 4), lease).bind(now_micros()).bind(epoch);
         for l in links {
             query = query.bind(l.annotation_id).bind(l.key.as_str()).bind(l.version.as_str()).bind(l.size);
         }
@@ -956,13 +962,14 @@ impl Db {
         let mut deleted = 0;
         for (storage_id, epoch) in storages {
             deleted += self.delete_links_in_batches(storage_id, epoch, batch).await?;
-            let mut tx = self.write_tx().await?;
-            sqlx::query("UPDATE export_storages SET links_pruned_epoch = $1 WHERE id = $2 AND links_pruned_epoch < $1")
+            self.write_one(
+                sqlx::query(
+                    "UPDATE export_storages SET links_pruned_epoch = $1 WHERE id = $2 AND links_pruned_epoch < $1",
+                )
                 .bind(epoch)
-                .bind(storage_id)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
+                .bind(storage_id),
+            )
+            .await?;
         }
         Ok(deleted)
     }
@@ -984,18 +991,18 @@ impl Db {
             .bind(batch - 1)
             .fetch_optional(&self.pool)
             .await?;
-            let mut tx = self.write_tx().await?;
-            let done = sqlx::query(
-                "DELETE FROM export_links WHERE storage_id = $1 AND annotation_id > $2 \
-                 AND annotation_id <= $3 AND epoch < $4",
-            )
-            .bind(storage_id)
-            .bind(after)
-            .bind(until.unwrap_or(i64::MAX))
-            .bind(epoch)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
+            let done = self
+                .write_one(
+                    sqlx::query(
+                        "DELETE FROM export_links WHERE storage_id = $1 AND annotation_id > $2 \
+                         AND annotation_id <= $3 AND epoch < $4",
+                    )
+                    .bind(storage_id)
+                    .bind(after)
+                    .bind(until.unwrap_or(i64::MAX))
+                    .bind(epoch),
+                )
+                .await?;
             deleted += done.rows_affected();
             match until {
                 Some(until) => after = until,

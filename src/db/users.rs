@@ -131,7 +131,6 @@ impl Db {
         self.secrets.as_ref().ok_or_else(|| DbError::Other(anyhow::anyhow!("the database handle has no secret key")))
     }
 
-    /// A user row with its legacy token opened (empty without a key or a sealed copy).
     /// A user's legacy API token (`Authorization: Token <key>`), opened from its sealed
     /// copy only when asked for (not at every request's authentication); empty when
     /// the handle has no key ([`Db::with_secrets`]).
@@ -239,13 +238,14 @@ impl Db {
         Ok(User::from_row(&row))
     }
 
-    /// The users of these ids that exist, in one statement.
+    /// The users of these ids (repeated or not) that exist, in one statement.
     pub async fn users_by_ids(&self, ids: &[i64]) -> DbResult<Vec<User>> {
+        let ids: std::collections::BTreeSet<i64> = ids.iter().copied().collect();
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id IN ({})", self.id_list_param(1));
-        let ids = serde_json::to_string(ids).map_err(|e| DbError::Other(e.into()))?;
+        let ids = serde_json::to_string(&ids).map_err(|e| DbError::Other(e.into()))?;
         let rows = sqlx::query(&sql).bind(ids).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(User::from_row).collect())
     }

@@ -523,14 +523,14 @@ impl SyncEngine {
         if storage.fields.export_mode == "task" {
             let tasks: BTreeSet<i64> = changes.iter().map(|c| c.task_id).collect();
             self.export_tasks(claim, storage, target, tasks, users, &mut tally).await?;
-            lease_held(claim, self.db.delete_links(&claim.lease, storage.link_set.epoch, &gone).await?)?;
+            lease_held(claim, self.db.delete_links(&claim.lease, storage.links_epoch, &gone).await?)?;
             return Ok(tally);
         }
         let written = self.write_annotations(claim, storage, target, rows, users, &mut tally).await?;
-        lease_held(claim, self.db.upsert_links(&claim.lease, storage.link_set.epoch, &written).await?)?;
+        lease_held(claim, self.db.upsert_links(&claim.lease, storage.links_epoch, &written).await?)?;
         let deletes = changes.iter().any(|c| c.op == ChangeOp::Delete);
         if deletes && !gone.is_empty() && storage.fields.can_delete_objects == Some(true) {
-            let mut links = self.db.links(storage.link_set, &gone).await?;
+            let mut links = self.db.links(storage.link_set(), &gone).await?;
             // A deleted annotation without a link may still have a document: one written
             // late, after its deletion was exported, by a worker whose lease had ended
             // (it then puts a delete in the feed, see `lease_lost_after_writing`). Its key
@@ -578,7 +578,7 @@ impl SyncEngine {
                 Err(e) => tally.fail(&link.key, &e),
             }
         }
-        lease_held(claim, self.db.delete_links(&claim.lease, storage.link_set.epoch, &removed).await?)
+        lease_held(claim, self.db.delete_links(&claim.lease, storage.links_epoch, &removed).await?)
     }
 
     /// Deletes task `task_id`'s document `key` while the lease is held (checked
@@ -649,9 +649,7 @@ impl SyncEngine {
     }
 
     async fn load_users(&self, users: &mut Users, ids: impl Iterator<Item = i64>) -> anyhow::Result<()> {
-        let mut missing: Vec<i64> = ids.filter(|id| !users.contains_key(id)).collect();
-        missing.sort_unstable();
-        missing.dedup();
+        let missing: Vec<i64> = ids.filter(|id| !users.contains_key(id)).collect();
         for user in self.db.users_by_ids(&missing).await? {
             users.insert(user.id, user);
         }
@@ -791,7 +789,7 @@ impl SyncEngine {
                 _ => {}
             }
         }
-        lease_held(claim, self.db.upsert_links(&claim.lease, storage.link_set.epoch, &links).await?)
+        lease_held(claim, self.db.upsert_links(&claim.lease, storage.links_epoch, &links).await?)
     }
 
     async fn run_job(&self, claim: &Arc<Claim>, mut job: SyncJob, stop: &CancellationToken) -> anyhow::Result<()> {
@@ -857,7 +855,7 @@ impl SyncEngine {
             return Ok(());
         };
         let total = if job.mode == "full" { job.total } else { self.db.count_annotations(storage.project_id).await? };
-        let worked_on = storage.link_set;
+        let worked_on = storage.links_epoch;
         let storage = self.db.storage_by_id(storage.id).await?;
         let outcome = Outcome {
             processed: if job.mode == "full" { progress.processed } else { total },
@@ -870,7 +868,7 @@ impl SyncEngine {
         };
         let done = state::completed(&storage, now_micros(), &outcome);
         let job_state = if progress.failed > 0 { "failed" } else { "completed" };
-        let baseline = (job.mode == "full" && progress.failed == 0).then_some(worked_on.epoch);
+        let baseline = (job.mode == "full" && progress.failed == 0).then_some(worked_on);
         if progress.failed > 0 {
             // What failed is behind the cursor now: the next sync must walk everything.
             self.db.reset_baseline(storage.id).await?;
@@ -955,7 +953,7 @@ impl SyncEngine {
         // keys, instead of one per document. Only documents we recorded writing can be
         // skipped: with none (a new storage), there is nothing to look up, however many
         // objects others keep at the location.
-        let inventory = if !self.db.has_links(storage.link_set).await? {
+        let inventory = if !self.db.has_links(storage.link_set()).await? {
             Some(Arc::new(HashMap::new()))
         } else {
             match target.list_sizes().await {
@@ -1045,7 +1043,7 @@ impl SyncEngine {
         if storage.fields.can_delete_objects == Some(true) {
             let mut after = 0;
             loop {
-                let orphans = self.db.orphan_links(storage.link_set, after, self.settings.batch_size).await?;
+                let orphans = self.db.orphan_links(storage.link_set(), after, self.settings.batch_size).await?;
                 let Some(last) = orphans.last().map(|l| l.annotation_id) else {
                     break;
                 };
@@ -1054,10 +1052,10 @@ impl SyncEngine {
                 if storage.fields.export_mode == "task" {
                     // A task file goes only when none of its annotations is left.
                     let ids: Vec<i64> = orphans.iter().map(|l| l.annotation_id).collect();
-                    lease_held(claim, self.db.delete_links(&claim.lease, storage.link_set.epoch, &ids).await?)?;
+                    lease_held(claim, self.db.delete_links(&claim.lease, storage.links_epoch, &ids).await?)?;
                     let task_keys: BTreeSet<String> = orphans.into_iter().map(|l| l.key).collect();
                     for key in task_keys {
-                        if self.db.count_links_with_key(storage.link_set, &key).await? == 0 {
+                        if self.db.count_links_with_key(storage.link_set(), &key).await? == 0 {
                             let task_id = keys::task_of_key(&key).unwrap_or_default();
                             self.delete_fenced(claim, target.as_ref(), task_id, &key, &mut tally).await?;
                         }
@@ -1141,7 +1139,7 @@ impl SyncEngine {
             }
         }
         let (engine, job, snapshot, claim) = (self.clone(), job.clone(), progress.clone(), claim.clone());
-        let epoch = storage.link_set.epoch;
+        let epoch = storage.links_epoch;
         *saving = Some(tokio::spawn(async move {
             if !engine.db.upsert_links(&claim.lease, epoch, &written).await? {
                 return Ok(false);
@@ -1181,7 +1179,7 @@ impl SyncEngine {
         // A page is every annotation of the project in an id range, sorted by id.
         let links: BTreeMap<i64, Link> = self
             .db
-            .links_between(storage.link_set, first.0.id, last.0.id)
+            .links_between(storage.link_set(), first.0.id, last.0.id)
             .await?
             .into_iter()
             .map(|l| (l.annotation_id, l))

@@ -284,7 +284,7 @@ mod tests {
             cursor_seq: 0,
             baseline_done: false,
             target_token: None,
-            link_set: crate::db::LinkSet { storage_id: 1, epoch: 0 },
+            links_epoch: 0,
         }
     }
 

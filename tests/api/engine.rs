@@ -261,7 +261,7 @@ async fn a_worker_whose_lease_was_claimed_again_has_every_write_refused(backend:
     assert_eq!((job_now.state.as_str(), job_now.checkpoint_id, job_now.processed), ("running", 0, 0));
     let storage = db.storage_by_id(id).await.unwrap();
     assert!(storage.cursor_seq < i64::MAX && storage.target_token.is_none());
-    let set = db.storage_by_id(id).await.unwrap().link_set;
+    let set = db.storage_by_id(id).await.unwrap().link_set();
     assert!(db.links(set, &[1]).await.unwrap().is_empty());
     assert_eq!(db.claim_storage("worker-c", Duration::from_secs(60)).await.unwrap(), None, "B still holds it");
     assert!(db.checkpoint_job(&job, &current, Duration::from_secs(60), &progress, &state).await.unwrap());
@@ -910,7 +910,7 @@ async fn a_location_change_leaves_the_old_links_to_the_pruner_which_deletes_them
     app.import(project, &json!(five)).await;
     let id = create_storage(&app, project).await["id"].as_i64().unwrap();
     assert_eq!(engine.try_execute_task().await.unwrap(), ExecutionOutcome::Worked);
-    let first = db.storage_by_id(id).await.unwrap().link_set;
+    let first = db.storage_by_id(id).await.unwrap().link_set();
     let ids: Vec<i64> = store.snapshot().keys().map(|k| k.parse().unwrap()).collect();
     assert_eq!(db.links(first, &ids).await.unwrap().len(), 5);
     let relocate = |to: &str| {
@@ -925,7 +925,7 @@ async fn a_location_change_leaves_the_old_links_to_the_pruner_which_deletes_them
 
     // Assert: the old links are still there but not the storage's any more, so a
     // sync rewrites every document and records them anew.
-    let second = db.storage_by_id(id).await.unwrap().link_set;
+    let second = db.storage_by_id(id).await.unwrap().link_set();
     assert_eq!(second.epoch, first.epoch + 1);
     assert_eq!(db.links(first, &ids).await.unwrap().len(), 5, "not deleted by the request");
     assert!(db.links(second, &ids).await.unwrap().is_empty());
@@ -1032,7 +1032,7 @@ async fn a_full_sync_during_which_the_location_changed_does_not_count_as_the_new
     // Assert: not the new location's baseline; its links are not the new location's.
     let storage = app.state.db.storage_by_id(id).await.unwrap();
     assert!(!storage.baseline_done, "the export went to the old location");
-    assert!(!app.state.db.has_links(storage.link_set).await.unwrap());
+    assert!(!app.state.db.has_links(storage.link_set()).await.unwrap());
     let r = app.post(&format!("/api/storages/export/localfiles/{id}/sync"), &json!({})).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(engine.try_execute_task().await.unwrap(), ExecutionOutcome::Worked);
