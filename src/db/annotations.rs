@@ -2,7 +2,7 @@
 //! same transaction (see [`super::changes`]).
 
 use super::tasks::{lock_task, refresh_task_counters};
-use super::{flag, record_change, ChangeOp, Db, DbError, DbResult, DbRow, JsonColumn, Task, WriteTx};
+use super::{flag, record_change, Arg, ChangeOp, Db, DbError, DbResult, DbRow, FromDbRow, JsonColumn, Task, WriteTx};
 use crate::time::{now_micros, Micros};
 use serde_json::Value;
 
@@ -78,8 +78,8 @@ pub(crate) const ANNOTATION_COLUMNS: &str = "a.id, a.task_id, a.project_id, a.re
      a.ground_truth, a.lead_time, a.completed_by, a.updated_by, a.import_id, a.last_action, a.bulk_created, \
      a.parent_prediction, a.parent_annotation, a.last_created_by, a.draft_created_at, a.created_at, a.updated_at";
 
-impl<J: JsonColumn> Annotation<J> {
-    pub(crate) fn from_row(row: &impl DbRow) -> Annotation<J> {
+impl<J: JsonColumn> FromDbRow for Annotation<J> {
+    fn from_row(row: &impl DbRow) -> Annotation<J> {
         Annotation {
             id: row.int("id"),
             task_id: row.int("task_id"),
@@ -220,14 +220,12 @@ impl Db {
         // The ids as one parameter: one statement text, prepared once per connection
         // (a literal list was parsed and planned anew for every task page).
         let cancelled = if include_cancelled { "" } else { " AND a.was_cancelled = 0" };
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "SELECT {ANNOTATION_COLUMNS} FROM annotations a WHERE a.task_id IN ({}){cancelled} ORDER BY a.task_id, a.id",
             self.id_list_param(1)
-        ))
-        .bind(serde_json::to_string(task_ids).map_err(|e| DbError::Other(e.into()))?)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(Annotation::from_row).collect())
+        );
+        let ids = serde_json::to_string(task_ids).map_err(|e| DbError::Other(e.into()))?;
+        self.read(sql, vec![Arg::Text(ids)]).await
     }
 
     /// Replaces the writable fields of an annotation.

@@ -8,17 +8,18 @@
 //! types: `i64` (ids, counters, booleans as 0/1, timestamps as micros), `f64`,
 //! `String` (JSON documents as text).
 //!
-//! One exception, for speed: on a SQLite file the full sync's page reads run the same
-//! SQL through rusqlite on a blocking thread (`db/export_read.rs`); rows of both drivers
-//! are read through [`DbRow`], so each row mapping is written once.
+//! One exception, for speed: on a SQLite file the full sync's page reads and the API's
+//! hot reads ([`Db::read`]) run the same SQL through rusqlite on a blocking thread
+//! (`db/lite_read.rs`); rows of both drivers are read through [`DbRow`], so each row
+//! mapping is written once.
 #![warn(missing_docs)]
 
 mod annotations;
 mod changes;
-mod export_read;
 mod files;
 mod import;
 mod leases;
+mod lite_read;
 mod local_paths;
 mod notify;
 mod projects;
@@ -147,8 +148,8 @@ pub struct Db {
     /// This process's writers wait here for their turn (see [`WriteTx`]).
     writers: write_tx::WriterQueues,
     /// SQLite (a database file): rusqlite connections to the same file for the full
-    /// sync's page reads ([`Db::export_page`]), see [`export_read`].
-    export_reads: Option<Arc<export_read::ExportReader>>,
+    /// sync's page reads ([`Db::export_page`]), see [`lite_read`].
+    lite_reads: Option<Arc<lite_read::LiteReader>>,
     /// SQLite: checkpoints the WAL while any clone of this `Db` lives ([`wal`]).
     _checkpoints: Option<Arc<wal::Checkpointer>>,
 }
@@ -198,12 +199,12 @@ impl Db {
             secrets: None,
             url: url.as_str().into(),
             writers: write_tx::WriterQueues::new(backend, max),
-            export_reads: None,
+            lite_reads: None,
             _checkpoints: checkpoints,
         };
         db.migrate().await.context("Failed to run database migrations")?;
         if let Some(path) = sqlite_file {
-            db.export_reads = Some(export_read::ExportReader::open(path).context("Failed to open the database")?);
+            db.lite_reads = Some(lite_read::LiteReader::open(path).context("Failed to open the database")?);
         }
         Ok(db)
     }
@@ -268,6 +269,33 @@ impl Db {
     /// The underlying pool, for reads that need no transaction.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The rows of the read-only statement `sql` with `args`, each mapped by
+    /// [`FromDbRow`]. On a SQLite file they are read through rusqlite on a blocking
+    /// thread ([`lite_read`]): one hand-off per statement, where the pool hands the
+    /// statement to its connection's thread, its rows back one by one, and a ping on
+    /// the connection's return (the API's reads beside a full sync wait for a core at
+    /// each hand-off). Elsewhere through the pool.
+    pub(crate) async fn read<T: FromDbRow + Send + 'static>(&self, sql: String, args: Vec<Arg>) -> DbResult<Vec<T>> {
+        use futures::TryStreamExt;
+        if let Some(reads) = &self.lite_reads {
+            return reads.rows(sql, args, |row| T::from_row(row)).await;
+        }
+        let mut query = sqlx::query(&sql);
+        for arg in args {
+            query = match arg {
+                Arg::Int(i) => query.bind(i),
+                Arg::Text(s) => query.bind(s),
+                Arg::OptText(s) => query.bind(s),
+            };
+        }
+        Ok(query.fetch(&self.pool).map_ok(|row| T::from_row(&row)).try_collect().await?)
+    }
+
+    /// The first row of [`Db::read`]; `NotFound` without one.
+    pub(crate) async fn read_one<T: FromDbRow + Send + 'static>(&self, sql: String, args: Vec<Arg>) -> DbResult<T> {
+        self.read(sql, args).await?.into_iter().next().ok_or(DbError::NotFound)
     }
 
     /// Checks that the database answers.
@@ -379,6 +407,33 @@ where
     }
 }
 
+/// A value read from one result row of [`Db::read`], by column name.
+pub(crate) trait FromDbRow: Sized {
+    /// Maps `row`.
+    fn from_row(row: &impl DbRow) -> Self;
+}
+
+/// A parameter of a statement run by [`Db::read`].
+#[derive(Debug, Clone)]
+pub(crate) enum Arg {
+    /// An integer.
+    Int(i64),
+    /// A text.
+    Text(String),
+    /// A text or `NULL`.
+    OptText(Option<String>),
+}
+
+impl rusqlite::ToSql for Arg {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Arg::Int(i) => i.to_sql(),
+            Arg::Text(s) => s.to_sql(),
+            Arg::OptText(s) => s.to_sql(),
+        }
+    }
+}
+
 /// Reads a 0/1 integer column as a bool.
 pub(crate) fn flag(row: &impl DbRow, col: &str) -> bool {
     row.int(col) != 0
@@ -387,7 +442,7 @@ pub(crate) fn flag(row: &impl DbRow, col: &str) -> bool {
 /// How a JSON column is held once read: parsed into a [`serde_json::Value`] where the
 /// API looks inside it, or kept as its stored text ([`JsonText`]) where it is only
 /// written out again, as in export documents.
-pub trait JsonColumn: Sized {
+pub trait JsonColumn: Sized + Send + 'static {
     /// Reads column `col` of `row`.
     fn read(row: &impl DbRow, col: &str) -> Self;
     /// The JSON text (as stored, or serialised from the value).
@@ -483,6 +538,59 @@ mod tests {
         assert!(is_busy(&no_turn.context("Failed to create a project").unwrap_err()));
         assert!(!is_busy(&sqlx::Error::RowNotFound.into()));
         assert!(!is_busy(&anyhow::anyhow!("database is locked, said someone")));
+    }
+
+    /// Two values of one row, for [`reads_bind_numbered_parameters_by_number_through_either_driver`].
+    #[derive(Debug, PartialEq)]
+    struct Pair(i64, Option<String>);
+
+    impl super::FromDbRow for Pair {
+        fn from_row(row: &impl super::DbRow) -> Pair {
+            Pair(row.int("n"), row.opt_text("label"))
+        }
+    }
+
+    /// `$3` before `$2` in the text still takes the third argument: SQLite itself
+    /// would number them in order of appearance (rusqlite's path), sqlx by their
+    /// numbers (the pool's path, here an in-memory database).
+    #[tokio::test]
+    async fn reads_bind_numbered_parameters_by_number_through_either_driver() {
+        use super::Arg;
+        let dir = tempfile::tempdir().unwrap();
+        let file = super::Db::connect(&format!("sqlite://{}", dir.path().join("r.db").display())).await.unwrap();
+        let memory = super::Db::connect("sqlite::memory:").await.unwrap();
+        assert!(file.lite_reads.is_some() && memory.lite_reads.is_none(), "one of each path");
+        let sql = "SELECT $3 - $2 AS n, CASE WHEN $4 IS NULL THEN NULL ELSE $4 || '!' END AS label \
+                   WHERE $1 = 1 UNION ALL SELECT $2, $4 WHERE $1 = 1";
+        for db in [&file, &memory] {
+            let read = |label: Option<&str>| {
+                let args = vec![Arg::Int(1), Arg::Int(10), Arg::Int(25), Arg::OptText(label.map(str::to_owned))];
+                db.read::<Pair>(sql.to_owned(), args)
+            };
+            assert_eq!(read(Some("x")).await.unwrap(), [Pair(15, Some("x!".into())), Pair(10, Some("x".into()))]);
+            assert_eq!(read(None).await.unwrap(), [Pair(15, None), Pair(10, None)]);
+            let missing = db.read_one::<Pair>("SELECT 1 AS n, NULL AS label WHERE $1 = 0".into(), vec![Arg::Int(1)]);
+            assert!(matches!(missing.await, Err(super::DbError::NotFound)));
+        }
+    }
+
+    /// A burst of reads larger than the reader's connections waits for them: every
+    /// read answers, and the connections opened stay few enough to all be kept.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_reads_shares_a_bounded_set_of_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::Db::connect(&format!("sqlite://{}", dir.path().join("r.db").display())).await.unwrap();
+        // Each read steps through a few thousand rows, long enough for the burst to overlap.
+        let sql = "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 20000) \
+                   SELECT MAX(n) + $1 AS n, NULL AS label FROM c";
+        let reads = (0..64).map(|i| {
+            let db = db.clone();
+            tokio::spawn(async move { db.read_one::<Pair>(sql.to_owned(), vec![super::Arg::Int(i)]).await.unwrap() })
+        });
+        let answers: Vec<Pair> = futures::future::join_all(reads).await.into_iter().map(Result::unwrap).collect();
+        assert_eq!(answers, (0..64).map(|i| Pair(20000 + i, None)).collect::<Vec<_>>());
+        let kept = db.lite_reads.as_ref().unwrap().idle_connections();
+        assert!((1..=super::lite_read::MAX_CONNECTIONS).contains(&kept), "{kept} connections kept");
     }
 
     /// The commit mode a transaction of the given kind runs with on PostgreSQL.

@@ -7,8 +7,8 @@
 use super::leases::{bind_held, fence, HELD};
 use super::rows::{insert_rows, placeholders_after, PARAMETERS_PER_STATEMENT};
 use super::{
-    flag, json_col, Annotation, Db, DbError, DbResult, DbRow, JsonColumn, JsonText, Lease, PathClaim, Task,
-    ANNOTATION_COLUMNS,
+    flag, json_col, Annotation, Arg, Db, DbError, DbResult, DbRow, FromDbRow, JsonColumn, JsonText, Lease, PathClaim,
+    Task, ANNOTATION_COLUMNS,
 };
 use crate::time::{now_micros, Micros};
 use futures::TryStreamExt;
@@ -222,35 +222,35 @@ pub type ExportRow = (Annotation<JsonText>, Task<JsonText>);
 const JOB_COLUMNS: &str = "id, storage_id, job_key, mode, state, start_seq, checkpoint_id, total, processed, \
      written, deleted, failed, errors";
 
-impl ExportStorage {
-    fn from_row(row: &AnyRow) -> ExportStorage {
+impl FromDbRow for ExportStorage {
+    fn from_row(row: &impl DbRow) -> ExportStorage {
         ExportStorage {
-            id: row.get("id"),
-            storage_type: row.get("type"),
-            project_id: row.get("project_id"),
+            id: row.int("id"),
+            storage_type: row.text("type"),
+            project_id: row.int("project_id"),
             fields: StorageFields {
-                title: row.get("title"),
-                description: row.get("description"),
-                synchronizable: row.get::<i64, _>("synchronizable") != 0,
-                path: row.get("path"),
-                regex_filter: row.get("regex_filter"),
-                use_blob_urls: row.get::<i64, _>("use_blob_urls") != 0,
-                can_delete_objects: row.get::<Option<i64>, _>("can_delete_objects").map(|v| v != 0),
-                export_mode: row.get("export_mode"),
+                title: row.opt_text("title"),
+                description: row.opt_text("description"),
+                synchronizable: flag(row, "synchronizable"),
+                path: row.opt_text("path"),
+                regex_filter: row.opt_text("regex_filter"),
+                use_blob_urls: flag(row, "use_blob_urls"),
+                can_delete_objects: row.opt_int("can_delete_objects").map(|v| v != 0),
+                export_mode: row.text("export_mode"),
                 config: json_col(row, "config"),
-                secrets: row.get("secrets"),
+                secrets: row.opt_text("secrets"),
             },
-            status: row.get("status"),
-            last_sync: row.get("last_sync"),
-            last_sync_count: row.get("last_sync_count"),
-            last_sync_job: row.get("last_sync_job"),
-            traceback: row.get("traceback"),
+            status: row.text("status"),
+            last_sync: row.opt_int("last_sync"),
+            last_sync_count: row.opt_int("last_sync_count"),
+            last_sync_job: row.opt_text("last_sync_job"),
+            traceback: row.opt_text("traceback"),
             meta: json_col(row, "meta"),
-            created_at: row.get("created_at"),
-            cursor_seq: row.get("cursor_seq"),
-            baseline_done: row.get::<i64, _>("baseline_done") != 0,
-            target_token: row.get("target_token"),
-            links_epoch: row.get("links_epoch"),
+            created_at: row.int("created_at"),
+            cursor_seq: row.int("cursor_seq"),
+            baseline_done: flag(row, "baseline_done"),
+            target_token: row.opt_text("target_token"),
+            links_epoch: row.int("links_epoch"),
         }
     }
 }
@@ -313,25 +313,17 @@ impl Db {
 
     /// A storage by id alone (for the worker).
     pub async fn storage_by_id(&self, id: i64) -> DbResult<ExportStorage> {
-        let row = sqlx::query(&format!("SELECT {STORAGE_COLUMNS} FROM export_storages s WHERE s.id = $1"))
-            .bind(id)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(ExportStorage::from_row(&row))
+        self.read_one(format!("SELECT {STORAGE_COLUMNS} FROM export_storages s WHERE s.id = $1"), vec![Arg::Int(id)])
+            .await
     }
 
     /// A storage of the given type visible to the organization.
     pub async fn storage(&self, organization_id: i64, storage_type: &str, id: i64) -> DbResult<ExportStorage> {
-        let row = sqlx::query(&format!(
+        let sql = format!(
             "SELECT {STORAGE_COLUMNS} FROM export_storages s JOIN projects p ON p.id = s.project_id \
              WHERE s.id = $1 AND s.type = $2 AND p.organization_id = $3"
-        ))
-        .bind(id)
-        .bind(storage_type)
-        .bind(organization_id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(ExportStorage::from_row(&row))
+        );
+        self.read_one(sql, vec![Arg::Int(id), Arg::Text(storage_type.to_owned()), Arg::Int(organization_id)]).await
     }
 
     /// A project's storages of one type (or all types), by id; `None` if the project is
@@ -347,12 +339,12 @@ impl Db {
             "SELECT {STORAGE_COLUMNS} FROM export_storages s JOIN projects p ON p.id = s.project_id \
              WHERE s.project_id = $1 AND p.organization_id = $2 AND ($3 IS NULL OR s.type = $3) ORDER BY s.id"
         );
-        let rows =
-            sqlx::query(&sql).bind(project_id).bind(organization_id).bind(storage_type).fetch_all(&self.pool).await?;
-        if rows.is_empty() && !self.project_exists(organization_id, project_id).await? {
+        let args = vec![Arg::Int(project_id), Arg::Int(organization_id), Arg::OptText(storage_type.map(str::to_owned))];
+        let storages: Vec<ExportStorage> = self.read(sql, args).await?;
+        if storages.is_empty() && !self.project_exists(organization_id, project_id).await? {
             return Ok(None);
         }
-        Ok(Some(rows.iter().map(ExportStorage::from_row).collect()))
+        Ok(Some(storages))
     }
 
     /// Replaces the writable fields. A new location (path or type config) needs a
@@ -688,7 +680,7 @@ impl Db {
 
     /// Up to `limit` annotations of a project with id > `after`, each with its task.
     pub async fn export_page(&self, project_id: i64, after: i64, limit: i64) -> DbResult<Vec<ExportRow>> {
-        if let Some(reads) = &self.export_reads {
+        if let Some(reads) = &self.lite_reads {
             let sql = format!(
                 "SELECT {ANNOTATION_COLUMNS}, {EXPORT_TASK_COLUMNS} FROM annotations a JOIN tasks t ON t.id = a.task_id \
                  WHERE a.project_id = $1 AND a.id > $2 ORDER BY a.id LIMIT $3"
@@ -768,7 +760,7 @@ impl Db {
     pub async fn links_between(&self, set: LinkSet, first: i64, last: i64) -> DbResult<Vec<Link>> {
         let sql = "SELECT annotation_id, object_key, version, size FROM export_links \
                    WHERE storage_id = $1 AND annotation_id BETWEEN $2 AND $3 AND epoch = $4";
-        if let Some(reads) = &self.export_reads {
+        if let Some(reads) = &self.lite_reads {
             let params = [set.storage_id, first, last, set.epoch];
             return reads.rows(sql.to_owned(), params, |row| link_from_row(row)).await;
         }

@@ -1,7 +1,9 @@
 //! Tasks and predictions, scoped to an organization through their project.
 
 use super::projects::{add_to_totals, Totals};
-use super::{flag, json_col, record_change, ChangeOp, Db, DbError, DbResult, DbRow, JsonColumn, WriteTx};
+use super::{
+    flag, json_col, record_change, Arg, ChangeOp, Db, DbError, DbResult, DbRow, FromDbRow, JsonColumn, WriteTx,
+};
 use crate::time::{now_micros, Micros};
 use serde_json::Value;
 use sqlx::any::AnyRow;
@@ -36,6 +38,17 @@ pub struct Task<J = Value> {
     pub created_at: Micros,
     /// Last change.
     pub updated_at: Micros,
+}
+
+impl FromDbRow for TaskTotals {
+    fn from_row(row: &impl DbRow) -> TaskTotals {
+        TaskTotals {
+            tasks: row.int("task_count"),
+            annotations: row.int("annotations"),
+            predictions: row.int("prediction_count"),
+            pages_by_inner_id: flag(row, "pages_by_inner_id"),
+        }
+    }
 }
 
 /// A project's totals as the task list shows them ([`Db::task_totals`]).
@@ -88,8 +101,8 @@ pub struct NewPrediction {
 pub(crate) const TASK_COLUMNS: &str = "t.id, t.project_id, t.data, t.meta, t.inner_id, t.overlap, t.is_labeled, \
      t.total_annotations, t.cancelled_annotations, t.total_predictions, t.updated_by, t.created_at, t.updated_at";
 
-impl<J: JsonColumn> Task<J> {
-    pub(crate) fn from_row(row: &impl DbRow) -> Task<J> {
+impl<J: JsonColumn> FromDbRow for Task<J> {
+    fn from_row(row: &impl DbRow) -> Task<J> {
         Task {
             id: row.int("id"),
             project_id: row.int("project_id"),
@@ -108,17 +121,17 @@ impl<J: JsonColumn> Task<J> {
     }
 }
 
-impl Prediction {
-    fn from_row(row: &AnyRow) -> Prediction {
+impl FromDbRow for Prediction {
+    fn from_row(row: &impl DbRow) -> Prediction {
         Prediction {
-            id: row.get("id"),
-            task_id: row.get("task_id"),
-            project_id: row.get("project_id"),
+            id: row.int("id"),
+            task_id: row.int("task_id"),
+            project_id: row.int("project_id"),
             result: json_col(row, "result"),
-            score: row.get("score"),
-            model_version: row.get("model_version"),
-            created_at: row.get("created_at"),
-            updated_at: row.get("updated_at"),
+            score: row.opt_float("score"),
+            model_version: row.text("model_version"),
+            created_at: row.int("created_at"),
+            updated_at: row.int("updated_at"),
         }
     }
 }
@@ -266,37 +279,21 @@ impl Db {
 
     /// A task of the organization.
     pub async fn task(&self, organization_id: i64, id: i64) -> DbResult<Task> {
-        let row = sqlx::query(&format!(
+        let sql = format!(
             "SELECT {TASK_COLUMNS} FROM tasks t JOIN projects p ON p.id = t.project_id \
              WHERE t.id = $1 AND p.organization_id = $2"
-        ))
-        .bind(id)
-        .bind(organization_id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(Task::from_row(&row))
+        );
+        self.read_one(sql, vec![Arg::Int(id), Arg::Int(organization_id)]).await
     }
 
     /// Task count, non-cancelled annotation count and prediction count of a project of
     /// the organization (`NotFound` for any other), and how its pages are found: one
     /// row read, whatever the project's size (see [`Totals`]).
     pub async fn task_totals(&self, organization_id: i64, project_id: i64) -> DbResult<TaskTotals> {
-        let row = sqlx::query(
-            "SELECT task_count, annotation_count - cancelled_annotation_count AS annotations, prediction_count, \
+        let sql = "SELECT task_count, annotation_count - cancelled_annotation_count AS annotations, prediction_count, \
              CASE WHEN tasks_in_inner_id_order = 1 AND task_count = next_inner_id - 1 THEN 1 ELSE 0 END \
-             AS pages_by_inner_id FROM projects WHERE id = $1 AND organization_id = $2",
-        )
-        .bind(project_id)
-        .bind(organization_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(DbError::NotFound)?;
-        Ok(TaskTotals {
-            tasks: row.get("task_count"),
-            annotations: row.get("annotations"),
-            predictions: row.get("prediction_count"),
-            pages_by_inner_id: flag(&row, "pages_by_inner_id"),
-        })
+             AS pages_by_inner_id FROM projects WHERE id = $1 AND organization_id = $2";
+        self.read_one(sql.to_owned(), vec![Arg::Int(project_id), Arg::Int(organization_id)]).await
     }
 
     /// One page of a project's tasks, by id, with `totals` read by [`Db::task_totals`]
@@ -323,8 +320,7 @@ impl Db {
                  (SELECT id FROM tasks WHERE project_id = $1 ORDER BY id LIMIT $2 OFFSET $3) ORDER BY t.id"
             )
         };
-        let rows = sqlx::query(&sql).bind(project_id).bind(limit).bind(offset).fetch_all(&self.pool).await?;
-        Ok(rows.iter().map(Task::from_row).collect())
+        self.read(sql, vec![Arg::Int(project_id), Arg::Int(limit), Arg::Int(offset)]).await
     }
 
     /// Updates a task's data, meta and overlap.
@@ -388,15 +384,13 @@ impl Db {
         if task_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let list: Vec<String> = task_ids.iter().map(i64::to_string).collect();
-        let rows = sqlx::query(&format!(
+        // The ids as one parameter, as for the annotations: one statement text.
+        let sql = format!(
             "SELECT id, task_id, project_id, result, score, model_version, created_at, updated_at \
              FROM predictions WHERE task_id IN ({}) ORDER BY task_id, id",
-            list.join(",")
-        ))
-        .persistent(false)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(Prediction::from_row).collect())
+            self.id_list_param(1)
+        );
+        let ids = serde_json::to_string(task_ids).map_err(|e| DbError::Other(e.into()))?;
+        self.read(sql, vec![Arg::Text(ids)]).await
     }
 }

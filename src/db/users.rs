@@ -7,9 +7,8 @@
 //! token (a signed JWT) is stored as the SHA-256 of the whole token plus its unsigned
 //! part (`header.payload`, what `GET /api/token/` lists): neither authenticates.
 
-use super::{Db, DbError, DbResult};
+use super::{Arg, Db, DbError, DbResult, DbRow, FromDbRow};
 use crate::time::{now_micros, Micros};
-use sqlx::any::AnyRow;
 use sqlx::Row;
 
 /// A user and the organization they act in.
@@ -36,20 +35,22 @@ pub struct User {
 const USER_COLUMNS: &str = "id, organization_id, email, username, first_name, last_name, \
                             date_joined, last_activity";
 
-impl User {
-    fn from_row(row: &AnyRow) -> User {
+impl FromDbRow for User {
+    fn from_row(row: &impl DbRow) -> User {
         User {
-            id: row.get("id"),
-            organization_id: row.get("organization_id"),
-            email: row.get("email"),
-            username: row.get("username"),
-            first_name: row.get("first_name"),
-            last_name: row.get("last_name"),
-            date_joined: row.get("date_joined"),
-            last_activity: row.get("last_activity"),
+            id: row.int("id"),
+            organization_id: row.int("organization_id"),
+            email: row.text("email"),
+            username: row.text("username"),
+            first_name: row.text("first_name"),
+            last_name: row.text("last_name"),
+            date_joined: row.int("date_joined"),
+            last_activity: row.int("last_activity"),
         }
     }
+}
 
+impl User {
     /// Label Studio's initials: first letters of both names, the one name's first
     /// letter, or the first two characters of the email.
     pub fn initials(&self) -> String {
@@ -95,6 +96,12 @@ pub struct PersonalTokenState {
     pub user_id: i64,
     /// Whether it was revoked (blacklisted).
     pub revoked: bool,
+}
+
+impl FromDbRow for PersonalTokenState {
+    fn from_row(row: &impl DbRow) -> PersonalTokenState {
+        PersonalTokenState { user_id: row.int("user_id"), revoked: row.opt_int("revoked_at").is_some() }
+    }
 }
 
 /// A new random legacy token: 40 hex characters, like Label Studio's.
@@ -231,11 +238,7 @@ impl Db {
 
     /// Looks a user up by id.
     pub async fn user_by_id(&self, id: i64) -> DbResult<User> {
-        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
-            .bind(id)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(User::from_row(&row))
+        self.read_one(format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"), vec![Arg::Int(id)]).await
     }
 
     /// The users of these ids (repeated or not) that exist, in one statement.
@@ -246,17 +249,13 @@ impl Db {
         }
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id IN ({})", self.id_list_param(1));
         let ids = serde_json::to_string(&ids).map_err(|e| DbError::Other(e.into()))?;
-        let rows = sqlx::query(&sql).bind(ids).fetch_all(&self.pool).await?;
-        Ok(rows.iter().map(User::from_row).collect())
+        self.read(sql, vec![Arg::Text(ids)]).await
     }
 
     /// Looks a user up by legacy token.
     pub async fn user_by_legacy_token(&self, token: &str) -> DbResult<User> {
-        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE legacy_token = $1"))
-            .bind(token_hash(token))
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(User::from_row(&row))
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE legacy_token = $1");
+        self.read_one(sql, vec![Arg::Text(token_hash(token))]).await
     }
 
     /// Replaces a user's legacy token.
@@ -390,12 +389,8 @@ impl Db {
 
     /// The owner of a personal access token and whether it is revoked: `None` if unknown.
     pub async fn personal_token_state(&self, jti: &str) -> DbResult<Option<PersonalTokenState>> {
-        let row: Option<(i64, Option<i64>)> =
-            sqlx::query_as("SELECT user_id, revoked_at FROM personal_access_tokens WHERE jti = $1")
-                .bind(jti)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map(|(user_id, revoked_at)| PersonalTokenState { user_id, revoked: revoked_at.is_some() }))
+        let sql = "SELECT user_id, revoked_at FROM personal_access_tokens WHERE jti = $1";
+        Ok(self.read(sql.to_owned(), vec![Arg::Text(jti.to_owned())]).await?.into_iter().next())
     }
 
     /// Whether `token` is, byte for byte, a personal access token this server issued.

@@ -23,7 +23,7 @@ pub(super) struct Checkpointer(());
 impl Checkpointer {
     /// Starts checkpointing the database at `path` until the returned value is dropped.
     pub(super) fn start(path: PathBuf) -> anyhow::Result<Arc<Checkpointer>> {
-        let conn = super::export_read::open_rw(&path)?;
+        let conn = super::lite_read::open_rw(&path)?;
         let alive = Arc::new(Checkpointer(()));
         let held = Arc::downgrade(&alive);
         std::thread::Builder::new().name("labelport-wal".into()).spawn(move || run(conn, held))?;

@@ -1,54 +1,85 @@
-//! Export pages read straight from the SQLite file with rusqlite.
+//! Reads straight from the SQLite file with rusqlite: the full sync's export pages and
+//! the API's hot reads ([`Db::read`](super::Db::read)).
 //!
 //! A full sync reads every annotation once. Through sqlx, each value of each row is
 //! first copied by sqlx's SQLite worker (`sqlite3_value_dup`), handed to the async
 //! side, looked up by name and copied again into our types; here a blocking thread
 //! steps the statement itself and copies each text once, from SQLite's own buffer.
+//! A request's read is one hand-off to a blocking thread instead of a pool
+//! connection's two (the statement to its worker thread, the ping when it goes back),
+//! and leaves the pool's connections to the writers.
 //! It only reads: WAL lets it read beside the writers of the `Any` pool.
 
 use super::{DbError, DbResult, DbRow};
 use std::cell::Cell;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
 
-/// Connections to one SQLite file for export pages; opened as needed, kept when idle.
-pub(super) struct ExportReader {
+/// Most reads at once, and so most connections: more than the cores can step, few
+/// enough to keep them all open (a new connection parses the schema again).
+pub(super) const MAX_CONNECTIONS: usize = 16;
+
+/// Connections to one SQLite file; opened as needed, kept when idle.
+pub(super) struct LiteReader {
     path: PathBuf,
     idle: Mutex<Vec<rusqlite::Connection>>,
+    /// One per read in flight.
+    permits: Arc<Semaphore>,
 }
 
-impl ExportReader {
+impl LiteReader {
     /// A reader of the database file at `path`, checked by opening one connection.
-    pub(super) fn open(path: PathBuf) -> anyhow::Result<Arc<ExportReader>> {
-        let reader = ExportReader { path, idle: Mutex::new(Vec::new()) };
+    pub(super) fn open(path: PathBuf) -> anyhow::Result<Arc<LiteReader>> {
+        let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let reader = LiteReader { path, idle: Mutex::new(Vec::new()), permits };
         let first = reader.connect()?;
         reader.idle.lock().expect("never poisoned: no panics while held").push(first);
         Ok(Arc::new(reader))
     }
 
+    /// Connections open and not in use.
+    #[cfg(test)]
+    pub(super) fn idle_connections(&self) -> usize {
+        self.idle.lock().expect("never poisoned").len()
+    }
+
     fn connect(&self) -> rusqlite::Result<rusqlite::Connection> {
-        open_rw(&self.path)
+        let conn = open_rw(&self.path)?;
+        // Every statement read through here stays prepared.
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(conn)
     }
 
     /// Runs `sql` with `params` on a blocking thread, mapping each row with `map` as it
     /// is stepped (rows are never held by the driver).
-    pub(super) async fn rows<T: Send + 'static, const N: usize>(
+    pub(super) async fn rows<T: Send + 'static, P, A>(
         self: &Arc<Self>,
         sql: String,
-        params: [i64; N],
+        params: P,
         map: fn(&LiteRow<'_, '_>) -> T,
-    ) -> DbResult<Vec<T>> {
+    ) -> DbResult<Vec<T>>
+    where
+        P: AsRef<[A]> + Send + 'static,
+        A: rusqlite::ToSql,
+    {
         let reader = self.clone();
-        crate::background::join(crate::background::spawn_blocking(move || reader.rows_blocking(&sql, params, map)))
+        let permit = self.permits.clone().acquire_owned().await.map_err(|e| DbError::Other(e.into()))?;
+        let read = move || {
+            let rows = reader.rows_blocking(&sql, params.as_ref(), map);
+            drop(permit);
+            rows
+        };
+        crate::background::join(crate::background::spawn_blocking(read))
             .await
             .map_err(|e| DbError::Other(e.into()))?
             .map_err(|e| DbError::Other(e.into()))
     }
 
-    fn rows_blocking<T, const N: usize>(
+    fn rows_blocking<T, A: rusqlite::ToSql>(
         &self,
         sql: &str,
-        params: [i64; N],
+        params: &[A],
         map: fn(&LiteRow<'_, '_>) -> T,
     ) -> rusqlite::Result<Vec<T>> {
         let idle = self.idle.lock().expect("never poisoned").pop();
@@ -59,7 +90,8 @@ impl ExportReader {
         let result = (|| {
             let mut statement = conn.prepare_cached(sql)?;
             let names: Vec<String> = statement.column_names().into_iter().map(str::to_owned).collect();
-            let mut rows = statement.query(rusqlite::params_from_iter(params))?;
+            bind_numbered(&mut statement, params)?;
+            let mut rows = statement.raw_query();
             let mut out = Vec::new();
             while let Some(row) = rows.next()? {
                 out.push(map(&LiteRow { row, names: &names, next: Cell::new(0) }));
@@ -69,6 +101,25 @@ impl ExportReader {
         self.idle.lock().expect("never poisoned").push(conn);
         result
     }
+}
+
+/// Binds `$N` to `params[N - 1]`, as sqlx does: SQLite numbers a statement's named
+/// parameters in the order they first appear, so in `… > $3 AND … <= $3 + $2` it
+/// takes `$3` for the second parameter.
+fn bind_numbered<A: rusqlite::ToSql>(statement: &mut rusqlite::Statement<'_>, params: &[A]) -> rusqlite::Result<()> {
+    let count = statement.parameter_count();
+    if count != params.len() {
+        return Err(rusqlite::Error::InvalidParameterCount(params.len(), count));
+    }
+    for index in 1..=count {
+        let number = statement.parameter_name(index).and_then(|name| name.strip_prefix('$')?.parse::<usize>().ok());
+        let param = match number {
+            Some(n) => params.get(n.wrapping_sub(1)).ok_or(rusqlite::Error::InvalidParameterCount(n, count))?,
+            None => &params[index - 1],
+        };
+        statement.raw_bind_parameter(index, param)?;
+    }
+    Ok(())
 }
 
 /// A rusqlite connection to the existing database file at `path`, waiting up to
