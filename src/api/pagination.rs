@@ -47,6 +47,12 @@ impl Page {
     pub fn offset(&self) -> i64 {
         (self.number - 1).saturating_mul(self.size)
     }
+
+    /// The offset before [`check`](Self::check), unless the page is `last`, whose place
+    /// depends on the count.
+    pub fn known_offset(&self) -> Option<i64> {
+        (self.number != i64::MAX).then(|| self.offset())
+    }
 }
 
 fn invalid_page() -> ApiError {

@@ -83,6 +83,17 @@ impl Related {
         // Results stay stored text: a list page shows none, and a detailed one parses each once.
         let annotations = db.annotations_for_tasks(&ids, true).await?;
         let predictions = if detailed { db.predictions_for_tasks(&ids).await? } else { Vec::new() };
+        Related::of(db, annotations, predictions, detailed).await
+    }
+
+    /// Groups the annotations and predictions read for some tasks, and reads their
+    /// annotators where the detail shows them.
+    async fn of(
+        db: &Db,
+        annotations: Vec<Annotation<JsonText>>,
+        predictions: Vec<Prediction>,
+        detailed: bool,
+    ) -> ApiResult<Related> {
         let mut users = UserCache::default();
         if detailed {
             users.load(db, annotations.iter().filter_map(|a| a.completed_by)).await?;
@@ -287,12 +298,27 @@ pub async fn list(State(state): State<AppState>, Auth(user): Auth, query: Query)
         }
         Err(_) => return Err(ApiError::not_found("Project")),
     };
-    // The totals' read is also the check that the project is the caller's.
-    let totals = state.db.task_totals(user.organization_id, project).await.or_not_found("Project")?;
-    let page = Page::from_query(&query, 100, MAX_TASK_PAGE_SIZE)?;
-    let page = page.check(totals.tasks)?;
-    let tasks: Vec<Task<JsonText>> = state.db.list_tasks(project, &totals, page.offset(), page.size).await?;
-    let mut related = Related::load(&state.db, &tasks, query.get("fields") == Some("all")).await?;
+    let asked = Page::from_query(&query, 100, MAX_TASK_PAGE_SIZE)?;
+    // The totals' read is also the check that the project is the caller's. The page asked
+    // for is read with them, where the project allows (`page=last` needs the totals first).
+    let window = asked.known_offset().map(|offset| (offset, asked.size));
+    let (totals, read_with) =
+        state.db.task_totals_and_page(user.organization_id, project, window).await.or_not_found("Project")?;
+    let page = asked.check(totals.tasks)?;
+    let detailed = query.get("fields") == Some("all");
+    let (tasks, mut related) = match read_with {
+        Some((tasks, annotations)) => {
+            let ids: Vec<i64> = tasks.iter().map(|t| t.id).collect();
+            let predictions = if detailed { state.db.predictions_for_tasks(&ids).await? } else { Vec::new() };
+            let related = Related::of(&state.db, annotations, predictions, detailed).await?;
+            (tasks, related)
+        }
+        _ => {
+            let tasks: Vec<Task<JsonText>> = state.db.list_tasks(project, &totals, page.offset(), page.size).await?;
+            let related = Related::load(&state.db, &tasks, detailed).await?;
+            (tasks, related)
+        }
+    };
     let mut body = Vec::with_capacity(256 + 1024 * tasks.len());
     let mut w = Writer::new(&mut body, Style::Api);
     w.open();
@@ -328,8 +354,9 @@ pub async fn list(State(state): State<AppState>, Auth(user): Auth, query: Query)
     security(("Token" = []), ("Bearer" = [])),
 )]
 pub async fn get(State(state): State<AppState>, Id(id): Id, Auth(user): Auth) -> ApiResult<Response> {
-    let task = state.db.task(user.organization_id, id).await.or_not_found("Task")?;
-    let mut related = Related::load(&state.db, std::slice::from_ref(&task), true).await?;
+    let (task, annotations, predictions) =
+        state.db.task_in_full(user.organization_id, id).await.or_not_found("Task")?;
+    let mut related = Related::of(&state.db, annotations, predictions, true).await?;
     let mut body = Vec::with_capacity(2048);
     related.write_task(&state.db, &mut Writer::new(&mut body, Style::Api), &task).await?;
     Ok(json_response(body))

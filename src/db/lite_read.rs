@@ -63,44 +63,59 @@ impl LiteReader {
         P: AsRef<[A]> + Send + 'static,
         A: rusqlite::ToSql,
     {
+        self.run(move |conn| rows(conn, &sql, params.as_ref(), map)).await
+    }
+
+    /// Runs `read` on a blocking thread with one of the connections: the statements of
+    /// one answer in one hand-off.
+    pub(super) async fn run<R: Send + 'static>(
+        self: &Arc<Self>,
+        read: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<R> + Send + 'static,
+    ) -> DbResult<R> {
         let reader = self.clone();
         let permit = self.permits.clone().acquire_owned().await.map_err(|e| DbError::Other(e.into()))?;
-        let read = move || {
-            let rows = reader.rows_blocking(&sql, params.as_ref(), map);
+        let blocking = move || {
+            let result = reader.with_connection(read);
             drop(permit);
-            rows
+            result
         };
-        crate::background::join(crate::background::spawn_blocking(read))
+        crate::background::join(crate::background::spawn_blocking(blocking))
             .await
             .map_err(|e| DbError::Other(e.into()))?
             .map_err(|e| DbError::Other(e.into()))
     }
 
-    fn rows_blocking<T, A: rusqlite::ToSql>(
+    fn with_connection<R>(
         &self,
-        sql: &str,
-        params: &[A],
-        map: fn(&LiteRow<'_, '_>) -> T,
-    ) -> rusqlite::Result<Vec<T>> {
+        read: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<R>,
+    ) -> rusqlite::Result<R> {
         let idle = self.idle.lock().expect("never poisoned").pop();
         let conn = match idle {
             Some(conn) => conn,
             None => self.connect()?,
         };
-        let result = (|| {
-            let mut statement = conn.prepare_cached(sql)?;
-            let names: Vec<String> = statement.column_names().into_iter().map(str::to_owned).collect();
-            bind_numbered(&mut statement, params)?;
-            let mut rows = statement.raw_query();
-            let mut out = Vec::new();
-            while let Some(row) = rows.next()? {
-                out.push(map(&LiteRow { row, names: &names, next: Cell::new(0) }));
-            }
-            Ok(out)
-        })();
+        let result = read(&conn);
         self.idle.lock().expect("never poisoned").push(conn);
         result
     }
+}
+
+/// The rows of `sql` with `params` on `conn`, each mapped by `map` as it is stepped.
+pub(super) fn rows<T, A: rusqlite::ToSql>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: &[A],
+    map: fn(&LiteRow<'_, '_>) -> T,
+) -> rusqlite::Result<Vec<T>> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let names: Vec<String> = statement.column_names().into_iter().map(str::to_owned).collect();
+    bind_numbered(&mut statement, params)?;
+    let mut rows = statement.raw_query();
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(map(&LiteRow { row, names: &names, next: Cell::new(0) }));
+    }
+    Ok(out)
 }
 
 /// Binds `$N` to `params[N - 1]`, as sqlx does: SQLite numbers a statement's named

@@ -293,6 +293,33 @@ impl Db {
         Ok(query.fetch(&self.pool).map_ok(|row| T::from_row(&row)).try_collect().await?)
     }
 
+    /// Three independent reads ([`Db::read`]), each a statement and its arguments: on
+    /// a SQLite file in one hand-off, elsewhere at once on three pool connections.
+    pub(crate) async fn read3<A, B, C>(
+        &self,
+        a: (String, Vec<Arg>),
+        b: (String, Vec<Arg>),
+        c: (String, Vec<Arg>),
+    ) -> DbResult<(Vec<A>, Vec<B>, Vec<C>)>
+    where
+        A: FromDbRow + Send + 'static,
+        B: FromDbRow + Send + 'static,
+        C: FromDbRow + Send + 'static,
+    {
+        if let Some(reads) = &self.lite_reads {
+            return reads
+                .run(move |conn| {
+                    Ok((
+                        lite_read::rows(conn, &a.0, &a.1, |row| A::from_row(row))?,
+                        lite_read::rows(conn, &b.0, &b.1, |row| B::from_row(row))?,
+                        lite_read::rows(conn, &c.0, &c.1, |row| C::from_row(row))?,
+                    ))
+                })
+                .await;
+        }
+        tokio::try_join!(self.read(a.0, a.1), self.read(b.0, b.1), self.read(c.0, c.1))
+    }
+
     /// The first row of [`Db::read`]; `NotFound` without one.
     pub(crate) async fn read_one<T: FromDbRow + Send + 'static>(&self, sql: String, args: Vec<Arg>) -> DbResult<T> {
         self.read(sql, args).await?.into_iter().next().ok_or(DbError::NotFound)

@@ -2,7 +2,8 @@
 
 use super::projects::{add_to_totals, Totals};
 use super::{
-    flag, json_col, record_change, Arg, ChangeOp, Db, DbError, DbResult, DbRow, FromDbRow, JsonColumn, WriteTx,
+    flag, json_col, record_change, Annotation, Arg, ChangeOp, Db, DbError, DbResult, DbRow, FromDbRow, JsonColumn,
+    JsonText, WriteTx, ANNOTATION_COLUMNS,
 };
 use crate::time::{now_micros, Micros};
 use serde_json::Value;
@@ -50,6 +51,23 @@ impl FromDbRow for TaskTotals {
         }
     }
 }
+
+/// [`TaskTotals`] of project `$1` if it is organization `$2`'s.
+const TOTALS_SQL: &str = "SELECT task_count, annotation_count - cancelled_annotation_count AS annotations, \
+     prediction_count, CASE WHEN tasks_in_inner_id_order = 1 AND task_count = next_inner_id - 1 THEN 1 ELSE 0 END \
+     AS pages_by_inner_id FROM projects WHERE id = $1 AND organization_id = $2";
+
+/// The tasks `t` of project `$1` at offsets `$3..$3 + $2`, while its pages are ranges
+/// of inner ids ([`TaskTotals::pages_by_inner_id`]).
+const PAGE_BY_INNER_ID: &str = "t.project_id = $1 AND t.inner_id > $3 AND t.inner_id <= $3 + $2";
+
+/// A task `$1` of organization `$2`.
+fn task_sql() -> String {
+    format!("SELECT {TASK_COLUMNS} FROM tasks t JOIN projects p ON p.id = t.project_id WHERE t.id = $1 AND p.organization_id = $2")
+}
+
+/// The columns of a [`Prediction`].
+const PREDICTION_COLUMNS: &str = "id, task_id, project_id, result, score, model_version, created_at, updated_at";
 
 /// A project's totals as the task list shows them ([`Db::task_totals`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,21 +297,73 @@ impl Db {
 
     /// A task of the organization.
     pub async fn task(&self, organization_id: i64, id: i64) -> DbResult<Task> {
-        let sql = format!(
-            "SELECT {TASK_COLUMNS} FROM tasks t JOIN projects p ON p.id = t.project_id \
-             WHERE t.id = $1 AND p.organization_id = $2"
-        );
-        self.read_one(sql, vec![Arg::Int(id), Arg::Int(organization_id)]).await
+        self.read_one(task_sql(), vec![Arg::Int(id), Arg::Int(organization_id)]).await
+    }
+
+    /// A task of the organization with all its annotations (cancelled ones too) and
+    /// predictions, read in one hand-off on SQLite.
+    pub async fn task_in_full(
+        &self,
+        organization_id: i64,
+        id: i64,
+    ) -> DbResult<(Task, Vec<Annotation<JsonText>>, Vec<Prediction>)> {
+        let (task, annotations, predictions) = self
+            .read3(
+                (task_sql(), vec![Arg::Int(id), Arg::Int(organization_id)]),
+                (
+                    format!("SELECT {ANNOTATION_COLUMNS} FROM annotations a WHERE a.task_id = $1 ORDER BY a.id"),
+                    vec![Arg::Int(id)],
+                ),
+                (
+                    format!("SELECT {PREDICTION_COLUMNS} FROM predictions WHERE task_id = $1 ORDER BY id"),
+                    vec![Arg::Int(id)],
+                ),
+            )
+            .await?;
+        // Another organization's task: what was read of it is dropped unseen.
+        let task = task.into_iter().next().ok_or(DbError::NotFound)?;
+        Ok((task, annotations, predictions))
     }
 
     /// Task count, non-cancelled annotation count and prediction count of a project of
     /// the organization (`NotFound` for any other), and how its pages are found: one
     /// row read, whatever the project's size (see [`Totals`]).
     pub async fn task_totals(&self, organization_id: i64, project_id: i64) -> DbResult<TaskTotals> {
-        let sql = "SELECT task_count, annotation_count - cancelled_annotation_count AS annotations, prediction_count, \
-             CASE WHEN tasks_in_inner_id_order = 1 AND task_count = next_inner_id - 1 THEN 1 ELSE 0 END \
-             AS pages_by_inner_id FROM projects WHERE id = $1 AND organization_id = $2";
-        self.read_one(sql.to_owned(), vec![Arg::Int(project_id), Arg::Int(organization_id)]).await
+        self.read_one(TOTALS_SQL.to_owned(), vec![Arg::Int(project_id), Arg::Int(organization_id)]).await
+    }
+
+    /// [`Db::task_totals`] and, read in the same hand-off on SQLite, the tasks at
+    /// offsets `offset..offset + limit` of `window` with their annotations (cancelled
+    /// ones too) if the project's pages are ranges of inner ids
+    /// ([`TaskTotals::pages_by_inner_id`]); `None` if they are not or without a
+    /// window, for [`Db::list_tasks`] to find the page.
+    pub async fn task_totals_and_page(
+        &self,
+        organization_id: i64,
+        project_id: i64,
+        window: Option<(i64, i64)>,
+    ) -> DbResult<(TaskTotals, Option<(Vec<Task<JsonText>>, Vec<Annotation<JsonText>>)>)> {
+        // Past the last possible task nothing is read (and `$3 + $2` cannot overflow).
+        let Some((offset, limit)) = window.filter(|&(offset, limit)| offset <= i64::from(i32::MAX) - limit) else {
+            return Ok((self.task_totals(organization_id, project_id).await?, None));
+        };
+        let window = vec![Arg::Int(project_id), Arg::Int(limit), Arg::Int(offset)];
+        let (totals, tasks, annotations) = self
+            .read3(
+                (TOTALS_SQL.to_owned(), vec![Arg::Int(project_id), Arg::Int(organization_id)]),
+                (format!("SELECT {TASK_COLUMNS} FROM tasks t WHERE {PAGE_BY_INNER_ID} ORDER BY t.id"), window.clone()),
+                (
+                    format!(
+                        "SELECT {ANNOTATION_COLUMNS} FROM annotations a WHERE a.task_id IN \
+                         (SELECT t.id FROM tasks t WHERE {PAGE_BY_INNER_ID}) ORDER BY a.task_id, a.id"
+                    ),
+                    window,
+                ),
+            )
+            .await?;
+        // Without the project (or not the organization's), the page read is dropped unseen.
+        let totals: TaskTotals = totals.into_iter().next().ok_or(DbError::NotFound)?;
+        Ok((totals, totals.pages_by_inner_id.then_some((tasks, annotations))))
     }
 
     /// One page of a project's tasks, by id, with `totals` read by [`Db::task_totals`]
@@ -310,10 +380,7 @@ impl Db {
         limit: i64,
     ) -> DbResult<Vec<Task<J>>> {
         let sql = if totals.pages_by_inner_id {
-            format!(
-                "SELECT {TASK_COLUMNS} FROM tasks t WHERE t.project_id = $1 AND t.inner_id > $3 \
-                 AND t.inner_id <= $3 + $2 ORDER BY t.id"
-            )
+            format!("SELECT {TASK_COLUMNS} FROM tasks t WHERE {PAGE_BY_INNER_ID} ORDER BY t.id")
         } else {
             format!(
                 "SELECT {TASK_COLUMNS} FROM tasks t WHERE t.id IN \
@@ -386,8 +453,7 @@ impl Db {
         }
         // The ids as one parameter, as for the annotations: one statement text.
         let sql = format!(
-            "SELECT id, task_id, project_id, result, score, model_version, created_at, updated_at \
-             FROM predictions WHERE task_id IN ({}) ORDER BY task_id, id",
+            "SELECT {PREDICTION_COLUMNS} FROM predictions WHERE task_id IN ({}) ORDER BY task_id, id",
             self.id_list_param(1)
         );
         let ids = serde_json::to_string(task_ids).map_err(|e| DbError::Other(e.into()))?;

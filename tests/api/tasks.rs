@@ -24,6 +24,7 @@ backend_tests!(
     a_page_size_over_1000_is_capped_at_1000,
     pages_hold_the_tasks_in_id_order_whether_found_by_inner_id_or_by_offset,
     pages_with_fields_all_hold_every_task_once_with_exactly_its_annotations_and_predictions,
+    the_last_page_and_a_task_hold_their_own_annotations_whether_pages_go_by_inner_id_or_by_offset,
     the_totals_of_the_task_list_and_the_project_follow_every_kind_of_change,
     the_totals_stay_exact_under_concurrent_changes_to_the_same_tasks,
 );
@@ -411,6 +412,54 @@ async fn pages_hold_the_tasks_in_id_order_whether_found_by_inner_id_or_by_offset
     let r = app.post("/api/tasks/", &json!({"project": project, "data": {"n": 10}})).await;
     ids.push(json_of(r, StatusCode::CREATED).await["id"].as_i64().unwrap());
     assert_eq!(all_pages(&app, project, 3).await, ids, "a task created after the delete");
+}
+
+/// The ids of the tasks on a page and of each task's annotations, in order.
+async fn page_annotations(app: &TestApp, path: &str) -> Vec<(i64, Vec<i64>)> {
+    let body = json_of(app.get(path).await, StatusCode::OK).await;
+    let tasks = body["tasks"].as_array().unwrap().iter();
+    let ids = |a: &Value| a["annotations_ids"].as_str().unwrap().split(',').filter_map(|s| s.parse().ok()).collect();
+    tasks.map(|t| (t["id"].as_i64().unwrap(), ids(t))).collect()
+}
+
+/// A page read together with the project's totals (inner-id ranges), the last page
+/// (whose place the totals give), pages by offset after a delete and a task's detail
+/// all show each task with exactly its own annotations; another organization's
+/// project and task stay 404.
+async fn the_last_page_and_a_task_hold_their_own_annotations_whether_pages_go_by_inner_id_or_by_offset(app: TestApp) {
+    // Arrange: task i has i % 3 annotations
+    let project = app.create_project("annotated pages").await;
+    let tasks: Vec<Value> = (0..8)
+        .map(|i| json!({ "data": { "n": i }, "annotations": (0..i % 3).map(|_| json!({"result": []})).collect::<Vec<_>>() }))
+        .collect();
+    let ids = app.import(project, &Value::Array(tasks)).await;
+    let mut expected = Vec::new();
+    for &id in &ids {
+        let detail = json_of(app.get(&format!("/api/tasks/{id}/")).await, StatusCode::OK).await;
+        let annotations: Vec<i64> =
+            detail["annotations"].as_array().unwrap().iter().map(|a| a["id"].as_i64().unwrap()).collect();
+        assert!(detail["annotations"].as_array().unwrap().iter().all(|a| a["task"] == json!(id)));
+        expected.push((id, annotations));
+    }
+    let stranger = app.user_in_other_organization("stranger@example.com").await;
+    let as_stranger =
+        |path: String| app.anon(Method::GET, &path).header("Authorization", format!("Token {stranger}")).send();
+
+    // Act / Assert: pages of 3 by inner id: 1, 2 and the last (3)
+    let page = |p: &str| format!("/api/tasks/?project={project}&page_size=3&page={p}");
+    assert_eq!(page_annotations(&app, &page("1")).await, expected[0..3]);
+    assert_eq!(page_annotations(&app, &page("last")).await, expected[6..8]);
+    assert_eq!(page_annotations(&app, &page("3")).await, expected[6..8]);
+    assert_eq!(as_stranger(page("1")).await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(as_stranger(format!("/api/tasks/{}/", ids[1])).await.unwrap().status(), StatusCode::NOT_FOUND);
+
+    // Act / Assert: after a delete, pages go by offset
+    let r = app.delete(&format!("/api/tasks/{}/", ids[1])).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    expected.remove(1);
+    assert_eq!(page_annotations(&app, &page("1")).await, expected[0..3]);
+    assert_eq!(page_annotations(&app, &page("2")).await, expected[3..6]);
+    assert_eq!(page_annotations(&app, &page("last")).await, expected[6..7]);
 }
 
 async fn pages_with_fields_all_hold_every_task_once_with_exactly_its_annotations_and_predictions(app: TestApp) {
