@@ -77,8 +77,16 @@ impl From<sqlx::Error> for DbError {
 /// [`BUSY_TIMEOUT`] of waiting), no turn to write in this process within that time
 /// ([`WriteQueueTimedOut`]), PostgreSQL's lock timeout, deadlock or serialization
 /// failure ([`pg_code_is_busy`]), or no pooled connection becoming free in time.
+/// SQLite's codes count from either driver: sqlx's, or rusqlite's ([`Db::read`]).
 pub fn is_busy(e: &anyhow::Error) -> bool {
     if e.chain().any(|cause| cause.is::<WriteQueueTimedOut>()) {
+        return true;
+    }
+    let lite_busy = |cause: &rusqlite::Error| {
+        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+        matches!(cause.sqlite_error_code(), Some(DatabaseBusy | DatabaseLocked))
+    };
+    if e.chain().filter_map(|cause| cause.downcast_ref::<rusqlite::Error>()).any(lite_busy) {
         return true;
     }
     e.chain().filter_map(|cause| cause.downcast_ref::<sqlx::Error>()).any(|e| match e {
@@ -565,6 +573,19 @@ mod tests {
         assert!(is_busy(&no_turn.context("Failed to create a project").unwrap_err()));
         assert!(!is_busy(&sqlx::Error::RowNotFound.into()));
         assert!(!is_busy(&anyhow::anyhow!("database is locked, said someone")));
+    }
+
+    /// A read through rusqlite that found SQLite busy or locked is busy too (503 with
+    /// `Retry-After`, as through sqlx), and its other failures are not.
+    #[test]
+    fn a_busy_or_locked_rusqlite_read_is_busy_and_its_other_failures_are_not() {
+        let failure = |code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
+        let read: anyhow::Result<()> = Err(failure(5).into());
+        assert!(is_busy(&read.context("Failed to read a task").unwrap_err()));
+        // SQLITE_LOCKED_SHAREDCACHE: an extended code of SQLITE_LOCKED.
+        assert!(is_busy(&failure(6 | (1 << 8)).into()));
+        assert!(!is_busy(&failure(1).into()));
+        assert!(!is_busy(&rusqlite::Error::QueryReturnedNoRows.into()));
     }
 
     /// Two values of one row, for [`reads_bind_numbered_parameters_by_number_through_either_driver`].
