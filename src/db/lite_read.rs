@@ -53,17 +53,13 @@ impl LiteReader {
 
     /// Runs `sql` with `params` on a blocking thread, mapping each row with `map` as it
     /// is stepped (rows are never held by the driver).
-    pub(super) async fn rows<T: Send + 'static, P, A>(
+    pub(super) async fn rows<T: Send + 'static, A: rusqlite::ToSql + Send + 'static>(
         self: &Arc<Self>,
         sql: String,
-        params: P,
+        params: Vec<A>,
         map: fn(&LiteRow<'_, '_>) -> T,
-    ) -> DbResult<Vec<T>>
-    where
-        P: AsRef<[A]> + Send + 'static,
-        A: rusqlite::ToSql,
-    {
-        self.run(move |conn| rows(conn, &sql, params.as_ref(), map)).await
+    ) -> DbResult<Vec<T>> {
+        self.run(move |conn| rows(conn, &sql, &params, map)).await
     }
 
     /// Runs `read` on a blocking thread with one of the connections: the statements of

@@ -11,7 +11,6 @@ use super::{
     Task, ANNOTATION_COLUMNS,
 };
 use crate::time::{now_micros, Micros};
-use futures::TryStreamExt;
 use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -680,25 +679,17 @@ impl Db {
 
     /// Up to `limit` annotations of a project with id > `after`, each with its task.
     pub async fn export_page(&self, project_id: i64, after: i64, limit: i64) -> DbResult<Vec<ExportRow>> {
-        if let Some(reads) = &self.lite_reads {
-            let sql = format!(
+        // rusqlite steps the plain join; through the pool, the form PostgreSQL plans
+        // well ([`EXPORT_PAGE_POSTGRES`]).
+        let sql = if self.lite_reads.is_some() {
+            format!(
                 "SELECT {ANNOTATION_COLUMNS}, {EXPORT_TASK_COLUMNS} FROM annotations a JOIN tasks t ON t.id = a.task_id \
                  WHERE a.project_id = $1 AND a.id > $2 ORDER BY a.id LIMIT $3"
-            );
-            return reads.rows(sql, [project_id, after, limit], |row| export_row(row)).await;
-        }
-        let sql =
-            format!("SELECT {ANNOTATION_COLUMNS}, {EXPORT_TASK_COLUMNS} FROM {EXPORT_PAGE_POSTGRES} ORDER BY a.id");
-        // Each row is converted as it arrives and dropped at once: rows held until the
-        // page is complete cost the allocator three times as much to free (callgrind).
-        Ok(sqlx::query(&sql)
-            .bind(project_id)
-            .bind(after)
-            .bind(limit)
-            .fetch(&self.pool)
-            .map_ok(|row| export_row(&row))
-            .try_collect()
-            .await?)
+            )
+        } else {
+            format!("SELECT {ANNOTATION_COLUMNS}, {EXPORT_TASK_COLUMNS} FROM {EXPORT_PAGE_POSTGRES} ORDER BY a.id")
+        };
+        self.read(sql, vec![Arg::Int(project_id), Arg::Int(after), Arg::Int(limit)]).await
     }
 
     /// The given annotations (those that still exist) with their tasks.
@@ -714,7 +705,7 @@ impl Db {
         .bind(serde_json::to_string(annotation_ids).map_err(|e| DbError::Other(e.into()))?)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(export_row).collect())
+        Ok(rows.iter().map(ExportRow::from_row).collect())
     }
 
     /// A task (any organization) if it still exists.
@@ -741,7 +732,7 @@ impl Db {
         .bind(serde_json::to_string(annotation_ids).map_err(|e| DbError::Other(e.into()))?)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(link_from_row).collect())
+        Ok(rows.iter().map(Link::from_row).collect())
     }
 
     /// Whether the storage has recorded any written document.
@@ -760,19 +751,8 @@ impl Db {
     pub async fn links_between(&self, set: LinkSet, first: i64, last: i64) -> DbResult<Vec<Link>> {
         let sql = "SELECT annotation_id, object_key, version, size FROM export_links \
                    WHERE storage_id = $1 AND annotation_id BETWEEN $2 AND $3 AND epoch = $4";
-        if let Some(reads) = &self.lite_reads {
-            let params = [set.storage_id, first, last, set.epoch];
-            return reads.rows(sql.to_owned(), params, |row| link_from_row(row)).await;
-        }
-        Ok(sqlx::query(sql)
-            .bind(set.storage_id)
-            .bind(first)
-            .bind(last)
-            .bind(set.epoch)
-            .fetch(&self.pool)
-            .map_ok(|row| link_from_row(&row))
-            .try_collect()
-            .await?)
+        let args = vec![Arg::Int(set.storage_id), Arg::Int(first), Arg::Int(last), Arg::Int(set.epoch)];
+        self.read(sql.to_owned(), args).await
     }
 
     /// Records what was written (insert or replace) to the location of generation
@@ -892,7 +872,7 @@ impl Db {
         .bind(set.epoch)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(link_from_row).collect())
+        Ok(rows.iter().map(Link::from_row).collect())
     }
 
     /// Annotations of a task (all, including cancelled), for task-mode documents.
@@ -1036,12 +1016,14 @@ fn bind_fields<'q>(q: AnyQuery<'q>, f: &'q StorageFields) -> AnyQuery<'q> {
         .bind(f.secrets.as_deref())
 }
 
-fn link_from_row(r: &impl DbRow) -> Link {
-    Link {
-        annotation_id: r.int("annotation_id"),
-        key: r.text("object_key"),
-        version: r.text("version"),
-        size: r.int("size"),
+impl FromDbRow for Link {
+    fn from_row(r: &impl DbRow) -> Link {
+        Link {
+            annotation_id: r.int("annotation_id"),
+            key: r.text("object_key"),
+            version: r.text("version"),
+            size: r.int("size"),
+        }
     }
 }
 
@@ -1064,8 +1046,10 @@ fn task_from_prefixed<J: JsonColumn>(row: &impl DbRow) -> Task<J> {
 }
 
 /// An export row (annotation and task columns of the export join) from either driver.
-fn export_row(row: &impl DbRow) -> ExportRow {
-    (Annotation::from_row(row), task_from_prefixed(row))
+impl FromDbRow for ExportRow {
+    fn from_row(row: &impl DbRow) -> ExportRow {
+        (Annotation::from_row(row), task_from_prefixed(row))
+    }
 }
 
 async fn save_progress(tx: &mut super::WriteTx, job_id: i64, p: &JobProgress, state: Option<&str>) -> DbResult<()> {
