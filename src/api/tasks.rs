@@ -82,7 +82,17 @@ impl Related {
         let ids: Vec<i64> = tasks.iter().map(|t| t.id).collect();
         // Results stay stored text: a list page shows none, and a detailed one parses each once.
         let annotations = db.annotations_for_tasks(&ids, true).await?;
-        let predictions = if detailed { db.predictions_for_tasks(&ids).await? } else { Vec::new() };
+        Related::with_annotations(db, &ids, annotations, detailed).await
+    }
+
+    /// [`load`](Self::load) of the tasks `ids` whose annotations were read already.
+    async fn with_annotations(
+        db: &Db,
+        ids: &[i64],
+        annotations: Vec<Annotation<JsonText>>,
+        detailed: bool,
+    ) -> ApiResult<Related> {
+        let predictions = if detailed { db.predictions_for_tasks(ids).await? } else { Vec::new() };
         Related::of(db, annotations, predictions, detailed).await
     }
 
@@ -309,11 +319,10 @@ pub async fn list(State(state): State<AppState>, Auth(user): Auth, query: Query)
     let (tasks, mut related) = match read_with {
         Some((tasks, annotations)) => {
             let ids: Vec<i64> = tasks.iter().map(|t| t.id).collect();
-            let predictions = if detailed { state.db.predictions_for_tasks(&ids).await? } else { Vec::new() };
-            let related = Related::of(&state.db, annotations, predictions, detailed).await?;
+            let related = Related::with_annotations(&state.db, &ids, annotations, detailed).await?;
             (tasks, related)
         }
-        _ => {
+        None => {
             let tasks: Vec<Task<JsonText>> = state.db.list_tasks(project, &totals, page.offset(), page.size).await?;
             let related = Related::load(&state.db, &tasks, detailed).await?;
             (tasks, related)
