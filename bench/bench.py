@@ -107,6 +107,39 @@ def free_port():
     return p
 
 
+# --------------------------------------------------------------------------- CPU
+def cpu_seconds(pid):
+    """User + system CPU time of the process (all threads) so far; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds_of(name):
+    """CPU time so far of every live process called `name` (e.g. all of PostgreSQL's)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as f:
+                    if f.read().strip() != name:
+                        continue
+            except OSError:
+                continue
+            total += cpu_seconds(entry)
+    return total
+
+
+def machine_busy_seconds():
+    """CPU time the machine's cores spent on anything but idling and waiting for I/O, so far."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 # --------------------------------------------------------------------------- memory
 def read_status(pid):
     out = {}

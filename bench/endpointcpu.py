@@ -23,16 +23,11 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import Client, create_storage, log, machine, seed, start_labelport, write_doc  # noqa: E402
+from bench import (  # noqa: E402
+    Client, cpu_seconds, create_storage, log, machine, seed, start_labelport, write_doc,
+)
 
 ENDPOINTS = ("tasks", "tasks_all", "task", "storages")
-
-
-def cpu_seconds(pid):
-    """User + system CPU time of the process (all threads) so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def urls(name, base, pid, n, first_task):

@@ -97,6 +97,15 @@ async fn after_a_sync_the_metrics_count_documents_jobs_and_requests_by_route_tem
     let unmatched = [("route", "unmatched"), ("status", "404")];
     assert!(counter(&after, "labelport_http_requests_total", &unmatched) >= 1.0);
     assert!(histogram_count(&after, "labelport_http_request_duration_seconds", &storage_get[..2]) >= 1.0);
+    // Buckets fine enough for a 5 ms objective: 1 ms and 2.5 ms below it.
+    let latency = family(&after, "labelport_http_request_duration_seconds", Type::Histogram);
+    let bounds: Vec<&str> = latency
+        .samples
+        .iter()
+        .filter(|s| storage_get[..2].iter().all(|(k, v)| label(s, k) == Some(*v)))
+        .filter_map(|s| label(s, "le"))
+        .collect();
+    assert!(["0.001", "0.0025", "0.005"].iter().all(|b| bounds.contains(b)), "{bounds:?}");
     for m in after.metrics.iter().filter(|m| m.name.starts_with("labelport_http_")) {
         for s in &m.samples {
             let route = label(s, "route").expect("every request sample has a route");
