@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 
 tokio::task_local! {
     static BULK: bool;
+    static ANSWERING: ();
 }
 
 /// Runs `f` as bulk work: its blocking steps go to the background threads.
@@ -35,6 +36,24 @@ pub async fn foreground<F: Future>(f: F) -> F::Output {
     BULK.scope(false, f).await
 }
 
+fn in_bulk() -> bool {
+    BULK.try_with(|bulk| *bulk).unwrap_or(false)
+}
+
+/// Runs `f`, the answer to an HTTP request. Its short blocking steps (reads of a
+/// SQLite file, see `db::lite_read`) may then run on the thread that polls it
+/// instead of being handed to a blocking thread: a hand-off is two wake-ups, each of
+/// which may wait for a core while a sync keeps them busy.
+pub async fn answer<F: Future>(f: F) -> F::Output {
+    ANSWERING.scope((), f).await
+}
+
+/// Whether the caller is answering a request ([`answer`]) and not doing bulk work.
+/// Tasks a request spawns are not part of its answer.
+pub fn answering() -> bool {
+    ANSWERING.try_with(|()| ()).is_ok() && !in_bulk()
+}
+
 /// Runs `f` on a blocking thread: a background one inside [`bulk`], tokio's
 /// otherwise. Awaitable from any runtime.
 pub fn spawn_blocking<F, R>(f: F) -> JoinHandle<R>
@@ -42,7 +61,7 @@ where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
-    if BULK.try_with(|bulk| *bulk).unwrap_or(false) {
+    if in_bulk() {
         pool().spawn_blocking(f)
     } else {
         tokio::task::spawn_blocking(f)

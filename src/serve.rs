@@ -212,7 +212,7 @@ impl Connection {
             }
             let router = router.clone();
             async move {
-                let response = router.oneshot(request).await;
+                let response = crate::background::answer(router.oneshot(request)).await;
                 drop(in_flight);
                 response
             }

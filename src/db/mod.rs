@@ -82,11 +82,7 @@ pub fn is_busy(e: &anyhow::Error) -> bool {
     if e.chain().any(|cause| cause.is::<WriteQueueTimedOut>()) {
         return true;
     }
-    let lite_busy = |cause: &rusqlite::Error| {
-        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
-        matches!(cause.sqlite_error_code(), Some(DatabaseBusy | DatabaseLocked))
-    };
-    if e.chain().filter_map(|cause| cause.downcast_ref::<rusqlite::Error>()).any(lite_busy) {
+    if e.chain().filter_map(|cause| cause.downcast_ref::<rusqlite::Error>()).any(lite_read::is_lock_wait) {
         return true;
     }
     e.chain().filter_map(|cause| cause.downcast_ref::<sqlx::Error>()).any(|e| match e {
@@ -280,11 +276,12 @@ impl Db {
     }
 
     /// The rows of the read-only statement `sql` with `args`, each mapped by
-    /// [`FromDbRow`]. On a SQLite file they are read through rusqlite on a blocking
-    /// thread ([`lite_read`]): one hand-off per statement, where the pool hands the
-    /// statement to its connection's thread, its rows back one by one, and a ping on
-    /// the connection's return (the API's reads beside a full sync wait for a core at
-    /// each hand-off). Elsewhere through the pool.
+    /// [`FromDbRow`]. On a SQLite file they are read through rusqlite ([`lite_read`]):
+    /// inside a request on the thread answering it, elsewhere in one hand-off to a
+    /// blocking thread, where the pool hands the statement to its connection's thread,
+    /// its rows back one by one, and pings the connection on its return (the API's
+    /// reads beside a full sync wait for a core at each hand-off). Elsewhere through
+    /// the pool.
     pub(crate) async fn read<T: FromDbRow + Send + 'static>(&self, sql: String, args: Vec<Arg>) -> DbResult<Vec<T>> {
         use futures::TryStreamExt;
         if let Some(reads) = &self.lite_reads {
@@ -304,7 +301,8 @@ impl Db {
     }
 
     /// Three independent reads ([`Db::read`]), each a statement and its arguments: on
-    /// a SQLite file in one hand-off, elsewhere at once on three pool connections.
+    /// a SQLite file one after another on one connection (in one hand-off outside a
+    /// request), elsewhere at once on three pool connections.
     pub(crate) async fn read3<A, B, C>(
         &self,
         a: (String, Vec<Arg>),
