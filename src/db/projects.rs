@@ -1,9 +1,8 @@
 //! Projects, always scoped to an organization.
 
-use super::{flag, Db, DbResult};
+use super::{flag, Arg, Db, DbResult, DbRow, FromDbRow};
 use crate::time::{now_micros, Micros};
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 use std::sync::LazyLock;
 
 /// A project row plus its counters.
@@ -187,35 +186,35 @@ pub(crate) async fn add_to_totals(conn: &mut AnyConnection, project_id: i64, del
     Ok(())
 }
 
-impl Project {
-    fn from_row(row: &AnyRow) -> Project {
+impl FromDbRow for Project {
+    fn from_row(row: &impl DbRow) -> Project {
         Project {
-            id: row.get("id"),
-            organization_id: row.get("organization_id"),
+            id: row.int("id"),
+            organization_id: row.int("organization_id"),
             settings: ProjectSettings {
-                title: row.get("title"),
-                description: row.get("description"),
-                label_config: row.get("label_config"),
-                expert_instruction: row.get("expert_instruction"),
+                title: row.text("title"),
+                description: row.text("description"),
+                label_config: row.text("label_config"),
+                expert_instruction: row.text("expert_instruction"),
                 show_instruction: flag(row, "show_instruction"),
                 show_skip_button: flag(row, "show_skip_button"),
                 enable_empty_annotation: flag(row, "enable_empty_annotation"),
-                maximum_annotations: row.get("maximum_annotations"),
-                color: row.get("color"),
+                maximum_annotations: row.int("maximum_annotations"),
+                color: row.text("color"),
                 is_published: flag(row, "is_published"),
-                model_version: row.get("model_version"),
-                sampling: row.get("sampling"),
+                model_version: row.text("model_version"),
+                sampling: row.text("sampling"),
             },
-            created_by: row.get("created_by"),
-            created_at: row.get("created_at"),
+            created_by: row.opt_int("created_by"),
+            created_at: row.int("created_at"),
             stats: ProjectStats {
-                task_number: row.get("task_number"),
-                num_tasks_with_annotations: row.get("with_annotations"),
-                finished_task_number: row.get("finished"),
-                total_annotations_number: row.get("total_annotations"),
-                skipped_annotations_number: row.get("skipped"),
-                ground_truth_number: row.get("ground_truth"),
-                total_predictions_number: row.get("predictions"),
+                task_number: row.int("task_number"),
+                num_tasks_with_annotations: row.int("with_annotations"),
+                finished_task_number: row.int("finished"),
+                total_annotations_number: row.int("total_annotations"),
+                skipped_annotations_number: row.int("skipped"),
+                ground_truth_number: row.int("ground_truth"),
+                total_predictions_number: row.int("predictions"),
             },
         }
     }
@@ -281,14 +280,8 @@ impl Db {
 
     /// A project of `organization_id`; [`super::DbError::NotFound`] for other organizations' projects.
     pub async fn project(&self, organization_id: i64, id: i64) -> DbResult<Project> {
-        let row = sqlx::query(&format!(
-            "SELECT {PROJECT_COLUMNS} FROM projects p WHERE p.id = $1 AND p.organization_id = $2"
-        ))
-        .bind(id)
-        .bind(organization_id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(Project::from_row(&row))
+        let sql = format!("SELECT {PROJECT_COLUMNS} FROM projects p WHERE p.id = $1 AND p.organization_id = $2");
+        self.read_one(sql, vec![Arg::Int(id), Arg::Int(organization_id)]).await
     }
 
     /// Whether the project exists in the organization (cheap; no counters).
