@@ -177,15 +177,11 @@ impl Db {
 
     /// An annotation of the organization.
     pub async fn annotation(&self, organization_id: i64, id: i64) -> DbResult<Annotation> {
-        let row = sqlx::query(&format!(
+        let sql = format!(
             "SELECT {ANNOTATION_COLUMNS} FROM annotations a JOIN projects p ON p.id = a.project_id \
              WHERE a.id = $1 AND p.organization_id = $2"
-        ))
-        .bind(id)
-        .bind(organization_id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(Annotation::from_row(&row))
+        );
+        self.read_one(sql, vec![Arg::Int(id), Arg::Int(organization_id)]).await
     }
 
     /// Whether the annotation `id` exists in the project (for `parent_annotation`).
