@@ -4,9 +4,8 @@
 //! target type: `storages_sync.rs`, `s3_storage.rs`, `gcs_storage.rs`.)
 
 use crate::backend_fn_tests;
-use crate::helpers::{spawn_app_with, Backend, TestApp};
+use crate::helpers::{spawn_app_with, Backend, BeforePut, PutHook, TestApp};
 use crate::storages::{annotate, annotated_project, create_storage, get_storage, make_dir, wait_completed, wait_for};
-use bytes::Bytes;
 use labelport::storage::{InMemory, StorageTarget};
 use labelport::sync::{SyncEngine, TargetFactory};
 use reqwest::{Method, StatusCode};
@@ -22,37 +21,16 @@ backend_fn_tests!(
 
 /// An in-memory target whose writes, once `hang` is set, never finish (an endpoint
 /// that accepts connections and never answers).
-struct Hanging {
-    inner: InMemory,
-    hang: Arc<AtomicBool>,
-}
-
-impl std::fmt::Display for Hanging {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Hanging")
-    }
-}
-
-#[async_trait::async_trait]
-impl StorageTarget for Hanging {
-    async fn validate(&self) -> labelport::storage::Result<()> {
-        self.inner.validate().await
-    }
-
-    async fn put(&self, key: &str, body: Bytes) -> labelport::storage::Result<()> {
-        if self.hang.load(Ordering::SeqCst) {
-            std::future::pending::<()>().await;
-        }
-        self.inner.put(key, body).await
-    }
-
-    async fn delete(&self, key: &str) -> labelport::storage::Result<()> {
-        self.inner.delete(key).await
-    }
-
-    async fn size(&self, key: &str) -> labelport::storage::Result<Option<u64>> {
-        self.inner.size(key).await
-    }
+fn hanging(inner: InMemory, hang: Arc<AtomicBool>) -> BeforePut {
+    let hook: PutHook = Box::new(move |_| {
+        let hang = hang.clone();
+        Box::pin(async move {
+            if hang.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+        })
+    });
+    BeforePut { inner, hook }
 }
 
 async fn a_hanging_target_never_delays_the_auto_export_of_another_storage(backend: Backend) {
@@ -64,7 +42,7 @@ async fn a_hanging_target_never_delays_the_auto_export_of_another_storage(backen
         let (hanging, healthy, hang) = (hanging.clone(), healthy.clone(), hang.clone());
         Arc::new(move |storage| {
             Ok(if storage.fields.path.as_deref().is_some_and(|p| p.ends_with("hanging")) {
-                Arc::new(Hanging { inner: hanging.clone(), hang: hang.clone() }) as Arc<dyn StorageTarget>
+                Arc::new(self::hanging(hanging.clone(), hang.clone())) as Arc<dyn StorageTarget>
             } else {
                 Arc::new(healthy.clone())
             })

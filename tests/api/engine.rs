@@ -2,7 +2,7 @@
 //! lease rules that keep two workers off one storage.
 
 use crate::backend_tests;
-use crate::helpers::{spawn_app_with, Backend, TestApp};
+use crate::helpers::{spawn_app_with, Backend, BeforePut, PutHook, TestApp};
 use labelport::db::{JobProgress, Lease, SyncState};
 use labelport::storage::{InMemory, StorageTarget};
 use labelport::sync::{ExecutionOutcome, SyncEngine, TargetFactory};
@@ -804,35 +804,15 @@ async fn a_sync_counts_as_deleted_only_documents_it_had_written(backend: Backend
     assert_eq!(store.snapshot().keys().cloned().collect::<Vec<_>>(), [exported[1].clone()]);
 }
 
-/// A store whose writes panic while it is armed: a bug in a target, or anywhere in a step.
-struct Panicking {
-    inner: InMemory,
-    armed: std::sync::atomic::AtomicBool,
-}
-
-impl std::fmt::Display for Panicking {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Panicking({})", self.inner)
-    }
-}
-
-#[async_trait::async_trait]
-impl StorageTarget for Panicking {
-    async fn validate(&self) -> labelport::storage::Result<()> {
-        self.inner.validate().await
-    }
-    async fn put(&self, key: &str, body: bytes::Bytes) -> labelport::storage::Result<()> {
-        if self.armed.load(std::sync::atomic::Ordering::SeqCst) {
+/// A store whose writes panic while `armed` is set: a bug in a target, or anywhere in a step.
+fn panicking(inner: InMemory, armed: Arc<std::sync::atomic::AtomicBool>) -> BeforePut {
+    let hook: PutHook = Box::new(move |key| {
+        if armed.load(std::sync::atomic::Ordering::SeqCst) {
             panic!("injected bug writing {key}");
         }
-        self.inner.put(key, body).await
-    }
-    async fn delete(&self, key: &str) -> labelport::storage::Result<()> {
-        self.inner.delete(key).await
-    }
-    async fn size(&self, key: &str) -> labelport::storage::Result<Option<u64>> {
-        self.inner.size(key).await
-    }
+        Box::pin(async {})
+    });
+    BeforePut { inner, hook }
 }
 
 /// A step that panics (a bug) fails its job with the panic's message instead of
@@ -845,8 +825,8 @@ async fn a_step_that_panics_fails_its_job_with_the_panic_message_and_the_worker_
         // Arrange: a storage whose target panics at every write.
         let app = no_worker(Backend::Sqlite).await;
         let store = InMemory::new();
-        let target = Arc::new(Panicking { inner: store.clone(), armed: true.into() });
-        let shared = target.clone();
+        let armed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let shared = Arc::new(panicking(store.clone(), armed.clone()));
         let targets: TargetFactory = Arc::new(move |_| Ok(shared.clone() as Arc<dyn StorageTarget>));
         let settings = app.state.settings.sync.clone();
         let engine = SyncEngine::new(app.state.db.clone(), settings, targets, Arc::new(tokio::sync::Notify::new()));
@@ -877,7 +857,7 @@ async fn a_step_that_panics_fails_its_job_with_the_panic_message_and_the_worker_
         assert_eq!(engine.try_execute_task().await.unwrap(), ExecutionOutcome::Idle, "{mode}: backing off");
 
         // With the bug gone, a sync writes everything.
-        target.armed.store(false, std::sync::atomic::Ordering::SeqCst);
+        armed.store(false, std::sync::atomic::Ordering::SeqCst);
         let r = app.post(&format!("{url}/sync"), &json!({})).await;
         assert_eq!(r.status(), StatusCode::OK);
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -966,40 +946,20 @@ async fn a_location_change_leaves_the_old_links_to_the_pruner_which_deletes_them
     assert_eq!(links_of(id).await, 0);
 }
 
-/// A store that changes its storage's location (as a `PATCH` does) at its first write.
-struct MovedMidway {
-    inner: InMemory,
-    db: labelport::db::Db,
-    storage: i64,
-    to: String,
-    moved: std::sync::atomic::AtomicBool,
-}
-
-impl std::fmt::Display for MovedMidway {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "MovedMidway({})", self.inner)
-    }
-}
-
-#[async_trait::async_trait]
-impl StorageTarget for MovedMidway {
-    async fn validate(&self) -> labelport::storage::Result<()> {
-        self.inner.validate().await
-    }
-    async fn put(&self, key: &str, body: bytes::Bytes) -> labelport::storage::Result<()> {
-        if !self.moved.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            let mut fields = self.db.storage_by_id(self.storage).await.unwrap().fields;
-            fields.path = Some(self.to.clone());
-            self.db.update_storage(self.storage, &fields, true, None).await.unwrap();
-        }
-        self.inner.put(key, body).await
-    }
-    async fn delete(&self, key: &str) -> labelport::storage::Result<()> {
-        self.inner.delete(key).await
-    }
-    async fn size(&self, key: &str) -> labelport::storage::Result<Option<u64>> {
-        self.inner.size(key).await
-    }
+/// A store that changes its storage's location to `to` (as a `PATCH` does) at its first write.
+fn moved_midway(inner: InMemory, db: labelport::db::Db, storage: i64, to: String) -> BeforePut {
+    let moved = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hook: PutHook = Box::new(move |_| {
+        let (db, to, moved) = (db.clone(), to.clone(), moved.clone());
+        Box::pin(async move {
+            if !moved.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                let mut fields = db.storage_by_id(storage).await.unwrap().fields;
+                fields.path = Some(to);
+                db.update_storage(storage, &fields, true, None).await.unwrap();
+            }
+        })
+    });
+    BeforePut { inner, hook }
 }
 
 /// A full sync that was writing to the old location when the location changed does not
@@ -1015,13 +975,7 @@ async fn a_full_sync_during_which_the_location_changed_does_not_count_as_the_new
     let to = app.files_root.join("moved");
     std::fs::create_dir_all(&to).unwrap();
     let store = InMemory::new();
-    let target = Arc::new(MovedMidway {
-        inner: store.clone(),
-        db: app.state.db.clone(),
-        storage: id,
-        to: to.display().to_string(),
-        moved: false.into(),
-    });
+    let target = Arc::new(moved_midway(store.clone(), app.state.db.clone(), id, to.display().to_string()));
     let targets: TargetFactory = Arc::new(move |_| Ok(target.clone() as Arc<dyn StorageTarget>));
     let engine =
         SyncEngine::new(app.state.db.clone(), app.state.settings.sync.clone(), targets, Arc::new(Default::default()));

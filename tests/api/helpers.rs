@@ -294,3 +294,36 @@ pub async fn assert_error(response: Response, status: StatusCode) -> Value {
     assert!(body.get("exc_info").is_some(), "{body}");
     body
 }
+
+/// What [`BeforePut`] runs before each write, given the key.
+pub type PutHook = Box<dyn Fn(&str) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
+/// An in-memory target that runs a hook before each write and is otherwise `inner`:
+/// a target that hangs, panics or has its storage changed at a write.
+pub struct BeforePut {
+    pub inner: labelport::storage::InMemory,
+    pub hook: PutHook,
+}
+
+impl std::fmt::Display for BeforePut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BeforePut({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl labelport::storage::StorageTarget for BeforePut {
+    async fn validate(&self) -> labelport::storage::Result<()> {
+        self.inner.validate().await
+    }
+    async fn put(&self, key: &str, body: bytes::Bytes) -> labelport::storage::Result<()> {
+        (self.hook)(key).await;
+        self.inner.put(key, body).await
+    }
+    async fn delete(&self, key: &str) -> labelport::storage::Result<()> {
+        self.inner.delete(key).await
+    }
+    async fn size(&self, key: &str) -> labelport::storage::Result<Option<u64>> {
+        self.inner.size(key).await
+    }
+}
