@@ -205,8 +205,7 @@ pub async fn create(
         NewAnnotation { result: json!([]), ..Default::default() },
     )
     .await?;
-    let annotation =
-        state.db.create_annotation(user.organization_id, &task, user.id, &new).await.or_not_found("Task")?;
+    let annotation = state.db.create_annotation(&task, user.id, &new).await.or_not_found("Task")?;
     state.changes_committed();
     Ok((StatusCode::CREATED, Json(render(&state, &annotation, &user).await?)).into_response())
 }

@@ -5,6 +5,7 @@ use super::tasks::{lock_task, refresh_task_counters};
 use super::{flag, record_change, Arg, ChangeOp, Db, DbError, DbResult, DbRow, FromDbRow, JsonColumn, Task, WriteTx};
 use crate::time::{now_micros, Micros};
 use serde_json::Value;
+use std::sync::LazyLock;
 
 /// An annotation row; `J` is how its JSON is held (see [`JsonColumn`]).
 #[derive(Debug, Clone)]
@@ -122,6 +123,8 @@ impl Annotation {
     }
 }
 
+/// Inserts an annotation and returns it as stored (the columns of [`ANNOTATION_COLUMNS`],
+/// so that no read after the commit is needed to answer with it).
 pub(crate) async fn insert_annotation(
     tx: &mut WriteTx,
     project_id: i64,
@@ -129,50 +132,49 @@ pub(crate) async fn insert_annotation(
     user_id: i64,
     a: &NewAnnotation,
     now: Micros,
-) -> DbResult<i64> {
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO annotations (task_id, project_id, result, was_cancelled, ground_truth, lead_time, completed_by, \
-         updated_by, import_id, last_action, bulk_created, parent_prediction, parent_annotation, draft_created_at, \
-         created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15) RETURNING id",
-    )
-    .bind(task_id)
-    .bind(project_id)
-    .bind(a.result.to_string())
-    .bind(a.was_cancelled as i64)
-    .bind(a.ground_truth as i64)
-    .bind(super::NullableF64(a.lead_time))
-    .bind(a.completed_by.unwrap_or(user_id))
-    .bind(user_id)
-    .bind(a.import_id)
-    .bind(a.last_action.as_deref())
-    .bind(a.bulk_created as i64)
-    .bind(a.parent_prediction)
-    .bind(a.parent_annotation)
-    .bind(a.draft_created_at)
-    .bind(now)
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(id)
+) -> DbResult<Annotation> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "INSERT INTO annotations (task_id, project_id, result, was_cancelled, ground_truth, lead_time, \
+             completed_by, updated_by, import_id, last_action, bulk_created, parent_prediction, parent_annotation, \
+             draft_created_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15) RETURNING {}",
+            ANNOTATION_COLUMNS.replace("a.", "")
+        )
+    });
+    let row = sqlx::query(SQL.as_str())
+        .bind(task_id)
+        .bind(project_id)
+        .bind(a.result.to_string())
+        .bind(a.was_cancelled as i64)
+        .bind(a.ground_truth as i64)
+        .bind(super::NullableF64(a.lead_time))
+        .bind(a.completed_by.unwrap_or(user_id))
+        .bind(user_id)
+        .bind(a.import_id)
+        .bind(a.last_action.as_deref())
+        .bind(a.bulk_created as i64)
+        .bind(a.parent_prediction)
+        .bind(a.parent_annotation)
+        .bind(a.draft_created_at)
+        .bind(now)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(Annotation::from_row(&row))
 }
 
 impl Db {
-    /// Creates an annotation on a task of the organization (read by the caller; if it
-    /// was deleted since, the row lock finds no task: `NotFound`).
-    pub async fn create_annotation(
-        &self,
-        organization_id: i64,
-        task: &Task,
-        user_id: i64,
-        a: &NewAnnotation,
-    ) -> DbResult<Annotation> {
+    /// Creates an annotation on a task of the caller's organization (read by the caller
+    /// through [`Db::task`], which checks the organization; if it was deleted since, the
+    /// row lock finds no task: `NotFound`), and returns it as stored.
+    pub async fn create_annotation(&self, task: &Task, user_id: i64, a: &NewAnnotation) -> DbResult<Annotation> {
         let mut tx = self.project_write_tx().await?;
         let locked = lock_task(&mut tx, task.id).await?;
-        let id = insert_annotation(&mut tx, task.project_id, task.id, user_id, a, now_micros()).await?;
+        let created = insert_annotation(&mut tx, task.project_id, task.id, user_id, a, now_micros()).await?;
         let delta = refresh_task_counters(&mut tx, &locked, Some(user_id)).await?;
-        record_change(self.backend, &mut tx, task.project_id, task.id, id, ChangeOp::Upsert, delta).await?;
+        record_change(self.backend, &mut tx, task.project_id, task.id, created.id, ChangeOp::Upsert, delta).await?;
         tx.commit().await?;
-        self.annotation(organization_id, id).await
+        Ok(created)
     }
 
     /// An annotation of the organization.
