@@ -166,11 +166,23 @@ fn pool() -> &'static Runtime {
         let nice = niceness();
         Builder::new_multi_thread()
             .worker_threads(1)
+            .max_blocking_threads(max_threads())
             .thread_name("labelport-bg")
             .on_thread_start(move || lower_priority(nice))
             .build()
             .expect("starting the background threads")
     })
+}
+
+/// Most background threads at once: twice the cores. A full sync's steps (page reads,
+/// rendering, file writes) are mostly CPU, so more threads than that only take turns on
+/// the cores, and each turn is a context switch; twice leaves room for steps that wait
+/// on the disk. Tokio's default (512) let a 20k sync on 2 cores run ten such threads,
+/// which together waited 0.5 s for a core during a 0.2 s sync; capped, the sync took
+/// 8 % less time on tmpfs (docs/BENCHMARKS.md, 15th session). Background steps never
+/// wait for each other, so a step waiting for a thread only waits for one to finish.
+fn max_threads() -> usize {
+    2 * std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 fn niceness() -> i32 {
@@ -228,6 +240,32 @@ mod tests {
         .unwrap();
         assert_eq!(theirs, (mine + 5).min(19));
         assert_eq!(rustix::process::nice(0).unwrap(), mine, "the caller's thread keeps its priority");
+    }
+
+    /// More bulk steps than threads: they all run, never more at once than the cap.
+    #[tokio::test]
+    async fn bulk_steps_beyond_the_thread_cap_wait_for_a_thread_and_all_run() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let steps = (0..3 * super::max_threads()).map(|i| {
+            let (running, most) = (running.clone(), most.clone());
+            super::bulk(async move {
+                super::spawn_blocking(move || {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(30));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    i
+                })
+                .await
+                .unwrap()
+            })
+        });
+        let done = futures::future::join_all(steps).await;
+        assert_eq!(done, (0..3 * super::max_threads()).collect::<Vec<_>>());
+        let most = most.load(Ordering::SeqCst);
+        assert!((1..=super::max_threads()).contains(&most), "{most} steps at once");
     }
 
     #[cfg(target_os = "linux")]
