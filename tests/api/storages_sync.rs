@@ -1037,6 +1037,8 @@ async fn deleting_a_storage_while_it_syncs_is_safe_and_the_server_keeps_working(
     assert_eq!(files_in(&fresh_dir).len(), 30);
     let extra = annotate(&app, tasks[0], "after").await;
     wait_for("auto-export after the deletion", || fresh_dir.join(extra.to_string()).is_file()).await;
+    // The document is in place before its link is recorded: wait for the round to end.
+    wait_caught_up(&app, fresh).await;
     assert!(files_in(&dir).len() <= 30, "the deleted storage's directory got no more than its annotations");
     assert!(!dir.join(extra.to_string()).exists(), "the deleted storage is not auto-exported to");
     assert_eq!(link_count(&app, id).await, 0, "no link outlives its storage, nor is written after it");
