@@ -142,25 +142,38 @@ pub(crate) async fn insert_annotation(
             ANNOTATION_COLUMNS.replace("a.", "")
         )
     });
-    let row = sqlx::query(SQL.as_str())
-        .bind(task_id)
-        .bind(project_id)
+    let query = sqlx::query(SQL.as_str()).bind(task_id).bind(project_id);
+    let row =
+        bind_fields(query, a, Some(a.completed_by.unwrap_or(user_id)), user_id).bind(now).fetch_one(&mut **tx).await?;
+    Ok(Annotation::from_row(&row))
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds an annotation's written fields as the next twelve parameters, in the order
+/// the insert and the update list their columns: `result`, `was_cancelled`,
+/// `ground_truth`, `lead_time`, `completed_by`, `updated_by`, `import_id`,
+/// `last_action`, `bulk_created`, `parent_prediction`, `parent_annotation`,
+/// `draft_created_at`.
+fn bind_fields<'q>(
+    query: AnyQuery<'q>,
+    a: &'q NewAnnotation,
+    completed_by: Option<i64>,
+    updated_by: i64,
+) -> AnyQuery<'q> {
+    query
         .bind(a.result.to_string())
         .bind(a.was_cancelled as i64)
         .bind(a.ground_truth as i64)
         .bind(super::NullableF64(a.lead_time))
-        .bind(a.completed_by.unwrap_or(user_id))
-        .bind(user_id)
+        .bind(completed_by)
+        .bind(updated_by)
         .bind(a.import_id)
         .bind(a.last_action.as_deref())
         .bind(a.bulk_created as i64)
         .bind(a.parent_prediction)
         .bind(a.parent_annotation)
         .bind(a.draft_created_at)
-        .bind(now)
-        .fetch_one(&mut **tx)
-        .await?;
-    Ok(Annotation::from_row(&row))
 }
 
 impl Db {
@@ -237,27 +250,12 @@ impl Db {
         let current = self.annotation(organization_id, id).await?;
         let mut tx = self.project_write_tx().await?;
         let locked = lock_task(&mut tx, current.task_id).await?;
-        let done = sqlx::query(
+        let query = sqlx::query(
             "UPDATE annotations SET result = $1, was_cancelled = $2, ground_truth = $3, lead_time = $4, \
              completed_by = $5, updated_by = $6, import_id = $7, last_action = $8, bulk_created = $9, \
              parent_prediction = $10, parent_annotation = $11, draft_created_at = $12, updated_at = $13 WHERE id = $14",
-        )
-        .bind(a.result.to_string())
-        .bind(a.was_cancelled as i64)
-        .bind(a.ground_truth as i64)
-        .bind(super::NullableF64(a.lead_time))
-        .bind(a.completed_by)
-        .bind(user_id)
-        .bind(a.import_id)
-        .bind(a.last_action.as_deref())
-        .bind(a.bulk_created as i64)
-        .bind(a.parent_prediction)
-        .bind(a.parent_annotation)
-        .bind(a.draft_created_at)
-        .bind(now_micros())
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+        );
+        let done = bind_fields(query, a, a.completed_by, user_id).bind(now_micros()).bind(id).execute(&mut *tx).await?;
         if done.rows_affected() == 0 {
             return Err(DbError::NotFound);
         }
